@@ -1,0 +1,3 @@
+"""nbflow: turn Jupyter notebooks into cached, scheduled, parameterized pipelines."""
+
+__version__ = "0.1.0"

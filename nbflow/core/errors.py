@@ -1,0 +1,195 @@
+"""Every error nbflow raises, in one tree rooted at `NbflowError`.
+
+    NbflowError
+    ├── PipelineError                 the graph itself is wrong
+    │   ├── CycleError                  .cycle: the path, first node repeated
+    │   ├── UnknownDependencyError      .task, .dependency, .matches
+    │   └── DuplicateOutputError        .name, .cells (two %%task cells define one name)
+    ├── ParameterError                a run or notebook parameter is missing or wrong
+    │   └── MissingParameterError       .task, .param
+    ├── TaskError                     raised inside a run, about one task
+    │   ├── TaskTimeout                 .task, .timeout
+    │   ├── WorkerDied                  .task (the process running it vanished)
+    │   └── UnpicklableResult           .task, .type_name
+    ├── CacheError                    the store could not do what was asked
+    │   └── IntegrityError              .key (signature or digest mismatch; never unpickled)
+    ├── RunFailed                     a run finished with failed tasks: .result, .task, .traceback
+    └── JobsError                     papermill runs, schedules, the scheduler (nbflow.jobs)
+
+Foreign exceptions are translated at the boundary with ``raise ... from``, so the
+original traceback stays chained. Messages name the thing, the fix, and the near miss.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nbflow.core.result import RunResult
+
+
+class NbflowError(Exception):
+    """Root of every error nbflow raises on purpose."""
+
+
+class NbflowWarning(UserWarning):
+    """Something was skipped or recovered from, and the user should know (e.g. a tampered cache entry)."""
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Names among `candidates` that look like a typo of `word`."""
+    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    matches = close_matches(word, candidates)
+    if not matches:
+        return ""
+    return "; did you mean " + " or ".join(f"`{m}`" for m in matches) + "?"
+
+
+class PipelineError(NbflowError):
+    """The pipeline's graph is invalid."""
+
+
+class CycleError(PipelineError):
+    def __init__(self, cycle: Sequence[str]) -> None:
+        self.cycle = list(cycle)
+        path = " -> ".join(f"`{n}`" for n in self.cycle)
+        super().__init__(
+            f"the tasks form a cycle: {path}; remove one of these dependencies "
+            "(check parameter names and `inputs=`)"
+        )
+
+
+class UnknownDependencyError(PipelineError):
+    def __init__(self, task: str, dependency: str, known: Iterable[str]) -> None:
+        self.task = task
+        self.dependency = dependency
+        self.matches = close_matches(dependency, known)
+        hint = did_you_mean(dependency, known) or "; define that task first or fix the name"
+        super().__init__(f"unknown dependency `{dependency}` of task `{task}`{hint}")
+
+
+class UnknownTaskError(PipelineError):
+    def __init__(self, task: str, known: Iterable[str], pipeline: str = "") -> None:
+        self.task = task
+        self.matches = close_matches(task, known)
+        where = f" in pipeline `{pipeline}`" if pipeline else ""
+        hint = did_you_mean(task, known) or ""
+        super().__init__(f"no task named `{task}`{where}{hint}")
+
+
+class DuplicateOutputError(PipelineError):
+    def __init__(self, name: str, cells: Sequence[str]) -> None:
+        self.name = name
+        self.cells = list(cells)
+        first, second = self.cells[0], self.cells[-1]
+        super().__init__(
+            f"`{name}` is defined by two task cells, `{first}` and `{second}`; "
+            "each name may be produced by one task cell only: rename it in one of them"
+        )
+
+
+class ParameterError(NbflowError):
+    """A parameter is missing, unknown, or of the wrong type."""
+
+
+class MissingParameterError(ParameterError):
+    def __init__(self, task: str, param: str, tasks: Iterable[str] = ()) -> None:
+        self.task = task
+        self.param = param
+        near = did_you_mean(param, tasks)
+        hint = (
+            f" (no task is named `{param}` either{near})"
+            if near
+            else f"; pass it with params={{'{param}': ...}} or give it a default"
+        )
+        super().__init__(f"task `{task}` needs run parameter `{param}`, which was not given{hint}")
+
+
+class TaskError(NbflowError):
+    """Something went wrong with one task while running it."""
+
+    def __init__(self, message: str, *, task: str) -> None:
+        self.task = task
+        super().__init__(message)
+
+
+class TaskTimeout(TaskError):
+    def __init__(self, task: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(
+            f"task `{task}` did not finish within its timeout of {timeout:g} s; "
+            "raise `timeout=` or make the task faster",
+            task=task,
+        )
+
+
+class WorkerDied(TaskError):
+    def __init__(self, task: str, detail: str = "") -> None:
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"the worker running task `{task}` died{extra}; it may have been killed, "
+            "crashed or run out of memory",
+            task=task,
+        )
+
+
+class UnpicklableResult(TaskError):
+    def __init__(self, task: str, type_name: str, detail: str = "") -> None:
+        self.type_name = type_name
+        extra = f": {detail}" if detail else ""
+        super().__init__(
+            f"task `{task}` returned a `{type_name}`, which cannot be pickled{extra}; "
+            "return plain data (or pass cache=False and keep it out of the cache)",
+            task=task,
+        )
+
+
+class CacheError(NbflowError):
+    """The cache store could not satisfy a request."""
+
+
+class IntegrityError(CacheError):
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        super().__init__(f"cache entry {key[:12]} failed its integrity check ({detail}); it is treated as a miss")
+
+
+class RunFailed(NbflowError):
+    """A run ended with failed tasks. Carries the `RunResult` and the first failure's traceback."""
+
+    def __init__(self, result: RunResult, task: str, error: BaseException, traceback: str) -> None:
+        self.result = result
+        self.task = task
+        self.error = error
+        self.traceback = traceback
+        failed = [n for n, s in result.states.items() if s == "failed"]
+        others = f" ({len(failed) - 1} more failed: {', '.join(failed[1:4])})" if len(failed) > 1 else ""
+        super().__init__(
+            f"task `{task}` failed: {type(error).__name__}: {error}{others}. "
+            "Fix it and run again; finished tasks are cached."
+        )
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows the failing task's own traceback, not nbflow's frames."""
+        lines = [f"RunFailed: task `{self.task}` failed", ""]
+        lines.extend(self.traceback.rstrip("\n").splitlines())
+        return lines
+
+
+class JobsError(NbflowError):
+    """Root of errors raised by `nbflow.jobs` (papermill runs, schedules, the scheduler)."""
+
+
+def format_value_short(value: Any, limit: int = 40) -> str:
+    """A one-line repr of `value` for messages, cut to `limit` characters."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not break an error message
+        text = f"<{type(value).__name__} (repr failed: {type(exc).__name__})>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,216 @@
+"""Typed events of a run, and the listeners that receive them.
+
+The runner emits events and calls no display code: the DAG widget, the
+terminal progress bar, the logging listener and run history all subscribe
+here. Every event is a frozen dataclass with keyword-only fields, so fields
+can be added without breaking listeners. Events are delivered in the driver
+process, in order, whatever executor ran the task.
+
+A listener is any callable taking one event. A listener that raises is
+reported once as a warning and removed from the run, so a broken display
+never fails a pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+from nbflow.core.errors import NbflowWarning
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    pipeline: str
+    run_id: str
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunStarted(Event):
+    tasks: tuple[str, ...]
+    """Every task the run will consider, in topological order."""
+    stale: dict[str, str]
+    """Tasks planned to execute, with the reason each is stale."""
+    edges: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunFinished(Event):
+    states: dict[str, str]
+    duration: float
+    ok: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskEvent(Event):
+    task: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskQueued(TaskEvent):
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskStarted(TaskEvent):
+    attempt: int = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskFinished(TaskEvent):
+    duration: float
+    attempts: int = 1
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskCached(TaskEvent):
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskRetrying(TaskEvent):
+    attempt: int
+    """The attempt that failed (1-based)."""
+    delay: float
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskFailed(TaskEvent):
+    error: str
+    """`ExceptionType: message` of the last attempt."""
+    traceback: str
+    attempts: int = 1
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskSkipped(TaskEvent):
+    state: str
+    """`skipped` or `upstream_failed`."""
+    reason: str = ""
+
+
+Listener = Callable[[Event], None]
+
+
+class SupportsEvents(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+
+class EventBus:
+    """Delivers events to listeners in order; isolates the run from listener errors."""
+
+    __slots__ = ("_listeners",)
+
+    def __init__(self, listeners: Iterable[Listener] = ()) -> None:
+        self._listeners: list[Listener] = list(listeners)
+
+    def __bool__(self) -> bool:
+        return bool(self._listeners)
+
+    def add(self, listener: Listener) -> None:
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def remove(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def emit(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:
+                # A display must never fail the pipeline it displays.
+                self._listeners.remove(listener)
+                warnings.warn(
+                    f"event listener {listener!r} raised {type(exc).__name__}: {exc}; "
+                    "it was removed for the rest of this run",
+                    NbflowWarning,
+                    stacklevel=2,
+                )
+
+
+class LoggingListener:
+    """Logs each event through the `nbflow` logger (INFO for progress, ERROR for failures)."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("nbflow")
+
+    def __call__(self, event: Event) -> None:
+        log = self.logger
+        match event:
+            case RunStarted():
+                log.info("run %s of %s: %d tasks, %d stale", event.run_id, event.pipeline,
+                         len(event.tasks), len(event.stale))
+            case TaskStarted():
+                log.info("task %s started (attempt %d)", event.task, event.attempt)
+            case TaskFinished():
+                log.info("task %s done in %.3f s", event.task, event.duration)
+            case TaskCached():
+                log.info("task %s loaded from cache", event.task)
+            case TaskRetrying():
+                log.warning("task %s failed (attempt %d: %s); retrying in %.1f s",
+                            event.task, event.attempt, event.error, event.delay)
+            case TaskFailed():
+                log.error("task %s failed after %d attempt(s): %s", event.task,
+                          event.attempts, event.error)
+            case TaskSkipped():
+                log.info("task %s %s: %s", event.task, event.state, event.reason)
+            case RunFinished():
+                log.info("run %s finished in %.3f s: %s", event.run_id, event.duration,
+                         "ok" if event.ok else "FAILED")
+
+
+class ProgressListener:
+    """A one-line terminal progress display for long runs outside Jupyter.
+
+    Redraws at most every `interval` seconds (and at the end), so it costs
+    nothing measurable on a run of thousands of tiny tasks.
+    """
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 0.2) -> None:
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self._total = 0
+        self._done = 0
+        self._failed = 0
+        self._running = ""
+        self._start = 0.0
+        self._last_draw = 0.0
+
+    def __call__(self, event: Event) -> None:
+        match event:
+            case RunStarted():
+                self._total, self._done, self._failed = len(event.tasks), 0, 0
+                self._start = event.time
+            case TaskStarted():
+                self._running = event.task
+            case TaskFinished() | TaskCached() | TaskSkipped():
+                self._done += 1
+            case TaskFailed():
+                self._done += 1
+                self._failed += 1
+            case RunFinished():
+                self._draw(final=True)
+                return
+        now = time.monotonic()
+        if now - self._last_draw >= self.interval:
+            self._last_draw = now
+            self._draw()
+
+    def _draw(self, final: bool = False) -> None:
+        elapsed = time.time() - self._start if self._start else 0.0
+        failed = f", {self._failed} failed" if self._failed else ""
+        current = "" if final else f"  {self._running}"
+        line = f"\r[nbflow] {self._done}/{self._total} tasks{failed}  {elapsed:.1f}s{current}"
+        self.stream.write(line[:120].ljust(60) + ("\n" if final else ""))
+        self.stream.flush()

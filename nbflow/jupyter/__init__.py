@@ -1,0 +1,1 @@
+"""The IPython extension: %%task and %nbflow magics, cell analysis, the live DAG widget."""
