@@ -1,3 +1,138 @@
-"""nbflow: turn Jupyter notebooks into cached, scheduled, parameterized pipelines."""
+"""nbflow: turn Jupyter notebooks into cached, scheduled, parameterized pipelines.
+
+    import nbflow as nf
+
+    @nf.task
+    def raw(date: str): ...
+
+    @nf.task(retries=3)
+    def clean(raw): ...
+
+    r = nf.run(params={"date": "2024-01-01"})
+
+The Jupyter layer (widget, magics) and the jobs layer (papermill) are
+imported only when used, so scripts and workers load the engine alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nbflow.core.errors import (
+    CycleError,
+    IntegrityError,
+    JobsError,
+    MissingParameterError,
+    NbflowError,
+    NbflowWarning,
+    ParameterError,
+    PipelineError,
+    RunFailed,
+    TaskError,
+    TaskTimeout,
+    UnknownDependencyError,
+    UnknownTaskError,
+    UnpicklableResult,
+    WorkerDied,
+)
+from nbflow.core.events import LoggingListener, ProgressListener
+from nbflow.core.pipeline import Pipeline, default_pipeline, task
+from nbflow.core.pools import pool
+from nbflow.core.result import RunResult, StatusReport, TaskStatus
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "CycleError",
+    "IntegrityError",
+    "JobsError",
+    "LoggingListener",
+    "MissingParameterError",
+    "NbflowError",
+    "NbflowWarning",
+    "ParameterError",
+    "Pipeline",
+    "PipelineError",
+    "ProgressListener",
+    "RunFailed",
+    "RunResult",
+    "StatusReport",
+    "TaskError",
+    "TaskStatus",
+    "TaskTimeout",
+    "UnknownDependencyError",
+    "UnknownTaskError",
+    "UnpicklableResult",
+    "WorkerDied",
+    "__version__",
+    "clear_cache",
+    "default_pipeline",
+    "explain",
+    "invalidate",
+    "load_ipython_extension",
+    "notebook_parameters",
+    "notebook_task",
+    "pool",
+    "record",
+    "run",
+    "run_notebook",
+    "show",
+    "status",
+    "task",
+]
+
+
+def run(targets: Any = None, **kwargs: Any) -> RunResult:
+    """Run the default pipeline (see `Pipeline.run`)."""
+    return default_pipeline().run(targets, **kwargs)
+
+
+def status(**kwargs: Any) -> StatusReport:
+    return default_pipeline().status(**kwargs)
+
+
+def explain(name: str, **kwargs: Any) -> str:
+    return default_pipeline().explain(name, **kwargs)
+
+
+def invalidate(name: str) -> list[str]:
+    return default_pipeline().invalidate(name)
+
+
+def clear_cache() -> int:
+    return default_pipeline().clear_cache()
+
+
+def show(pipeline: Pipeline | None = None, **kwargs: Any) -> Any:
+    """Show the live DAG widget of `pipeline` (default: the default pipeline)."""
+    return (pipeline or default_pipeline()).show(**kwargs)
+
+
+# The jobs and Jupyter layers load on first use.
+_LAZY = {
+    "run_notebook": "nbflow.jobs.notebook",
+    "notebook_parameters": "nbflow.jobs.parameters",
+    "record": "nbflow.jobs.record",
+    "notebook_task": "nbflow.jobs.notebook_task",
+    "load_ipython_extension": "nbflow.jupyter.extension",
+    "unload_ipython_extension": "nbflow.jupyter.extension",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbflow' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from nbflow.jobs.notebook import run_notebook
+    from nbflow.jobs.notebook_task import notebook_task
+    from nbflow.jobs.parameters import notebook_parameters
+    from nbflow.jobs.record import record
+    from nbflow.jupyter.extension import load_ipython_extension

@@ -1,0 +1,467 @@
+"""Run tasks at the same time on this machine: a thread executor and a process executor.
+
+Policy:
+
+- **Threads** (`executor="threads"`) suit tasks that wait (I/O, network, a
+  database) or release the GIL (NumPy, pandas). Jobs run in the driver
+  process, so nothing is pickled. A timeout cannot stop a thread: the task is
+  reported as timed out and its thread abandoned (see `call_with_timeout`).
+- **Processes** (`executor="processes"`) suit CPU-bound Python. Each worker
+  is a fresh interpreter (`python -c ...`, not a fork of the driver) running
+  the small loop in `_worker_main`, talking to the driver over two private
+  pipes. Jobs go there pickled with cloudpickle, so functions and classes
+  defined in a notebook cell or in `__main__` work, and the user's script is
+  never re-imported (no `if __name__ == "__main__"` guard needed).
+- **One worker, one job, one process to kill.** The driver knows which worker
+  runs which job. A worker that vanishes (SIGKILL, a segfault, the OOM
+  killer) fails only the job it was running, with `WorkerDied`; a task past
+  its `timeout` has its worker killed and fails with `TaskTimeout`. In both
+  cases a replacement worker is started when the next job needs one, and the
+  runner retries the task like any other failure. (concurrent.futures'
+  process pool would instead break as a whole on the first dead worker.)
+- **Lazy and owned.** Workers start on the first `submit` that needs one, so a
+  fully cached run starts none. An executor made from a name by `run()`
+  closes its workers when the run ends; an executor object the user builds
+  keeps them warm across runs until `close()` (or garbage collection), and
+  `shutdown()` only stops what a finished run left running.
+- **Order.** Jobs waiting for a free worker start by `priority` (higher
+  first), then in submission order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+
+import cloudpickle
+
+from nbflow.core.errors import NbflowError, TaskTimeout, UnpicklableResult, WorkerDied
+from nbflow.core.executors import (
+    Job,
+    Outcome,
+    execute_job,
+    format_user_traceback,
+    register_executor,
+)
+
+__all__ = ["ProcessExecutor", "RemoteError", "ThreadExecutor"]
+
+
+def default_thread_workers() -> int:
+    """The thread count concurrent.futures uses: enough to overlap waiting tasks."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def default_process_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def _check_max_workers(max_workers: int | None, default: int, kind: str) -> int:
+    if max_workers is None:
+        return default
+    if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+        raise NbflowError(
+            f"max_workers of the {kind} executor must be a positive integer, not {max_workers!r}"
+        )
+    return max_workers
+
+
+class _JobQueue:
+    """Jobs waiting for a worker: highest priority first, then first submitted."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, Job]] = []
+        self._order = itertools.count()
+
+    def push(self, job: Job) -> None:
+        heapq.heappush(self._heap, (-job.priority, next(self._order), job))
+
+    def pop(self) -> Job:
+        return heapq.heappop(self._heap)[2]
+
+    def clear(self) -> None:
+        self._heap.clear()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+# --------------------------------------------------------------------------- threads
+
+
+class ThreadExecutor:
+    """Runs jobs on up to `max_workers` threads of the driver process."""
+
+    def __init__(self, max_workers: int | None = None, *, close_on_shutdown: bool = False) -> None:
+        self.max_workers = _check_max_workers(max_workers, default_thread_workers(), "threads")
+        self._close_on_shutdown = close_on_shutdown
+        self._lock = threading.Condition()
+        self._waiting = _JobQueue()
+        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._pending = 0
+        # Outcomes of jobs from before a shutdown() belong to a finished run: drop them.
+        self._generation = 0
+        self._closed = False
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self._closed:
+                raise NbflowError("this ThreadExecutor was closed; create a new one")
+            self._waiting.push(job)
+            self._pending += 1
+            if self._idle == 0 and len(self._threads) < self.max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"nbflow-thread-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            else:
+                self._lock.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+                while not self._waiting and not self._closed:
+                    self._lock.wait()
+                self._idle -= 1
+                if self._closed:
+                    self._threads.remove(threading.current_thread())
+                    return
+                job = self._waiting.pop()
+                generation = self._generation
+            outcome = execute_job(job)
+            outcome.extra["worker"] = threading.current_thread().name
+            with self._lock:
+                if generation == self._generation:
+                    self._done.put(outcome)
+
+    def poll(self, timeout: float | None = None) -> list[Outcome]:
+        if self._pending == 0:
+            return []
+        try:
+            outcomes = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                outcomes.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        self._pending -= len(outcomes)
+        return outcomes
+
+    def pending(self) -> int:
+        return self._pending
+
+    def shutdown(self) -> None:
+        """Forget unfinished jobs; close the threads too if this executor belongs to one run."""
+        with self._lock:
+            self._generation += 1
+            self._waiting.clear()
+            self._pending = 0
+            while not self._done.empty():
+                self._done.get_nowait()
+        if self._close_on_shutdown:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the idle threads; a thread still inside a task ends when the task returns."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+
+    def __enter__(self) -> ThreadExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.close()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class RemoteError(Exception):
+    """Stands for an exception raised in a worker process that could not be pickled back."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name = type_name
+        super().__init__(f"{type_name}: {message}")
+
+
+def _worker_main(read_fd: int, write_fd: int) -> None:
+    """The loop of one worker process: receive a job, run it, send back its outcome.
+
+    Messages are length-prefixed pickles (multiprocessing's Connection
+    framing). In: `(job_id, fn, kwargs)`; out: `(job_id, ok, payload,
+    traceback, duration)`. The loop ends when the driver closes its end.
+    """
+    # Ctrl-C in a terminal reaches the whole process group; the driver decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    sys.path[:] = pickle.loads(inbox.recv_bytes())
+    while True:
+        try:
+            message = inbox.recv_bytes()
+        except EOFError:
+            return
+        start = time.perf_counter()
+        job_id = -1
+        try:
+            job_id, fn, kwargs = cloudpickle.loads(message)
+            value = fn(**kwargs)
+        except Exception as exc:
+            outbox.send_bytes(_pack_error(job_id, exc, time.perf_counter() - start))
+            continue
+        duration = time.perf_counter() - start
+        try:
+            payload = cloudpickle.dumps((job_id, True, value, "", duration), protocol=5)
+        except Exception as exc:
+            error = UnpicklableResult("?", type(value).__name__, f"{type(exc).__name__}: {exc}")
+            payload = _pack_error(job_id, error, duration)
+        outbox.send_bytes(payload)
+
+
+def _pack_error(job_id: int, exc: BaseException, duration: float) -> bytes:
+    traceback = format_user_traceback(exc)
+    try:
+        return cloudpickle.dumps((job_id, False, exc, traceback, duration), protocol=5)
+    except Exception:
+        # The user's exception holds something unpicklable (a lock, a socket):
+        # send its type and message, which is what a person reads anyway.
+        stand_in = RemoteError(type(exc).__qualname__, str(exc))
+        return cloudpickle.dumps((job_id, False, stand_in, traceback, duration), protocol=5)
+
+
+_WORKER_CODE = "import sys; from nbflow.core.parallel import _worker_main; _worker_main(int(sys.argv[1]), int(sys.argv[2]))"
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One worker process and the pipes to it; `job` is what it runs now."""
+
+    process: subprocess.Popen[bytes]
+    inbox: Connection
+    outbox: Connection
+    job: Job | None = None
+    deadline: float = float("inf")
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def start(cls) -> _Worker:
+        to_worker_r, to_worker_w = os.pipe()
+        from_worker_r, from_worker_w = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CODE, str(to_worker_r), str(from_worker_w)],
+                pass_fds=(to_worker_r, from_worker_w),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            # The child holds its own copies; closing ours makes a dead child read as EOF.
+            os.close(to_worker_r)
+            os.close(from_worker_w)
+        worker = cls(
+            process=process,
+            inbox=Connection(from_worker_r, writable=False),
+            outbox=Connection(to_worker_w, readable=False),
+        )
+        worker.outbox.send_bytes(pickle.dumps(list(sys.path)))
+        return worker
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.inbox.close()
+        self.outbox.close()
+
+    def death_detail(self) -> str:
+        code = self.process.wait()
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+
+def _stop_workers(workers: list[_Worker]) -> None:
+    """Close idle workers gently (they exit on EOF) and kill the rest."""
+    for worker in workers:
+        if worker.job is None:
+            worker.outbox.close()
+        else:
+            worker.process.kill()
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+        if not worker.inbox.closed:
+            worker.inbox.close()
+        if not worker.outbox.closed:
+            worker.outbox.close()
+    workers.clear()
+
+
+class ProcessExecutor:
+    """Runs jobs in up to `max_workers` worker processes, one job per process at a time."""
+
+    def __init__(self, max_workers: int | None = None, *, close_on_shutdown: bool = False) -> None:
+        self.max_workers = _check_max_workers(max_workers, default_process_workers(), "processes")
+        self._close_on_shutdown = close_on_shutdown
+        self._workers: list[_Worker] = []
+        self._waiting = _JobQueue()
+        self._ready: list[Outcome] = []
+        self._closed = False
+        # Workers must not outlive the executor, even if nobody calls close().
+        self._finalizer = weakref.finalize(self, _stop_workers, self._workers)
+
+    @property
+    def workers_started(self) -> int:
+        """Live worker processes (0 until the first job needs one)."""
+        return len(self._workers)
+
+    def submit(self, job: Job) -> None:
+        if self._closed:
+            raise NbflowError("this ProcessExecutor was closed; create a new one")
+        self._waiting.push(job)
+        self._dispatch()
+
+    def pending(self) -> int:
+        busy = sum(1 for w in self._workers if w.job is not None)
+        return len(self._waiting) + busy + len(self._ready)
+
+    def poll(self, timeout: float | None = None) -> list[Outcome]:
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self._ready:
+            busy = [w for w in self._workers if w.job is not None]
+            if not busy:
+                break
+            now = time.perf_counter()
+            wait_for = min(w.deadline for w in busy) - now
+            if end is not None:
+                wait_for = min(wait_for, end - time.monotonic())
+            readable = wait([w.inbox for w in busy], timeout=max(0.0, wait_for)
+                            if wait_for != float("inf") else None)
+            for worker in busy:
+                if worker.inbox in readable:
+                    self._receive(worker)
+            self._expire(time.perf_counter())
+            self._dispatch()
+            if end is not None and time.monotonic() >= end:
+                break
+        outcomes, self._ready = self._ready, []
+        return outcomes
+
+    def _dispatch(self) -> None:
+        """Hand waiting jobs to idle workers, starting workers up to `max_workers`."""
+        while self._waiting:
+            worker = next((w for w in self._workers if w.job is None), None)
+            if worker is None:
+                if len(self._workers) >= self.max_workers:
+                    return
+                worker = _Worker.start()
+                self._workers.append(worker)
+            job = self._waiting.pop()
+            try:
+                message = cloudpickle.dumps((job.id, job.fn, job.kwargs), protocol=5)
+            except Exception as exc:
+                self._ready.append(_failed(job, exc))
+                continue
+            worker.job = job
+            worker.started = time.perf_counter()
+            worker.deadline = worker.started + job.timeout if job.timeout else float("inf")
+            try:
+                worker.outbox.send_bytes(message)
+            except OSError:
+                # It died while idle or while reading the job; the job never ran
+                # there, but the honest report is still that its worker died.
+                self._bury(worker, WorkerDied(job.task, worker.death_detail()))
+
+    def _receive(self, worker: _Worker) -> None:
+        job = worker.job
+        assert job is not None
+        try:
+            message = worker.inbox.recv_bytes()
+        except (EOFError, OSError):
+            self._bury(worker, WorkerDied(job.task, worker.death_detail()))
+            return
+        try:
+            job_id, ok, payload, traceback, duration = pickle.loads(message)
+        except Exception as exc:
+            # The value pickled in the worker but needs a module the driver lacks.
+            worker.job = None
+            self._ready.append(_failed(job, exc))
+            return
+        worker.job, worker.deadline = None, float("inf")
+        extra = {"worker": worker.process.pid}
+        if ok:
+            self._ready.append(Outcome(job=job, value=payload, duration=duration, extra=extra))
+            return
+        if isinstance(payload, UnpicklableResult):
+            payload = UnpicklableResult(job.task, payload.type_name, str(payload.__cause__ or ""))
+        self._ready.append(Outcome(job=job, error=payload, traceback=traceback,
+                                   duration=duration, extra=extra))
+
+    def _expire(self, now: float) -> None:
+        for worker in [w for w in self._workers if w.job is not None and w.deadline <= now]:
+            job = worker.job
+            assert job is not None and job.timeout is not None
+            self._bury(worker, TaskTimeout(job.task, job.timeout))
+
+    def _bury(self, worker: _Worker, error: Exception) -> None:
+        """Kill `worker`, fail its job with `error`; the next dispatch starts a replacement."""
+        job = worker.job
+        assert job is not None
+        worker.kill()
+        self._workers.remove(worker)
+        self._ready.append(Outcome(job=job, error=error, traceback=f"{type(error).__name__}: {error}\n",
+                                   duration=time.perf_counter() - worker.started,
+                                   extra={"worker": worker.process.pid}))
+
+    def shutdown(self) -> None:
+        """Stop what the run left unfinished; close every worker if this executor belongs to one run."""
+        self._waiting.clear()
+        self._ready.clear()
+        for worker in [w for w in self._workers if w.job is not None]:
+            worker.kill()
+            self._workers.remove(worker)
+        if self._close_on_shutdown:
+            self.close()
+
+    def close(self) -> None:
+        """Stop every worker process."""
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> ProcessExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.close()
+
+
+def _failed(job: Job, exc: Exception) -> Outcome:
+    return Outcome(job=job, error=exc, traceback=format_user_traceback(exc))
+
+
+register_executor("threads", lambda n: ThreadExecutor(n, close_on_shutdown=True))
+register_executor("processes", lambda n: ProcessExecutor(n, close_on_shutdown=True))

@@ -1,0 +1,209 @@
+"""`Pipeline`: a named set of tasks with a cache, and the module-level default pipeline.
+
+Responsibilities:
+- register tasks (decorator or call; re-registering a name replaces the task,
+  which is how re-executing an edited notebook cell works);
+- give a read-only `Graph` of the current tasks (cached until a task changes);
+- own the cache store and the listeners of its runs;
+- answer `run`, `status`, `explain`, `invalidate`, `clear_cache`, and hand
+  `show`/`to_dot` to the Jupyter layer, imported only when called.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from pathlib import Path
+from typing import Any, overload
+
+from nbflow.core import events as ev
+from nbflow.core.errors import MissingParameterError, NbflowError
+from nbflow.core.graph import Graph, resolve_graph
+from nbflow.core.home import home_dir
+from nbflow.core.planner import Planner
+from nbflow.core.result import RunResult, StatusReport, TaskStatus
+from nbflow.core.runner import Runner, raise_for_failures
+from nbflow.core.store import DiskStore
+from nbflow.core.task import Task, make_options
+
+
+class Pipeline:
+    """A DAG of cached tasks. `Pipeline("etl", cache_dir="path")`; the default lives in the home."""
+
+    def __init__(self, name: str = "default", cache_dir: str | os.PathLike[str] | None = None,
+                 size_limit: int | None = None) -> None:
+        if not name or not isinstance(name, str):
+            raise NbflowError("a pipeline needs a non-empty name")
+        self.name = name
+        self.cache_dir = Path(cache_dir).absolute() if cache_dir is not None else None
+        self.size_limit = size_limit
+        self.tasks: dict[str, Task] = {}
+        self._graph: Graph | None = None
+        self._store: DiskStore | None = None
+        self._store_dir: Path | None = None
+        self._listeners: list[ev.Listener] = []
+
+    def __repr__(self) -> str:
+        return f"<nbflow Pipeline {self.name!r}: {len(self.tasks)} tasks>"
+
+    # --- definition ------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[..., Any], /, **options: Any) -> Task: ...
+    @overload
+    def task(self, fn: None = None, /, **options: Any) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             inputs: Mapping[str, str] | None = None, **options: Any) -> Any:
+        """Register `fn` as a task (also usable as `@pipe.task` or `@pipe.task(...)`).
+
+        Options: retries, retry_delay, backoff, jitter, max_retry_delay, timeout,
+        trigger_rule, cache, ttl, watch, version, pool, priority, tags, owner,
+        description, identity.
+        """
+        opts = make_options(**options)
+
+        def register(f: Callable[..., Any]) -> Task:
+            t = Task.create(f, name, inputs, opts)
+            self.add(t)
+            return t
+
+        return register(fn) if fn is not None else register
+
+    def add(self, task: Task) -> Task:
+        """Add or replace a task."""
+        self.tasks[task.name] = task
+        self._graph = None
+        return task
+
+    def remove(self, name: str) -> None:
+        self.graph().check_known([name], self.name)
+        del self.tasks[name]
+        self._graph = None
+
+    def graph(self) -> Graph:
+        """The resolved graph (raises on cycles and unknown dependencies)."""
+        if self._graph is None:
+            self._graph = resolve_graph(self.tasks)
+        return self._graph
+
+    def upstream(self, name: str) -> set[str]:
+        g = self.graph()
+        g.check_known([name], self.name)
+        return g.ancestors([name])
+
+    def downstream(self, name: str) -> set[str]:
+        g = self.graph()
+        g.check_known([name], self.name)
+        return g.descendants([name])
+
+    def edges(self) -> list[tuple[str, str]]:
+        return self.graph().edges()
+
+    # --- cache -----------------------------------------------------------------
+
+    @property
+    def store(self) -> DiskStore:
+        directory = self.cache_dir or home_dir() / "cache"
+        if self._store is None or self._store_dir != directory:
+            # The default pipeline follows $NBFLOW_HOME if it changes (tests, notebooks).
+            self._store = DiskStore(directory, size_limit=self.size_limit)
+            self._store_dir = directory
+        return self._store
+
+    def clear_cache(self) -> int:
+        """Delete every cached result of this pipeline; returns how many were removed."""
+        return self.store.clear(self.name)
+
+    def invalidate(self, name: str) -> list[str]:
+        """Mark `name` and everything downstream stale; returns the tasks marked."""
+        g = self.graph()
+        g.check_known([name], self.name)
+        names = [n for n in g.order if n == name or n in g.descendants([name])]
+        now = time.time()
+        self.store.update_pipeline_state(self.name, invalidated=dict.fromkeys(names, now))
+        return names
+
+    # --- running ---------------------------------------------------------------
+
+    def run(self, targets: str | Iterable[str] | None = None, *, params: Mapping[str, Any] | None = None,
+            executor: Any = None, max_workers: int | None = None,
+            force: bool | str | Collection[str] = False, raise_on_failure: bool = True,
+            listeners: Iterable[ev.Listener] = ()) -> RunResult:
+        """Run `targets` (default: every sink) and the stale tasks they need."""
+        runner = Runner(self, targets, params=params, executor=executor, max_workers=max_workers,
+                        force=force, listeners=listeners)
+        result = runner.run()
+        if self.size_limit is not None:
+            self.store.gc()
+        if raise_on_failure:
+            raise_for_failures(result)
+        return result
+
+    def status(self, params: Mapping[str, Any] | None = None) -> StatusReport:
+        """Per task: fresh, stale or never-run, and why — without running or loading anything."""
+        g = self.graph()
+        planner = Planner(self.name, self.tasks, g, self.store, params or {})
+        statuses: dict[str, TaskStatus] = {}
+        for name in g.order:
+            try:
+                planner.plan([name])
+                d = planner.decisions[name]
+            except MissingParameterError as exc:
+                from nbflow.core.planner import Decision
+
+                d = Decision(name, False, f"needs run parameter `{exc.param}`", root=f"needs run parameter `{exc.param}`")
+                planner.decisions[name] = d
+            state = "fresh" if d.fresh else ("never-run" if d.reason == "never run" else "stale")
+            statuses[name] = TaskStatus(name, state, d.reason)
+        return StatusReport(self.name, statuses)
+
+    def explain(self, name: str, params: Mapping[str, Any] | None = None) -> str:
+        """One line: "fresh: ..." or "stale: <root cause>"."""
+        self.graph().check_known([name], self.name)
+        s = self.status(params)[name]
+        if s.state == "fresh":
+            return "fresh: unchanged since it last ran; its result is cached"
+        if s.state == "never-run":
+            return "stale: never run"
+        return f"stale: {s.reason}"
+
+    # --- listeners and display ---------------------------------------------------
+
+    def add_listener(self, listener: ev.Listener) -> None:
+        """Call `listener(event)` for every event of every run of this pipeline."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: ev.Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def show(self, **kwargs: Any) -> Any:
+        """The live DAG widget (Jupyter)."""
+        from nbflow.jupyter.widget import show
+
+        return show(self, **kwargs)
+
+    def to_dot(self, **kwargs: Any) -> Any:
+        """The graph as a `graphviz.Digraph`, coloured by the current status."""
+        from nbflow.jupyter.render import pipeline_to_dot
+
+        return pipeline_to_dot(self, **kwargs)
+
+
+_DEFAULT: Pipeline | None = None
+
+
+def default_pipeline() -> Pipeline:
+    """The pipeline `@nf.task` and `nf.run()` use when none is given."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Pipeline("default")
+    return _DEFAULT
+
+
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """`@nf.task` or `@nf.task(retries=3, ...)`: register in the default pipeline."""
+    return default_pipeline().task(fn, **options)

@@ -1,0 +1,288 @@
+"""The planner: each task's cache key, and whether it is fresh — with a reason.
+
+How a key is built (a Merkle key): hash of the pipeline and task name, the
+code fingerprint, `version=`, the digests of the run parameters the task
+takes, the *output digests* of its upstream tasks, the digests of watched
+files, and any extra identity (a notebook's code). Upstream output digests
+come from metadata records, so deciding freshness never unpickles a value.
+
+How freshness is decided, in this order:
+- an upstream task is stale → stale, "upstream `x` is stale: <root cause>"
+  (its key is unknown until `x` reruns; if `x` then returns the same bytes,
+  the runner finds this task fresh after all — early cutoff);
+- the code references something that cannot be fingerprinted, or
+  `cache=False` → always stale, saying so;
+- `force` → stale, "forced";
+- no record under the key → stale; the reason is the difference between the
+  parts of the task's last record and the current parts (code of which
+  function, which parameter old → new, which upstream, which file), or
+  "never run", or "last attempt failed" when this very key failed last time;
+- a record older than `ttl` → "expired"; older than an `invalidate()` →
+  "invalidated"; otherwise fresh.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbflow.core.errors import MissingParameterError, format_value_short
+from nbflow.core.fingerprint import FunctionPrint, fingerprint_function
+from nbflow.core.graph import Graph
+from nbflow.core.hashing import Unfingerprintable, digest_value, hash_bytes
+from nbflow.core.store import Record, Store
+from nbflow.core.task import Task
+from nbflow.core.types import CacheKey, Digest
+
+
+@dataclass(slots=True)
+class Decision:
+    task: str
+    fresh: bool
+    reason: str
+    """Why the task is stale ("" when fresh)."""
+    key: CacheKey | None = None
+    record: Record | None = None
+    parts: dict[str, Any] = field(default_factory=dict)
+    shorts: dict[str, str] = field(default_factory=dict)
+    root: str = ""
+    """The root cause, for downstream reasons."""
+    root_task: str = ""
+    """The task where the root cause lies."""
+
+
+_FILE_MEMO: dict[tuple[str, int, int], Digest] = {}
+
+
+def file_digest(path: str) -> Digest:
+    st = os.stat(path)
+    memo_key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    digest = _FILE_MEMO.get(memo_key)
+    if digest is None:
+        from blake3 import blake3
+
+        h = blake3()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = Digest(h.hexdigest(length=20))
+        _FILE_MEMO[memo_key] = digest
+    return digest
+
+
+class Planner:
+    """Computes keys and decisions for one run (or one `status()`), memoizing per plan."""
+
+    def __init__(self, pipeline: str, tasks: Mapping[str, Task], graph: Graph, store: Store,
+                 params: Mapping[str, Any], force: bool | Collection[str] = False) -> None:
+        self.pipeline = pipeline
+        self.tasks = tasks
+        self.graph = graph
+        self.store = store
+        self.params = dict(params)
+        self.force = force
+        self.state = store.pipeline_state(pipeline)
+        self._prints: dict[int, FunctionPrint] = {}
+        self._param_digests: dict[str, tuple[Digest | None, str]] = {}
+        self.decisions: dict[str, Decision] = {}
+
+    # --- parts of a key ------------------------------------------------------
+
+    def code_print(self, task: Task) -> FunctionPrint:
+        fp = self._prints.get(id(task.fn))
+        if fp is None:
+            fp = fingerprint_function(task.fn, f"function `{task.name}`")
+            self._prints[id(task.fn)] = fp
+        return fp
+
+    def param_value(self, task: Task, param: str) -> Any:
+        if param in self.params:
+            return self.params[param]
+        if param in task.defaults:
+            return task.defaults[param]
+        raise MissingParameterError(task.name, param, self.tasks)
+
+    def _param_digest(self, task: Task, param: str) -> tuple[Digest | None, str]:
+        if param in self.params:
+            memo = self._param_digests.get(param)
+            if memo is not None:
+                return memo
+        value = self.param_value(task, param)
+        try:
+            result: tuple[Digest | None, str] = (digest_value(value), format_value_short(value, 30))
+        except Unfingerprintable:
+            result = (None, format_value_short(value, 30))
+        if param in self.params:
+            self._param_digests[param] = result
+        return result
+
+    def check_params(self, names: Collection[str]) -> None:
+        """Raise `MissingParameterError` before anything runs if a needed parameter is missing."""
+        for name in names:
+            task = self.tasks[name]
+            for param in self.graph.run_params[name]:
+                self.param_value(task, param)
+
+    def key_for(self, name: str, upstream_digests: Mapping[str, Digest | None]) -> Decision:
+        """Key and parts of `name` given its upstream output digests (param -> digest)."""
+        task = self.tasks[name]
+        opts = task.options
+        fp = self.code_print(task)
+        volatile = list(fp.volatile)
+        params: dict[str, Digest] = {}
+        shorts = dict(fp.shorts)
+        for param in self.graph.run_params[name]:
+            digest, short = self._param_digest(task, param)
+            if digest is None:
+                volatile.append(f"parameter `{param}` cannot be fingerprinted")
+                digest = Digest("volatile")
+            params[param] = digest
+            shorts[f"parameter `{param}`"] = short
+        inputs: dict[str, list[Any]] = {}
+        for param, upstream in self.graph.deps[name].items():
+            d = upstream_digests.get(param)
+            inputs[param] = [upstream, d or "absent"]
+        files: dict[str, str] = {}
+        for pattern in opts.watch:
+            matches = sorted(glob.glob(pattern, recursive=True))
+            if not matches:
+                files[pattern] = "missing"
+            for path in matches:
+                if os.path.isfile(path):
+                    files[path] = file_digest(path)
+        identity: dict[str, str] = dict(opts.identity()) if opts.identity else {}
+        key = CacheKey(hash_bytes(
+            "nbflow-key-1", self.pipeline, name, fp.digest, str(opts.version),
+            *(f"p:{k}={v}" for k, v in sorted(params.items())),
+            *(f"i:{k}={v[0]}:{v[1]}" for k, v in sorted(inputs.items())),
+            *(f"f:{k}={v}" for k, v in sorted(files.items())),
+            *(f"x:{k}={v}" for k, v in sorted(identity.items())),
+        ))
+        parts = {"code": fp.parts, "version": opts.version, "params": params, "inputs": inputs,
+                 "files": files, "identity": identity}
+        decision = Decision(name, False, "", key, None, parts, shorts)
+        if volatile:
+            decision.reason = f"always reruns: {volatile[0]}"
+        elif not opts.cache:
+            decision.reason = "caching is off for this task (cache=False)"
+        return decision
+
+    # --- decisions -----------------------------------------------------------
+
+    def decide(self, name: str, upstream_digests: Mapping[str, Digest | None]) -> Decision:
+        """Decide one task whose upstream digests are all known."""
+        decision = self.key_for(name, upstream_digests)
+        if decision.reason:  # volatile or cache=False
+            decision.root = decision.reason
+            return decision
+        forced = self.force is True or (not isinstance(self.force, bool) and name in self.force)
+        if forced:
+            decision.reason = decision.root = "forced"
+            return decision
+        assert decision.key is not None
+        record = self.store.get_record(self.pipeline, decision.key)
+        if record is None:
+            decision.reason = self._why_missing(name, decision)
+            decision.root = decision.reason
+            return decision
+        ttl = self.tasks[name].options.ttl
+        created = record.get("created", 0.0)
+        if ttl is not None and time.time() - created > ttl:
+            decision.reason = decision.root = f"expired: cached {_ago(created)}, ttl is {ttl:g} s"
+        elif self.state["invalidated"].get(name, 0.0) > created:
+            decision.reason = decision.root = "invalidated"
+        else:
+            decision.fresh = True
+            decision.record = record
+        return decision
+
+    def plan(self, names: Collection[str]) -> dict[str, Decision]:
+        """Static decisions for `names` (plus nothing else), in topological order."""
+        wanted = set(names)
+        for name in self.graph.order:
+            if name not in wanted:
+                continue
+            digests: dict[str, Digest | None] = {}
+            stale_up: Decision | None = None
+            for param, upstream in self.graph.deps[name].items():
+                up = self.decisions[upstream]
+                if not up.fresh:
+                    stale_up = stale_up or up
+                    continue
+                assert up.record is not None
+                digests[param] = up.record["digest"]
+            if stale_up is not None:
+                root_task = stale_up.root_task or stale_up.task
+                via = f" (via `{stale_up.task}`)" if root_task != stale_up.task else ""
+                reason = f"upstream `{root_task}` is stale{via}: {stale_up.root}"
+                decision = Decision(name, False, reason, root=stale_up.root, root_task=root_task)
+            else:
+                decision = self.decide(name, digests)
+            self.decisions[name] = decision
+        return {n: self.decisions[n] for n in self.graph.order if n in wanted}
+
+    def _why_missing(self, name: str, decision: Decision) -> str:
+        failed = self.state["failed"].get(name)
+        if failed and failed.get("key") == decision.key:
+            return f"last attempt failed: {failed.get('error', 'error')}"
+        last = self.store.last_record(self.pipeline, name)
+        if last is None:
+            return "never run"
+        return describe_difference(name, last, decision) or (
+            "no cached result for these inputs (the entry was cleared or evicted)"
+        )
+
+
+def describe_difference(name: str, last: Record, now: Decision) -> str:
+    """Name what differs between a task's last record and its current parts."""
+    old, new = last.get("parts") or {}, now.parts
+    old_shorts = last.get("shorts") or {}
+    old_code, new_code = old.get("code", {}), new["code"]
+    own = f"function `{name}`"
+    if old_code.get(own) != new_code.get(own):
+        return f"code of `{name}` changed"
+    for label in sorted(set(old_code) | set(new_code)):
+        if old_code.get(label) == new_code.get(label):
+            continue
+        if label not in old_code:
+            return f"code of `{name}` now uses {label}"
+        if label not in new_code:
+            return f"code of `{name}` no longer uses {label}"
+        if label.startswith(("helper", "method", "class", "module")):
+            return f"code of {label} changed"
+        if label.startswith("library"):
+            return f"{label} changed version"
+        before, after = old_shorts.get(label), now.shorts.get(label)
+        change = f": {before} → {after}" if before is not None and after is not None else ""
+        return f"{label} changed{change}"
+    if old.get("version") != new["version"]:
+        return f"version changed: {old.get('version')} → {new['version']}"
+    for param in sorted(set(old.get("params", {})) | set(new["params"])):
+        if old.get("params", {}).get(param) != new["params"].get(param):
+            label = f"parameter `{param}`"
+            before, after = old_shorts.get(label, "(none)"), now.shorts.get(label, "(none)")
+            return f"{label} changed: {before} → {after}"
+    for param in sorted(set(old.get("inputs", {})) | set(new["inputs"])):
+        o, n = old.get("inputs", {}).get(param), new["inputs"].get(param)
+        if o != n:
+            upstream = (n or o)[0]
+            return f"upstream `{upstream}` produced a new value"
+    for path in sorted(set(old.get("files", {})) | set(new["files"])):
+        if old.get("files", {}).get(path) != new["files"].get(path):
+            return f"watched file `{path}` changed"
+    for label in sorted(set(old.get("identity", {})) | set(new["identity"])):
+        if old.get("identity", {}).get(label) != new["identity"].get(label):
+            return f"{label} changed"
+    return ""
+
+
+def _ago(ts: float) -> str:
+    seconds = max(0.0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"

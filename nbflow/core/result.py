@@ -1,0 +1,119 @@
+"""What a run returns: states, timings, and values loaded lazily from the cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbflow.core.errors import NbflowError
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """Freshness of one task before a run: `fresh`, `stale` or `never-run`, and why."""
+
+    name: str
+    state: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.state if self.state == "fresh" else f"{self.state}: {self.reason}"
+
+
+class StatusReport(Mapping[str, TaskStatus]):
+    """`pipe.status()`: a read-only mapping task -> TaskStatus that prints as a table."""
+
+    def __init__(self, pipeline: str, statuses: dict[str, TaskStatus]) -> None:
+        self.pipeline = pipeline
+        self._statuses = statuses
+
+    def __getitem__(self, name: str) -> TaskStatus:
+        return self._statuses[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._statuses)
+
+    def __len__(self) -> int:
+        return len(self._statuses)
+
+    def stale(self) -> list[str]:
+        return [n for n, s in self._statuses.items() if s.state != "fresh"]
+
+    def __repr__(self) -> str:
+        if not self._statuses:
+            return f"pipeline `{self.pipeline}` has no tasks"
+        width = max(len(n) for n in self._statuses)
+        lines = [f"pipeline `{self.pipeline}`: {len(self.stale())} of {len(self)} tasks would run"]
+        for name, s in self._statuses.items():
+            reason = f"  {s.reason}" if s.reason else ""
+            lines.append(f"  {name:<{width}}  {s.state:<9}{reason}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = "".join(
+            f"<tr><td><code>{html.escape(n)}</code></td><td>{s.state}</td><td>{html.escape(s.reason)}</td></tr>"
+            for n, s in self._statuses.items()
+        )
+        return (f"<table><thead><tr><th>task</th><th>state</th><th>why</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table>")
+
+    def to_frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([{"task": s.name, "state": s.state, "reason": s.reason}
+                             for s in self._statuses.values()]).set_index("task")
+
+
+@dataclass
+class RunResult:
+    """The outcome of `run()`. `r[name]` gives a task's value, loading it from the cache if needed."""
+
+    pipeline: str
+    run_id: str
+    states: dict[str, str] = field(default_factory=dict)
+    executed: list[str] = field(default_factory=list)
+    """Tasks that actually ran, in order of completion."""
+    cached: list[str] = field(default_factory=list)
+    durations: dict[str, float] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    """Why each executed task was stale; why each skipped task was skipped."""
+    errors: dict[str, tuple[BaseException, str]] = field(default_factory=dict)
+    """task -> (exception, formatted traceback) of its last attempt."""
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    duration: float = 0.0
+    _values: dict[str, Any] = field(default_factory=dict, repr=False)
+    _loaders: dict[str, Callable[[], Any]] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not any(s == "failed" or s == "upstream_failed" for s in self.states.values())
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._values:
+            return self._values[name]
+        loader = self._loaders.get(name)
+        if loader is None:
+            state = self.states.get(name)
+            if state is None:
+                raise KeyError(name)
+            raise NbflowError(f"task `{name}` has no value: it ended `{state}` in this run")
+        value = loader()
+        self._values[name] = value
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values or name in self._loaders
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for s in self.states.values():
+            counts[s] = counts.get(s, 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return f"<RunResult {self.pipeline} {'ok' if self.ok else 'FAILED'}: {summary} in {self.duration:.3f} s>"

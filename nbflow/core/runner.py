@@ -1,0 +1,346 @@
+"""The runner: executes a plan, task by task, as soon as each task's upstream is final.
+
+The story of one run:
+1. Resolve the graph, pick the targets (default: every sink) and what they need.
+2. Check run parameters (a missing one fails before anything runs), then plan:
+   every task gets a static decision (fresh, or stale with a reason).
+3. Walk the graph. A task whose upstream are all final is evaluated against
+   its trigger rule; if it runs, its key is computed from the *actual*
+   upstream output digests — so a rerun upstream that returned the same
+   bytes leaves it fresh (early cutoff). Fresh tasks are marked `cached`
+   without loading anything. Stale tasks become jobs for the executor, with
+   their upstream values loaded lazily (memory first, then the cache).
+4. Outcomes come back; a result is serialized, digested and stored (value
+   first, then its record); a failure is retried after its delay or marked
+   failed. Downstream tasks become ready. Records are committed in batches.
+5. Events go to the listeners throughout; at the end, `RunFailed` is raised
+   when a task failed (unless `raise_on_failure=False`).
+
+The runner calls no display code; the executor never touches the cache.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from nbflow.core import events as ev
+from nbflow.core.errors import IntegrityError, NbflowWarning, RunFailed, UnpicklableResult
+from nbflow.core.executors import Job, Outcome, execute_job, resolve_executor
+from nbflow.core.hashing import Unfingerprintable, digest_value
+from nbflow.core.planner import Decision, Planner
+from nbflow.core.pools import pool_slots
+from nbflow.core.result import RunResult
+from nbflow.core.serialize import serialize
+from nbflow.core.store import Record
+from nbflow.core.triggers import RUN, evaluate
+from nbflow.core.types import Digest
+
+if TYPE_CHECKING:
+    from nbflow.core.pipeline import Pipeline
+
+_FLUSH_INTERVAL = 0.05
+_NOT_RETRIED = (UnpicklableResult,)
+
+
+class Runner:
+    """One run of a pipeline (create, call `run()` once)."""
+
+    def __init__(self, pipeline: Pipeline, targets: Iterable[str] | None = None, *,
+                 params: Mapping[str, Any] | None = None, executor: Any = None,
+                 max_workers: int | None = None, force: bool | Collection[str] = False,
+                 listeners: Iterable[ev.Listener] = ()) -> None:
+        self.pipe = pipeline
+        self.graph = pipeline.graph()
+        self.store = pipeline.store
+        self.name = pipeline.name
+        self.run_id = uuid.uuid4().hex[:12]
+        if isinstance(targets, str):
+            targets = [targets]
+        self.targets = list(targets) if targets is not None else self.graph.sinks()
+        self.graph.check_known(self.targets, self.name)
+        if not isinstance(force, bool):
+            force = {force} if isinstance(force, str) else set(force)
+            self.graph.check_known(force, self.name)
+        self.planner = Planner(self.name, pipeline.tasks, self.graph, self.store, params or {}, force)
+        self.executor_spec, self.max_workers = executor, max_workers
+        self.bus = ev.EventBus([*pipeline._listeners, *listeners])
+        self.result = RunResult(self.name, self.run_id)
+        self._outputs: dict[str, Digest | None] = {}
+        self._records: dict[str, Record] = {}
+        self._pool_use: Counter[str] = Counter()
+        self._decisions: dict[str, Decision] = {}
+        self._job_ids = 0
+        self._last_flush = time.monotonic()
+
+    # --- the run -------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        start = time.perf_counter()
+        graph = self.graph
+        needed = set(self.targets) | graph.ancestors(self.targets)
+        order = [n for n in graph.order if n in needed]
+        self.planner.check_params(order)
+        self.static = self.planner.plan(needed)
+        emit = self.bus.emit if self.bus else None
+        if emit:
+            emit(ev.RunStarted(pipeline=self.name, run_id=self.run_id, tasks=tuple(order),
+                               stale={n: d.reason for n, d in self.static.items() if not d.fresh},
+                               edges=tuple((u, n) for n in order for u in graph.upstream[n])))
+        index = {n: i for i, n in enumerate(order)}
+        waiting = {n: len(graph.upstream[n]) for n in order}
+        ready: list[tuple[int, int, str]] = []
+        for n in order:
+            if not waiting[n]:
+                heapq.heappush(ready, (-self.pipe.tasks[n].options.priority, index[n], n))
+        delayed: list[tuple[float, int, Job]] = []
+        executor = None
+        in_flight = 0
+        try:
+            while True:
+                blocked: list[tuple[int, int, str]] = []
+                capacity = executor.max_workers if executor else (self.max_workers or 1)
+                while ready and (in_flight < capacity or executor is None):
+                    item = heapq.heappop(ready)
+                    name = item[2]
+                    pool = self.pipe.tasks[name].options.pool
+                    if pool and self._pool_use[pool] >= pool_slots(pool):
+                        blocked.append(item)  # waits for a slot of its pool
+                        continue
+                    job = self._start(name)
+                    if job is None:
+                        self._release(name, waiting, ready, index)
+                        continue
+                    if executor is None:
+                        executor = resolve_executor(self.executor_spec, self.max_workers)
+                        capacity = executor.max_workers
+                    self._submit(executor, job)
+                    in_flight += 1
+                for item in blocked:
+                    heapq.heappush(ready, item)
+                now = time.monotonic()
+                while delayed and delayed[0][0] <= now and (executor is None or in_flight < executor.max_workers):
+                    _, _, job = heapq.heappop(delayed)
+                    if executor is None:
+                        executor = resolve_executor(self.executor_spec, self.max_workers)
+                    self._submit(executor, job)
+                    in_flight += 1
+                if in_flight == 0:
+                    if delayed:
+                        time.sleep(max(0.0, delayed[0][0] - time.monotonic()))
+                        continue
+                    if ready:
+                        continue
+                    break
+                assert executor is not None
+                wait = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
+                for outcome in executor.poll(wait):
+                    in_flight -= 1
+                    job = outcome.job
+                    if job.pool:
+                        self._pool_use[job.pool] -= 1
+                    retry = self._complete(outcome)
+                    if retry is not None:
+                        heapq.heappush(delayed, retry)
+                    else:
+                        self._release(job.task, waiting, ready, index)
+        finally:
+            if executor is not None:
+                executor.shutdown()
+            self.store.flush()
+        self.result.duration = time.perf_counter() - start
+        if emit:
+            emit(ev.RunFinished(pipeline=self.name, run_id=self.run_id, states=dict(self.result.states),
+                                duration=self.result.duration, ok=self.result.ok))
+        return self.result
+
+    def _release(self, name: str, waiting: dict[str, int], ready: list[tuple[int, int, str]],
+                 index: dict[str, int]) -> None:
+        for down in self.graph.downstream[name]:
+            if down in waiting:
+                waiting[down] -= 1
+                if not waiting[down]:
+                    heapq.heappush(ready, (-self.pipe.tasks[down].options.priority, index[down], down))
+
+    # --- one task ------------------------------------------------------------
+
+    def _start(self, name: str) -> Job | None:
+        """Settle `name` now (cached, skipped, upstream_failed) or return its first job."""
+        graph, result = self.graph, self.result
+        task = self.pipe.tasks[name]
+        verdict = evaluate(task.options.trigger_rule, (result.states[u] for u in graph.upstream[name]))
+        if verdict != RUN:
+            failed_up = [u for u in graph.upstream[name] if result.states[u] != "done" and result.states[u] != "cached"]
+            reason = f"upstream {', '.join(f'`{u}`' for u in failed_up)} {result.states[failed_up[0]]}" if failed_up else ""
+            result.states[name] = verdict
+            result.reasons[name] = reason
+            self._outputs[name] = None
+            if self.bus:
+                self.bus.emit(ev.TaskSkipped(pipeline=self.name, run_id=self.run_id, task=name,
+                                             state=verdict, reason=reason))
+            return None
+        decision = self._decision(name)
+        self._decisions[name] = decision
+        if decision.fresh:
+            record = decision.record
+            assert record is not None
+            result.states[name] = "cached"
+            result.cached.append(name)
+            self._records[name] = record
+            self._outputs[name] = record["digest"]
+            result._loaders[name] = lambda r=record, n=name: self._load(n, r)
+            if record.get("metadata"):
+                result.metadata[name] = record["metadata"]
+            if self.bus:
+                self.bus.emit(ev.TaskCached(pipeline=self.name, run_id=self.run_id, task=name,
+                                            metadata=record.get("metadata")))
+            return None
+        result.reasons[name] = decision.reason
+        kwargs: dict[str, Any] = {}
+        for param, upstream in graph.deps[name].items():
+            kwargs[param] = self._value(upstream) if result.states[upstream] in ("done", "cached") else None
+        for param in graph.run_params[name]:
+            kwargs[param] = self.planner.param_value(task, param)
+        if self.bus:
+            self.bus.emit(ev.TaskQueued(pipeline=self.name, run_id=self.run_id, task=name,
+                                        reason=decision.reason))
+        self._job_ids += 1
+        return Job(id=self._job_ids, task=name, fn=task.fn, kwargs=kwargs, attempt=1,
+                   timeout=task.options.timeout, pool=task.options.pool, priority=task.options.priority)
+
+    def _decision(self, name: str) -> Decision:
+        static = self.static[name]
+        # The static decision stands when every upstream was fresh at planning time.
+        if static.key is not None and all(self.result.states[u] == "cached" for u in self.graph.upstream[name]):
+            return static
+        digests = {p: self._outputs.get(u) for p, u in self.graph.deps[name].items()}
+        decision = self.planner.decide(name, digests)
+        if decision.reason.startswith("upstream `") and static.reason.startswith("upstream `"):
+            decision.reason = static.reason  # keep the root cause found at planning time
+        return decision
+
+    def _submit(self, executor: Any, job: Job) -> None:
+        if job.pool:
+            self._pool_use[job.pool] += 1
+        if self.bus:
+            self.bus.emit(ev.TaskStarted(pipeline=self.name, run_id=self.run_id, task=job.task,
+                                         attempt=job.attempt))
+        executor.submit(job)
+
+    def _complete(self, outcome: Outcome) -> tuple[float, int, Job] | None:
+        job, name, result = outcome.job, outcome.job.task, self.result
+        task = self.pipe.tasks[name]
+        result.attempts[name] = job.attempt
+        result.durations[name] = result.durations.get(name, 0.0) + outcome.duration
+        error, trace = outcome.error, outcome.traceback
+        if error is None:
+            try:
+                self._store_result(name, outcome.value, outcome.duration)
+            except UnpicklableResult as exc:
+                error, trace = exc, f"{type(exc).__name__}: {exc}\n"
+        if error is None:
+            result.states[name] = "done"
+            result.executed.append(name)
+            if self.bus:
+                self.bus.emit(ev.TaskFinished(pipeline=self.name, run_id=self.run_id, task=name,
+                                              duration=result.durations[name], attempts=job.attempt,
+                                              metadata=result.metadata.get(name)))
+            return None
+        if job.attempt <= task.options.retries and not isinstance(error, _NOT_RETRIED):
+            delay = task.options.retry_delay_for(job.attempt)
+            if self.bus:
+                self.bus.emit(ev.TaskRetrying(pipeline=self.name, run_id=self.run_id, task=name,
+                                              attempt=job.attempt, delay=delay,
+                                              error=f"{type(error).__name__}: {error}"))
+            self._job_ids += 1
+            retry = Job(id=self._job_ids, task=name, fn=job.fn, kwargs=job.kwargs,
+                        attempt=job.attempt + 1, timeout=job.timeout, pool=job.pool,
+                        priority=job.priority)
+            return (time.monotonic() + delay, retry.id, retry)
+        result.states[name] = "failed"
+        result.errors[name] = (error, trace)
+        self._outputs[name] = None
+        summary = f"{type(error).__name__}: {error}"
+        key = self._decisions[name].key if name in self._decisions else None
+        self.store.update_pipeline_state(self.name, failed={name: {"key": key, "error": summary[:300]}})
+        if self.bus:
+            self.bus.emit(ev.TaskFailed(pipeline=self.name, run_id=self.run_id, task=name,
+                                        error=summary, traceback=trace, attempts=job.attempt,
+                                        duration=result.durations[name]))
+        return None
+
+    def _store_result(self, name: str, value: Any, duration: float) -> None:
+        task = self.pipe.tasks[name]
+        decision = self._decisions[name]
+        metadata = None
+        unwrap = getattr(value, "__nbflow_output__", None)
+        if unwrap is not None:
+            value, metadata = unwrap()
+            self.result.metadata[name] = metadata
+        if task.options.cache and decision.key is not None:
+            payload = serialize(value, name)
+            record: Record = {
+                "key": decision.key, "pipeline": self.name, "task": name,
+                "parts": decision.parts, "shorts": decision.shorts, "created": time.time(),
+                "duration": duration, "metadata": metadata,
+            }
+            self.store.put(record, payload)
+            self._records[name] = record
+            self._outputs[name] = payload.digest
+        else:
+            try:
+                self._outputs[name] = digest_value(value)
+            except Unfingerprintable:
+                # Nothing to compare with next time: downstream must rerun too.
+                self._outputs[name] = Digest(f"volatile-{uuid.uuid4().hex}")
+        self.result._values[name] = value
+        if name in self.planner.state["failed"]:
+            self.store.update_pipeline_state(self.name, failed={name: None})
+        now = time.monotonic()
+        if now - self._last_flush > _FLUSH_INTERVAL:
+            self.store.flush()
+            self._last_flush = now
+
+    # --- values --------------------------------------------------------------
+
+    def _value(self, name: str) -> Any:
+        values = self.result._values
+        if name in values:
+            return values[name]
+        value = self._load(name, self._records[name])
+        values[name] = value
+        return value
+
+    def _load(self, name: str, record: Record) -> Any:
+        try:
+            return self.store.load(record)
+        except IntegrityError as exc:
+            warnings.warn(f"cached value of task `{name}` was unusable ({exc}); recomputing it",
+                          NbflowWarning, stacklevel=2)
+            return self._recompute(name)
+
+    def _recompute(self, name: str) -> Any:
+        """Run a task again in this process because its cached value failed its checks."""
+        task = self.pipe.tasks[name]
+        kwargs = {p: self._value(u) for p, u in self.graph.deps[name].items()}
+        for p in self.graph.run_params[name]:
+            kwargs[p] = self.planner.param_value(task, p)
+        outcome = execute_job(Job(id=-1, task=name, fn=task.fn, kwargs=kwargs, timeout=task.options.timeout))
+        if outcome.error is not None:
+            raise outcome.error
+        self._store_result(name, outcome.value, outcome.duration)
+        self.store.flush()
+        return outcome.value
+
+
+def raise_for_failures(result: RunResult) -> None:
+    """Raise `RunFailed` for the first task that failed in `result`, chaining its exception."""
+    for name in result.states:
+        if result.states[name] == "failed":
+            error, trace = result.errors[name]
+            raise RunFailed(result, name, error, trace) from error

@@ -1,0 +1,321 @@
+"""The cache store: metadata records in diskcache, large values as content-addressed files.
+
+Write order (why a crash never leaves a partial value behind a record):
+
+1. A value larger than `INLINE_LIMIT` is written to a temporary file and
+   renamed into `values/<d[:2]>/<digest>.nbv`. Files are named by content, so
+   a rename is atomic and two writers of the same bytes agree.
+2. Only then is the metadata record (key -> digest, signature, parts for
+   explanations) queued; `flush()` commits queued records in one diskcache
+   transaction. Small values travel inside their record, in the same commit.
+
+A process killed before step 2 leaves at most an unreferenced file, removed
+by `gc()`; a record that is lost is only a cache miss. Records are signed
+with HMAC-SHA256 under the home's secret and checked when read; the value's
+digest is checked before it is unpickled. A record or value that fails
+either check is reported with a warning and treated as a miss, never
+unpickled.
+
+Eviction is off unless `size_limit` is set; then `gc()` evicts the oldest
+records until the cache fits.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from hashlib import sha256
+from pathlib import Path
+from typing import Any, Protocol
+
+import diskcache
+
+from nbflow.core.errors import IntegrityError, NbflowWarning
+from nbflow.core.home import ensure_private_dir, secret_key
+from nbflow.core.serialize import Payload, deserialize, digest_payload
+from nbflow.core.types import CacheKey
+
+INLINE_LIMIT = 256 * 1024
+_MAGIC = b"NBV1"
+Record = dict[str, Any]
+"""A metadata record. Keys: key, pipeline, task, digest, fmt, size, file | inline,
+parts, shorts, created, duration, metadata, sig."""
+
+
+class Store(Protocol):
+    """What the planner and runner need from a cache."""
+
+    def get_record(self, pipeline: str, key: CacheKey) -> Record | None: ...
+    def put(self, record: Record, payload: Payload) -> None: ...
+    def flush(self) -> None: ...
+    def load(self, record: Record) -> Any: ...
+    def last_record(self, pipeline: str, task: str) -> Record | None: ...
+    def pipeline_state(self, pipeline: str) -> dict[str, Any]: ...
+    def update_pipeline_state(self, pipeline: str, **changes: Any) -> None: ...
+    def clear(self, pipeline: str) -> int: ...
+
+
+def _record_key(pipeline: str, key: str) -> str:
+    return f"r:{pipeline}:{key}"
+
+
+class DiskStore:
+    """The default store (see module docstring). Safe across threads and processes."""
+
+    def __init__(self, directory: str | os.PathLike[str], size_limit: int | None = None,
+                 secret: bytes | None = None) -> None:
+        self.directory = ensure_private_dir(Path(directory).absolute())
+        self.values_dir = ensure_private_dir(self.directory / "values")
+        self.tmp_dir = ensure_private_dir(self.directory / "tmp")
+        self.size_limit = size_limit
+        self._secret = secret if secret is not None else secret_key()
+        # nbflow serializes values itself and evicts itself: diskcache keeps
+        # metadata only, with eviction off and a long lock timeout so that
+        # concurrent runs wait instead of failing with "database is locked".
+        self._meta = diskcache.Cache(
+            str(ensure_private_dir(self.directory / "meta")),
+            eviction_policy="none", size_limit=2**62, cull_limit=0, statistics=False,
+            timeout=120, disk_pickle_protocol=5,
+        )
+        self._pending: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+        self.loads = 0
+        """Number of values unpickled by this store object (benchmarks report it)."""
+
+    # --- signing ---------------------------------------------------------
+
+    def _sign(self, record: Record) -> str:
+        where = record.get("file") or "inline"
+        msg = f"{record['pipeline']}|{record['key']}|{record['digest']}|{record['fmt']}|{record['size']}|{where}"
+        return hmac.new(self._secret, msg.encode(), sha256).hexdigest()
+
+    def _check(self, record: Record) -> bool:
+        try:
+            ok = hmac.compare_digest(record["sig"], self._sign(record))
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            warnings.warn(
+                f"cache entry for task `{record.get('task', '?')}` has a bad signature "
+                "(tampered, or written under another nbflow home); ignoring it and recomputing",
+                NbflowWarning, stacklevel=3,
+            )
+        return ok
+
+    # --- records -----------------------------------------------------------
+
+    def get_record(self, pipeline: str, key: CacheKey) -> Record | None:
+        record = self._meta.get(_record_key(pipeline, key))
+        if record is None or not isinstance(record, dict):
+            return None
+        return record if self._check(record) else None
+
+    def last_record(self, pipeline: str, task: str) -> Record | None:
+        key = self._meta.get(f"last:{pipeline}:{task}")
+        return self.get_record(pipeline, key) if key else None
+
+    def put(self, record: Record, payload: Payload) -> None:
+        """Store a value (file first when large) and queue its record for `flush()`."""
+        record["digest"], record["fmt"], record["size"] = payload.digest, payload.fmt, payload.size
+        if payload.size > INLINE_LIMIT:
+            record["file"] = self._write_value(payload)
+            record["inline"] = None
+        else:
+            record["file"] = None
+            record["inline"] = (payload.stream, [bytes(b) for b in payload.buffers])
+        record["sig"] = self._sign(record)
+        with self._lock:
+            self._pending.append((_record_key(record["pipeline"], record["key"]), record))
+            self._pending.append((f"last:{record['pipeline']}:{record['task']}", record["key"]))
+
+    def flush(self) -> None:
+        """Commit queued records in one transaction."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        with self._meta.transact():
+            for key, value in pending:
+                self._meta.set(key, value)
+
+    def _write_value(self, payload: Payload) -> str:
+        rel = f"{payload.digest[:2]}/{payload.digest}.nbv"
+        target = self.values_dir / rel
+        if target.exists():
+            return rel
+        ensure_private_dir(target.parent)
+        tmp = self.tmp_dir / f"{payload.digest}.{os.getpid()}.{threading.get_ident()}.tmp"
+        fmt = payload.fmt.encode()
+        header = [_MAGIC, len(fmt).to_bytes(2, "little"), fmt,
+                  len(payload.stream).to_bytes(8, "little"), payload.stream,
+                  len(payload.buffers).to_bytes(4, "little"),
+                  *(b.nbytes.to_bytes(8, "little") for b in payload.buffers)]
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as fh:
+                fh.write(b"".join(header))
+                for buf in payload.buffers:
+                    view = buf.cast("B")
+                    written = 0
+                    while written < view.nbytes:
+                        written += fh.write(view[written:])
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return rel
+
+    # --- values ----------------------------------------------------------
+
+    def load(self, record: Record) -> Any:
+        """Unpickle a record's value after checking its digest; `IntegrityError` if it fails."""
+        if record.get("inline") is not None:
+            stream, buffers = record["inline"]
+            views = [memoryview(b) for b in buffers]
+        else:
+            stream, views = self._read_value(record)
+        if digest_payload(record["fmt"], stream, views) != record["digest"]:
+            self._drop(record)
+            raise IntegrityError(record["key"], "value digest mismatch")
+        self.loads += 1
+        return deserialize(stream, views)
+
+    def _read_value(self, record: Record) -> tuple[bytes, list[memoryview]]:
+        path = self.values_dir / record["file"]
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                magic = fh.read(4)
+                if magic != _MAGIC:
+                    raise IntegrityError(record["key"], "not an nbflow value file")
+                fmt_len = int.from_bytes(fh.read(2), "little")
+                fh.read(fmt_len)
+                stream_len = int.from_bytes(fh.read(8), "little")
+                stream = fh.read(stream_len)
+                count = int.from_bytes(fh.read(4), "little")
+                sizes = [int.from_bytes(fh.read(8), "little") for _ in range(count)]
+                views = []
+                for size in sizes:
+                    buf = bytearray(size)
+                    view = memoryview(buf)
+                    got = 0
+                    while got < size:
+                        n = fh.readinto(view[got:])
+                        if not n:
+                            raise IntegrityError(record["key"], "value file is truncated")
+                        got += n
+                    views.append(view)
+        except FileNotFoundError:
+            self._drop(record)
+            raise IntegrityError(record["key"], "value file is missing") from None
+        return stream, views
+
+    def _drop(self, record: Record) -> None:
+        self._meta.delete(_record_key(record["pipeline"], record["key"]))
+
+    def delete_record(self, pipeline: str, key: str) -> None:
+        self._meta.delete(_record_key(pipeline, key))
+
+    # --- per-pipeline state (invalidations, failures) -----------------------
+
+    def pipeline_state(self, pipeline: str) -> dict[str, Any]:
+        state = self._meta.get(f"state:{pipeline}")
+        return state if isinstance(state, dict) else {"invalidated": {}, "failed": {}}
+
+    def update_pipeline_state(self, pipeline: str, **changes: Any) -> None:
+        """Merge `changes` (dicts keyed by task; None deletes) into the pipeline's state."""
+        with self._meta.transact():
+            state = self.pipeline_state(pipeline)
+            for section, entries in changes.items():
+                target = state.setdefault(section, {})
+                for task, value in entries.items():
+                    if value is None:
+                        target.pop(task, None)
+                    else:
+                        target[task] = value
+            self._meta.set(f"state:{pipeline}", state)
+
+    # --- maintenance -------------------------------------------------------
+
+    def records(self) -> Iterator[Record]:
+        for key in list(self._meta.iterkeys()):
+            if isinstance(key, str) and key.startswith("r:"):
+                record = self._meta.get(key)
+                if isinstance(record, dict):
+                    yield record
+
+    def clear(self, pipeline: str) -> int:
+        """Delete every record of `pipeline` (files are removed by the `gc()` that follows)."""
+        prefixes = (f"r:{pipeline}:", f"last:{pipeline}:", f"state:{pipeline}")
+        removed = 0
+        with self._meta.transact():
+            for key in list(self._meta.iterkeys()):
+                if isinstance(key, str) and key.startswith(prefixes):
+                    self._meta.delete(key)
+                    removed += key.startswith("r:")
+        self.gc()
+        return removed
+
+    def info(self) -> dict[str, Any]:
+        records = list(self.records())
+        files = list(self.values_dir.glob("*/*.nbv"))
+        per_pipeline: dict[str, int] = {}
+        for r in records:
+            per_pipeline[r["pipeline"]] = per_pipeline.get(r["pipeline"], 0) + 1
+        return {
+            "directory": str(self.directory),
+            "records": len(records),
+            "pipelines": per_pipeline,
+            "inline_bytes": sum(r["size"] for r in records if r.get("inline") is not None),
+            "value_files": len(files),
+            "value_bytes": sum(f.stat().st_size for f in files),
+            "size_limit": self.size_limit,
+        }
+
+    def gc(self, older_than: float | None = None, size_limit: int | None = None) -> dict[str, int]:
+        """Remove orphan value files and stale temp files; optionally old or excess records.
+
+        `older_than` (seconds): drop records created longer ago. `size_limit`
+        (bytes, default the store's): drop oldest records until the rest fit.
+        Records go first, files after: a file is deleted only when no
+        committed record points to it.
+        """
+        now = time.time()
+        removed_records = 0
+        limit = size_limit if size_limit is not None else self.size_limit
+        records = sorted(self.records(), key=lambda r: r.get("created", 0.0))
+        keep: list[Record] = []
+        for r in records:
+            if older_than is not None and now - r.get("created", now) > older_than:
+                self._drop(r)
+                removed_records += 1
+            else:
+                keep.append(r)
+        if limit is not None:
+            total = sum(r["size"] for r in keep)
+            while keep and total > limit:
+                r = keep.pop(0)
+                self._drop(r)
+                total -= r["size"]
+                removed_records += 1
+        referenced = {r["file"] for r in keep if r.get("file")}
+        removed_files = 0
+        for path in self.values_dir.glob("*/*.nbv"):
+            rel = f"{path.parent.name}/{path.name}"
+            # A file younger than a minute may belong to a record not yet committed.
+            if rel not in referenced and now - path.stat().st_mtime > 60:
+                path.unlink(missing_ok=True)
+                removed_files += 1
+        removed_tmp = 0
+        for path in self.tmp_dir.glob("*.tmp"):
+            if now - path.stat().st_mtime > 60:
+                path.unlink(missing_ok=True)
+                removed_tmp += 1
+        return {"records": removed_records, "files": removed_files, "tmp": removed_tmp}
+
+    def close(self) -> None:
+        self.flush()
+        self._meta.close()
