@@ -207,8 +207,9 @@ def _worker_main(read_fd: int, write_fd: int) -> None:
     """The loop of one worker process: receive a job, run it, send back its outcome.
 
     Messages are length-prefixed pickles (multiprocessing's Connection
-    framing). In: `(job_id, fn, kwargs)`; out: `(job_id, ok, payload,
-    traceback, duration)`. The loop ends when the driver closes its end.
+    framing). In: first `sys.path`, then `(task, fn, kwargs)` per job; out:
+    `(ok, payload, traceback, duration)`. The loop ends when the driver
+    closes its end.
     """
     # Ctrl-C in a terminal reaches the whole process group; the driver decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -220,31 +221,31 @@ def _worker_main(read_fd: int, write_fd: int) -> None:
         except EOFError:
             return
         start = time.perf_counter()
-        job_id = -1
+        task = "?"
         try:
-            job_id, fn, kwargs = cloudpickle.loads(message)
+            task, fn, kwargs = cloudpickle.loads(message)
             value = fn(**kwargs)
         except Exception as exc:
-            outbox.send_bytes(_pack_error(job_id, exc, time.perf_counter() - start))
+            outbox.send_bytes(_pack_error(exc, time.perf_counter() - start))
             continue
         duration = time.perf_counter() - start
         try:
-            payload = cloudpickle.dumps((job_id, True, value, "", duration), protocol=5)
+            payload = cloudpickle.dumps((True, value, "", duration), protocol=5)
         except Exception as exc:
-            error = UnpicklableResult("?", type(value).__name__, f"{type(exc).__name__}: {exc}")
-            payload = _pack_error(job_id, error, duration)
+            error = UnpicklableResult(task, type(value).__name__, f"{type(exc).__name__}: {exc}")
+            payload = _pack_error(error, duration)
         outbox.send_bytes(payload)
 
 
-def _pack_error(job_id: int, exc: BaseException, duration: float) -> bytes:
+def _pack_error(exc: BaseException, duration: float) -> bytes:
     traceback = format_user_traceback(exc)
     try:
-        return cloudpickle.dumps((job_id, False, exc, traceback, duration), protocol=5)
+        return cloudpickle.dumps((False, exc, traceback, duration), protocol=5)
     except Exception:
         # The user's exception holds something unpicklable (a lock, a socket):
         # send its type and message, which is what a person reads anyway.
         stand_in = RemoteError(type(exc).__qualname__, str(exc))
-        return cloudpickle.dumps((job_id, False, stand_in, traceback, duration), protocol=5)
+        return cloudpickle.dumps((False, stand_in, traceback, duration), protocol=5)
 
 
 _WORKER_CODE = "import sys; from nbflow.core.parallel import _worker_main; _worker_main(int(sys.argv[1]), int(sys.argv[2]))"
@@ -354,12 +355,12 @@ class ProcessExecutor:
             busy = [w for w in self._workers if w.job is not None]
             if not busy:
                 break
-            now = time.perf_counter()
-            wait_for = min(w.deadline for w in busy) - now
+            limits = [w.deadline - time.perf_counter() for w in busy if w.deadline < float("inf")]
             if end is not None:
-                wait_for = min(wait_for, end - time.monotonic())
-            readable = wait([w.inbox for w in busy], timeout=max(0.0, wait_for)
-                            if wait_for != float("inf") else None)
+                limits.append(end - time.monotonic())
+            readable = wait(
+                [w.inbox for w in busy], timeout=max(0.0, min(limits)) if limits else None
+            )
             for worker in busy:
                 if worker.inbox in readable:
                     self._receive(worker)
@@ -381,7 +382,7 @@ class ProcessExecutor:
                 self._workers.append(worker)
             job = self._waiting.pop()
             try:
-                message = cloudpickle.dumps((job.id, job.fn, job.kwargs), protocol=5)
+                message = cloudpickle.dumps((job.task, job.fn, job.kwargs), protocol=5)
             except Exception as exc:
                 self._ready.append(_failed(job, exc))
                 continue
@@ -403,22 +404,20 @@ class ProcessExecutor:
         except (EOFError, OSError):
             self._bury(worker, WorkerDied(job.task, worker.death_detail()))
             return
+        worker.job, worker.deadline = None, float("inf")
         try:
-            job_id, ok, payload, traceback, duration = pickle.loads(message)
+            ok, payload, traceback, duration = pickle.loads(message)
         except Exception as exc:
             # The value pickled in the worker but needs a module the driver lacks.
-            worker.job = None
             self._ready.append(_failed(job, exc))
             return
-        worker.job, worker.deadline = None, float("inf")
         extra = {"worker": worker.process.pid}
         if ok:
             self._ready.append(Outcome(job=job, value=payload, duration=duration, extra=extra))
             return
-        if isinstance(payload, UnpicklableResult):
-            payload = UnpicklableResult(job.task, payload.type_name, str(payload.__cause__ or ""))
-        self._ready.append(Outcome(job=job, error=payload, traceback=traceback,
-                                   duration=duration, extra=extra))
+        self._ready.append(
+            Outcome(job=job, error=payload, traceback=traceback, duration=duration, extra=extra)
+        )
 
     def _expire(self, now: float) -> None:
         for worker in [w for w in self._workers if w.job is not None and w.deadline <= now]:
@@ -432,9 +431,15 @@ class ProcessExecutor:
         assert job is not None
         worker.kill()
         self._workers.remove(worker)
-        self._ready.append(Outcome(job=job, error=error, traceback=f"{type(error).__name__}: {error}\n",
-                                   duration=time.perf_counter() - worker.started,
-                                   extra={"worker": worker.process.pid}))
+        self._ready.append(
+            Outcome(
+                job=job,
+                error=error,
+                traceback=f"{type(error).__name__}: {error}\n",
+                duration=time.perf_counter() - worker.started,
+                extra={"worker": worker.process.pid},
+            )
+        )
 
     def shutdown(self) -> None:
         """Stop what the run left unfinished; close every worker if this executor belongs to one run."""
