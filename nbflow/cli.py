@@ -7,11 +7,13 @@ Errors from nbflow are shown as one clear line (exit code 2 for bad input,
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
 from nbflow.core.errors import NbflowError
+from nbflow.core.store import DiskStore
 
 
 class _Group(click.Group):
@@ -30,6 +32,69 @@ def cli() -> None:
 
 
 # --- cache (core) -----------------------------------------------------------
+
+
+def _store(cache_dir: str | None) -> DiskStore:
+    from nbflow.core.home import home_dir
+
+    return DiskStore(cache_dir or home_dir() / "cache")
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and clean the result cache."""
+
+
+@cache.command("info")
+@click.option("--cache-dir", help="A pipeline's own cache_dir (default: the home's cache).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cache_info(cache_dir: str | None, as_json: bool) -> None:
+    """Where the cache is, how many results it holds, and how big it is."""
+    info = _store(cache_dir).info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"cache:        {info['directory']}")
+    click.echo(f"results:      {info['records']}")
+    for name, count in sorted(info["pipelines"].items()):
+        click.echo(f"  {name}: {count}")
+    click.echo(f"value files:  {info['value_files']} ({_size(info['value_bytes'])})")
+    click.echo(f"inline bytes: {_size(info['inline_bytes'])}")
+    limit = info["size_limit"]
+    click.echo(f"size limit:   {_size(limit) if limit else 'none (eviction off)'}")
+
+
+@cache.command("gc")
+@click.option("--cache-dir", help="A pipeline's own cache_dir (default: the home's cache).")
+@click.option("--older-than", type=float, help="Also drop results older than this many days.")
+@click.option("--max-size", help="Also drop the oldest results until the cache fits, e.g. 10GB.")
+def cache_gc(cache_dir: str | None, older_than: float | None, max_size: str | None) -> None:
+    """Remove orphan value files and temp files left by crashes (and old results if asked)."""
+    removed = _store(cache_dir).gc(
+        older_than=older_than * 86400 if older_than is not None else None,
+        size_limit=_parse_size(max_size) if max_size else None,
+    )
+    click.echo(f"removed {removed['records']} results, {removed['files']} orphan value files, "
+               f"{removed['tmp']} temp files")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _parse_size(text: str) -> int:
+    units = {"": 1, "B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
+    raw = text.strip().upper().replace(" ", "")
+    number = raw.rstrip("KMGTB")
+    try:
+        return int(float(number) * units[raw[len(number):]])
+    except (KeyError, ValueError):
+        raise click.BadParameter(f"{text!r} is not a size; write e.g. 500MB or 10GB") from None
+
 
 # --- run (jobs: notebook runs) ----------------------------------------------
 
