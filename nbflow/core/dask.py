@@ -1,0 +1,359 @@
+"""Run tasks on a Dask cluster: a local one, a running scheduler, or a `distributed.Client`.
+
+Policy:
+
+- **Dask runs, nbflow decides.** The driver plans, checks freshness, retries
+  and stores results; the cluster only computes. Each job becomes one
+  `client.submit(..., pure=False)`: Dask must run it even if an identical
+  call ran before, because nbflow already decided that it has to run.
+- **Three ways in.** `executor="dask"` starts a `LocalCluster` on 127.0.0.1
+  (worker processes, one thread each, no dashboard: nothing listens beyond
+  loopback) on the first job and closes it when the run ends.
+  `DaskExecutor(address="tcp://host:8786")` connects to a running scheduler;
+  `executor=client` uses the user's `distributed.Client`. An executor or a
+  client the user made outlives the run: nbflow cancels what the run left
+  behind and keeps the connection (call `close()` on your own executor).
+- **Large values travel once per worker.** An upstream value bigger than
+  `scatter_threshold` bytes is scattered once per run (keyed by the object's
+  identity, which the runner keeps for the run) and tasks receive its future;
+  a worker that needs it fetches it once, from a peer, and keeps it in memory
+  for every task it runs. Small values go inline with the task.
+- **Errors come back as values.** The worker-side wrapper formats the user's
+  traceback itself, so the driver shows the task's frames, not Dask's.
+  A worker that dies fails the task with `WorkerDied` (Dask's `KilledWorker`);
+  on the cluster nbflow starts, a task is not retried on another worker by
+  Dask (allowed-failures = 0): the runner's own retries decide.
+- **Timeouts.** On the cluster nbflow starts (one thread per worker), a task
+  past its timeout kills its worker process, which the nanny restarts, and
+  fails with `TaskTimeout`. On a cluster the user brings, killing a process
+  could take other users' tasks with it: the task fails with `TaskTimeout`
+  at the deadline but its thread runs on until it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
+from nbflow.core.executors import Job, Outcome, execute_job, register_executor
+from nbflow.core.parallel import RemoteError
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+__all__ = ["DaskExecutor"]
+
+SCATTER_THRESHOLD = 64 * 1024
+"""Values at least this large (bytes, as `sys.getsizeof` estimates) are scattered, not inlined."""
+
+_INLINE_TYPES = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise NbflowError(
+            'the Dask executor needs the `distributed` package: pip install "nbflow[dask]"'
+        ) from exc
+    return distributed
+
+
+def _approx_size(value: Any) -> int:
+    """Bytes of `value`: deep for arrays, frames, str and bytes; one level deep for containers."""
+    try:
+        size = sys.getsizeof(value)
+        if isinstance(value, list | tuple | set | frozenset):
+            size += sum(sys.getsizeof(item) for item in value)
+        elif isinstance(value, dict):
+            size += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in value.items())
+    except Exception:
+        # An object whose __sizeof__ fails is sent inline, as Dask would by default.
+        return 0
+    return size
+
+
+_STARTED = "nbflow-started"
+"""Scheduler metadata under which the worker wrapper marks a task as started."""
+
+
+def _run_on_worker(
+    task: str,
+    fn: Any,
+    timeout: float | None,
+    own_cluster: bool,
+    kwargs: dict[str, Any],
+) -> tuple[bool, Any, str, float]:
+    """Runs on a Dask worker: the task, with its traceback formatted where it happened."""
+    if own_cluster:
+        # Dask blames every task assigned to a worker that dies, running or not.
+        # A synchronous mark, set before the task's code runs, lets the driver
+        # tell the task that killed its worker from the ones that waited there.
+        import distributed
+
+        worker = distributed.get_worker()
+        key = worker.get_current_task()
+        distributed.get_client().set_metadata([_STARTED, str(key)], True)
+    outcome = execute_job(Job(id=0, task=task, fn=fn, kwargs=kwargs, timeout=timeout))
+    if outcome.ok:
+        return True, outcome.value, "", outcome.duration
+    if own_cluster and isinstance(outcome.error, TaskTimeout):
+        # Only this task runs in this process (one thread per worker): stop it
+        # the only way a thread can be stopped. The nanny starts a new worker.
+        os.kill(os.getpid(), signal.SIGKILL)
+    error: BaseException = outcome.error  # type: ignore[assignment]
+    try:
+        cloudpickle.dumps(error)
+    except Exception:
+        error = RemoteError(type(error).__qualname__, str(error))
+    return False, error, outcome.traceback, outcome.duration
+
+
+class DaskExecutor:
+    """Runs jobs on a Dask cluster (see the module docstring for the policy)."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        client: Client | None = None,
+        max_workers: int | None = None,
+        *,
+        scatter_threshold: int = SCATTER_THRESHOLD,
+        close_on_shutdown: bool = False,
+        **cluster_kwargs: Any,
+    ) -> None:
+        self._distributed = _import_distributed()
+        if address is not None and client is not None:
+            raise NbflowError("pass either address= or client= to DaskExecutor, not both")
+        if client is not None and not isinstance(client, self._distributed.Client):
+            raise NbflowError(f"client= must be a distributed.Client, not {type(client).__name__}")
+        if (address is not None or client is not None) and cluster_kwargs:
+            raise NbflowError(
+                f"cluster options {', '.join(sorted(cluster_kwargs))} only apply when "
+                "DaskExecutor starts its own LocalCluster; drop them or drop address=/client="
+            )
+        if max_workers is not None and (
+            not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
+        ):
+            raise NbflowError(f"max_workers must be a positive integer, not {max_workers!r}")
+        self.address = address
+        self.scatter_threshold = scatter_threshold
+        self.own_cluster = client is None and address is None
+        """True when this executor starts its cluster, and so may kill its workers."""
+        self._client: Client | None = client
+        self._owns_client = client is None
+        self._cluster: Any = None
+        self._cluster_kwargs = cluster_kwargs
+        self._close_on_shutdown = close_on_shutdown
+        self._futures: dict[str, _Submitted] = {}
+        self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._scattered: dict[int, tuple[Any, Future]] = {}
+        if address is not None:
+            self._connect(address)
+        if max_workers is not None:
+            self.max_workers = max_workers
+        elif self.own_cluster:
+            self.max_workers = os.cpu_count() or 1
+        else:
+            # A cluster that scales from zero reports no threads yet: keep one job in flight.
+            self.max_workers = max(1, sum(self.client.nthreads().values()))
+
+    # --- the cluster -----------------------------------------------------------
+
+    def _connect(self, address: str) -> None:
+        try:
+            self._client = self._distributed.Client(address, set_as_default=False, timeout="10s")
+        except OSError as exc:
+            raise NbflowError(
+                f"cannot reach the Dask scheduler at {address} ({exc}); "
+                "check that it runs and the address (tcp://host:8786)"
+            ) from exc
+
+    @property
+    def client(self) -> Client:
+        """The Dask client; the local cluster starts on first use."""
+        if self._client is None:
+            import dask
+
+            options: dict[str, Any] = {
+                "n_workers": self.max_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": None,
+            }
+            options.update(self._cluster_kwargs)
+            # The runner retries; Dask must not rerun a task that killed its worker.
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self._cluster = self._distributed.LocalCluster(**options)
+            self._client = self._distributed.Client(self._cluster, set_as_default=False)
+        return self._client
+
+    @property
+    def _kills_on_timeout(self) -> bool:
+        return self.own_cluster and self._cluster_kwargs.get("threads_per_worker", 1) == 1
+
+    # --- jobs ------------------------------------------------------------------
+
+    def submit(self, job: Job, *, resubmits: int = 0) -> None:
+        client = self.client
+        kwargs = {name: self._maybe_scatter(value) for name, value in job.kwargs.items()}
+        future = client.submit(
+            _run_on_worker,
+            job.task,
+            job.fn,
+            job.timeout,
+            self._kills_on_timeout,
+            kwargs,
+            key=f"nbflow-{job.task}-{uuid.uuid4().hex[:12]}",
+            pure=False,
+            priority=job.priority,
+        )
+        key = str(future.key)
+        self._futures[key] = _Submitted(job, future, time.monotonic(), resubmits)
+        future.add_done_callback(lambda _: self._done.put(key))
+
+    def _maybe_scatter(self, value: Any) -> Any:
+        if isinstance(value, _INLINE_TYPES) and _approx_size(value) < self.scatter_threshold:
+            return value
+        known = self._scattered.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        if _approx_size(value) < self.scatter_threshold:
+            return value
+        # hash=False: identity, not a content hash, decides what is the same value.
+        future = self.client.scatter(value, hash=False)
+        # Keeping `value` alive keeps its id from being reused within the run.
+        self._scattered[id(value)] = (value, future)
+        return future
+
+    def poll(self, timeout: float | None = None) -> list[Outcome]:
+        end = None if timeout is None else time.monotonic() + timeout
+        outcomes: list[Outcome] = []
+        while self._futures and not outcomes:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            try:
+                keys = [self._done.get(timeout=left)]
+            except queue.Empty:
+                break
+            while not self._done.empty():
+                keys.append(self._done.get_nowait())
+            finished = [self._futures.pop(k) for k in keys if k in self._futures]
+            outcomes = self._collect(finished)
+        return outcomes
+
+    def _collect(self, finished: list[_Submitted]) -> list[Outcome]:
+        succeeded = [s for s in finished if s.future.status == "finished"]
+        results = self.client.gather([s.future for s in succeeded]) if succeeded else []
+        outcomes = []
+        for entry, (ok, payload, traceback, duration) in zip(succeeded, results, strict=True):
+            if ok:
+                outcomes.append(Outcome(job=entry.job, value=payload, duration=duration))
+            else:
+                outcomes.append(
+                    Outcome(job=entry.job, error=payload, traceback=traceback, duration=duration)
+                )
+        failed = [s for s in finished if s.future.status != "finished"]
+        if failed:
+            started = self._started()
+            for entry in failed:
+                outcome = self._failure(entry, started)
+                if outcome is not None:
+                    outcomes.append(outcome)
+        return outcomes
+
+    def _started(self) -> set[str]:
+        if not self.own_cluster:
+            return set()
+        return set(self.client.get_metadata(_STARTED, default={}))
+
+    def _failure(self, entry: _Submitted, started: set[str]) -> Outcome | None:
+        """A future that erred in Dask itself: its worker died, or a value it needed was lost.
+
+        Returns None when the job is submitted again instead: it never started,
+        it only waited on a worker that another task killed (at most twice, so
+        a task that kills its worker before its start mark arrives still ends).
+        """
+        job, future = entry.job, entry.future
+        exc = future.exception()
+        elapsed = time.monotonic() - entry.submitted
+        if isinstance(exc, self._distributed.scheduler.KilledWorker) or future.status == "lost":
+            # Scattered values may have lived on that worker: scatter again when needed.
+            self._release_scattered()
+        if self.own_cluster and str(future.key) not in started and entry.resubmits < 2:
+            self.submit(job, resubmits=entry.resubmits + 1)
+            return None
+        error: Exception
+        if isinstance(exc, self._distributed.scheduler.KilledWorker):
+            if job.timeout and elapsed >= job.timeout:
+                error = TaskTimeout(job.task, job.timeout)
+            else:
+                error = WorkerDied(job.task, "Dask lost the worker")
+        elif isinstance(exc, Exception):
+            error = exc
+        else:
+            error = WorkerDied(job.task, f"Dask reported the task {future.status}")
+        return Outcome(
+            job=job, error=error, traceback=f"{type(error).__name__}: {error}\n", duration=elapsed
+        )
+
+    def pending(self) -> int:
+        return len(self._futures)
+
+    def _release_scattered(self) -> None:
+        for _, future in self._scattered.values():
+            future.release()
+        self._scattered.clear()
+
+    def shutdown(self) -> None:
+        """Cancel what the run left running and free its scattered values; close an owned cluster."""
+        if self._client is not None and self._futures:
+            self._client.cancel([s.future for s in self._futures.values()])
+        self._futures.clear()
+        self._release_scattered()
+        while not self._done.empty():
+            self._done.get_nowait()
+        if self._close_on_shutdown:
+            self.close()
+        elif self._client is not None and self.own_cluster:
+            self._client.set_metadata(_STARTED, {})
+
+    def close(self) -> None:
+        """Disconnect; stop the local cluster if this executor started it (never a user's client)."""
+        if self._client is not None and self._owns_client:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.close()
+
+
+@dataclass(slots=True)
+class _Submitted:
+    job: Job
+    future: Future
+    submitted: float
+    resubmits: int
+
+
+register_executor("dask", lambda n: DaskExecutor(max_workers=n, close_on_shutdown=True))
+register_executor(
+    "dask-client",
+    lambda client, max_workers=None: DaskExecutor(client=client, max_workers=max_workers),  # type: ignore[misc]
+)
