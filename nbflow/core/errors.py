@@ -156,7 +156,9 @@ class CacheError(NbflowError):
 class IntegrityError(CacheError):
     def __init__(self, key: str, detail: str) -> None:
         self.key = key
-        super().__init__(f"cache entry {key[:12]} failed its integrity check ({detail}); it is treated as a miss")
+        super().__init__(
+            f"cache entry {key[:12]} failed its integrity check ({detail}); it is treated as a miss"
+        )
 
 
 class RunFailed(NbflowError):
@@ -168,7 +170,9 @@ class RunFailed(NbflowError):
         self.error = error
         self.traceback = traceback
         failed = [n for n, s in result.states.items() if s == "failed"]
-        others = f" ({len(failed) - 1} more failed: {', '.join(failed[1:4])})" if len(failed) > 1 else ""
+        others = (
+            f" ({len(failed) - 1} more failed: {', '.join(failed[1:4])})" if len(failed) > 1 else ""
+        )
         super().__init__(
             f"task `{task}` failed: {type(error).__name__}: {error}{others}. "
             "Fix it and run again; finished tasks are cached."

@@ -149,8 +149,13 @@ class LoggingListener:
         log = self.logger
         match event:
             case RunStarted():
-                log.info("run %s of %s: %d tasks, %d stale", event.run_id, event.pipeline,
-                         len(event.tasks), len(event.stale))
+                log.info(
+                    "run %s of %s: %d tasks, %d stale",
+                    event.run_id,
+                    event.pipeline,
+                    len(event.tasks),
+                    len(event.stale),
+                )
             case TaskStarted():
                 log.info("task %s started (attempt %d)", event.task, event.attempt)
             case TaskFinished():
@@ -158,16 +163,29 @@ class LoggingListener:
             case TaskCached():
                 log.info("task %s loaded from cache", event.task)
             case TaskRetrying():
-                log.warning("task %s failed (attempt %d: %s); retrying in %.1f s",
-                            event.task, event.attempt, event.error, event.delay)
+                log.warning(
+                    "task %s failed (attempt %d: %s); retrying in %.1f s",
+                    event.task,
+                    event.attempt,
+                    event.error,
+                    event.delay,
+                )
             case TaskFailed():
-                log.error("task %s failed after %d attempt(s): %s", event.task,
-                          event.attempts, event.error)
+                log.error(
+                    "task %s failed after %d attempt(s): %s",
+                    event.task,
+                    event.attempts,
+                    event.error,
+                )
             case TaskSkipped():
                 log.info("task %s %s: %s", event.task, event.state, event.reason)
             case RunFinished():
-                log.info("run %s finished in %.3f s: %s", event.run_id, event.duration,
-                         "ok" if event.ok else "FAILED")
+                log.info(
+                    "run %s finished in %.3f s: %s",
+                    event.run_id,
+                    event.duration,
+                    "ok" if event.ok else "FAILED",
+                )
 
 
 class ProgressListener:

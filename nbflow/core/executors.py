@@ -136,8 +136,12 @@ def execute_job(job: Job) -> Outcome:
     try:
         value = call_with_timeout(job)
     except Exception as exc:
-        return Outcome(job=job, error=exc, traceback=format_user_traceback(exc),
-                       duration=time.perf_counter() - start)
+        return Outcome(
+            job=job,
+            error=exc,
+            traceback=format_user_traceback(exc),
+            duration=time.perf_counter() - start,
+        )
     return Outcome(job=job, value=value, duration=time.perf_counter() - start)
 
 

@@ -128,7 +128,9 @@ def _find_def(tree: ast.Module, fn: types.FunctionType) -> ast.AST | None:
     name = fn.__name__
     candidates: list[ast.AST] = []
     for node in ast.walk(tree):
-        if (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name) or (isinstance(node, ast.Lambda) and name == "<lambda>"):
+        if (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name) or (
+            isinstance(node, ast.Lambda) and name == "<lambda>"
+        ):
             candidates.append(node)
     return candidates[0] if len(candidates) == 1 else None
 
@@ -335,8 +337,15 @@ class _Walker:
         label = f"class `{name}`"
         out = [cls.__qualname__, *(b.__qualname__ for b in cls.__bases__)]
         for attr, member in sorted(vars(cls).items()):
-            if attr in ("__module__", "__dict__", "__weakref__", "__doc__", "__qualname__",
-                        "__firstlineno__", "__static_attributes__"):
+            if attr in (
+                "__module__",
+                "__dict__",
+                "__weakref__",
+                "__doc__",
+                "__qualname__",
+                "__firstlineno__",
+                "__static_attributes__",
+            ):
                 continue
             func = member
             if isinstance(member, staticmethod | classmethod):
@@ -355,7 +364,9 @@ class _Walker:
                 try:
                     out.append(f"{attr}={digest_value(member)}")
                 except Unfingerprintable as exc:
-                    self.volatile.append(f"attribute `{name}.{attr}` cannot be fingerprinted ({exc})")
+                    self.volatile.append(
+                        f"attribute `{name}.{attr}` cannot be fingerprinted ({exc})"
+                    )
         for base in cls.__bases__:
             if base is not object and not _is_library_module(base.__module__):
                 self.klass(base, base.__name__)
@@ -384,7 +395,7 @@ def fingerprint_function(fn: Any, label: str | None = None) -> FunctionPrint:
     elif isinstance(fn, functools.partial):
         walker.reference("partial function", fn.func)
         walker.value(f"partial arguments of {label}", (fn.args, fn.keywords))
-    elif callable(fn) and isinstance(getattr(type(fn), "__call__", None), types.FunctionType):
+    elif callable(fn) and isinstance(vars(type(fn)).get("__call__"), types.FunctionType):
         walker.klass(type(fn), type(fn).__name__)
         walker.value(f"callable object {label}", fn)
     else:

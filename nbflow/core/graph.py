@@ -87,8 +87,9 @@ def resolve_graph(tasks: Mapping[str, Task]) -> Graph:
         for up in ups:
             downstream[up].append(n)
     order = _toposort(list(tasks), upstream)
-    return Graph(tuple(order), deps, run_params, upstream,
-                 {n: tuple(v) for n, v in downstream.items()})
+    return Graph(
+        tuple(order), deps, run_params, upstream, {n: tuple(v) for n, v in downstream.items()}
+    )
 
 
 def _toposort(names: list[str], upstream: Mapping[str, tuple[str, ...]]) -> list[str]:
@@ -109,7 +110,7 @@ def _toposort(names: list[str], upstream: Mapping[str, tuple[str, ...]]) -> list
                 state[done] = 2
                 order.append(done)
             elif state.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt]
+                cycle = [*path[path.index(nxt) :], nxt]
                 raise CycleError(list(reversed(cycle)))
             elif not state.get(nxt):
                 state[nxt] = 1

@@ -75,7 +75,9 @@ def _feed(value: Any, h: Any, depth: int) -> None:
     t = type(value)
     tag = _SCALARS.get(t)
     if tag is not None:
-        _tag(h, tag, repr(value).encode() if t is not str else value.encode("utf-8", "surrogatepass"))
+        _tag(
+            h, tag, repr(value).encode() if t is not str else value.encode("utf-8", "surrogatepass")
+        )
         return
     if t is bytes or t is bytearray:
         _tag(h, b"y" if t is bytes else b"Y", bytes(value))
@@ -111,8 +113,18 @@ def _feed(value: Any, h: Any, depth: int) -> None:
     if isinstance(value, enum.Enum):
         _tag(h, b"E", f"{t.__module__}.{t.__qualname__}.{value.name}".encode())
         return
-    if isinstance(value, dt.datetime | dt.date | dt.time | dt.timedelta | decimal.Decimal
-                  | fractions.Fraction | pathlib.PurePath | uuid.UUID | range):
+    if isinstance(
+        value,
+        dt.datetime
+        | dt.date
+        | dt.time
+        | dt.timedelta
+        | decimal.Decimal
+        | fractions.Fraction
+        | pathlib.PurePath
+        | uuid.UUID
+        | range,
+    ):
         _tag(h, b"T", f"{t.__module__}.{t.__qualname__}:{value!r}".encode())
         return
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -151,7 +163,7 @@ def _feed_numpy(value: Any, h: Any, depth: int) -> None:
             _feed(value.tolist(), h, depth + 1)
             return
         _tag(h, b"A", f"{value.dtype.str}{value.shape}".encode())
-        h.update(np.ascontiguousarray(value).data)
+        h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
         return
     if isinstance(value, np.generic):
         _tag(h, b"a", value.dtype.str.encode() + value.tobytes())

@@ -31,8 +31,12 @@ from nbflow.core.task import Task, make_options
 class Pipeline:
     """A DAG of cached tasks. `Pipeline("etl", cache_dir="path")`; the default lives in the home."""
 
-    def __init__(self, name: str = "default", cache_dir: str | os.PathLike[str] | None = None,
-                 size_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "default",
+        cache_dir: str | os.PathLike[str] | None = None,
+        size_limit: int | None = None,
+    ) -> None:
         if not name or not isinstance(name, str):
             raise NbflowError("a pipeline needs a non-empty name")
         self.name = name
@@ -43,6 +47,7 @@ class Pipeline:
         self._store: DiskStore | None = None
         self._store_dir: Path | None = None
         self._listeners: list[ev.Listener] = []
+        self._last_params: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<nbflow Pipeline {self.name!r}: {len(self.tasks)} tasks>"
@@ -54,8 +59,15 @@ class Pipeline:
     @overload
     def task(self, fn: None = None, /, **options: Any) -> Callable[[Callable[..., Any]], Task]: ...
 
-    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-             inputs: Mapping[str, str] | None = None, **options: Any) -> Any:
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Any:
         """Register `fn` as a task (also usable as `@pipe.task` or `@pipe.task(...)`).
 
         Options: retries, retry_delay, backoff, jitter, max_retry_delay, timeout,
@@ -127,13 +139,28 @@ class Pipeline:
 
     # --- running ---------------------------------------------------------------
 
-    def run(self, targets: str | Iterable[str] | None = None, *, params: Mapping[str, Any] | None = None,
-            executor: Any = None, max_workers: int | None = None,
-            force: bool | str | Collection[str] = False, raise_on_failure: bool = True,
-            listeners: Iterable[ev.Listener] = ()) -> RunResult:
+    def run(
+        self,
+        targets: str | Iterable[str] | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        executor: Any = None,
+        max_workers: int | None = None,
+        force: bool | str | Collection[str] = False,
+        raise_on_failure: bool = True,
+        listeners: Iterable[ev.Listener] = (),
+    ) -> RunResult:
         """Run `targets` (default: every sink) and the stale tasks they need."""
-        runner = Runner(self, targets, params=params, executor=executor, max_workers=max_workers,
-                        force=force, listeners=listeners)
+        self._last_params = dict(params or {})
+        runner = Runner(
+            self,
+            targets,
+            params=params,
+            executor=executor,
+            max_workers=max_workers,
+            force=force,
+            listeners=listeners,
+        )
         result = runner.run()
         if self.size_limit is not None:
             self.store.gc()
@@ -142,9 +169,14 @@ class Pipeline:
         return result
 
     def status(self, params: Mapping[str, Any] | None = None) -> StatusReport:
-        """Per task: fresh, stale or never-run, and why — without running or loading anything."""
+        """Per task: fresh, stale or never-run, and why — without running or loading anything.
+
+        Without `params`, the run parameters of this pipeline's last run are used.
+        """
         g = self.graph()
-        planner = Planner(self.name, self.tasks, g, self.store, params or {})
+        planner = Planner(
+            self.name, self.tasks, g, self.store, self._last_params if params is None else params
+        )
         statuses: dict[str, TaskStatus] = {}
         for name in g.order:
             try:
@@ -153,9 +185,21 @@ class Pipeline:
             except MissingParameterError as exc:
                 from nbflow.core.planner import Decision
 
-                d = Decision(name, False, f"needs run parameter `{exc.param}`", root=f"needs run parameter `{exc.param}`")
+                d = Decision(
+                    name,
+                    False,
+                    f"needs run parameter `{exc.param}`",
+                    root=f"needs run parameter `{exc.param}`",
+                )
                 planner.decisions[name] = d
-            state = "fresh" if d.fresh else ("never-run" if d.reason == "never run" else "stale")
+            if d.fresh:
+                state = "fresh"
+            elif d.reason == "never run" or (
+                d.root_task and self.store.last_record(self.name, name) is None
+            ):
+                state = "never-run"
+            else:
+                state = "stale"
             statuses[name] = TaskStatus(name, state, d.reason)
         return StatusReport(self.name, statuses)
 

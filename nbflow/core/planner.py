@@ -77,8 +77,15 @@ def file_digest(path: str) -> Digest:
 class Planner:
     """Computes keys and decisions for one run (or one `status()`), memoizing per plan."""
 
-    def __init__(self, pipeline: str, tasks: Mapping[str, Task], graph: Graph, store: Store,
-                 params: Mapping[str, Any], force: bool | Collection[str] = False) -> None:
+    def __init__(
+        self,
+        pipeline: str,
+        tasks: Mapping[str, Task],
+        graph: Graph,
+        store: Store,
+        params: Mapping[str, Any],
+        force: bool | Collection[str] = False,
+    ) -> None:
         self.pipeline = pipeline
         self.tasks = tasks
         self.graph = graph
@@ -155,15 +162,27 @@ class Planner:
                 if os.path.isfile(path):
                     files[path] = file_digest(path)
         identity: dict[str, str] = dict(opts.identity()) if opts.identity else {}
-        key = CacheKey(hash_bytes(
-            "nbflow-key-1", self.pipeline, name, fp.digest, str(opts.version),
-            *(f"p:{k}={v}" for k, v in sorted(params.items())),
-            *(f"i:{k}={v[0]}:{v[1]}" for k, v in sorted(inputs.items())),
-            *(f"f:{k}={v}" for k, v in sorted(files.items())),
-            *(f"x:{k}={v}" for k, v in sorted(identity.items())),
-        ))
-        parts = {"code": fp.parts, "version": opts.version, "params": params, "inputs": inputs,
-                 "files": files, "identity": identity}
+        key = CacheKey(
+            hash_bytes(
+                "nbflow-key-1",
+                self.pipeline,
+                name,
+                fp.digest,
+                str(opts.version),
+                *(f"p:{k}={v}" for k, v in sorted(params.items())),
+                *(f"i:{k}={v[0]}:{v[1]}" for k, v in sorted(inputs.items())),
+                *(f"f:{k}={v}" for k, v in sorted(files.items())),
+                *(f"x:{k}={v}" for k, v in sorted(identity.items())),
+            )
+        )
+        parts = {
+            "code": fp.parts,
+            "version": opts.version,
+            "params": params,
+            "inputs": inputs,
+            "files": files,
+            "identity": identity,
+        }
         decision = Decision(name, False, "", key, None, parts, shorts)
         if volatile:
             decision.reason = f"always reruns: {volatile[0]}"

@@ -57,14 +57,20 @@ class StatusReport(Mapping[str, TaskStatus]):
             f"<tr><td><code>{html.escape(n)}</code></td><td>{s.state}</td><td>{html.escape(s.reason)}</td></tr>"
             for n, s in self._statuses.items()
         )
-        return (f"<table><thead><tr><th>task</th><th>state</th><th>why</th></tr></thead>"
-                f"<tbody>{rows}</tbody></table>")
+        return (
+            f"<table><thead><tr><th>task</th><th>state</th><th>why</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
 
     def to_frame(self) -> Any:
         import pandas as pd
 
-        return pd.DataFrame([{"task": s.name, "state": s.state, "reason": s.reason}
-                             for s in self._statuses.values()]).set_index("task")
+        return pd.DataFrame(
+            [
+                {"task": s.name, "state": s.state, "reason": s.reason}
+                for s in self._statuses.values()
+            ]
+        ).set_index("task")
 
 
 @dataclass
@@ -109,7 +115,7 @@ class RunResult:
         return name in self._values or name in self._loaders
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self[name] if name in self else default
+        return self[name] if name in self else default  # noqa: SIM401 (this *is* get)
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}

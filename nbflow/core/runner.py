@@ -51,10 +51,17 @@ _NOT_RETRIED = (UnpicklableResult,)
 class Runner:
     """One run of a pipeline (create, call `run()` once)."""
 
-    def __init__(self, pipeline: Pipeline, targets: Iterable[str] | None = None, *,
-                 params: Mapping[str, Any] | None = None, executor: Any = None,
-                 max_workers: int | None = None, force: bool | Collection[str] = False,
-                 listeners: Iterable[ev.Listener] = ()) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        targets: Iterable[str] | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        executor: Any = None,
+        max_workers: int | None = None,
+        force: bool | Collection[str] = False,
+        listeners: Iterable[ev.Listener] = (),
+    ) -> None:
         self.pipe = pipeline
         self.graph = pipeline.graph()
         self.store = pipeline.store
@@ -67,7 +74,9 @@ class Runner:
         if not isinstance(force, bool):
             force = {force} if isinstance(force, str) else set(force)
             self.graph.check_known(force, self.name)
-        self.planner = Planner(self.name, pipeline.tasks, self.graph, self.store, params or {}, force)
+        self.planner = Planner(
+            self.name, pipeline.tasks, self.graph, self.store, params or {}, force
+        )
         self.executor_spec, self.max_workers = executor, max_workers
         self.bus = ev.EventBus([*pipeline._listeners, *listeners])
         self.result = RunResult(self.name, self.run_id)
@@ -89,9 +98,15 @@ class Runner:
         self.static = self.planner.plan(needed)
         emit = self.bus.emit if self.bus else None
         if emit:
-            emit(ev.RunStarted(pipeline=self.name, run_id=self.run_id, tasks=tuple(order),
-                               stale={n: d.reason for n, d in self.static.items() if not d.fresh},
-                               edges=tuple((u, n) for n in order for u in graph.upstream[n])))
+            emit(
+                ev.RunStarted(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    tasks=tuple(order),
+                    stale={n: d.reason for n, d in self.static.items() if not d.fresh},
+                    edges=tuple((u, n) for n in order for u in graph.upstream[n]),
+                )
+            )
         index = {n: i for i, n in enumerate(order)}
         waiting = {n: len(graph.upstream[n]) for n in order}
         ready: list[tuple[int, int, str]] = []
@@ -124,7 +139,11 @@ class Runner:
                 for item in blocked:
                     heapq.heappush(ready, item)
                 now = time.monotonic()
-                while delayed and delayed[0][0] <= now and (executor is None or in_flight < executor.max_workers):
+                while (
+                    delayed
+                    and delayed[0][0] <= now
+                    and (executor is None or in_flight < executor.max_workers)
+                ):
                     _, _, job = heapq.heappop(delayed)
                     if executor is None:
                         executor = resolve_executor(self.executor_spec, self.max_workers)
@@ -155,17 +174,31 @@ class Runner:
             self.store.flush()
         self.result.duration = time.perf_counter() - start
         if emit:
-            emit(ev.RunFinished(pipeline=self.name, run_id=self.run_id, states=dict(self.result.states),
-                                duration=self.result.duration, ok=self.result.ok))
+            emit(
+                ev.RunFinished(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    states=dict(self.result.states),
+                    duration=self.result.duration,
+                    ok=self.result.ok,
+                )
+            )
         return self.result
 
-    def _release(self, name: str, waiting: dict[str, int], ready: list[tuple[int, int, str]],
-                 index: dict[str, int]) -> None:
+    def _release(
+        self,
+        name: str,
+        waiting: dict[str, int],
+        ready: list[tuple[int, int, str]],
+        index: dict[str, int],
+    ) -> None:
         for down in self.graph.downstream[name]:
             if down in waiting:
                 waiting[down] -= 1
                 if not waiting[down]:
-                    heapq.heappush(ready, (-self.pipe.tasks[down].options.priority, index[down], down))
+                    heapq.heappush(
+                        ready, (-self.pipe.tasks[down].options.priority, index[down], down)
+                    )
 
     # --- one task ------------------------------------------------------------
 
@@ -173,16 +206,33 @@ class Runner:
         """Settle `name` now (cached, skipped, upstream_failed) or return its first job."""
         graph, result = self.graph, self.result
         task = self.pipe.tasks[name]
-        verdict = evaluate(task.options.trigger_rule, (result.states[u] for u in graph.upstream[name]))
+        verdict = evaluate(
+            task.options.trigger_rule, (result.states[u] for u in graph.upstream[name])
+        )
         if verdict != RUN:
-            failed_up = [u for u in graph.upstream[name] if result.states[u] != "done" and result.states[u] != "cached"]
-            reason = f"upstream {', '.join(f'`{u}`' for u in failed_up)} {result.states[failed_up[0]]}" if failed_up else ""
+            failed_up = [
+                u
+                for u in graph.upstream[name]
+                if result.states[u] != "done" and result.states[u] != "cached"
+            ]
+            reason = (
+                f"upstream {', '.join(f'`{u}`' for u in failed_up)} {result.states[failed_up[0]]}"
+                if failed_up
+                else ""
+            )
             result.states[name] = verdict
             result.reasons[name] = reason
             self._outputs[name] = None
             if self.bus:
-                self.bus.emit(ev.TaskSkipped(pipeline=self.name, run_id=self.run_id, task=name,
-                                             state=verdict, reason=reason))
+                self.bus.emit(
+                    ev.TaskSkipped(
+                        pipeline=self.name,
+                        run_id=self.run_id,
+                        task=name,
+                        state=verdict,
+                        reason=reason,
+                    )
+                )
             return None
         decision = self._decision(name)
         self._decisions[name] = decision
@@ -197,26 +247,47 @@ class Runner:
             if record.get("metadata"):
                 result.metadata[name] = record["metadata"]
             if self.bus:
-                self.bus.emit(ev.TaskCached(pipeline=self.name, run_id=self.run_id, task=name,
-                                            metadata=record.get("metadata")))
+                self.bus.emit(
+                    ev.TaskCached(
+                        pipeline=self.name,
+                        run_id=self.run_id,
+                        task=name,
+                        metadata=record.get("metadata"),
+                    )
+                )
             return None
         result.reasons[name] = decision.reason
         kwargs: dict[str, Any] = {}
         for param, upstream in graph.deps[name].items():
-            kwargs[param] = self._value(upstream) if result.states[upstream] in ("done", "cached") else None
+            kwargs[param] = (
+                self._value(upstream) if result.states[upstream] in ("done", "cached") else None
+            )
         for param in graph.run_params[name]:
             kwargs[param] = self.planner.param_value(task, param)
         if self.bus:
-            self.bus.emit(ev.TaskQueued(pipeline=self.name, run_id=self.run_id, task=name,
-                                        reason=decision.reason))
+            self.bus.emit(
+                ev.TaskQueued(
+                    pipeline=self.name, run_id=self.run_id, task=name, reason=decision.reason
+                )
+            )
         self._job_ids += 1
-        return Job(id=self._job_ids, task=name, fn=task.fn, kwargs=kwargs, attempt=1,
-                   timeout=task.options.timeout, pool=task.options.pool, priority=task.options.priority)
+        return Job(
+            id=self._job_ids,
+            task=name,
+            fn=task.fn,
+            kwargs=kwargs,
+            attempt=1,
+            timeout=task.options.timeout,
+            pool=task.options.pool,
+            priority=task.options.priority,
+        )
 
     def _decision(self, name: str) -> Decision:
         static = self.static[name]
         # The static decision stands when every upstream was fresh at planning time.
-        if static.key is not None and all(self.result.states[u] == "cached" for u in self.graph.upstream[name]):
+        if static.key is not None and all(
+            self.result.states[u] == "cached" for u in self.graph.upstream[name]
+        ):
             return static
         digests = {p: self._outputs.get(u) for p, u in self.graph.deps[name].items()}
         decision = self.planner.decide(name, digests)
@@ -228,8 +299,11 @@ class Runner:
         if job.pool:
             self._pool_use[job.pool] += 1
         if self.bus:
-            self.bus.emit(ev.TaskStarted(pipeline=self.name, run_id=self.run_id, task=job.task,
-                                         attempt=job.attempt))
+            self.bus.emit(
+                ev.TaskStarted(
+                    pipeline=self.name, run_id=self.run_id, task=job.task, attempt=job.attempt
+                )
+            )
         executor.submit(job)
 
     def _complete(self, outcome: Outcome) -> tuple[float, int, Job] | None:
@@ -247,31 +321,62 @@ class Runner:
             result.states[name] = "done"
             result.executed.append(name)
             if self.bus:
-                self.bus.emit(ev.TaskFinished(pipeline=self.name, run_id=self.run_id, task=name,
-                                              duration=result.durations[name], attempts=job.attempt,
-                                              metadata=result.metadata.get(name)))
+                self.bus.emit(
+                    ev.TaskFinished(
+                        pipeline=self.name,
+                        run_id=self.run_id,
+                        task=name,
+                        duration=result.durations[name],
+                        attempts=job.attempt,
+                        metadata=result.metadata.get(name),
+                    )
+                )
             return None
         if job.attempt <= task.options.retries and not isinstance(error, _NOT_RETRIED):
             delay = task.options.retry_delay_for(job.attempt)
             if self.bus:
-                self.bus.emit(ev.TaskRetrying(pipeline=self.name, run_id=self.run_id, task=name,
-                                              attempt=job.attempt, delay=delay,
-                                              error=f"{type(error).__name__}: {error}"))
+                self.bus.emit(
+                    ev.TaskRetrying(
+                        pipeline=self.name,
+                        run_id=self.run_id,
+                        task=name,
+                        attempt=job.attempt,
+                        delay=delay,
+                        error=f"{type(error).__name__}: {error}",
+                    )
+                )
             self._job_ids += 1
-            retry = Job(id=self._job_ids, task=name, fn=job.fn, kwargs=job.kwargs,
-                        attempt=job.attempt + 1, timeout=job.timeout, pool=job.pool,
-                        priority=job.priority)
+            retry = Job(
+                id=self._job_ids,
+                task=name,
+                fn=job.fn,
+                kwargs=job.kwargs,
+                attempt=job.attempt + 1,
+                timeout=job.timeout,
+                pool=job.pool,
+                priority=job.priority,
+            )
             return (time.monotonic() + delay, retry.id, retry)
         result.states[name] = "failed"
         result.errors[name] = (error, trace)
         self._outputs[name] = None
         summary = f"{type(error).__name__}: {error}"
         key = self._decisions[name].key if name in self._decisions else None
-        self.store.update_pipeline_state(self.name, failed={name: {"key": key, "error": summary[:300]}})
+        self.store.update_pipeline_state(
+            self.name, failed={name: {"key": key, "error": summary[:300]}}
+        )
         if self.bus:
-            self.bus.emit(ev.TaskFailed(pipeline=self.name, run_id=self.run_id, task=name,
-                                        error=summary, traceback=trace, attempts=job.attempt,
-                                        duration=result.durations[name]))
+            self.bus.emit(
+                ev.TaskFailed(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    task=name,
+                    error=summary,
+                    traceback=trace,
+                    attempts=job.attempt,
+                    duration=result.durations[name],
+                )
+            )
         return None
 
     def _store_result(self, name: str, value: Any, duration: float) -> None:
@@ -285,9 +390,14 @@ class Runner:
         if task.options.cache and decision.key is not None:
             payload = serialize(value, name)
             record: Record = {
-                "key": decision.key, "pipeline": self.name, "task": name,
-                "parts": decision.parts, "shorts": decision.shorts, "created": time.time(),
-                "duration": duration, "metadata": metadata,
+                "key": decision.key,
+                "pipeline": self.name,
+                "task": name,
+                "parts": decision.parts,
+                "shorts": decision.shorts,
+                "created": time.time(),
+                "duration": duration,
+                "metadata": metadata,
             }
             self.store.put(record, payload)
             self._records[name] = record
@@ -320,8 +430,11 @@ class Runner:
         try:
             return self.store.load(record)
         except IntegrityError as exc:
-            warnings.warn(f"cached value of task `{name}` was unusable ({exc}); recomputing it",
-                          NbflowWarning, stacklevel=2)
+            warnings.warn(
+                f"cached value of task `{name}` was unusable ({exc}); recomputing it",
+                NbflowWarning,
+                stacklevel=2,
+            )
             return self._recompute(name)
 
     def _recompute(self, name: str) -> Any:
@@ -330,7 +443,9 @@ class Runner:
         kwargs = {p: self._value(u) for p, u in self.graph.deps[name].items()}
         for p in self.graph.run_params[name]:
             kwargs[p] = self.planner.param_value(task, p)
-        outcome = execute_job(Job(id=-1, task=name, fn=task.fn, kwargs=kwargs, timeout=task.options.timeout))
+        outcome = execute_job(
+            Job(id=-1, task=name, fn=task.fn, kwargs=kwargs, timeout=task.options.timeout)
+        )
         if outcome.error is not None:
             raise outcome.error
         self._store_result(name, outcome.value, outcome.duration)

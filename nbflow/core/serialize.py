@@ -61,12 +61,21 @@ def serialize(value: Any, task: str = "?") -> Payload:
             detail = str(exc) or str(first)
             raise UnpicklableResult(task, f"{t.__module__}.{t.__qualname__}", detail) from exc
     views = [b.raw() for b in buffers]
-    return Payload(fmt, stream, views, digest_payload(fmt, stream, views),
-                   len(stream) + sum(v.nbytes for v in views))
+    return Payload(
+        fmt,
+        stream,
+        views,
+        digest_payload(fmt, stream, views),
+        len(stream) + sum(v.nbytes for v in views),
+    )
 
 
 def digest_payload(fmt: str, stream: bytes | memoryview, buffers: list[memoryview]) -> Digest:
-    h = blake3(max_threads=blake3.AUTO) if sum(b.nbytes for b in buffers) > _PARALLEL_HASH_BYTES else blake3()
+    h = (
+        blake3(max_threads=blake3.AUTO)
+        if sum(b.nbytes for b in buffers) > _PARALLEL_HASH_BYTES
+        else blake3()
+    )
     h.update(fmt.encode())
     h.update(len(stream).to_bytes(8, "little"))
     h.update(stream)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import signal
 import threading
 import time
 import warnings
@@ -40,6 +41,10 @@ from nbflow.core.serialize import Payload, deserialize, digest_payload
 from nbflow.core.types import CacheKey
 
 INLINE_LIMIT = 256 * 1024
+_CHUNK = 8 * 2**20
+# Test hook for the crash-safety tests: SIGKILL this process after the first
+# chunk of a value file is written (a real kill, at a deterministic point).
+_FAULT_MID_WRITE = os.environ.get("NBFLOW_FAULT") == "store-mid-write"
 _MAGIC = b"NBV1"
 Record = dict[str, Any]
 """A metadata record. Keys: key, pipeline, task, digest, fmt, size, file | inline,
@@ -66,8 +71,12 @@ def _record_key(pipeline: str, key: str) -> str:
 class DiskStore:
     """The default store (see module docstring). Safe across threads and processes."""
 
-    def __init__(self, directory: str | os.PathLike[str], size_limit: int | None = None,
-                 secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        size_limit: int | None = None,
+        secret: bytes | None = None,
+    ) -> None:
         self.directory = ensure_private_dir(Path(directory).absolute())
         self.values_dir = ensure_private_dir(self.directory / "values")
         self.tmp_dir = ensure_private_dir(self.directory / "tmp")
@@ -78,8 +87,12 @@ class DiskStore:
         # concurrent runs wait instead of failing with "database is locked".
         self._meta = diskcache.Cache(
             str(ensure_private_dir(self.directory / "meta")),
-            eviction_policy="none", size_limit=2**62, cull_limit=0, statistics=False,
-            timeout=120, disk_pickle_protocol=5,
+            eviction_policy="none",
+            size_limit=2**62,
+            cull_limit=0,
+            statistics=False,
+            timeout=120,
+            disk_pickle_protocol=5,
         )
         self._pending: list[tuple[str, Any]] = []
         self._lock = threading.Lock()
@@ -102,7 +115,8 @@ class DiskStore:
             warnings.warn(
                 f"cache entry for task `{record.get('task', '?')}` has a bad signature "
                 "(tampered, or written under another nbflow home); ignoring it and recomputing",
-                NbflowWarning, stacklevel=3,
+                NbflowWarning,
+                stacklevel=3,
             )
         return ok
 
@@ -150,10 +164,15 @@ class DiskStore:
         ensure_private_dir(target.parent)
         tmp = self.tmp_dir / f"{payload.digest}.{os.getpid()}.{threading.get_ident()}.tmp"
         fmt = payload.fmt.encode()
-        header = [_MAGIC, len(fmt).to_bytes(2, "little"), fmt,
-                  len(payload.stream).to_bytes(8, "little"), payload.stream,
-                  len(payload.buffers).to_bytes(4, "little"),
-                  *(b.nbytes.to_bytes(8, "little") for b in payload.buffers)]
+        header = [
+            _MAGIC,
+            len(fmt).to_bytes(2, "little"),
+            fmt,
+            len(payload.stream).to_bytes(8, "little"),
+            payload.stream,
+            len(payload.buffers).to_bytes(4, "little"),
+            *(b.nbytes.to_bytes(8, "little") for b in payload.buffers),
+        ]
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "wb", buffering=0) as fh:
@@ -162,7 +181,9 @@ class DiskStore:
                     view = buf.cast("B")
                     written = 0
                     while written < view.nbytes:
-                        written += fh.write(view[written:])
+                        written += fh.write(view[written : written + _CHUNK])
+                        if _FAULT_MID_WRITE:
+                            os.kill(os.getpid(), signal.SIGKILL)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -275,11 +296,15 @@ class DiskStore:
             "size_limit": self.size_limit,
         }
 
-    def gc(self, older_than: float | None = None, size_limit: int | None = None) -> dict[str, int]:
+    def gc(
+        self, older_than: float | None = None, size_limit: int | None = None, grace: float = 60.0
+    ) -> dict[str, int]:
         """Remove orphan value files and stale temp files; optionally old or excess records.
 
         `older_than` (seconds): drop records created longer ago. `size_limit`
         (bytes, default the store's): drop oldest records until the rest fit.
+        Files younger than `grace` seconds are kept: they may belong to a
+        write still in progress in another process.
         Records go first, files after: a file is deleted only when no
         committed record points to it.
         """
@@ -305,13 +330,12 @@ class DiskStore:
         removed_files = 0
         for path in self.values_dir.glob("*/*.nbv"):
             rel = f"{path.parent.name}/{path.name}"
-            # A file younger than a minute may belong to a record not yet committed.
-            if rel not in referenced and now - path.stat().st_mtime > 60:
+            if rel not in referenced and now - path.stat().st_mtime >= grace:
                 path.unlink(missing_ok=True)
                 removed_files += 1
         removed_tmp = 0
         for path in self.tmp_dir.glob("*.tmp"):
-            if now - path.stat().st_mtime > 60:
+            if now - path.stat().st_mtime >= grace:
                 path.unlink(missing_ok=True)
                 removed_tmp += 1
         return {"records": removed_records, "files": removed_files, "tmp": removed_tmp}

@@ -95,8 +95,13 @@ class Task:
     defaults: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, fn: Callable[..., Any], name: str | None, inputs: Mapping[str, str] | None,
-               options: TaskOptions) -> Task:
+    def create(
+        cls,
+        fn: Callable[..., Any],
+        name: str | None,
+        inputs: Mapping[str, str] | None,
+        options: TaskOptions,
+    ) -> Task:
         if not callable(fn):
             raise NbflowError(f"a task must be a function, not {type(fn).__name__}")
         name = name or getattr(fn, "__name__", None)
@@ -123,8 +128,14 @@ class Task:
                     f"`inputs` of task `{name}` names parameter `{param}`, which the function does "
                     f"not take{did_you_mean(param, params)}; its parameters are: {', '.join(params) or 'none'}"
                 )
-        return cls(name=name, fn=fn, inputs=inputs, options=options, params=tuple(params),
-                   defaults=defaults)
+        return cls(
+            name=name,
+            fn=fn,
+            inputs=inputs,
+            options=options,
+            params=tuple(params),
+            defaults=defaults,
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)

@@ -1,0 +1,70 @@
+"""Values are digested with their types; equal values digest equal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbflow.core.hashing import Unfingerprintable, digest_value
+
+DISTINCT = [
+    1,
+    "1",
+    [1],
+    (1,),
+    1.0,
+    True,
+    b"1",
+    {1},
+    frozenset({1}),
+    {"1": 1},
+    None,
+    Decimal("1"),
+    dt.date(2024, 1, 1),
+    "2024-01-01",
+    Path("1"),
+    np.int64(1),
+    np.array([1]),
+    np.array([1], dtype=np.int32),
+    np.array([[1]]),
+]
+
+
+def test_values_of_different_types_or_shapes_differ() -> None:
+    digests = [digest_value(v) for v in DISTINCT]
+    assert len(set(digests)) == len(DISTINCT)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({"x": 1, "y": 2}, {"y": 2, "x": 1}),
+        ({3, 1, 2}, {1, 2, 3}),
+        (pd.DataFrame({"a": [1, 2]}), pd.DataFrame({"a": [1, 2]})),
+        (np.arange(6).reshape(2, 3), np.arange(6).reshape(2, 3).copy(order="F")),
+    ],
+)
+def test_equal_values_digest_equal(a: object, b: object) -> None:
+    assert digest_value(a) == digest_value(b)
+
+
+def test_pandas_objects_count_fully() -> None:
+    df = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
+    base = digest_value(df)
+    changed_cell = df.copy()
+    changed_cell.loc[1, "a"] = 2.5
+    renamed = df.rename(columns={"b": "c"})
+    reindexed = df.set_axis([10, 11])
+    retyped = df.astype({"a": "float32"})
+    assert len({base, *map(digest_value, [changed_cell, renamed, reindexed, retyped])}) == 5
+
+
+def test_unpicklable_values_are_reported() -> None:
+    with pytest.raises(Unfingerprintable, match="lock"):
+        digest_value(threading.Lock())

@@ -1,0 +1,126 @@
+"""The cache store: private folders, signed records, checked values, garbage collection."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import nbflow as nf
+from nbflow import Pipeline
+from nbflow.core.store import INLINE_LIMIT, DiskStore
+
+from ..conftest import Calls
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_folders_are_private_and_the_secret_is_0600(pipe: Pipeline, home: Path) -> None:
+    pipe.task(lambda: 1, name="a")
+    pipe.run()
+    for folder in [home, home / "cache", home / "cache" / "values", home / "cache" / "meta"]:
+        assert mode(folder) == 0o700, folder
+    assert mode(home / "secret.key") == 0o600
+
+
+def test_small_values_inline_large_values_as_files(pipe: Pipeline, home: Path) -> None:
+    pipe.task(lambda: "small", name="small")
+    pipe.task(lambda: np.arange(INLINE_LIMIT, dtype=np.int64), name="large")
+    pipe.run()
+    info = pipe.store.info()
+    assert info["records"] == 2 and info["value_files"] == 1
+    assert info["value_bytes"] > INLINE_LIMIT * 8
+    r = pipe.run()
+    assert r.cached == ["small", "large"]
+    np.testing.assert_array_equal(r["large"], np.arange(INLINE_LIMIT, dtype=np.int64))
+
+
+def test_dataframes_round_trip(pipe: Pipeline) -> None:
+    df = pd.DataFrame({"x": np.arange(100_000), "y": ["a"] * 100_000})
+    pipe.task(lambda: df, name="df")
+    pipe.run()
+    pd.testing.assert_frame_equal(pipe.run()["df"], df)
+
+
+def test_tampered_record_is_a_miss_with_a_warning(pipe: Pipeline, calls: Calls) -> None:
+    @pipe.task
+    def a():
+        calls("a")
+        return 1
+
+    pipe.run()
+    store = pipe.store
+    record = next(store.records())
+    record["digest"] = "0" * 40  # a forged record pointing elsewhere
+    store._meta.set(f"r:{record['pipeline']}:{record['key']}", record)
+    with pytest.warns(nf.NbflowWarning, match="bad signature"):
+        r = pipe.run()
+    assert r.executed == ["a"] and calls.count("a") == 2
+
+
+def test_tampered_value_file_is_never_unpickled(
+    pipe: Pipeline, calls: Calls, tmp_path: Path
+) -> None:
+    @pipe.task
+    def big():
+        calls("big")
+        return np.ones(INLINE_LIMIT, dtype=np.float64)
+
+    pipe.task(lambda big: float(big.sum()), name="total")
+    pipe.run()
+    (value_file,) = pipe.store.values_dir.glob("*/*.nbv")
+    data = bytearray(value_file.read_bytes())
+    data[-8:] = np.float64(1e9).tobytes()
+    value_file.write_bytes(bytes(data))
+    pipe.invalidate("total")
+    with pytest.warns(nf.NbflowWarning, match="cached value of task `big` was unusable"):
+        r = pipe.run()
+    assert r["total"] == float(INLINE_LIMIT)
+    assert calls.count("big") == 2
+
+
+def test_foreign_home_entries_are_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "shared"
+    p1 = Pipeline("p", cache_dir=cache)
+    p1.task(lambda: 1, name="a")
+    p1.run()
+    monkeypatch.setenv("NBFLOW_HOME", str(tmp_path / "other-home"))
+    p2 = Pipeline("p", cache_dir=cache)
+    p2.task(lambda: 1, name="a")
+    with pytest.warns(nf.NbflowWarning, match="another nbflow home"):
+        assert p2.run().executed == ["a"]
+
+
+def test_gc_removes_orphans_and_enforces_size_limit(tmp_path: Path) -> None:
+    pipe = Pipeline("gc", cache_dir=tmp_path / "c", size_limit=3 * INLINE_LIMIT * 8)
+    for i in range(5):
+        pipe.task(lambda i=i: np.full(INLINE_LIMIT, i, dtype=np.int64), name=f"v{i}")
+    pipe.run()
+    info = pipe.store.info()
+    assert info["records"] <= 2 and info["value_files"] == 5  # files wait for the grace period
+    assert pipe.store.gc(grace=0.0)["files"] == 5 - info["records"]
+    remaining = [r["task"] for r in pipe.store.records()]
+    assert remaining == ["v3", "v4"]  # the oldest were evicted first
+    assert pipe.run(["v4"]).cached == ["v4"]
+
+
+def test_clear_cache_removes_only_that_pipeline(tmp_path: Path) -> None:
+    a, b = Pipeline("a"), Pipeline("b")
+    a.task(lambda: 1, name="x")
+    b.task(lambda: 2, name="x")
+    a.run()
+    b.run()
+    assert a.clear_cache() == 1
+    assert a.status()["x"].state == "never-run" and b.status()["x"].state == "fresh"
+
+
+def test_store_survives_reopening(tmp_path: Path) -> None:
+    s1 = DiskStore(tmp_path / "c")
+    s1.close()
+    s2 = DiskStore(tmp_path / "c")
+    assert s2.info()["records"] == 0
