@@ -33,6 +33,21 @@ if TYPE_CHECKING:
 class NbflowError(Exception):
     """Root of every error nbflow raises on purpose."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take their data, not the message, as arguments: rebuild
+        # without calling __init__, so errors survive the trip back from a
+        # worker process (pickle would call cls(message) and fail).
+        return (_rebuild_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_error(
+    cls: type[NbflowError], args: tuple[Any, ...], state: dict[str, Any]
+) -> NbflowError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class NbflowWarning(UserWarning):
     """Something was skipped or recovered from, and the user should know (e.g. a tampered cache entry)."""
