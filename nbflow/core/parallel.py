@@ -43,6 +43,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from typing import Any
 
 import cloudpickle
 
@@ -200,7 +201,11 @@ class RemoteError(Exception):
 
     def __init__(self, type_name: str, message: str) -> None:
         self.type_name = type_name
+        self.message = message
         super().__init__(f"{type_name}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RemoteError, (self.type_name, self.message))
 
 
 def _worker_main(read_fd: int, write_fd: int) -> None:
