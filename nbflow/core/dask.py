@@ -128,6 +128,7 @@ class DaskExecutor:
         max_workers: int | None = None,
         *,
         scatter_threshold: int = SCATTER_THRESHOLD,
+        connect_timeout: float = 10.0,
         close_on_shutdown: bool = False,
         **cluster_kwargs: Any,
     ) -> None:
@@ -158,7 +159,7 @@ class DaskExecutor:
         self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._scattered: dict[int, tuple[Any, Future]] = {}
         if address is not None:
-            self._connect(address)
+            self._connect(address, connect_timeout)
         if max_workers is not None:
             self.max_workers = max_workers
         elif self.own_cluster:
@@ -169,9 +170,9 @@ class DaskExecutor:
 
     # --- the cluster -----------------------------------------------------------
 
-    def _connect(self, address: str) -> None:
+    def _connect(self, address: str, timeout: float) -> None:
         try:
-            self._client = self._distributed.Client(address, set_as_default=False, timeout="10s")
+            self._client = self._distributed.Client(address, set_as_default=False, timeout=timeout)
         except OSError as exc:
             raise NbflowError(
                 f"cannot reach the Dask scheduler at {address} ({exc}); "
@@ -190,6 +191,9 @@ class DaskExecutor:
                 "processes": True,
                 "host": "127.0.0.1",
                 "dashboard_address": None,
+                # The scheduler serves health checks over HTTP even without a
+                # dashboard: a free port on loopback, never a fixed 8787.
+                "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
             }
             options.update(self._cluster_kwargs)
             # The runner retries; Dask must not rerun a task that killed its worker.

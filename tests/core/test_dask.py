@@ -1,0 +1,174 @@
+"""The Dask executor on a real `distributed` scheduler and worker processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from nbflow.core.dask import DaskExecutor
+from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
+from nbflow.core.executors import resolve_executor
+
+from .test_parallel import drain, fail, job, kill_self, pid_alive, sleep_and_record, square
+
+
+class Payload:
+    """A large value that records, in a file, every process that unpickles it."""
+
+    def __init__(self, log: str, size: int) -> None:
+        self.log = log
+        self.data = b"x" * size
+
+    def __sizeof__(self) -> int:
+        return object.__sizeof__(self) + len(self.data)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        with open(self.log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+
+
+def payload_size(payload: Payload, i: int) -> tuple[int, int]:
+    return len(payload.data), i
+
+
+@pytest.fixture
+def dask(dask_executor: DaskExecutor) -> DaskExecutor:
+    # A test that killed a worker leaves the nanny restarting it; start from two.
+    dask_executor.client.wait_for_workers(2, timeout=30)
+    return dask_executor
+
+
+def test_values_and_user_tracebacks_come_back(dask: DaskExecutor) -> None:
+    for i in range(4):
+        dask.submit(job(square, f"sq{i}", x=i))
+    dask.submit(job(fail, "bad", message="no rows"))
+    outcomes = drain(dask)
+    assert {f"sq{i}": outcomes[f"sq{i}"].value for i in range(4)} == {
+        f"sq{i}": i * i for i in range(4)
+    }
+    bad = outcomes["bad"]
+    assert isinstance(bad.error, ValueError) and str(bad.error) == "no rows"
+    assert "raise ValueError(message)" in bad.traceback
+    assert "nbflow/core" not in bad.traceback and "distributed" not in bad.traceback
+
+
+def test_a_killed_worker_fails_only_its_task(dask: DaskExecutor) -> None:
+    dask.submit(job(kill_self, "dies", signal_name="SIGKILL"))
+    for i in range(3):
+        dask.submit(job(square, f"sq{i}", x=i))
+    outcomes = drain(dask)
+    died = outcomes.pop("dies")
+    assert isinstance(died.error, WorkerDied) and died.error.task == "dies"
+    assert {n: o.value for n, o in outcomes.items()} == {f"sq{i}": i * i for i in range(3)}
+
+
+def test_timeout_kills_the_worker_process(dask: DaskExecutor, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    dask.submit(job(sleep_and_record, "slow", path=str(pid_file), seconds=60, timeout=1.0))
+    dask.submit(job(square, "quick", x=3))
+    outcomes = drain(dask)
+    assert isinstance(outcomes["slow"].error, TaskTimeout)
+    assert outcomes["quick"].value == 9
+    assert not pid_alive(int(pid_file.read_text()))
+
+
+def test_a_large_value_travels_once_per_worker(dask: DaskExecutor, tmp_path: Path) -> None:
+    log = tmp_path / "loads"
+    log.write_text("")
+    value = Payload(str(log), 200_000)
+    for i in range(6):
+        dask.submit(job(payload_size, f"use{i}", payload=value, i=i))
+    outcomes = drain(dask)
+    assert sorted(o.value for o in outcomes.values()) == [(200_000, i) for i in range(6)]
+    loads = Counter(log.read_text().split())
+    assert 1 <= sum(loads.values()) <= 2 and set(loads.values()) == {1}, loads
+    assert str(os.getpid()) not in loads
+
+    # The same value under a threshold it does not reach goes inline, once per task.
+    log.write_text("")
+    inline = DaskExecutor(client=dask.client, scatter_threshold=10**12)
+    for i in range(6):
+        inline.submit(job(payload_size, f"use{i}", payload=value, i=i))
+    drain(inline)
+    inline.shutdown()
+    on_workers = Counter(log.read_text().split())
+    on_workers.pop(str(os.getpid()), None)  # the in-process scheduler unpickles task specs too
+    assert sum(on_workers.values()) == 6
+
+
+def test_connects_to_a_running_scheduler(dask: DaskExecutor) -> None:
+    address = dask.client.scheduler.address
+    assert address.startswith("tcp://127.0.0.1:")
+    with DaskExecutor(address=address) as remote:
+        assert remote.max_workers == 2 and not remote.own_cluster
+        remote.submit(job(square, "remote", x=6))
+        assert drain(remote)["remote"].value == 36
+    assert dask.client.status == "running"
+
+
+def test_a_client_passed_directly_stays_open(dask: DaskExecutor) -> None:
+    executor = resolve_executor(dask.client, None)
+    assert isinstance(executor, DaskExecutor) and executor.max_workers == 2
+    executor.submit(job(square, "direct", x=4))
+    assert drain(executor)["direct"].value == 16
+    executor.shutdown()
+    executor.close()
+    assert dask.client.status == "running"
+
+
+def test_executor_by_name_starts_a_cluster_on_first_job_and_closes_it() -> None:
+    executor = resolve_executor("dask", 1)
+    assert isinstance(executor, DaskExecutor) and executor._cluster is None
+    executor.submit(job(square, "one", x=5))
+    assert executor._cluster is not None
+    workers = executor.client.scheduler_info()["workers"]
+    assert [w["host"] for w in workers.values()] == ["127.0.0.1"]
+    assert drain(executor)["one"].value == 25
+    processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+    listening = {
+        c.laddr.ip for p in processes for c in p.net_connections("inet") if c.status == "LISTEN"
+    }
+    assert listening == {"127.0.0.1"}
+    cluster = executor._cluster
+    executor.shutdown()
+    assert executor._cluster is None and cluster.status.name == "closed"
+
+
+def test_unreachable_scheduler_is_named() -> None:
+    with pytest.raises(
+        NbflowError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
+    ):
+        DaskExecutor(address="tcp://127.0.0.1:9", connect_timeout=0.5)
+
+
+def test_conflicting_arguments_are_refused(dask: DaskExecutor) -> None:
+    with pytest.raises(NbflowError, match="either address= or client="):
+        DaskExecutor(address="tcp://127.0.0.1:9", client=dask.client)
+    with pytest.raises(NbflowError, match="cluster options n_workers only apply"):
+        DaskExecutor(client=dask.client, n_workers=3)
+    with pytest.raises(NbflowError, match="client= must be a distributed.Client"):
+        DaskExecutor(client="tcp://127.0.0.1:9")  # type: ignore[arg-type]
+
+
+def test_missing_distributed_names_the_extra_to_install() -> None:
+    code = (
+        "import sys; sys.modules['distributed'] = None\n"
+        "from nbflow.core.executors import resolve_executor\n"
+        "from nbflow.core.errors import NbflowError\n"
+        "try:\n"
+        "    resolve_executor('dask', None)\n"
+        "except NbflowError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert 'pip install "nbflow[dask]"' in out.stdout
