@@ -38,12 +38,12 @@ class Unfingerprintable(Exception):
 
 def hash_bytes(*chunks: bytes | str) -> Digest:
     """Digest of a sequence of chunks, each length-prefixed so boundaries count."""
-    h = blake3()
+    parts: list[bytes] = []
     for chunk in chunks:
         data = chunk.encode() if isinstance(chunk, str) else chunk
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return Digest(h.hexdigest(length=20))
+        parts.append(len(data).to_bytes(8, "little"))
+        parts.append(data)
+    return Digest(blake3(b"".join(parts)).hexdigest(length=20))
 
 
 def digest_value(value: Any) -> Digest:

@@ -93,6 +93,7 @@ class Planner:
         self.params = dict(params)
         self.force = force
         self.state = store.pipeline_state(pipeline)
+        self.index = store.index(pipeline)
         self._prints: dict[int, FunctionPrint] = {}
         self._param_digests: dict[str, tuple[Digest | None, str]] = {}
         self.decisions: dict[str, Decision] = {}
@@ -203,7 +204,11 @@ class Planner:
             decision.reason = decision.root = "forced"
             return decision
         assert decision.key is not None
-        record = self.store.get_record(self.pipeline, decision.key)
+        latest = self.index.get(name)
+        if latest is not None and latest["key"] == decision.key:
+            record = latest
+        else:  # an older result (a reverted edit) may still be cached under this key
+            record = self.store.get_record(self.pipeline, decision.key)
         if record is None:
             decision.reason = self._why_missing(name, decision)
             decision.root = decision.reason
@@ -248,7 +253,7 @@ class Planner:
         failed = self.state["failed"].get(name)
         if failed and failed.get("key") == decision.key:
             return f"last attempt failed: {failed.get('error', 'error')}"
-        last = self.store.last_record(self.pipeline, name)
+        last = self.index.get(name)
         if last is None:
             return "never run"
         return describe_difference(name, last, decision) or (

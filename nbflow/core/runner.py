@@ -44,7 +44,7 @@ from nbflow.core.types import Digest
 if TYPE_CHECKING:
     from nbflow.core.pipeline import Pipeline
 
-_FLUSH_INTERVAL = 0.05
+_FLUSH_INTERVAL = 0.25
 _NOT_RETRIED = (UnpicklableResult,)
 
 

@@ -8,11 +8,15 @@ Write order (why a crash never leaves a partial value behind a record):
 2. Only then is the metadata record (key -> digest, signature, parts for
    explanations) queued; `flush()` commits queued records in one diskcache
    transaction. Small values travel inside their record, in the same commit.
+   The same transaction updates the pipeline's index: task -> its latest
+   record, without the value. The planner reads that index with one look-up,
+   so a fully cached rerun costs one metadata read, not one per task.
 
 A process killed before step 2 leaves at most an unreferenced file, removed
-by `gc()`; a record that is lost is only a cache miss. Records are signed
-with HMAC-SHA256 under the home's secret and checked when read; the value's
-digest is checked before it is unpickled. A record or value that fails
+by `gc()`; a record that is lost is only a cache miss. Metadata entries are
+stored as bytes signed with HMAC-SHA256 under the home's secret, and the
+signature is checked before they are unpickled; a value's digest (kept in
+its signed record) is checked before the value is unpickled. A record or value that fails
 either check is reported with a warning and treated as a miss, never
 unpickled.
 
@@ -24,12 +28,12 @@ from __future__ import annotations
 
 import hmac
 import os
+import pickle
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from hashlib import sha256
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,15 +50,17 @@ _CHUNK = 8 * 2**20
 # chunk of a value file is written (a real kill, at a deterministic point).
 _FAULT_MID_WRITE = os.environ.get("NBFLOW_FAULT") == "store-mid-write"
 _MAGIC = b"NBV1"
+_SIGNED = b"NBS1"
 Record = dict[str, Any]
 """A metadata record. Keys: key, pipeline, task, digest, fmt, size, file | inline,
-parts, shorts, created, duration, metadata, sig."""
+parts, shorts, created, duration, metadata."""
 
 
 class Store(Protocol):
     """What the planner and runner need from a cache."""
 
     def get_record(self, pipeline: str, key: CacheKey) -> Record | None: ...
+    def index(self, pipeline: str) -> dict[str, Record]: ...
     def put(self, record: Record, payload: Payload) -> None: ...
     def flush(self) -> None: ...
     def load(self, record: Record) -> Any: ...
@@ -94,43 +100,53 @@ class DiskStore:
             timeout=120,
             disk_pickle_protocol=5,
         )
-        self._pending: list[tuple[str, Any]] = []
+        self._pending: list[Record] = []
         self._lock = threading.Lock()
         self.loads = 0
         """Number of values unpickled by this store object (benchmarks report it)."""
 
-    # --- signing ---------------------------------------------------------
+    # --- signed metadata -------------------------------------------------------
+    #
+    # Every metadata entry is stored as bytes: a tag, an HMAC-SHA256 of the
+    # pickle under the home's secret, then the pickle. The HMAC is checked
+    # before anything is unpickled; diskcache only ever sees bytes.
 
-    def _sign(self, record: Record) -> str:
-        where = record.get("file") or "inline"
-        msg = f"{record['pipeline']}|{record['key']}|{record['digest']}|{record['fmt']}|{record['size']}|{where}"
-        return hmac.new(self._secret, msg.encode(), sha256).hexdigest()
+    def _dump(self, obj: Any) -> bytes:
+        data = pickle.dumps(obj, protocol=5)
+        return _SIGNED + hmac.digest(self._secret, data, "sha256") + data
 
-    def _check(self, record: Record) -> bool:
-        try:
-            ok = hmac.compare_digest(record["sig"], self._sign(record))
-        except (KeyError, TypeError):
-            ok = False
-        if not ok:
-            warnings.warn(
-                f"cache entry for task `{record.get('task', '?')}` has a bad signature "
-                "(tampered, or written under another nbflow home); ignoring it and recomputing",
-                NbflowWarning,
-                stacklevel=3,
-            )
-        return ok
+    def _load_signed(self, raw: Any, what: str) -> Any:
+        if raw is None:
+            return None
+        if (
+            isinstance(raw, bytes)
+            and raw[:4] == _SIGNED
+            and hmac.compare_digest(raw[4:36], hmac.digest(self._secret, raw[36:], "sha256"))
+        ):
+            return pickle.loads(raw[36:])
+        warnings.warn(
+            f"cache entry for {what} has a bad signature (tampered, or written under "
+            "another nbflow home); ignoring it and recomputing",
+            NbflowWarning,
+            stacklevel=3,
+        )
+        return None
 
     # --- records -----------------------------------------------------------
 
     def get_record(self, pipeline: str, key: CacheKey) -> Record | None:
-        record = self._meta.get(_record_key(pipeline, key))
-        if record is None or not isinstance(record, dict):
-            return None
-        return record if self._check(record) else None
+        record = self._load_signed(
+            self._meta.get(_record_key(pipeline, key)), f"pipeline `{pipeline}`"
+        )
+        return record if isinstance(record, dict) else None
+
+    def index(self, pipeline: str) -> dict[str, Record]:
+        """task -> summary of its latest record (no value), in one read."""
+        index = self._load_signed(self._meta.get(f"index:{pipeline}"), f"pipeline `{pipeline}`")
+        return index if isinstance(index, dict) else {}
 
     def last_record(self, pipeline: str, task: str) -> Record | None:
-        key = self._meta.get(f"last:{pipeline}:{task}")
-        return self.get_record(pipeline, key) if key else None
+        return self.index(pipeline).get(task)
 
     def put(self, record: Record, payload: Payload) -> None:
         """Store a value (file first when large) and queue its record for `flush()`."""
@@ -141,20 +157,27 @@ class DiskStore:
         else:
             record["file"] = None
             record["inline"] = (payload.stream, [bytes(b) for b in payload.buffers])
-        record["sig"] = self._sign(record)
         with self._lock:
-            self._pending.append((_record_key(record["pipeline"], record["key"]), record))
-            self._pending.append((f"last:{record['pipeline']}:{record['task']}", record["key"]))
+            self._pending.append(record)
 
     def flush(self) -> None:
-        """Commit queued records in one transaction."""
+        """Commit queued records, and the index entries pointing to them, in one transaction."""
         with self._lock:
             pending, self._pending = self._pending, []
         if not pending:
             return
+        by_pipeline: dict[str, list[Record]] = {}
+        for record in pending:
+            by_pipeline.setdefault(record["pipeline"], []).append(record)
         with self._meta.transact():
-            for key, value in pending:
-                self._meta.set(key, value)
+            for record in pending:
+                self._meta.set(_record_key(record["pipeline"], record["key"]), self._dump(record))
+            for pipeline, records in by_pipeline.items():
+                # Read-modify-write inside the transaction: concurrent runs serialize here.
+                index = self.index(pipeline)
+                for record in records:
+                    index[record["task"]] = summary(record)
+                self._meta.set(f"index:{pipeline}", self._dump(index))
 
     def _write_value(self, payload: Payload) -> str:
         rel = f"{payload.digest[:2]}/{payload.digest}.nbv"
@@ -194,6 +217,11 @@ class DiskStore:
 
     def load(self, record: Record) -> Any:
         """Unpickle a record's value after checking its digest; `IntegrityError` if it fails."""
+        if "inline" not in record:  # an index summary: fetch the full record
+            full = self.get_record(record["pipeline"], record["key"])
+            if full is None:
+                raise IntegrityError(record["key"], "record is missing")
+            record = full
         if record.get("inline") is not None:
             stream, buffers = record["inline"]
             views = [memoryview(b) for b in buffers]
@@ -235,15 +263,18 @@ class DiskStore:
         return stream, views
 
     def _drop(self, record: Record) -> None:
-        self._meta.delete(_record_key(record["pipeline"], record["key"]))
-
-    def delete_record(self, pipeline: str, key: str) -> None:
-        self._meta.delete(_record_key(pipeline, key))
+        with self._meta.transact():
+            self._meta.delete(_record_key(record["pipeline"], record["key"]))
+            index = self.index(record["pipeline"])
+            entry = index.get(record["task"])
+            if entry is not None and entry["key"] == record["key"]:
+                del index[record["task"]]
+                self._meta.set(f"index:{record['pipeline']}", self._dump(index))
 
     # --- per-pipeline state (invalidations, failures) -----------------------
 
     def pipeline_state(self, pipeline: str) -> dict[str, Any]:
-        state = self._meta.get(f"state:{pipeline}")
+        state = self._load_signed(self._meta.get(f"state:{pipeline}"), f"pipeline `{pipeline}`")
         return state if isinstance(state, dict) else {"invalidated": {}, "failed": {}}
 
     def update_pipeline_state(self, pipeline: str, **changes: Any) -> None:
@@ -257,20 +288,20 @@ class DiskStore:
                         target.pop(task, None)
                     else:
                         target[task] = value
-            self._meta.set(f"state:{pipeline}", state)
+            self._meta.set(f"state:{pipeline}", self._dump(state))
 
     # --- maintenance -------------------------------------------------------
 
     def records(self) -> Iterator[Record]:
         for key in list(self._meta.iterkeys()):
             if isinstance(key, str) and key.startswith("r:"):
-                record = self._meta.get(key)
+                record = self._load_signed(self._meta.get(key), key)
                 if isinstance(record, dict):
                     yield record
 
     def clear(self, pipeline: str) -> int:
         """Delete every record of `pipeline` (files are removed by the `gc()` that follows)."""
-        prefixes = (f"r:{pipeline}:", f"last:{pipeline}:", f"state:{pipeline}")
+        prefixes = (f"r:{pipeline}:", f"index:{pipeline}", f"state:{pipeline}")
         removed = 0
         with self._meta.transact():
             for key in list(self._meta.iterkeys()):
@@ -343,3 +374,8 @@ class DiskStore:
     def close(self) -> None:
         self.flush()
         self._meta.close()
+
+
+def summary(record: Record) -> Record:
+    """A record without its inline value: what the index keeps."""
+    return {k: v for k, v in record.items() if k != "inline"}

@@ -55,9 +55,10 @@ def test_tampered_record_is_a_miss_with_a_warning(pipe: Pipeline, calls: Calls) 
 
     pipe.run()
     store = pipe.store
-    record = next(store.records())
-    record["digest"] = "0" * 40  # a forged record pointing elsewhere
-    store._meta.set(f"r:{record['pipeline']}:{record['key']}", record)
+    for key in list(store._meta.iterkeys()):
+        if key.startswith(("r:test:", "index:test")):
+            raw = store._meta.get(key)
+            store._meta.set(key, raw[:-5] + b"XXXXX")  # edit the pickle, keep the old signature
     with pytest.warns(nf.NbflowWarning, match="bad signature"):
         r = pipe.run()
     assert r.executed == ["a"] and calls.count("a") == 2
