@@ -27,6 +27,7 @@ records until the cache fits.
 from __future__ import annotations
 
 import hmac
+import mmap
 import os
 import pickle
 import signal
@@ -234,32 +235,47 @@ class DiskStore:
         return deserialize(stream, views)
 
     def _read_value(self, record: Record) -> tuple[bytes, list[memoryview]]:
+        """Map a value file and slice its buffers without copying them.
+
+        The mapping is copy-on-write (ACCESS_COPY): arrays rebuilt on it are
+        writable, and writing to them never changes the file.
+        """
         path = self.values_dir / record["file"]
         try:
-            with open(path, "rb", buffering=0) as fh:
-                magic = fh.read(4)
-                if magic != _MAGIC:
-                    raise IntegrityError(record["key"], "not an nbflow value file")
-                fmt_len = int.from_bytes(fh.read(2), "little")
-                fh.read(fmt_len)
-                stream_len = int.from_bytes(fh.read(8), "little")
-                stream = fh.read(stream_len)
-                count = int.from_bytes(fh.read(4), "little")
-                sizes = [int.from_bytes(fh.read(8), "little") for _ in range(count)]
-                views = []
-                for size in sizes:
-                    buf = bytearray(size)
-                    view = memoryview(buf)
-                    got = 0
-                    while got < size:
-                        n = fh.readinto(view[got:])
-                        if not n:
-                            raise IntegrityError(record["key"], "value file is truncated")
-                        got += n
-                    views.append(view)
+            with open(path, "rb") as fh:
+                try:
+                    mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+                except ValueError:  # an empty file cannot be mapped
+                    raise IntegrityError(record["key"], "value file is empty") from None
         except FileNotFoundError:
             self._drop(record)
             raise IntegrityError(record["key"], "value file is missing") from None
+        view = memoryview(mapped)
+        try:
+            if view[:4] != _MAGIC:
+                raise IntegrityError(record["key"], "not an nbflow value file")
+            pos = 4
+            fmt_len = int.from_bytes(view[pos : pos + 2], "little")
+            pos += 2 + fmt_len
+            stream_len = int.from_bytes(view[pos : pos + 8], "little")
+            pos += 8
+            stream = bytes(view[pos : pos + stream_len])
+            pos += stream_len
+            count = int.from_bytes(view[pos : pos + 4], "little")
+            pos += 4
+            sizes = [
+                int.from_bytes(view[pos + 8 * i : pos + 8 * i + 8], "little") for i in range(count)
+            ]
+            pos += 8 * count
+            if pos + sum(sizes) != len(view):
+                raise IntegrityError(record["key"], "value file is truncated")
+            views = []
+            for size in sizes:
+                views.append(view[pos : pos + size])
+                pos += size
+        except IntegrityError:
+            view.release()
+            raise
         return stream, views
 
     def _drop(self, record: Record) -> None:
