@@ -30,10 +30,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from blake3 import blake3
+
 from nbflow.core.errors import MissingParameterError, format_value_short
 from nbflow.core.fingerprint import FunctionPrint, fingerprint_function
 from nbflow.core.graph import Graph
-from nbflow.core.hashing import Unfingerprintable, digest_value, hash_bytes
+from nbflow.core.hashing import Unfingerprintable, digest_value
 from nbflow.core.store import Record, Store
 from nbflow.core.task import Task
 from nbflow.core.types import CacheKey, Digest
@@ -136,24 +138,36 @@ class Planner:
                 self.param_value(task, param)
 
     def key_for(self, name: str, upstream_digests: Mapping[str, Digest | None]) -> Decision:
-        """Key and parts of `name` given its upstream output digests (param -> digest)."""
+        """Key and parts of `name` given its upstream output digests (param -> digest).
+
+        This runs once per task per plan, so it is kept lean: one string of
+        key material (names length-prefixed, digests fixed-width hex), one hash.
+        """
         task = self.tasks[name]
         opts = task.options
         fp = self.code_print(task)
-        volatile = list(fp.volatile)
+        volatile = fp.volatile
+        shorts = fp.shorts
+        material = [
+            f"nbflow-key-1|{len(self.pipeline)}:{self.pipeline}|{len(name)}:{name}|{fp.digest}|{opts.version!r}"
+        ]
         params: dict[str, Digest] = {}
-        shorts = dict(fp.shorts)
-        for param in self.graph.run_params[name]:
-            digest, short = self._param_digest(task, param)
-            if digest is None:
-                volatile.append(f"parameter `{param}` cannot be fingerprinted")
-                digest = Digest("volatile")
-            params[param] = digest
-            shorts[f"parameter `{param}`"] = short
+        run_params = self.graph.run_params[name]
+        if run_params:
+            shorts = dict(shorts)
+            for param in run_params:
+                digest, short = self._param_digest(task, param)
+                if digest is None:
+                    volatile = [*volatile, f"parameter `{param}` cannot be fingerprinted"]
+                    digest = Digest("volatile")
+                params[param] = digest
+                shorts[f"parameter `{param}`"] = short
+                material.append(f"p{len(param)}:{param}={digest}")
         inputs: dict[str, list[Any]] = {}
         for param, upstream in self.graph.deps[name].items():
-            d = upstream_digests.get(param)
-            inputs[param] = [upstream, d or "absent"]
+            d = upstream_digests.get(param) or "absent"
+            inputs[param] = [upstream, d]
+            material.append(f"i{len(param)}:{param}={len(upstream)}:{upstream}={d}")
         files: dict[str, str] = {}
         for pattern in opts.watch:
             matches = sorted(glob.glob(pattern, recursive=True))
@@ -163,19 +177,10 @@ class Planner:
                 if os.path.isfile(path):
                     files[path] = file_digest(path)
         identity: dict[str, str] = dict(opts.identity()) if opts.identity else {}
-        key = CacheKey(
-            hash_bytes(
-                "nbflow-key-1",
-                self.pipeline,
-                name,
-                fp.digest,
-                str(opts.version),
-                *(f"p:{k}={v}" for k, v in sorted(params.items())),
-                *(f"i:{k}={v[0]}:{v[1]}" for k, v in sorted(inputs.items())),
-                *(f"f:{k}={v}" for k, v in sorted(files.items())),
-                *(f"x:{k}={v}" for k, v in sorted(identity.items())),
-            )
-        )
+        for prefix, mapping in (("f", files), ("x", identity)):
+            for k in sorted(mapping):
+                material.append(f"{prefix}{len(k)}:{k}={mapping[k]}")
+        key = CacheKey(blake3("\x1f".join(material).encode()).hexdigest(length=20))
         parts = {
             "code": fp.parts,
             "version": opts.version,
