@@ -196,7 +196,7 @@ def resolve_executor(executor: Any, max_workers: int | None) -> Executor:
         return factory(max_workers)
     if type(executor).__module__.startswith("distributed") and type(executor).__name__ == "Client":
         _load_builtin_executors()
-        return _FACTORIES["dask-client"](executor)  # type: ignore[arg-type]
+        return _FACTORIES["dask-client"](executor)
     if isinstance(executor, Executor):
         return executor
     raise NbflowError(

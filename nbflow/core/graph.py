@@ -81,14 +81,14 @@ def resolve_graph(tasks: Mapping[str, Task]) -> Graph:
                 free.append(param)
         deps[name] = bound
         run_params[name] = tuple(free)
-    upstream = {n: tuple(dict.fromkeys(d.values())) for n, d in deps.items()}
+    ups_of = {n: tuple(dict.fromkeys(d.values())) for n, d in deps.items()}
     downstream: dict[str, list[str]] = {n: [] for n in tasks}
-    for n, ups in upstream.items():
+    for n, ups in ups_of.items():
         for up in ups:
             downstream[up].append(n)
-    order = _toposort(list(tasks), upstream)
+    order = _toposort(list(tasks), ups_of)
     return Graph(
-        tuple(order), deps, run_params, upstream, {n: tuple(v) for n, v in downstream.items()}
+        tuple(order), deps, run_params, ups_of, {n: tuple(v) for n, v in downstream.items()}
     )
 
 

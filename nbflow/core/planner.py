@@ -210,6 +210,7 @@ class Planner:
             return decision
         assert decision.key is not None
         latest = self.index.get(name)
+        record: Record | None
         if latest is not None and latest["key"] == decision.key:
             record = latest
         else:  # an older result (a reverted edit) may still be cached under this key

@@ -21,6 +21,7 @@ The runner calls no display code; the executor never touches the cache.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import time
 import uuid
@@ -243,7 +244,7 @@ class Runner:
             result.cached.append(name)
             self._records[name] = record
             self._outputs[name] = record["digest"]
-            result._loaders[name] = lambda r=record, n=name: self._load(n, r)
+            result._loaders[name] = functools.partial(self._load, name, record)
             if record.get("metadata"):
                 result.metadata[name] = record["metadata"]
             if self.bus:
