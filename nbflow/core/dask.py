@@ -154,6 +154,7 @@ class DaskExecutor:
         self._owns_client = client is None
         self._cluster: Any = None
         self._cluster_kwargs = cluster_kwargs
+        self._max_workers = max_workers
         self._close_on_shutdown = close_on_shutdown
         self._futures: dict[str, _Submitted] = {}
         self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -163,7 +164,8 @@ class DaskExecutor:
         if max_workers is not None:
             self.max_workers = max_workers
         elif self.own_cluster:
-            self.max_workers = os.cpu_count() or 1
+            workers = cluster_kwargs.get("n_workers") or os.cpu_count() or 1
+            self.max_workers = workers * cluster_kwargs.get("threads_per_worker", 1)
         else:
             # A cluster that scales from zero reports no threads yet: keep one job in flight.
             self.max_workers = max(1, sum(self.client.nthreads().values()))
@@ -186,7 +188,7 @@ class DaskExecutor:
             import dask
 
             options: dict[str, Any] = {
-                "n_workers": self.max_workers,
+                "n_workers": self._max_workers or os.cpu_count() or 1,
                 "threads_per_worker": 1,
                 "processes": True,
                 "host": "127.0.0.1",

@@ -208,7 +208,7 @@ class RemoteError(Exception):
         return (RemoteError, (self.type_name, self.message))
 
 
-def _worker_main(read_fd: int, write_fd: int) -> None:
+def _worker_main(inbox: Connection, write_fd: int) -> None:
     """The loop of one worker process: receive a job, run it, send back its outcome.
 
     Messages are length-prefixed pickles (multiprocessing's Connection
@@ -218,8 +218,7 @@ def _worker_main(read_fd: int, write_fd: int) -> None:
     """
     # Ctrl-C in a terminal reaches the whole process group; the driver decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
-    sys.path[:] = pickle.loads(inbox.recv_bytes())
+    outbox = Connection(write_fd, readable=False)
     while True:
         try:
             message = inbox.recv_bytes()
@@ -253,7 +252,16 @@ def _pack_error(exc: BaseException, duration: float) -> bytes:
         return cloudpickle.dumps((False, stand_in, traceback, duration), protocol=5)
 
 
-_WORKER_CODE = "import sys; from nbflow.core.parallel import _worker_main; _worker_main(int(sys.argv[1]), int(sys.argv[2]))"
+# The driver's sys.path arrives first, before nbflow is imported: a driver that
+# found nbflow (or the user's modules) through a path of its own finds them here too.
+_WORKER_CODE = """\
+import pickle, sys
+from multiprocessing.connection import Connection
+inbox = Connection(int(sys.argv[1]), writable=False)
+sys.path[:] = pickle.loads(inbox.recv_bytes())
+from nbflow.core.parallel import _worker_main
+_worker_main(inbox, int(sys.argv[2]))
+"""
 
 
 @dataclass(eq=False)
