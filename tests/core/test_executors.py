@@ -22,6 +22,7 @@ from nbflow.core import events as ev
 from nbflow.core.dask import DaskExecutor
 from nbflow.core.parallel import ProcessExecutor, ThreadExecutor
 
+from ..conftest import FIXTURES
 from .cells import define
 from .test_parallel import pid_alive
 
@@ -256,3 +257,29 @@ def test_an_existing_dask_client_runs_the_pipeline(
     r = pipe.run(params={"n": 10}, executor=client)
     assert r["total"] == (20, 25)
     assert client.status == "running"
+
+
+def test_tasks_defined_in_a_real_notebook_run_in_processes_and_on_dask(
+    tmp_path: Path, dask_executor: DaskExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real kernel: the cells' `__main__` functions and class travel to the workers."""
+    import papermill
+
+    # ipykernel forwards its process's file descriptors to the cell, except under pytest.
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+
+    notebook = FIXTURES / "notebooks" / "tasks_defined_in_cells_run_in_workers.ipynb"
+    executed = papermill.execute_notebook(
+        str(notebook),
+        str(tmp_path / "out.ipynb"),
+        parameters={"scheduler": dask_executor.client.scheduler.address},
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    text = "".join(
+        output.get("text", "") for cell in executed.cells for output in cell.get("outputs", [])
+    )
+    # Worker processes share the kernel's output streams: their prints reach the cell.
+    assert "summing 3 readings\nprocesses: 303 True\n" in text
+    assert "dask: 406 True\n" in text
