@@ -35,25 +35,19 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import sys
 import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
 from nbflow.core.executors import Job, Outcome, execute_job, register_executor
-from nbflow.core.parallel import RemoteError
+from nbflow.core.worker import SCATTER_THRESHOLD, approx_size, picklable_error
 
 if TYPE_CHECKING:
     from distributed import Client, Future
 
 __all__ = ["DaskExecutor"]
-
-SCATTER_THRESHOLD = 64 * 1024
-"""Values at least this large (bytes, as `sys.getsizeof` estimates) are scattered, not inlined."""
 
 _INLINE_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
@@ -66,20 +60,6 @@ def _import_distributed() -> Any:
             'the Dask executor needs the `distributed` package: pip install "nbflow[dask]"'
         ) from exc
     return distributed
-
-
-def _approx_size(value: Any) -> int:
-    """Bytes of `value`: deep for arrays, frames, str and bytes; one level deep for containers."""
-    try:
-        size = sys.getsizeof(value)
-        if isinstance(value, list | tuple | set | frozenset):
-            size += sum(sys.getsizeof(item) for item in value)
-        elif isinstance(value, dict):
-            size += sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in value.items())
-    except Exception:
-        # An object whose __sizeof__ fails is sent inline, as Dask would by default.
-        return 0
-    return size
 
 
 _STARTED = "nbflow-started"
@@ -110,12 +90,8 @@ def _run_on_worker(
         # Only this task runs in this process (one thread per worker): stop it
         # the only way a thread can be stopped. The nanny starts a new worker.
         os.kill(os.getpid(), signal.SIGKILL)
-    error: BaseException = outcome.error  # type: ignore[assignment]
-    try:
-        cloudpickle.dumps(error)
-    except Exception:
-        error = RemoteError(type(error).__qualname__, str(error))
-    return False, error, outcome.traceback, outcome.duration
+    assert outcome.error is not None
+    return False, picklable_error(outcome.error), outcome.traceback, outcome.duration
 
 
 class DaskExecutor:
@@ -229,12 +205,12 @@ class DaskExecutor:
         future.add_done_callback(lambda _: self._done.put(key))
 
     def _maybe_scatter(self, value: Any) -> Any:
-        if isinstance(value, _INLINE_TYPES) and _approx_size(value) < self.scatter_threshold:
+        if isinstance(value, _INLINE_TYPES) and approx_size(value) < self.scatter_threshold:
             return value
         known = self._scattered.get(id(value))
         if known is not None and known[0] is value:
             return known[1]
-        if _approx_size(value) < self.scatter_threshold:
+        if approx_size(value) < self.scatter_threshold:
             return value
         # hash=False: identity, not a content hash, decides what is the same value.
         future = self.client.scatter(value, hash=False)

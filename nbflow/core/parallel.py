@@ -7,11 +7,13 @@ Policy:
   process, so nothing is pickled. A timeout cannot stop a thread: the task is
   reported as timed out and its thread abandoned (see `call_with_timeout`).
 - **Processes** (`executor="processes"`) suit CPU-bound Python. Each worker
-  is a fresh interpreter (`python -c ...`, not a fork of the driver) running
-  the small loop in `_worker_main`, talking to the driver over two private
-  pipes. Jobs go there pickled with cloudpickle, so functions and classes
-  defined in a notebook cell or in `__main__` work, and the user's script is
-  never re-imported (no `if __name__ == "__main__"` guard needed).
+  is a fresh interpreter (not a fork of the driver) running the small loop
+  of `nbflow.core.worker`, talking to the driver over two private pipes.
+  Jobs go there pickled with cloudpickle, so functions and classes defined
+  in a notebook cell or in `__main__` work, and the user's script is never
+  re-imported (no `if __name__ == "__main__"` guard needed). A large
+  argument travels to each worker once per run, and jobs prefer the idle
+  worker that already holds theirs.
 - **One worker, one job, one process to kill.** The driver knows which worker
   runs which job. A worker that vanishes (SIGKILL, a segfault, the OOM
   killer) fails only the job it was running, with `WorkerDied`; a task past
@@ -35,19 +37,12 @@ import itertools
 import os
 import pickle
 import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from typing import Any
+from multiprocessing.connection import wait
 
-import cloudpickle
-
-from nbflow.core.errors import NbflowError, TaskTimeout, UnpicklableResult, WorkerDied
+from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
 from nbflow.core.executors import (
     Job,
     Outcome,
@@ -55,6 +50,7 @@ from nbflow.core.executors import (
     format_user_traceback,
     register_executor,
 )
+from nbflow.core.worker import SCATTER_THRESHOLD, RemoteError, WorkerProcess, stop_workers
 
 __all__ = ["ProcessExecutor", "RemoteError", "ThreadExecutor"]
 
@@ -196,156 +192,25 @@ class ThreadExecutor:
 # --------------------------------------------------------------------------- processes
 
 
-class RemoteError(Exception):
-    """Stands for an exception raised in a worker process that could not be pickled back."""
-
-    def __init__(self, type_name: str, message: str) -> None:
-        self.type_name = type_name
-        self.message = message
-        super().__init__(f"{type_name}: {message}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (RemoteError, (self.type_name, self.message))
-
-
-def _worker_main(inbox: Connection, write_fd: int) -> None:
-    """The loop of one worker process: receive a job, run it, send back its outcome.
-
-    Messages are length-prefixed pickles (multiprocessing's Connection
-    framing). In: first `sys.path`, then `(task, fn, kwargs)` per job; out:
-    `(ok, payload, traceback, duration)`. The loop ends when the driver
-    closes its end.
-    """
-    # Ctrl-C in a terminal reaches the whole process group; the driver decides what stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    outbox = Connection(write_fd, readable=False)
-    while True:
-        try:
-            message = inbox.recv_bytes()
-        except EOFError:
-            return
-        start = time.perf_counter()
-        task = "?"
-        try:
-            task, fn, kwargs = cloudpickle.loads(message)
-            value = fn(**kwargs)
-        except Exception as exc:
-            outbox.send_bytes(_pack_error(exc, time.perf_counter() - start))
-            continue
-        duration = time.perf_counter() - start
-        try:
-            payload = cloudpickle.dumps((True, value, "", duration), protocol=5)
-        except Exception as exc:
-            error = UnpicklableResult(task, type(value).__name__, f"{type(exc).__name__}: {exc}")
-            payload = _pack_error(error, duration)
-        outbox.send_bytes(payload)
-
-
-def _pack_error(exc: BaseException, duration: float) -> bytes:
-    traceback = format_user_traceback(exc)
-    try:
-        return cloudpickle.dumps((False, exc, traceback, duration), protocol=5)
-    except Exception:
-        # The user's exception holds something unpicklable (a lock, a socket):
-        # send its type and message, which is what a person reads anyway.
-        stand_in = RemoteError(type(exc).__qualname__, str(exc))
-        return cloudpickle.dumps((False, stand_in, traceback, duration), protocol=5)
-
-
-# The driver's sys.path arrives first, before nbflow is imported: a driver that
-# found nbflow (or the user's modules) through a path of its own finds them here too.
-_WORKER_CODE = """\
-import pickle, sys
-from multiprocessing.connection import Connection
-inbox = Connection(int(sys.argv[1]), writable=False)
-sys.path[:] = pickle.loads(inbox.recv_bytes())
-from nbflow.core.parallel import _worker_main
-_worker_main(inbox, int(sys.argv[2]))
-"""
-
-
-@dataclass(eq=False)
-class _Worker:
-    """One worker process and the pipes to it; `job` is what it runs now."""
-
-    process: subprocess.Popen[bytes]
-    inbox: Connection
-    outbox: Connection
-    job: Job | None = None
-    deadline: float = float("inf")
-    started: float = field(default_factory=time.perf_counter)
-
-    @classmethod
-    def start(cls) -> _Worker:
-        to_worker_r, to_worker_w = os.pipe()
-        from_worker_r, from_worker_w = os.pipe()
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_CODE, str(to_worker_r), str(from_worker_w)],
-                pass_fds=(to_worker_r, from_worker_w),
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            # The child holds its own copies; closing ours makes a dead child read as EOF.
-            os.close(to_worker_r)
-            os.close(from_worker_w)
-        worker = cls(
-            process=process,
-            inbox=Connection(from_worker_r, writable=False),
-            outbox=Connection(to_worker_w, readable=False),
-        )
-        worker.outbox.send_bytes(pickle.dumps(list(sys.path)))
-        return worker
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        self.inbox.close()
-        self.outbox.close()
-
-    def death_detail(self) -> str:
-        code = self.process.wait()
-        if code < 0:
-            try:
-                return f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"killed by signal {-code}"
-        return f"exit code {code}"
-
-
-def _stop_workers(workers: list[_Worker]) -> None:
-    """Close idle workers gently (they exit on EOF) and kill the rest."""
-    for worker in workers:
-        if worker.job is None:
-            worker.outbox.close()
-        else:
-            worker.process.kill()
-    for worker in workers:
-        try:
-            worker.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            worker.process.wait()
-        if not worker.inbox.closed:
-            worker.inbox.close()
-        if not worker.outbox.closed:
-            worker.outbox.close()
-    workers.clear()
-
-
 class ProcessExecutor:
     """Runs jobs in up to `max_workers` worker processes, one job per process at a time."""
 
-    def __init__(self, max_workers: int | None = None, *, close_on_shutdown: bool = False) -> None:
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        *,
+        scatter_threshold: int = SCATTER_THRESHOLD,
+        close_on_shutdown: bool = False,
+    ) -> None:
         self.max_workers = _check_max_workers(max_workers, default_process_workers(), "processes")
+        self.scatter_threshold = scatter_threshold
         self._close_on_shutdown = close_on_shutdown
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerProcess] = []
         self._waiting = _JobQueue()
         self._ready: list[Outcome] = []
         self._closed = False
         # Workers must not outlive the executor, even if nobody calls close().
-        self._finalizer = weakref.finalize(self, _stop_workers, self._workers)
+        self._finalizer = weakref.finalize(self, stop_workers, self._workers)
 
     @property
     def workers_started(self) -> int:
@@ -387,15 +252,19 @@ class ProcessExecutor:
     def _dispatch(self) -> None:
         """Hand waiting jobs to idle workers, starting workers up to `max_workers`."""
         while self._waiting:
-            worker = next((w for w in self._workers if w.job is None), None)
-            if worker is None:
-                if len(self._workers) >= self.max_workers:
-                    return
-                worker = _Worker.start()
-                self._workers.append(worker)
+            idle = [w for w in self._workers if w.job is None]
+            if not idle and len(self._workers) >= self.max_workers:
+                return
             job = self._waiting.pop()
+            if idle:
+                # Prefer the worker that already holds the job's large arguments.
+                tokens = {id(v) for v in job.kwargs.values()}
+                worker = max(idle, key=lambda w: len(tokens & w.held.keys()))
+            else:
+                worker = WorkerProcess.start()
+                self._workers.append(worker)
             try:
-                message = cloudpickle.dumps((job.task, job.fn, job.kwargs), protocol=5)
+                message = worker.job_message(job, self.scatter_threshold)
             except Exception as exc:
                 self._ready.append(_failed(job, exc))
                 continue
@@ -409,7 +278,7 @@ class ProcessExecutor:
                 # there, but the honest report is still that its worker died.
                 self._bury(worker, WorkerDied(job.task, worker.death_detail()))
 
-    def _receive(self, worker: _Worker) -> None:
+    def _receive(self, worker: WorkerProcess) -> None:
         job = worker.job
         assert job is not None
         try:
@@ -438,7 +307,7 @@ class ProcessExecutor:
             assert job is not None and job.timeout is not None
             self._bury(worker, TaskTimeout(job.task, job.timeout))
 
-    def _bury(self, worker: _Worker, error: Exception) -> None:
+    def _bury(self, worker: WorkerProcess, error: Exception) -> None:
         """Kill `worker`, fail its job with `error`; the next dispatch starts a replacement."""
         job = worker.job
         assert job is not None
@@ -463,6 +332,14 @@ class ProcessExecutor:
             self._workers.remove(worker)
         if self._close_on_shutdown:
             self.close()
+            return
+        for worker in list(self._workers):
+            try:
+                worker.forget()
+            except OSError:
+                # It died while idle; the next job starts a replacement.
+                worker.kill()
+                self._workers.remove(worker)
 
     def close(self) -> None:
         """Stop every worker process."""

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -16,27 +15,17 @@ from nbflow.core.dask import DaskExecutor
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
 from nbflow.core.executors import resolve_executor
 
-from .test_parallel import drain, fail, job, kill_self, pid_alive, sleep_and_record, square
-
-
-class Payload:
-    """A large value that records, in a file, every process that unpickles it."""
-
-    def __init__(self, log: str, size: int) -> None:
-        self.log = log
-        self.data = b"x" * size
-
-    def __sizeof__(self) -> int:
-        return object.__sizeof__(self) + len(self.data)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        with open(self.log, "a") as fh:
-            fh.write(f"{os.getpid()}\n")
-
-
-def payload_size(payload: Payload, i: int) -> tuple[int, int]:
-    return len(payload.data), i
+from .test_parallel import (
+    Payload,
+    drain,
+    fail,
+    job,
+    kill_self,
+    payload_size,
+    pid_alive,
+    sleep_and_record,
+    square,
+)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import os
 import pickle
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,26 @@ def raise_locked_error() -> None:
 
 def raise_timeout() -> None:
     raise TaskTimeout("inner-call", 2.5)
+
+
+class Payload:
+    """A large value that records, in a file, every process that unpickles it."""
+
+    def __init__(self, log: str, size: int) -> None:
+        self.log = log
+        self.data = b"x" * size
+
+    def __sizeof__(self) -> int:
+        return object.__sizeof__(self) + len(self.data)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        with open(self.log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+
+
+def payload_size(payload: Payload, i: int) -> tuple[int, int]:
+    return len(payload.data), i
 
 
 def pid_alive(pid: int) -> bool:
@@ -322,3 +343,30 @@ def test_nbflow_errors_raised_in_a_worker_come_back_whole() -> None:
         error = drain(ex)["inner"].error
     assert isinstance(error, TaskTimeout) and error.task == "inner-call" and error.timeout == 2.5
     assert pickle.loads(pickle.dumps(WorkerDied("t", "x"))).task == "t"
+
+
+def test_a_large_argument_travels_once_per_worker(tmp_path: Path) -> None:
+    log = tmp_path / "loads"
+    log.write_text("")
+    value = Payload(str(log), 200_000)
+    with ProcessExecutor(2) as ex:
+        for i in range(6):
+            ex.submit(job(payload_size, f"use{i}", payload=value, i=i))
+        outcomes = drain(ex)
+        assert sorted(o.value for o in outcomes.values()) == [(200_000, i) for i in range(6)]
+        loads = Counter(log.read_text().split())
+        assert 1 <= sum(loads.values()) <= 2 and set(loads.values()) == {1}, loads
+        assert str(os.getpid()) not in loads
+        # The run ends: workers forget what they held, and the next run sends it again.
+        ex.shutdown()
+        log.write_text("")
+        ex.submit(job(payload_size, "again", payload=value, i=0))
+        assert drain(ex)["again"].value == (200_000, 0)
+        assert sum(Counter(log.read_text().split()).values()) == 1
+
+    log.write_text("")
+    with ProcessExecutor(2, scatter_threshold=10**12) as inline:
+        for i in range(6):
+            inline.submit(job(payload_size, f"use{i}", payload=value, i=i))
+        drain(inline)
+    assert sum(Counter(log.read_text().split()).values()) == 6
