@@ -119,7 +119,8 @@ class ThreadExecutor:
                 raise NbflowError("this ThreadExecutor was closed; create a new one")
             self._waiting.push(job)
             self._pending += 1
-            if self._idle == 0 and len(self._threads) < self.max_workers:
+            # Idle threads may not have woken for earlier jobs yet: count those jobs too.
+            if len(self._waiting) > self._idle and len(self._threads) < self.max_workers:
                 thread = threading.Thread(
                     target=self._work, name=f"nbflow-thread-{len(self._threads)}", daemon=True
                 )
