@@ -22,7 +22,10 @@ Policy:
   traceback itself, so the driver shows the task's frames, not Dask's.
   A worker that dies fails the task with `WorkerDied` (Dask's `KilledWorker`);
   on the cluster nbflow starts, a task is not retried on another worker by
-  Dask (allowed-failures = 0): the runner's own retries decide.
+  Dask (allowed-failures = 0): the runner's own retries decide. Dask blames
+  every task assigned to a dead worker, so there each task marks its start
+  on the scheduler first; a task that never started is submitted again
+  (twice at most) instead of failing.
 - **Timeouts.** On the cluster nbflow starts (one thread per worker), a task
   past its timeout kills its worker process, which the nanny restarts, and
   fails with `TaskTimeout`. On a cluster the user brings, killing a process
@@ -70,11 +73,12 @@ def _run_on_worker(
     task: str,
     fn: Any,
     timeout: float | None,
-    own_cluster: bool,
+    mark_start: bool,
+    kill_on_timeout: bool,
     kwargs: dict[str, Any],
 ) -> tuple[bool, Any, str, float]:
     """Runs on a Dask worker: the task, with its traceback formatted where it happened."""
-    if own_cluster:
+    if mark_start:
         # Dask blames every task assigned to a worker that dies, running or not.
         # A synchronous mark, set before the task's code runs, lets the driver
         # tell the task that killed its worker from the ones that waited there.
@@ -86,7 +90,7 @@ def _run_on_worker(
     outcome = execute_job(Job(id=0, task=task, fn=fn, kwargs=kwargs, timeout=timeout))
     if outcome.ok:
         return True, outcome.value, "", outcome.duration
-    if own_cluster and isinstance(outcome.error, TaskTimeout):
+    if kill_on_timeout and isinstance(outcome.error, TaskTimeout):
         # Only this task runs in this process (one thread per worker): stop it
         # the only way a thread can be stopped. The nanny starts a new worker.
         os.kill(os.getpid(), signal.SIGKILL)
@@ -194,6 +198,7 @@ class DaskExecutor:
             job.task,
             job.fn,
             job.timeout,
+            self.own_cluster,
             self._kills_on_timeout,
             kwargs,
             key=f"nbflow-{job.task}-{uuid.uuid4().hex[:12]}",
