@@ -43,9 +43,16 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle
+
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
 from nbflow.core.executors import Job, Outcome, execute_job, register_executor
-from nbflow.core.worker import SCATTER_THRESHOLD, approx_size, picklable_error
+from nbflow.core.worker import (
+    SCATTER_THRESHOLD,
+    approx_size,
+    picklable_error,
+    unpicklable_task,
+)
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -139,6 +146,8 @@ class DaskExecutor:
         self._futures: dict[str, _Submitted] = {}
         self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._scattered: dict[int, tuple[Any, Future]] = {}
+        self._unsent: list[Outcome] = []
+        """Outcomes of jobs that never reached Dask (they did not pickle)."""
         if address is not None:
             self._connect(address, connect_timeout)
         if max_workers is not None:
@@ -192,6 +201,17 @@ class DaskExecutor:
 
     def submit(self, job: Job, *, resubmits: int = 0) -> None:
         client = self.client
+        try:
+            self._submit(client, job, resubmits)
+        except Exception as exc:
+            try:
+                cloudpickle.dumps((job.fn, job.kwargs))
+            except Exception as pickling_error:
+                self._unsent.append(unpicklable_task(job, pickling_error))
+                return
+            raise exc
+
+    def _submit(self, client: Client, job: Job, resubmits: int) -> None:
         kwargs = {name: self._maybe_scatter(value) for name, value in job.kwargs.items()}
         future = client.submit(
             _run_on_worker,
@@ -224,6 +244,9 @@ class DaskExecutor:
         return future
 
     def poll(self, timeout: float | None = None) -> list[Outcome]:
+        if self._unsent:
+            unsent, self._unsent = self._unsent, []
+            return unsent
         end = None if timeout is None else time.monotonic() + timeout
         outcomes: list[Outcome] = []
         while self._futures and not outcomes:
@@ -294,7 +317,7 @@ class DaskExecutor:
         )
 
     def pending(self) -> int:
-        return len(self._futures)
+        return len(self._futures) + len(self._unsent)
 
     def _release_scattered(self) -> None:
         for _, future in self._scattered.values():
@@ -306,6 +329,7 @@ class DaskExecutor:
         if self._client is not None and self._futures:
             self._client.cancel([s.future for s in self._futures.values()])
         self._futures.clear()
+        self._unsent.clear()
         self._release_scattered()
         while not self._done.empty():
             self._done.get_nowait()

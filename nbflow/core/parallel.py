@@ -50,7 +50,14 @@ from nbflow.core.executors import (
     format_user_traceback,
     register_executor,
 )
-from nbflow.core.worker import SCATTER_THRESHOLD, RemoteError, WorkerProcess, stop_workers
+from nbflow.core.worker import (
+    SCATTER_THRESHOLD,
+    RemoteError,
+    WorkerProcess,
+    encode_job,
+    stop_workers,
+    unpicklable_task,
+)
 
 __all__ = ["ProcessExecutor", "RemoteError", "ThreadExecutor"]
 
@@ -257,18 +264,22 @@ class ProcessExecutor:
             if not idle and len(self._workers) >= self.max_workers:
                 return
             job = self._waiting.pop()
+            worker = None
             if idle:
                 # Prefer the worker that already holds the job's large arguments.
                 tokens = {id(v) for v in job.kwargs.values()}
                 worker = max(idle, key=lambda w: len(tokens & w.held.keys()))
-            else:
+            try:
+                message, new = encode_job(
+                    job, worker.held if worker else {}, self.scatter_threshold
+                )
+            except Exception as exc:
+                self._ready.append(unpicklable_task(job, exc))
+                continue
+            if worker is None:
                 worker = WorkerProcess.start()
                 self._workers.append(worker)
-            try:
-                message = worker.job_message(job, self.scatter_threshold)
-            except Exception as exc:
-                self._ready.append(_failed(job, exc))
-                continue
+            worker.held.update(new)
             worker.job = job
             worker.started = time.perf_counter()
             worker.deadline = worker.started + job.timeout if job.timeout else float("inf")

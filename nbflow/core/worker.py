@@ -18,6 +18,8 @@ Policy:
   that worker name the token. Downstream tasks share one object, as they do
   in the driver with the sequential executor. `("forget",)` drops them when
   the run ends.
+- **A job that does not pickle** (a lambda holding a connection or a lock)
+  fails as `UnpicklableTask`, naming the fix, without reaching a worker.
 - **Errors travel whole** when they pickle; otherwise as `RemoteError` with
   the type name and message. Tracebacks are formatted in the worker, without
   nbflow's frames. A result that cannot be pickled fails as
@@ -40,8 +42,8 @@ from typing import Any
 
 import cloudpickle
 
-from nbflow.core.errors import UnpicklableResult
-from nbflow.core.executors import Job, format_user_traceback
+from nbflow.core.errors import TaskError, UnpicklableResult
+from nbflow.core.executors import Job, Outcome, format_user_traceback
 
 SCATTER_THRESHOLD = 64 * 1024
 """Arguments at least this large (bytes, as `approx_size` estimates) travel once per worker."""
@@ -59,6 +61,26 @@ def approx_size(value: Any) -> int:
         # An object whose __sizeof__ fails is simply sent with each job.
         return 0
     return size
+
+
+class UnpicklableTask(TaskError):
+    """A job could not be sent to a worker: its function or an argument does not pickle."""
+
+    def __init__(self, task: str, detail: str) -> None:
+        self.detail = detail
+        super().__init__(
+            f"task `{task}` cannot be sent to a worker process: its function or one of its "
+            f"inputs cannot be pickled ({detail}); create such objects (connections, locks, "
+            'clients) inside the task, or run it with executor="threads"',
+            task=task,
+        )
+
+
+def unpicklable_task(job: Job, exc: Exception) -> Outcome:
+    """The failed outcome of a job that could not be pickled, naming the task and the fix."""
+    error = UnpicklableTask(job.task, f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return Outcome(job=job, error=error, traceback=f"UnpicklableTask: {error}\n")
 
 
 class RemoteError(Exception):
@@ -137,6 +159,22 @@ worker_main(inbox, int(sys.argv[2]))
 # --- the driver side ------------------------------------------------------------
 
 
+def encode_job(job: Job, held: dict[int, Any], threshold: int) -> tuple[bytes, dict[int, Any]]:
+    """Pickle `job` for a worker holding `held`; large arguments it lacks go along (and are returned)."""
+    inline: dict[str, Any] = {}
+    refs: dict[str, int] = {}
+    new: dict[int, Any] = {}
+    for name, value in job.kwargs.items():
+        token = id(value)
+        if token in held or approx_size(value) >= threshold:
+            refs[name] = token
+            if token not in held:
+                new[token] = value
+        else:
+            inline[name] = value
+    return cloudpickle.dumps(("job", job.task, job.fn, inline, refs, new), protocol=5), new
+
+
 @dataclass(eq=False)
 class WorkerProcess:
     """The driver's handle on one worker: its process, pipes, current job and held values."""
@@ -171,23 +209,6 @@ class WorkerProcess:
         )
         worker.outbox.send_bytes(pickle.dumps(list(sys.path)))
         return worker
-
-    def job_message(self, job: Job, threshold: int) -> bytes:
-        """Pickle `job` for this worker, sending each large argument only if it lacks it."""
-        inline: dict[str, Any] = {}
-        refs: dict[str, int] = {}
-        new: dict[int, Any] = {}
-        for name, value in job.kwargs.items():
-            token = id(value)
-            if token in self.held or approx_size(value) >= threshold:
-                refs[name] = token
-                if token not in self.held:
-                    new[token] = value
-            else:
-                inline[name] = value
-        message = cloudpickle.dumps(("job", job.task, job.fn, inline, refs, new), protocol=5)
-        self.held.update(new)
-        return message
 
     def forget(self) -> None:
         """Let the worker drop the values it keeps (when a run ends)."""

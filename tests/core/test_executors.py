@@ -21,6 +21,7 @@ from nbflow import Pipeline, WorkerDied
 from nbflow.core import events as ev
 from nbflow.core.dask import DaskExecutor
 from nbflow.core.parallel import ProcessExecutor, ThreadExecutor
+from nbflow.core.worker import UnpicklableTask
 
 from ..conftest import FIXTURES
 from .cells import define
@@ -145,6 +146,20 @@ def test_a_dead_worker_fails_its_task_and_the_run_goes_on(
     assert r["after_bystander"] == ("fine", "survived") and r.attempts["phoenix"] == 2
     with pytest.raises(nf.RunFailed, match="task `victim` failed: WorkerDied"):
         pipe.run(["victim"], executor=executor)
+
+
+@IN_WORKER_PROCESSES
+def test_a_task_that_cannot_be_pickled_fails_with_the_fix_named(
+    pipe: Pipeline, executor: Any
+) -> None:
+    lock = threading.Lock()
+    pipe.task(lambda: lock.locked(), name="uses_lock")
+    pipe.task(lambda: 1, name="plain")
+    r = pipe.run(executor=executor, raise_on_failure=False)
+    assert r.states == {"uses_lock": "failed", "plain": "done"}
+    error, trace = r.errors["uses_lock"]
+    assert isinstance(error, UnpicklableTask) and 'executor="threads"' in trace
+    assert pipe.run(["uses_lock"], executor="threads")["uses_lock"] is False
 
 
 def hang_once(marker: str) -> str:

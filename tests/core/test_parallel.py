@@ -16,6 +16,7 @@ import pytest
 from nbflow.core.errors import NbflowError, TaskTimeout, UnpicklableResult, WorkerDied
 from nbflow.core.executors import Job, Outcome, resolve_executor
 from nbflow.core.parallel import ProcessExecutor, RemoteError, ThreadExecutor
+from nbflow.core.worker import UnpicklableTask
 
 from .cells import define
 
@@ -285,8 +286,14 @@ def test_a_job_that_cannot_be_pickled_fails_without_a_worker() -> None:
     lock = threading.Lock()
     with ProcessExecutor(1) as ex:
         ex.submit(job(lambda: lock.locked(), "closure"))
-        outcome = drain(ex)["closure"]
-        assert isinstance(outcome.error, TypeError) and "lock" in str(outcome.error)
+        ex.submit(job(square, "holds_lock", x=lock))
+        outcomes = drain(ex)
+        assert ex.workers_started == 0
+    for name in ("closure", "holds_lock"):
+        error = outcomes[name].error
+        assert isinstance(error, UnpicklableTask) and error.task == name
+        assert "cannot pickle '_thread.lock' object" in str(error)
+        assert 'executor="threads"' in str(error)
 
 
 def test_shutdown_stops_running_jobs_and_keeps_idle_workers_of_a_user_executor(
