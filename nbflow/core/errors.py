@@ -10,7 +10,8 @@
     ├── TaskError                     raised inside a run, about one task
     │   ├── TaskTimeout                 .task, .timeout
     │   ├── WorkerDied                  .task (the process running it vanished)
-    │   └── UnpicklableResult           .task, .type_name
+    │   ├── UnpicklableResult           .task, .type_name
+    │   └── UnpicklableTask             .task, .detail (its function or inputs can't reach a worker)
     ├── CacheError                    the store could not do what was asked
     │   └── IntegrityError              .key (signature or digest mismatch; never unpickled)
     ├── RunFailed                     a run finished with failed tasks: .result, .task, .traceback
@@ -160,6 +161,19 @@ class UnpicklableResult(TaskError):
         super().__init__(
             f"task `{task}` returned a `{type_name}`, which cannot be pickled{extra}; "
             "return plain data (or pass cache=False and keep it out of the cache)",
+            task=task,
+        )
+
+
+class UnpicklableTask(TaskError):
+    """A job could not be sent to a worker process: its function or an input does not pickle."""
+
+    def __init__(self, task: str, detail: str) -> None:
+        self.detail = detail
+        super().__init__(
+            f"task `{task}` cannot be sent to a worker process: its function or one of its "
+            f"inputs cannot be pickled ({detail}); create such objects (connections, locks, "
+            'clients) inside the task, or run it with executor="threads"',
             task=task,
         )
 

@@ -42,7 +42,7 @@ from typing import Any
 
 import cloudpickle
 
-from nbflow.core.errors import TaskError, UnpicklableResult
+from nbflow.core.errors import UnpicklableResult, UnpicklableTask
 from nbflow.core.executors import Job, Outcome, format_user_traceback
 
 SCATTER_THRESHOLD = 64 * 1024
@@ -61,19 +61,6 @@ def approx_size(value: Any) -> int:
         # An object whose __sizeof__ fails is simply sent with each job.
         return 0
     return size
-
-
-class UnpicklableTask(TaskError):
-    """A job could not be sent to a worker: its function or an argument does not pickle."""
-
-    def __init__(self, task: str, detail: str) -> None:
-        self.detail = detail
-        super().__init__(
-            f"task `{task}` cannot be sent to a worker process: its function or one of its "
-            f"inputs cannot be pickled ({detail}); create such objects (connections, locks, "
-            'clients) inside the task, or run it with executor="threads"',
-            task=task,
-        )
 
 
 def unpicklable_task(job: Job, exc: Exception) -> Outcome:

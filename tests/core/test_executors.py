@@ -20,8 +20,8 @@ import nbflow as nf
 from nbflow import Pipeline, WorkerDied
 from nbflow.core import events as ev
 from nbflow.core.dask import DaskExecutor
+from nbflow.core.errors import UnpicklableTask
 from nbflow.core.parallel import ProcessExecutor, ThreadExecutor
-from nbflow.core.worker import UnpicklableTask
 
 from ..conftest import FIXTURES
 from .cells import define

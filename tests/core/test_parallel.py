@@ -13,10 +13,15 @@ from typing import Any
 
 import pytest
 
-from nbflow.core.errors import NbflowError, TaskTimeout, UnpicklableResult, WorkerDied
+from nbflow.core.errors import (
+    NbflowError,
+    TaskTimeout,
+    UnpicklableResult,
+    UnpicklableTask,
+    WorkerDied,
+)
 from nbflow.core.executors import Job, Outcome, resolve_executor
 from nbflow.core.parallel import ProcessExecutor, RemoteError, ThreadExecutor
-from nbflow.core.worker import UnpicklableTask
 
 from .cells import define
 
