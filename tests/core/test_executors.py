@@ -298,3 +298,15 @@ def test_tasks_defined_in_a_real_notebook_run_in_processes_and_on_dask(
     # Worker processes share the kernel's output streams: their prints reach the cell.
     assert "summing 3 readings\nprocesses: 303 True\n" in text
     assert "dask: 406 True\n" in text
+
+
+def test_an_unknown_executor_name_suggests_the_near_miss(pipe: Pipeline) -> None:
+    pipe.task(lambda: 1, name="a")
+    with pytest.raises(
+        nf.NbflowError, match=r"unknown executor `proceses`; did you mean `processes`"
+    ):
+        pipe.run(executor="proceses")
+    with pytest.raises(
+        nf.NbflowError, match="max_workers of the threads executor must be a positive"
+    ):
+        pipe.run(executor="threads", max_workers=0)
