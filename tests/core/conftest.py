@@ -30,5 +30,8 @@ def dask_executor() -> Iterator[DaskExecutor]:
 def executor(request: pytest.FixtureRequest) -> Any:
     """What to pass as `run(executor=...)`: a name, or the session's Dask executor."""
     if request.param == "dask":
-        return request.getfixturevalue("dask_executor")
+        executor = request.getfixturevalue("dask_executor")
+        # A test that killed a worker leaves the nanny restarting it; start from two.
+        executor.client.wait_for_workers(2, timeout=30)
+        return executor
     return request.param
