@@ -8,7 +8,8 @@ Policy:
   so whatever the driver could import, the worker can. The user's script is
   never re-imported, and the driver's threads and locks are not copied.
 - **Messages** are pickles framed by multiprocessing's `Connection`.
-  Driver → worker: `("job", task, fn, kwargs, held, new)` or `("forget",)`.
+  Driver → worker: `("job", task, fn, inline, refs, new)` (`refs` name
+  arguments by token, `new` brings values to keep) or `("forget",)`.
   Worker → driver: `(ok, value_or_error, traceback, duration)`. Jobs and
   results go through cloudpickle, so functions and classes defined in a
   notebook cell travel by value.
