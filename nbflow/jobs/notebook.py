@@ -1,0 +1,534 @@
+"""`run_notebook`: execute a notebook with parameters through papermill, and say what happened.
+
+The story of one run, top to bottom:
+
+1. Read the notebook (an unreadable or malformed file is a `NotebookReadError`
+   naming it) and refuse to execute it in place: the output is another file,
+   by default `<home>/runs/adhoc/<stem>-<UTC timestamp>.ipynb`.
+2. Check the parameters against the ones the notebook declares and render them
+   ourselves (`nbflow.jobs.parameters`) into a cell tagged
+   `injected-parameters`, placed where papermill puts it (after the cell
+   tagged `parameters`, replacing an earlier injected cell). papermill's own
+   translator would `str()` values it does not know.
+3. Check the kernel name against the installed kernel specs.
+4. Execute through papermill's engine machinery, with an engine of ours
+   (`nbflow`) that papermill calls like its own `nbclient` engine, so the
+   output notebook carries papermill's metadata, per-cell status and error
+   banner. Our engine adds what papermill lacks:
+   - the kernel talks over IPC sockets in a folder private to the run, not
+     TCP ports, so parallel runs cannot collide on a port (papermill#511);
+   - the kernel's environment carries `NBFLOW_HOME` (the caller's home, made
+     absolute, so a pipeline inside shares the caller's cache) and
+     `NBFLOW_RECORD_DIR` (where `nf.record` writes);
+   - `timeout` bounds the whole run: each cell may use only what remains,
+     and when it runs out the kernel is killed and the output notebook keeps
+     what ran;
+   - a kernel that dies (SIGKILL, crash, out of memory) is noticed by
+     nbclient's liveness poll within about a second and reported as
+     "kernel died", never a hang;
+   - the working directory is given to the kernel process, not set with
+     `chdir` in ours, so threads running notebooks do not race on it.
+5. Collect the result: `NotebookRun.ok`, the failure (cell index in the input
+   notebook, exception name, message, traceback) and the recorded outputs.
+
+A failing notebook is a result (`ok` False), not an exception; bad input
+(parameters, kernel name, paths, a malformed file) raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import nbformat
+from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+from papermill.execute import raise_for_execution_errors, remove_error_markers
+from papermill.iorw import write_ipynb
+
+from nbflow.core.errors import JobsError, did_you_mean
+from nbflow.core.home import ensure_private_dir, home_dir
+from nbflow.jobs.parameters import check_parameters, parameters_from_notebook, render_parameters
+from nbflow.jobs.record import RECORD_DIR_ENV, read_records
+
+__all__ = [
+    "KernelNotFound",
+    "KernelStartError",
+    "NotebookFailed",
+    "NotebookFailure",
+    "NotebookReadError",
+    "NotebookRun",
+    "read_notebook",
+    "run_notebook",
+]
+
+# nbclient logs a dead kernel or a timeout as an error; the run reports them itself,
+# so they are not printed through logging's last-resort handler.
+logger = logging.getLogger(__name__)
+logger.addHandler(logging.NullHandler())
+
+Progress = Callable[[int, int], None]
+"""Called after each code cell with (code cells done, code cells in all)."""
+
+
+# --- results and errors -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NotebookFailure:
+    """Why a run stopped: which cell, what was raised, and its traceback (plain text)."""
+
+    reason: Literal["exception", "timeout", "kernel died"]
+    cell_index: int | None
+    """Index of the failing cell in the input notebook (None: the injected cell or no cell)."""
+    ename: str
+    evalue: str
+    traceback: str
+    execution_count: int | None = None
+
+    def __str__(self) -> str:
+        where = f" in cell {self.cell_index}" if self.cell_index is not None else ""
+        return f"{self.reason}{where}: {self.ename}: {self.evalue}"
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """The result of `run_notebook`."""
+
+    ok: bool
+    output_path: Path
+    duration: float
+    """Seconds, from reading the notebook to reading back its outputs."""
+    error: NotebookFailure | None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """Values the notebook recorded with `nf.record(name, value)`."""
+    input_path: Path | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def raise_for_failure(self) -> NotebookRun:
+        """Raise `NotebookFailed` if the run failed; return the run otherwise."""
+        if self.error is not None:
+            raise NotebookFailed(self)
+        return self
+
+
+class NotebookFailed(JobsError):
+    """A notebook run failed (raised by `NotebookRun.raise_for_failure` and notebook tasks)."""
+
+    def __init__(self, run: NotebookRun) -> None:
+        assert run.error is not None
+        self.run = run
+        self.failure = run.error
+        self.traceback = run.error.traceback
+        name = run.input_path.name if run.input_path else "notebook"
+        super().__init__(
+            f"notebook `{name}` failed: {run.error}; the executed notebook is {run.output_path}"
+        )
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self), "", *self.traceback.rstrip("\n").splitlines()]
+
+
+class NotebookReadError(JobsError):
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        super().__init__(f"cannot read notebook `{path}`: {detail}")
+
+
+class KernelNotFound(JobsError):
+    def __init__(self, kernel: str, installed: list[str]) -> None:
+        self.kernel = kernel
+        self.installed = installed
+        listing = ", ".join(f"`{k}`" for k in installed) or "none"
+        super().__init__(
+            f"no Jupyter kernel named `{kernel}`{did_you_mean(kernel, installed)}; "
+            f"installed kernels: {listing} (install one with "
+            "`python -m ipykernel install --user --name NAME`)"
+        )
+
+
+class KernelStartError(JobsError):
+    def __init__(self, kernel: str, detail: str) -> None:
+        self.kernel = kernel
+        super().__init__(
+            f"kernel `{kernel}` could not start: {detail}; check that its kernel spec "
+            "(`jupyter kernelspec list`) points to an installed program"
+        )
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def run_notebook(
+    path: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    output: str | Path | None = None,
+    timeout: float | None = None,
+    kernel: str | None = None,
+    cwd: str | Path | None = None,
+    *,
+    progress: Progress | None = None,
+    start_timeout: float = 60.0,
+) -> NotebookRun:
+    """Execute the notebook at `path` with `parameters` into a new output notebook.
+
+    `timeout` bounds the whole run in seconds; `cwd` is the kernel's working
+    directory (default: the notebook's folder, as in Jupyter).
+    """
+    started = time.monotonic()
+    source = Path(path).absolute()
+    if timeout is not None and timeout <= 0:
+        raise JobsError(f"timeout must be a positive number of seconds, not {timeout}")
+    nb = read_notebook(source)
+    out = _output_path(source, output)
+    params = dict(parameters or {})
+    check_parameters(params, parameters_from_notebook(nb, source.name), source.name)
+    kernel_name = _kernel_name(nb, kernel)
+    workdir = Path(cwd).absolute() if cwd is not None else source.parent
+    if not workdir.is_dir():
+        raise JobsError(f"working directory `{workdir}` of the run does not exist; create it first")
+
+    nb, origin = _inject_parameters(nb, params)
+    nb.metadata.papermill["input_path"] = str(source)
+    nb.metadata.papermill["output_path"] = str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    home = home_dir()
+    records = Path(tempfile.mkdtemp(prefix="record-", dir=ensure_private_dir(home / "runs")))
+    sockets = Path(tempfile.mkdtemp(prefix="nbflow-"))  # short: AF_UNIX paths are limited
+    deadline = started + timeout if timeout is not None else None
+    control = _RunControl(
+        env={"NBFLOW_HOME": str(home), RECORD_DIR_ENV: str(records)},
+        cwd=str(workdir),
+        socket_prefix=str(sockets / "kernel"),
+        deadline=deadline,
+        progress=progress,
+        total=sum(1 for c in nb.cells if c.cell_type == "code"),
+    )
+    try:
+        stopped = _execute(nb, out, kernel_name, control, start_timeout)
+        failure = _failure(nb, out, origin, stopped, timeout)
+        outputs = read_records(records)
+    finally:
+        shutil.rmtree(records, ignore_errors=True)
+        shutil.rmtree(sockets, ignore_errors=True)
+    return NotebookRun(
+        ok=failure is None,
+        output_path=out,
+        duration=time.monotonic() - started,
+        error=failure,
+        outputs=outputs,
+        input_path=source,
+        parameters=params,
+    )
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """Read and validate a notebook, with papermill's metadata slots; errors name the file."""
+    if path.suffix != ".ipynb" and path.is_file():
+        raise NotebookReadError(path, "it is not a .ipynb file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        near = did_you_mean(path.name, [p.name for p in path.parent.glob("*.ipynb")])
+        raise NotebookReadError(path, f"no such file{near}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotebookReadError(path, str(exc)) from exc
+    try:
+        nb = nbformat.reads(text, as_version=4)
+        nbformat.validate(nb)
+    # nbformat raises NotJSONError (ValueError), jsonschema's ValidationError,
+    # or plain TypeError/KeyError/AttributeError on JSON of the wrong shape.
+    except (ValueError, TypeError, KeyError, AttributeError, nbformat.ValidationError) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise NotebookReadError(
+            path, f"it is not a valid notebook ({detail}); open it in Jupyter to repair it"
+        ) from exc
+    nb.metadata.setdefault(
+        "papermill", {"default_parameters": {}, "parameters": {}, "environment_variables": {}}
+    )
+    for cell in nb.cells:
+        cell.metadata.setdefault("tags", [])
+        cell.metadata.setdefault("papermill", {})
+    return nb
+
+
+def installed_kernels() -> list[str]:
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    return sorted(KernelSpecManager().find_kernel_specs())
+
+
+def _kernel_name(nb: nbformat.NotebookNode, kernel: str | None) -> str:
+    name = kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
+    installed = installed_kernels()
+    if name not in installed:
+        raise KernelNotFound(name, installed)
+    return name
+
+
+def _output_path(source: Path, output: str | Path | None) -> Path:
+    if output is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        out = home_dir() / "runs" / "adhoc" / f"{source.stem}-{stamp}.ipynb"
+    else:
+        out = Path(output).absolute()
+    if out.suffix != ".ipynb":
+        raise JobsError(f"output `{out}` must end in .ipynb")
+    if out.exists() and out.resolve() == source.resolve():
+        raise JobsError(
+            f"output `{out}` is the input notebook; nbflow never executes a notebook in place "
+            "(it would overwrite your notebook): choose another output path"
+        )
+    return out
+
+
+def _inject_parameters(
+    nb: nbformat.NotebookNode, params: dict[str, Any]
+) -> tuple[nbformat.NotebookNode, list[int | None]]:
+    """The notebook with the injected cell, and each cell's index in the input (None: injected)."""
+    nb = remove_error_markers(nb)
+    origin: list[int | None] = list(range(len(nb.cells)))
+    if not params:
+        return nb, origin
+    cell = nbformat.v4.new_code_cell(source=render_parameters(params))
+    cell.metadata["tags"] = ["injected-parameters"]
+    cell.metadata["papermill"] = {}
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    injected = next((i for i, t in enumerate(tags) if "injected-parameters" in t), None)
+    declared = next((i for i, t in enumerate(tags) if "parameters" in t), None)
+    if injected is not None:
+        nb.cells[injected] = cell
+        origin[injected] = None
+    else:
+        at = declared + 1 if declared is not None else 0
+        nb.cells.insert(at, cell)
+        origin.insert(at, None)
+    # JSON-safe for the metadata only: the cell above holds the faithful values.
+    nb.metadata.papermill["parameters"] = {
+        k: v if isinstance(v, str | int | float | bool | type(None)) else repr(v)
+        for k, v in params.items()
+    }
+    return nb, origin
+
+
+# --- the engine -------------------------------------------------------------------------
+
+
+@dataclass
+class _RunControl:
+    """What our engine needs beyond papermill's arguments, for one run."""
+
+    env: dict[str, str]
+    cwd: str
+    socket_prefix: str
+    deadline: float | None
+    progress: Progress | None
+    total: int
+    done: int = 0
+    current: int | None = None
+    stop: BaseException | None = None
+
+    def cell_timeout(self, cell: Any) -> float | None:
+        if self.deadline is None:
+            return None
+        # nbclient reads 0 as "no timeout": a spent budget must still be positive.
+        return max(self.deadline - time.monotonic(), 0.001)
+
+    def remaining(self, default: float) -> float:
+        if self.deadline is None:
+            return default
+        return max(min(default, self.deadline - time.monotonic()), 0.001)
+
+
+class _Client(PapermillNotebookClient):
+    """papermill's client, with IPC sockets, a run budget and progress reports."""
+
+    control: _RunControl
+
+    def create_kernel_manager(self) -> AsyncKernelManager:
+        # IPC transport in a folder of this run: no TCP port is picked, so no race
+        # between parallel runs picking the same one (papermill#511).
+        self.km = AsyncKernelManager(
+            kernel_name=self.kernel_name,
+            transport="ipc",
+            ip=self.control.socket_prefix,
+            config=self.config,
+        )
+        return self.km
+
+    def papermill_execute_cells(self) -> None:
+        # papermill's loop, plus: stop on a spent budget or a dead kernel with the
+        # cell marked failed (so the banner points at it), and report progress.
+        control = self.control
+        for index, cell in enumerate(self.nb.cells):
+            control.current = index
+            try:
+                self.nb_man.cell_start(cell, index)
+                self.execute_cell(cell, index)
+            except CellExecutionError as ex:
+                self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
+                break
+            except (CellTimeoutError, DeadKernelError) as ex:
+                control.stop = ex
+                self.shutdown_kernel = "immediate"
+                self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
+                raise
+            finally:
+                self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
+                if cell.cell_type == "code":
+                    control.done += 1
+                    if control.progress is not None:
+                        control.progress(control.done, control.total)
+
+
+class NbflowEngine(NBClientEngine):
+    """papermill engine `nbflow`: nbclient with the additions listed in the module docstring."""
+
+    @classmethod
+    def execute_managed_notebook(  # type: ignore[override]
+        cls,
+        nb_man: Any,
+        kernel_name: str,
+        *,
+        nbflow_control: _RunControl,
+        start_timeout: float = 60,
+        **kwargs: Any,
+    ) -> Any:
+        control = nbflow_control
+        client = _Client(
+            nb_man,
+            kernel_name=kernel_name,
+            timeout_func=control.cell_timeout,
+            startup_timeout=math.ceil(control.remaining(start_timeout)),
+            log=logger,
+        )
+        client.control = control
+        env = {**os.environ, **control.env}
+        return client.execute(env=env, cwd=control.cwd)
+
+
+papermill_engines.register("nbflow", NbflowEngine)
+
+
+def _execute(
+    nb: nbformat.NotebookNode,
+    out: Path,
+    kernel_name: str,
+    control: _RunControl,
+    start_timeout: float,
+) -> BaseException | None:
+    """Run the engine; return what stopped the run early (a timeout or a dead kernel), if anything."""
+    try:
+        papermill_engines.execute_notebook_with_engine(
+            "nbflow",
+            nb,
+            kernel_name,
+            output_path=str(out),
+            progress_bar=False,
+            log_output=False,
+            start_timeout=start_timeout,
+            nbflow_control=control,
+        )
+    except (CellTimeoutError, DeadKernelError) as exc:
+        return exc
+    except FileNotFoundError as exc:
+        raise KernelStartError(kernel_name, str(exc)) from exc
+    except RuntimeError as exc:
+        if control.current is None:
+            # Never got to a cell: the kernel did not start or answer in time.
+            if control.deadline is not None and time.monotonic() >= control.deadline:
+                return CellTimeoutError(str(exc))
+            raise KernelStartError(kernel_name, str(exc)) from exc
+        raise
+    return None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _failure(
+    nb: nbformat.NotebookNode,
+    out: Path,
+    origin: list[int | None],
+    stopped: BaseException | None,
+    timeout: float | None,
+) -> NotebookFailure | None:
+    """Add papermill's error banner to the output notebook and describe the failure."""
+    if stopped is not None:
+        return _stopped_failure(nb, out, origin, stopped, timeout)
+    try:
+        # Writes the output with papermill's banner before raising.
+        raise_for_execution_errors(nb, str(out))
+    except PapermillExecutionError as exc:
+        return NotebookFailure(
+            reason="exception",
+            cell_index=origin[exc.cell_index],
+            ename=exc.ename,
+            evalue=exc.evalue,
+            traceback=_ANSI.sub("", "\n".join(exc.traceback)),
+            execution_count=exc.exec_count,
+        )
+    write_ipynb(nb, str(out))
+    return None
+
+
+def _stopped_failure(
+    nb: nbformat.NotebookNode,
+    out: Path,
+    origin: list[int | None],
+    stopped: BaseException,
+    timeout: float | None,
+) -> NotebookFailure:
+    """A run cut short by its budget or a dead kernel: an error output in the cell it was in."""
+    index = next(
+        (i for i, c in enumerate(nb.cells) if c.metadata.get("papermill", {}).get("exception")),
+        None,
+    )
+    position = f"cell {origin[index]}" if index is not None else "start-up"
+    if isinstance(stopped, DeadKernelError):
+        reason: Literal["timeout", "kernel died"] = "kernel died"
+        ename = "DeadKernelError"
+        evalue = (
+            f"the kernel died while running {position}; it may have been killed, "
+            "crashed or run out of memory"
+        )
+    else:
+        reason = "timeout"
+        ename = "TimeoutError"
+        evalue = (
+            f"the notebook did not finish within its timeout of {timeout:g} s "
+            f"(stopped in {position}); the kernel was stopped"
+        )
+    if index is not None:
+        cell = nb.cells[index]
+        cell.outputs.append(
+            nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[evalue])
+        )
+        try:
+            raise_for_execution_errors(nb, str(out))
+        except PapermillExecutionError:
+            pass  # expected: it wrote the banner, and we describe the failure ourselves
+    else:
+        write_ipynb(nb, str(out))
+    return NotebookFailure(
+        reason=reason,
+        cell_index=origin[index] if index is not None else None,
+        ename=ename,
+        evalue=evalue,
+        traceback=evalue,
+        execution_count=nb.cells[index].get("execution_count") if index is not None else None,
+    )
