@@ -1,0 +1,832 @@
+"""The run store: jobs (schedules), run history and file-sensor records in one SQLite file.
+
+It lives in `home_dir() / "nbflow.db"` and is shared by the CLI, the scheduler
+daemon, `trigger`/`backfill` and the alert and sensor code, possibly in several
+processes at once.
+
+Policy:
+- **Stdlib sqlite3, WAL mode, short transactions.** Readers never block the
+  writer; every write is one `BEGIN IMMEDIATE ... COMMIT` (the write lock is
+  taken up front, so two writers queue instead of deadlocking on an upgrade),
+  and `busy_timeout` makes a waiting writer retry for up to 30 s. No
+  transaction spans a notebook run. `synchronous=NORMAL` is safe in WAL mode: a
+  power cut may lose the last commits, never corrupt the file.
+- **One connection per thread and process.** A `RunStore` may be shared by
+  threads; each thread (and a forked child) gets its own connection.
+- **Run identity is a constraint**: `UNIQUE(job, run_type, logical_date)`.
+  `create_run` inserts with `ON CONFLICT DO NOTHING` and returns the existing
+  row when there is one, so a scheduler that restarts after a crash can
+  re-create the runs of a tick without duplicating any. Manual runs
+  (`run_type="manual"`) have their own type and never take a scheduled slot.
+- **Claims are atomic**: `claim_run` is `UPDATE ... WHERE state='queued'`; of
+  two processes claiming one run exactly one gets True.
+- **Terminal states are final.** `finish_run` and `mark_stale_crashed` only
+  move a run out of `queued` or `running`; a late signal after `success`
+  changes nothing. The only way out of a terminal state is an explicit
+  `requeue_run` (a retry of a failed/crashed/timed-out run, or a backfill that
+  asks to reprocess), which names the states it may reopen.
+- **Times are UTC.** Every timestamp column is ISO 8601 text in UTC with a
+  `+00:00` offset and a fixed format per column, so text order is time order
+  (timestamps to the microsecond; logical dates as `utc_iso(..., "seconds")`
+  unless they carry microseconds, which only manual runs do). Every function
+  that records a time takes `now=` so tests and the scheduler inject a clock.
+
+Tables:
+    jobs(name PK, spec JSON, paused, created_at, updated_at, resumed_at)
+    runs(id PK, job, run_type, logical_date, state, attempts, pid, heartbeat,
+         queued_at, not_before, started_at, ended_at, duration, output_path,
+         error, reason, parameters JSON)      UNIQUE(job, run_type, logical_date)
+    sensor_files(job, path, content_digest, seen_at, run_id)
+                                               UNIQUE(job, path, content_digest)
+    settings(key PK, value JSON)
+
+Run states: `queued`, `running` (active); `success`, `failed`, `crashed`,
+`timed_out`, `missed`, `skipped` (terminal). Run types: `scheduled`, `manual`,
+`backfill`, `sensor`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from nbflow.core.errors import JobsError, did_you_mean
+from nbflow.core.home import ensure_private_dir, home_dir
+
+__all__ = [
+    "ACTIVE_STATES",
+    "RETRYABLE_STATES",
+    "RUN_STATES",
+    "RUN_TYPES",
+    "TERMINAL_STATES",
+    "JobExistsError",
+    "JobRecord",
+    "RunRecord",
+    "RunStore",
+    "UnknownJobError",
+    "logical_iso",
+    "parse_utc",
+    "utc_iso",
+    "utc_now",
+]
+
+RunState = Literal[
+    "queued", "running", "success", "failed", "crashed", "timed_out", "missed", "skipped"
+]
+RunType = Literal["scheduled", "manual", "backfill", "sensor"]
+
+ACTIVE_STATES: tuple[str, ...] = ("queued", "running")
+TERMINAL_STATES: tuple[str, ...] = (
+    "success",
+    "failed",
+    "crashed",
+    "timed_out",
+    "missed",
+    "skipped",
+)
+RUN_STATES: tuple[str, ...] = ACTIVE_STATES + TERMINAL_STATES
+RUN_TYPES: tuple[str, ...] = ("scheduled", "manual", "backfill", "sensor")
+RETRYABLE_STATES: tuple[str, ...] = ("failed", "crashed", "timed_out")
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    name        TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    resumed_at  TEXT
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    job          TEXT NOT NULL,
+    run_type     TEXT NOT NULL CHECK (run_type IN ('scheduled','manual','backfill','sensor')),
+    logical_date TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('queued','running','success','failed',
+                                               'crashed','timed_out','missed','skipped')),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    pid          INTEGER,
+    heartbeat    TEXT,
+    queued_at    TEXT NOT NULL,
+    not_before   TEXT,
+    started_at   TEXT,
+    ended_at     TEXT,
+    duration     REAL,
+    output_path  TEXT,
+    error        TEXT,
+    reason       TEXT,
+    parameters   TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (job, run_type, logical_date)
+);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, job);
+CREATE INDEX IF NOT EXISTS runs_by_job_date ON runs (job, logical_date);
+CREATE TABLE IF NOT EXISTS sensor_files (
+    job            TEXT NOT NULL,
+    path           TEXT NOT NULL,
+    content_digest TEXT NOT NULL,
+    seen_at        TEXT NOT NULL,
+    run_id         INTEGER,
+    UNIQUE (job, path, content_digest)
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+# --- time ---------------------------------------------------------------------------
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def utc_iso(moment: datetime, timespec: str = "microseconds") -> str:
+    """`moment` (aware) as UTC ISO text; naive datetimes are refused, never guessed."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise JobsError(
+            f"time {moment.isoformat()} has no time zone; nbflow stores UTC and needs an "
+            "aware datetime (e.g. datetime.now(UTC))"
+        )
+    return moment.astimezone(UTC).isoformat(timespec=timespec)
+
+
+def logical_iso(moment: datetime) -> str:
+    """The stored form of a logical date: seconds, or microseconds when it has them."""
+    return utc_iso(moment, "seconds" if moment.microsecond == 0 else "microseconds")
+
+
+def parse_utc(text: str) -> datetime:
+    """Inverse of `utc_iso`: an aware UTC datetime."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _opt_time(text: str | None) -> datetime | None:
+    return parse_utc(text) if text else None
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+class UnknownJobError(JobsError):
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        known = list(known)
+        hint = did_you_mean(name, known) or (
+            f"; known jobs: {', '.join(f'`{k}`' for k in known)}"
+            if known
+            else "; there are no jobs yet: add one with `nbflow schedule add`"
+        )
+        super().__init__(f"no job named `{name}`{hint}")
+
+
+class JobExistsError(JobsError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"a job named `{name}` already exists; pick another name, or remove it first "
+            f"with `nbflow schedule remove {name}`"
+        )
+
+
+# --- records ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One stored job. `spec` is the schedule as a dict (`Schedule.to_dict()`)."""
+
+    name: str
+    spec: dict[str, Any]
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+    resumed_at: datetime | None
+    """When the job was last resumed; no run is made for a tick before it."""
+
+    @property
+    def schedule(self) -> Any:
+        """The spec as a `nbflow.jobs.schedules.Schedule` (with `paused` from this record)."""
+        from nbflow.jobs.schedules import Schedule
+
+        return Schedule.from_dict({**self.spec, "name": self.name, "paused": self.paused})
+
+    @property
+    def active_since(self) -> datetime:
+        """The earliest instant a tick may be run for: added, or last resumed."""
+        return max(self.created_at, self.resumed_at or self.created_at)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of run history. Times are aware UTC datetimes."""
+
+    id: int
+    job: str
+    run_type: str
+    logical_date: datetime
+    state: str
+    attempts: int
+    pid: int | None
+    heartbeat: datetime | None
+    queued_at: datetime
+    not_before: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration: float | None
+    output_path: str | None
+    error: str | None
+    reason: str | None
+    parameters: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (times as UTC ISO text)."""
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            out[key] = utc_iso(value) if isinstance(value, datetime) else value
+        out["logical_date"] = logical_iso(self.logical_date)
+        return out
+
+
+def _run_from_row(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        id=row["id"],
+        job=row["job"],
+        run_type=row["run_type"],
+        logical_date=parse_utc(row["logical_date"]),
+        state=row["state"],
+        attempts=row["attempts"],
+        pid=row["pid"],
+        heartbeat=_opt_time(row["heartbeat"]),
+        queued_at=parse_utc(row["queued_at"]),
+        not_before=_opt_time(row["not_before"]),
+        started_at=_opt_time(row["started_at"]),
+        ended_at=_opt_time(row["ended_at"]),
+        duration=row["duration"],
+        output_path=row["output_path"],
+        error=row["error"],
+        reason=row["reason"],
+        parameters=json.loads(row["parameters"]),
+    )
+
+
+def _job_from_row(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        name=row["name"],
+        spec=json.loads(row["spec"]),
+        paused=bool(row["paused"]),
+        created_at=parse_utc(row["created_at"]),
+        updated_at=parse_utc(row["updated_at"]),
+        resumed_at=_opt_time(row["resumed_at"]),
+    )
+
+
+def _check_state(state: str, allowed: Iterable[str] = RUN_STATES) -> None:
+    allowed = tuple(allowed)
+    if state not in allowed:
+        hint = did_you_mean(state, allowed) or f"; use one of {', '.join(allowed)}"
+        raise JobsError(f"unknown run state `{state}`{hint}")
+
+
+# --- the store ----------------------------------------------------------------------
+
+
+class RunStore:
+    """Jobs, runs, sensor files and settings in one SQLite file (see the module docstring).
+
+    `RunStore()` opens `home_dir() / "nbflow.db"`; `RunStore(path)` another file.
+    Safe to share between threads; each process opens its own connections.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else home_dir() / "nbflow.db"
+        ensure_private_dir(self.path.parent)
+        self._local = threading.local()
+        self._connect()  # creates the file and the schema now, so errors surface here
+
+    # -- connections
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            # One script, one transaction: two processes creating the file at once
+            # queue on the write lock, and the schema statements are idempotent.
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
+            os.chmod(self.path, 0o600)
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction, with the write lock taken up front."""
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _read(self) -> sqlite3.Connection:
+        return self._connect()
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+    def journal_mode(self) -> str:
+        return str(self._read().execute("PRAGMA journal_mode").fetchone()[0])
+
+    # -- jobs
+
+    def add_job(
+        self,
+        name: str,
+        spec: Mapping[str, Any],
+        *,
+        paused: bool = False,
+        now: datetime | None = None,
+    ) -> JobRecord:
+        """Store a new job; `JobExistsError` if the name is taken (nothing changes then)."""
+        stamp = utc_iso(now or utc_now())
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO jobs (name, spec, paused, created_at, updated_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, json.dumps(dict(spec), sort_keys=True), int(paused), stamp, stamp),
+            )
+            if cursor.rowcount == 0:
+                raise JobExistsError(name)
+        return self.get_job(name)
+
+    def get_job(self, name: str) -> JobRecord:
+        """The job named `name`; `UnknownJobError` (with near misses) if there is none."""
+        row = self._read().execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownJobError(name, self.job_names())
+        return _job_from_row(row)
+
+    def find_job(self, name: str) -> JobRecord | None:
+        row = self._read().execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
+        return _job_from_row(row) if row is not None else None
+
+    def job_names(self) -> list[str]:
+        return [r[0] for r in self._read().execute("SELECT name FROM jobs ORDER BY name")]
+
+    def list_jobs(self, *, include_paused: bool = True) -> list[JobRecord]:
+        """All jobs by name (only active ones when `include_paused` is False)."""
+        sql = "SELECT * FROM jobs" + ("" if include_paused else " WHERE paused = 0")
+        return [_job_from_row(r) for r in self._read().execute(sql + " ORDER BY name")]
+
+    def update_job(
+        self, name: str, spec: Mapping[str, Any], *, now: datetime | None = None
+    ) -> JobRecord:
+        """Replace the spec of job `name`."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET spec = ?, updated_at = ? WHERE name = ?",
+                (json.dumps(dict(spec), sort_keys=True), utc_iso(now or utc_now()), name),
+            )
+            if cursor.rowcount == 0:
+                raise UnknownJobError(name, self.job_names())
+        return self.get_job(name)
+
+    def pause_job(self, name: str, *, now: datetime | None = None) -> JobRecord:
+        """Stop making runs for `name`'s ticks (queued and running runs are left alone)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET paused = 1, updated_at = ? WHERE name = ?",
+                (utc_iso(now or utc_now()), name),
+            )
+            if cursor.rowcount == 0:
+                raise UnknownJobError(name, self.job_names())
+        return self.get_job(name)
+
+    def resume_job(self, name: str, *, now: datetime | None = None) -> JobRecord:
+        """Make runs again, from `now` on: ticks before `resumed_at` are never run or recorded."""
+        stamp = utc_iso(now or utc_now())
+        with self._write() as db:
+            row = db.execute("SELECT paused FROM jobs WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UnknownJobError(name, self.job_names())
+            if row["paused"]:
+                # Resuming a running job changes nothing: its missed ticks stay its own.
+                db.execute(
+                    "UPDATE jobs SET paused = 0, resumed_at = ?, updated_at = ? WHERE name = ?",
+                    (stamp, stamp, name),
+                )
+        return self.get_job(name)
+
+    def remove_job(self, name: str, *, now: datetime | None = None) -> int:
+        """Delete job `name`; its queued runs become `skipped` ("job removed"), history stays.
+
+        Returns how many queued runs were skipped.
+        """
+        stamp = utc_iso(now or utc_now())
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM jobs WHERE name = ?", (name,))
+            if cursor.rowcount == 0:
+                raise UnknownJobError(name, self.job_names())
+            skipped = db.execute(
+                "UPDATE runs SET state = 'skipped', reason = 'job removed', ended_at = ? "
+                "WHERE job = ? AND state = 'queued'",
+                (stamp, name),
+            ).rowcount
+            db.execute("DELETE FROM sensor_files WHERE job = ?", (name,))
+        return skipped
+
+    # -- runs: creation and transitions
+
+    def create_run(
+        self,
+        job: str,
+        run_type: str,
+        logical_date: datetime,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        state: str = "queued",
+        reason: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """Insert a run for (job, run_type, logical_date), or return the one already there.
+
+        Returns `(run, created)`: `created` is False when a run with that identity
+        existed (it is returned unchanged, whatever its state). `state` may be
+        `queued` (the usual), `missed` or `skipped` (recorded with `reason`, never run).
+        """
+        if run_type not in RUN_TYPES:
+            raise JobsError(
+                f"unknown run type `{run_type}`{did_you_mean(run_type, RUN_TYPES)}; "
+                f"use one of {', '.join(RUN_TYPES)}"
+            )
+        _check_state(state, ("queued", "missed", "skipped"))
+        stamp = utc_iso(now or utc_now())
+        ended = stamp if state != "queued" else None
+        key = (job, run_type, logical_iso(logical_date))
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (job, run_type, logical_date, state, queued_at, ended_at, "
+                "reason, parameters) VALUES (?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (job, run_type, logical_date) DO NOTHING",
+                (
+                    *key,
+                    state,
+                    stamp,
+                    ended,
+                    reason,
+                    json.dumps(dict(parameters or {}), default=str),
+                ),
+            )
+            created = cursor.rowcount == 1
+            row = db.execute(
+                "SELECT * FROM runs WHERE job = ? AND run_type = ? AND logical_date = ?", key
+            ).fetchone()
+        return _run_from_row(row), created
+
+    def record_missed(
+        self, job: str, logical_date: datetime, reason: str, *, now: datetime | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Record a scheduled tick that will not run (`missed`, with `reason`); idempotent."""
+        return self.create_run(
+            job, "scheduled", logical_date, state="missed", reason=reason, now=now
+        )
+
+    def claim_run(self, run_id: int, pid: int, *, now: datetime | None = None) -> bool:
+        """Atomically take a queued run: `running`, with `pid`, a heartbeat and attempts + 1.
+
+        True for exactly one claimer; False if the run was not `queued` (taken,
+        finished or skipped) or waits for its retry time (`not_before` > now).
+        """
+        stamp = utc_iso(now or utc_now())
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE runs SET state = 'running', pid = ?, heartbeat = ?, started_at = ?, "
+                "ended_at = NULL, duration = NULL, attempts = attempts + 1 "
+                "WHERE id = ? AND state = 'queued' AND (not_before IS NULL OR not_before <= ?)",
+                (pid, stamp, stamp, run_id, stamp),
+            )
+            return cursor.rowcount == 1
+
+    def heartbeat(
+        self, run_id: int, *, pid: int | None = None, now: datetime | None = None
+    ) -> bool:
+        """Refresh a running run's heartbeat. False when it is no longer running (or not `pid`'s):
+        the caller should stop working on it."""
+        sql = "UPDATE runs SET heartbeat = ? WHERE id = ? AND state = 'running'"
+        args: tuple[Any, ...] = (utc_iso(now or utc_now()), run_id)
+        if pid is not None:
+            sql += " AND pid = ?"
+            args += (pid,)
+        with self._write() as db:
+            return db.execute(sql, args).rowcount == 1
+
+    def finish_run(
+        self,
+        run_id: int,
+        state: str,
+        *,
+        error: str | None = None,
+        reason: str | None = None,
+        output_path: str | Path | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Move a queued or running run to terminal `state`; False (nothing changes) if it is
+        already terminal. `duration` is `ended_at - started_at` (None if it never started)."""
+        _check_state(state, TERMINAL_STATES)
+        moment = now or utc_now()
+        with self._write() as db:
+            row = db.execute(
+                "SELECT started_at, state FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            if row is None or row["state"] not in ACTIVE_STATES:
+                return False
+            duration = (
+                (moment - parse_utc(row["started_at"])).total_seconds()
+                if row["started_at"] and row["state"] == "running"
+                else None
+            )
+            cursor = db.execute(
+                "UPDATE runs SET state = ?, ended_at = ?, duration = ?, error = ?, "
+                "reason = COALESCE(?, reason), output_path = COALESCE(?, output_path) "
+                "WHERE id = ? AND state IN ('queued', 'running')",
+                (
+                    state,
+                    utc_iso(moment),
+                    duration,
+                    error,
+                    reason,
+                    str(output_path) if output_path is not None else None,
+                    run_id,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def set_output_path(self, run_id: int, output_path: str | Path) -> bool:
+        """Record where a run's output notebook goes (before it starts; survives a crash)."""
+        with self._write() as db:
+            return (
+                db.execute(
+                    "UPDATE runs SET output_path = ? WHERE id = ? AND state IN ('queued','running')",
+                    (str(output_path), run_id),
+                ).rowcount
+                == 1
+            )
+
+    def requeue_run(
+        self,
+        run_id: int,
+        *,
+        from_states: Iterable[str] = RETRYABLE_STATES,
+        not_before: datetime | None = None,
+        reason: str | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Reopen a finished run as `queued` (a retry, or a backfill reprocess).
+
+        Only runs in `from_states` are reopened (default: failed, crashed,
+        timed_out; pass e.g. `("success", ...)` for `--reprocess all`). `attempts`
+        is kept, so the caller compares it with the job's retries. `not_before`
+        delays the next claim (the retry delay). Returns False if the run was
+        in another state.
+        """
+        states = tuple(from_states)
+        for s in states:
+            _check_state(s, TERMINAL_STATES)
+        marks = ",".join("?" * len(states))
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE runs SET state = 'queued', pid = NULL, heartbeat = NULL, ended_at = NULL, "
+                "duration = NULL, queued_at = ?, not_before = ?, reason = COALESCE(?, reason) "
+                f"WHERE id = ? AND state IN ({marks})",
+                (
+                    utc_iso(now or utc_now()),
+                    utc_iso(not_before) if not_before else None,
+                    reason,
+                    run_id,
+                    *states,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def mark_stale_crashed(
+        self, older_than: float, *, now: datetime | None = None
+    ) -> list[RunRecord]:
+        """The sweep: `running` runs whose heartbeat is older than `older_than` seconds become
+        `crashed` ("no heartbeat for N s"). Returns those runs (after the change)."""
+        moment = now or utc_now()
+        cutoff = utc_iso(moment.astimezone(UTC) - timedelta(seconds=older_than))
+        with self._write() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM runs WHERE state = 'running' AND heartbeat < ?", (cutoff,)
+                )
+            ]
+            for run_id in ids:
+                row = db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
+                duration = (
+                    (moment - parse_utc(row[0])).total_seconds() if row[0] is not None else None
+                )
+                db.execute(
+                    "UPDATE runs SET state = 'crashed', ended_at = ?, duration = ?, "
+                    "error = COALESCE(error, ?) WHERE id = ? AND state = 'running'",
+                    (
+                        utc_iso(moment),
+                        duration,
+                        f"no heartbeat for {older_than:g} s (the process running it died)",
+                        run_id,
+                    ),
+                )
+        return [self.get_run(i) for i in ids]
+
+    # -- runs: queries
+
+    def get_run(self, run_id: int) -> RunRecord:
+        row = self._read().execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise JobsError(f"no run with id {run_id}; list runs with `nbflow runs`")
+        return _run_from_row(row)
+
+    def find_run(self, job: str, run_type: str, logical_date: datetime) -> RunRecord | None:
+        row = (
+            self._read()
+            .execute(
+                "SELECT * FROM runs WHERE job = ? AND run_type = ? AND logical_date = ?",
+                (job, run_type, logical_iso(logical_date)),
+            )
+            .fetchone()
+        )
+        return _run_from_row(row) if row is not None else None
+
+    def list_runs(
+        self,
+        job: str | None = None,
+        *,
+        states: str | Iterable[str] | None = None,
+        run_types: str | Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        oldest_first: bool = False,
+    ) -> list[RunRecord]:
+        """Runs filtered by job, state(s), run type(s) and logical date range (both inclusive).
+
+        Newest logical date first unless `oldest_first` (then the order the
+        scheduler starts queued runs in: oldest logical date, then id).
+        """
+        where, args = [], []
+        if job is not None:
+            where.append("job = ?")
+            args.append(job)
+        for column, values, known in (
+            ("state", states, RUN_STATES),
+            ("run_type", run_types, RUN_TYPES),
+        ):
+            if values is None:
+                continue
+            chosen = (values,) if isinstance(values, str) else tuple(values)
+            for value in chosen:
+                if value not in known:
+                    hint = did_you_mean(value, known) or f"; use one of {', '.join(known)}"
+                    raise JobsError(f"unknown {column.replace('_', ' ')} `{value}`{hint}")
+            where.append(f"{column} IN ({','.join('?' * len(chosen))})")
+            args.extend(chosen)
+        if since is not None:
+            where.append("logical_date >= ?")
+            args.append(logical_iso(since))
+        if until is not None:
+            where.append("logical_date <= ?")
+            args.append(logical_iso(until))
+        order = "ASC" if oldest_first else "DESC"
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += f" ORDER BY logical_date {order}, id {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [_run_from_row(r) for r in self._read().execute(sql, args)]
+
+    def queued_runs(
+        self, job: str | None = None, *, now: datetime | None = None, limit: int | None = None
+    ) -> list[RunRecord]:
+        """Queued runs ready to claim (retry time reached), oldest logical date first."""
+        stamp = utc_iso(now or utc_now())
+        sql = (
+            "SELECT * FROM runs WHERE state = 'queued' AND (not_before IS NULL OR not_before <= ?)"
+        )
+        args: list[Any] = [stamp]
+        if job is not None:
+            sql += " AND job = ?"
+            args.append(job)
+        sql += " ORDER BY logical_date ASC, id ASC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [_run_from_row(r) for r in self._read().execute(sql, args)]
+
+    def count_running(self, job: str | None = None) -> int:
+        """How many runs are `running` (of `job`, or of all jobs: the global limit)."""
+        if job is None:
+            row = self._read().execute("SELECT COUNT(*) FROM runs WHERE state = 'running'")
+        else:
+            row = self._read().execute(
+                "SELECT COUNT(*) FROM runs WHERE state = 'running' AND job = ?", (job,)
+            )
+        return int(row.fetchone()[0])
+
+    def last_tick(self, job: str) -> datetime | None:
+        """The latest logical date of a `scheduled` run of `job` in any state (missed too):
+        the scheduler's memory of which ticks it has already handled."""
+        row = (
+            self._read()
+            .execute(
+                "SELECT MAX(logical_date) FROM runs WHERE job = ? AND run_type = 'scheduled'",
+                (job,),
+            )
+            .fetchone()
+        )
+        return parse_utc(row[0]) if row[0] else None
+
+    # -- file sensor
+
+    def sensor_file_seen(self, job: str, path: str, content_digest: str) -> bool:
+        """Has `job` already taken this file with this content?"""
+        row = (
+            self._read()
+            .execute(
+                "SELECT 1 FROM sensor_files WHERE job = ? AND path = ? AND content_digest = ?",
+                (job, path, content_digest),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def record_sensor_file(
+        self,
+        job: str,
+        path: str,
+        content_digest: str,
+        *,
+        run_id: int | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Remember (job, path, content); True if it was new (atomic: one caller wins)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO sensor_files (job, path, content_digest, seen_at, run_id) "
+                "VALUES (?,?,?,?,?) ON CONFLICT (job, path, content_digest) DO NOTHING",
+                (job, path, content_digest, utc_iso(now or utc_now()), run_id),
+            )
+            return cursor.rowcount == 1
+
+    # -- settings
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        row = self._read().execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row is not None else default
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """Store a JSON-serializable setting (e.g. `smtp`: host, port, sender...)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
+
+    def delete_setting(self, key: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM settings WHERE key = ?", (key,)).rowcount == 1
