@@ -288,7 +288,8 @@ def _output_path(source: Path, output: str | Path | None) -> Path:
         out = Path(output).absolute()
     if out.suffix != ".ipynb":
         raise JobsError(f"output `{out}` must end in .ipynb")
-    if out.exists() and out.resolve() == source.resolve():
+    same = out.resolve() == source.resolve() or (out.exists() and out.samefile(source))
+    if same:
         raise JobsError(
             f"output `{out}` is the input notebook; nbflow never executes a notebook in place "
             "(it would overwrite your notebook): choose another output path"

@@ -1,0 +1,254 @@
+"""run_notebook against real kernels: parameters, outputs, failures, timeouts, dead kernels, parallel runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+import nbflow as nf
+from nbflow.core.errors import JobsError, ParameterError
+from nbflow.jobs.notebook import (
+    KernelNotFound,
+    KernelStartError,
+    NotebookFailed,
+    NotebookReadError,
+    run_notebook,
+)
+from tests.conftest import FIXTURES
+
+NOTEBOOKS = FIXTURES / "notebooks"
+
+
+def executed(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def banner_cells(nb: nbformat.NotebookNode) -> list[int]:
+    return [
+        i
+        for i, c in enumerate(nb.cells)
+        if "papermill-error-cell-tag" in c.metadata.get("tags", [])
+    ]
+
+
+def test_parameters_arrive_faithfully_and_outputs_come_back(home: Path, tmp_path: Path) -> None:
+    hostile = "x\"); import os; os.system(\"echo pwned\")  #\n'''"
+    given = {
+        "title": hostile,
+        "ratio": 2,
+        "day": dt.date(2023, 5, 6),
+        "price": Decimal("0.30"),
+        "folder": Path("out dir"),
+        "span": (3, 4),
+        "codes": {5},
+        "limits": {"low": -1, "high": None},
+        "region": ["north", {"nested": (1,)}],
+    }
+    out = tmp_path / "out" / "typed.ipynb"
+    nr = run_notebook(NOTEBOOKS / "typed_parameters.ipynb", given, output=out)
+    assert nr.ok, nr.error
+    assert nr.output_path == out and out.exists()
+    for name, value in given.items():
+        assert nr.outputs[name] == value
+        assert nr.outputs[f"{name}:type"] == type(value).__name__
+    assert nr.outputs["rows"] == 10  # defaults kept where nothing was passed
+    assert nr.duration > 0
+
+    nb = executed(out)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    # papermill's convention: the injected cell sits right after the `parameters` cell
+    assert tags[1] == ["parameters"] and tags[2] == ["injected-parameters"]
+    assert nb.metadata.papermill["input_path"].endswith("typed_parameters.ipynb")
+    assert all(c.execution_count for c in nb.cells if c.cell_type == "code")
+    # the input notebook is untouched
+    assert all(not c.get("outputs") for c in executed(NOTEBOOKS / "typed_parameters.ipynb").cells)
+
+
+def test_recorded_outputs_and_the_kernels_environment(home: Path, tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    nr = run_notebook(
+        NOTEBOOKS / "records_outputs.ipynb",
+        {"n": 2},
+        output=tmp_path / "out.ipynb",
+        cwd=work,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert nr.ok, nr.error
+    out = nr.outputs
+    assert out["count"] == 20  # recorded twice: last wins
+    assert out["names"] == ["a", "b"] and out["pair"] == (1, 2)
+    assert out["nested"] == {"k": [1, 2.5, None, True]}
+    pd.testing.assert_frame_equal(out["frame"], pd.DataFrame({"x": [0, 1]}))
+    assert type(out["point"]).__name__ == "Point" and out["point"].y == 2
+    assert out["home"] == str(home)  # the caller's home, absolute
+    assert out["cwd"] == str(work)
+    assert seen == [(1, 3), (2, 3), (3, 3)]  # parameters, injected, body
+    assert not list((home / "runs").glob("record-*"))  # the side channel is cleaned up
+
+
+def test_default_output_goes_under_the_homes_runs_folder(home: Path) -> None:
+    nr = run_notebook(NOTEBOOKS / "trivial.ipynb")
+    assert nr.ok
+    assert nr.output_path.parent == home / "runs" / "adhoc"
+    assert nr.output_path.name.startswith("trivial-") and nr.output_path.exists()
+    # the default working directory is the notebook's folder, as in Jupyter
+    assert nr.input_path == NOTEBOOKS / "trivial.ipynb"
+
+
+def test_a_failing_cell_is_reported_with_its_index_and_traceback(tmp_path: Path) -> None:
+    out = tmp_path / "broken.ipynb"
+    nr = run_notebook(NOTEBOOKS / "broken_cell.ipynb", output=out)
+    assert not nr.ok
+    err = nr.error
+    assert err is not None and err.reason == "exception"
+    assert err.cell_index == 2  # in the input notebook (the markdown cell counts)
+    assert err.ename == "ZeroDivisionError" and err.evalue == "division by zero"
+    assert "result = 1 / divisor" in err.traceback and "\x1b[" not in err.traceback
+    assert nr.outputs == {"before": "ran"}  # what was recorded before the failure
+    nb = executed(out)
+    assert len(banner_cells(nb)) == 2  # papermill's banner on top and its anchor
+    assert nb.cells[-1].execution_count is None  # nothing after the failure ran
+    with pytest.raises(NotebookFailed, match=r"broken_cell\.ipynb` failed: exception in cell 2"):
+        nr.raise_for_failure()
+
+
+def test_the_timeout_bounds_the_whole_run_and_keeps_what_ran(tmp_path: Path) -> None:
+    out = tmp_path / "slow.ipynb"
+    nr = run_notebook(NOTEBOOKS / "sleeps_forever.ipynb", output=out, timeout=2)
+    assert not nr.ok
+    assert nr.error is not None and nr.error.reason == "timeout"
+    assert nr.error.cell_index == 2 and "timeout of 2 s" in nr.error.evalue
+    assert nr.outputs == {"started": True}
+    nb = executed(out)
+    assert banner_cells(nb)  # shifts the cells by one in the output
+    assert nb.cells[2].execution_count is not None  # the cell before the slow one was saved
+    assert nb.cells[-1].execution_count is None
+
+
+def test_a_timed_out_kernel_is_killed(tmp_path: Path) -> None:
+    from tests.jobs.notebooks import write_notebook
+
+    nb = write_notebook(
+        tmp_path / "pid_then_sleep.ipynb",
+        cells=[
+            "import os, nbflow as nf\nnf.record('pid', os.getpid())",
+            "import time\ntime.sleep(600)",
+        ],
+    )
+    nr = run_notebook(nb, output=tmp_path / "out.ipynb", timeout=2)
+    assert nr.error is not None and nr.error.reason == "timeout"
+    with pytest.raises(ProcessLookupError):
+        os.kill(nr.outputs["pid"], 0)
+
+
+@pytest.mark.timeout(60)
+def test_a_kernel_killed_with_sigkill_is_reported_not_hung(tmp_path: Path) -> None:
+    out = tmp_path / "killed.ipynb"
+    nr = run_notebook(NOTEBOOKS / "kills_own_kernel.ipynb", output=out)
+    assert not nr.ok
+    assert nr.error is not None and nr.error.reason == "kernel died"
+    assert nr.error.cell_index == 2 and "kernel died" in nr.error.evalue
+    nb = executed(out)
+    assert banner_cells(nb)
+    assert nb.cells[-1].execution_count is None
+
+
+def test_four_notebooks_at_once_use_their_own_ipc_sockets(tmp_path: Path) -> None:
+    results: dict[str, nf.jobs.notebook.NotebookRun] = {}
+
+    def one(label: str) -> None:
+        results[label] = run_notebook(
+            NOTEBOOKS / "reports_process.ipynb",
+            {"label": label, "seconds": 1.5},
+            output=tmp_path / f"{label}.ipynb",
+        )
+
+    threads = [threading.Thread(target=one, args=(label,)) for label in "abcd"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == list("abcd")
+    for label, nr in results.items():
+        assert nr.ok, nr.error
+        assert nr.outputs["label"] == label
+        assert nr.outputs["transport"] == "ipc"  # no TCP port to collide on
+    assert len({nr.outputs["pid"] for nr in results.values()}) == 4
+    assert len({nr.outputs["ip"] for nr in results.values()}) == 4
+    # they really overlapped: every run started before any of them finished
+    starts = [nr.outputs["started"] for nr in results.values()]
+    ends = [nr.outputs["finished"] for nr in results.values()]
+    assert max(starts) < min(ends)
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_unknown_kernel_lists_the_installed_ones(tmp_path: Path) -> None:
+    with pytest.raises(
+        KernelNotFound, match=r"no Jupyter kernel named `pyton3`; did you mean `python3`"
+    ) as info:
+        run_notebook(NOTEBOOKS / "trivial.ipynb", output=tmp_path / "o.ipynb", kernel="pyton3")
+    assert "python3" in info.value.installed
+
+
+def test_a_kernel_whose_program_is_missing_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "jupyter" / "kernels" / "ghost"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [
+                    str(tmp_path / "no-such-python"),
+                    "-m",
+                    "ipykernel",
+                    "-f",
+                    "{connection_file}",
+                ],
+                "display_name": "Ghost",
+                "language": "python",
+            }
+        )
+    )
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    with pytest.raises(KernelStartError, match=r"kernel `ghost` could not start: .*no-such-python"):
+        run_notebook(NOTEBOOKS / "trivial.ipynb", output=tmp_path / "o.ipynb", kernel="ghost")
+
+
+def test_malformed_notebook_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(NotebookReadError, match=r"malformed\.ipynb"):
+        run_notebook(NOTEBOOKS / "malformed.ipynb", output=tmp_path / "o.ipynb")
+
+
+def test_never_executes_in_place(tmp_path: Path) -> None:
+    copy = tmp_path / "mine.ipynb"
+    copy.write_bytes((NOTEBOOKS / "trivial.ipynb").read_bytes())
+    before = copy.read_bytes()
+    with pytest.raises(JobsError, match="never executes a notebook in place"):
+        run_notebook(copy, output=copy)
+    with pytest.raises(JobsError, match="never executes a notebook in place"):
+        run_notebook(copy, output=tmp_path / "sub" / ".." / "mine.ipynb")
+    assert copy.read_bytes() == before
+
+
+def test_bad_parameters_fail_before_any_kernel_starts(tmp_path: Path) -> None:
+    out = tmp_path / "o.ipynb"
+    with pytest.raises(ParameterError, match=r"no parameter `rowz`; did you mean `rows`"):
+        run_notebook(NOTEBOOKS / "typed_parameters.ipynb", {"rowz": 1}, output=out)
+    with pytest.raises(ParameterError, match=r"`rows` .* declared as int but was given a str"):
+        run_notebook(NOTEBOOKS / "typed_parameters.ipynb", {"rows": "1"}, output=out)
+    with pytest.raises(ParameterError, match=r"`region` is a `builtins\.object`"):
+        run_notebook(NOTEBOOKS / "typed_parameters.ipynb", {"region": object()}, output=out)
+    assert not out.exists()
