@@ -98,6 +98,58 @@ def _parse_size(text: str) -> int:
 
 # --- run (jobs: notebook runs) ----------------------------------------------
 
+
+@cli.command("run")
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="A parameter; VALUE is read as a Python literal (3, 2.5, [1, 2], {'a': 1}), else as text.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="The executed notebook's path."
+)
+@click.option("--timeout", type=float, help="Seconds the whole run may take.")
+@click.option("--kernel", help="Kernel name (default: the notebook's own).")
+@click.option("--cwd", type=click.Path(file_okay=False), help="Working directory of the kernel.")
+def run_command(
+    notebook: str,
+    parameters: tuple[tuple[str, str], ...],
+    output: str | None,
+    timeout: float | None,
+    kernel: str | None,
+    cwd: str | None,
+) -> None:
+    """Execute NOTEBOOK with parameters into a new output notebook (never in place)."""
+    from nbflow.jobs.notebook import run_notebook
+    from nbflow.jobs.parameters import notebook_parameters, parse_cli_value
+
+    declared = notebook_parameters(notebook)
+    values = {name: parse_cli_value(text, declared.get(name)) for name, text in parameters}
+    live = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        # On a terminal one line is rewritten in place; in a log, one line per cell.
+        start = "\r" if live else ""
+        click.echo(f"{start}cells {done}/{total}", err=True, nl=not live or done == total)
+
+    nr = run_notebook(
+        notebook, values, output=output, timeout=timeout, kernel=kernel, cwd=cwd, progress=progress
+    )
+    if nr.error is not None:
+        if nr.error.traceback and nr.error.reason == "exception":
+            click.echo(nr.error.traceback, err=True)
+        click.echo(
+            f"failed: {notebook}: {nr.error} ({nr.duration:.1f} s); output: {nr.output_path}"
+        )
+        sys.exit(1)
+    click.echo(f"ok: {notebook} ran in {nr.duration:.1f} s; output: {nr.output_path}")
+
+
 # --- schedule / scheduler / trigger / backfill / runs (jobs: scheduling) -----
 
 # --- dag (jupyter rendering) --------------------------------------------------

@@ -109,7 +109,7 @@ class ParameterTypeError(ParameterError):
         self.got = type(value).__name__
         super().__init__(
             f"parameter `{param}` of notebook `{notebook}` is declared as {expected} "
-            f"but was given a {self.got} ({format_value_short(value)}); pass a {expected}"
+            f"but was given a {self.got} ({format_value_short(value)}); pass a value of type {expected}"
         )
 
 

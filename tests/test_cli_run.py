@@ -1,0 +1,77 @@
+"""`nbflow run`: literal parameters, exit codes, progress on stderr and a one-line summary."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+from click.testing import CliRunner
+
+from nbflow.cli import cli
+from tests.conftest import FIXTURES
+
+NOTEBOOKS = FIXTURES / "notebooks"
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["run", *args], catch_exceptions=False)
+
+
+def injected_source(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+
+
+def test_run_parses_literals_and_reports_progress_and_output(tmp_path: Path) -> None:
+    out = tmp_path / "typed.ipynb"
+    result = invoke(
+        str(NOTEBOOKS / "typed_parameters.ipynb"),
+        *("-p", "rows", "3", "-p", "tags", "[1, 'x']", "-p", "limits", "{'a': (1, 2)}"),
+        *("-p", "title", "42", "-p", "day", "2024-05-01", "-p", "region", "north"),
+        *("-o", str(out)),
+    )
+    assert result.exit_code == 0, result.output
+    summary = re.escape(f"ok: {NOTEBOOKS / 'typed_parameters.ipynb'}") + r" ran in [\d.]+ s; "
+    assert re.fullmatch(summary + re.escape(f"output: {out}\n"), result.stdout)
+    assert result.stderr.splitlines() == ["cells 1/3", "cells 2/3", "cells 3/3"]
+    source = injected_source(out)
+    assert "rows = 3\n" in source
+    assert "tags = [1, 'x']\n" in source
+    assert "limits = {'a': (1, 2)}\n" in source
+    assert "title = '42'\n" in source  # declared as a string: the text, not the number
+    assert "day = _nbflow_datetime.date(2024, 5, 1)\n" in source
+    assert "region = 'north'\n" in source  # not a literal: a string
+
+
+def test_a_failed_run_exits_non_zero_naming_the_cell_and_the_output(tmp_path: Path) -> None:
+    out = tmp_path / "broken.ipynb"
+    result = invoke(str(NOTEBOOKS / "broken_cell.ipynb"), "-o", str(out))
+    assert result.exit_code == 1
+    assert result.stdout.startswith("failed: ")
+    assert "exception in cell 2: ZeroDivisionError: division by zero" in result.stdout
+    assert result.stdout.rstrip().endswith(f"output: {out}")
+    assert "----> 3 result = 1 / divisor" in result.stderr
+    assert out.exists()
+
+
+def test_the_whole_run_timeout_is_an_option(tmp_path: Path) -> None:
+    result = invoke(
+        str(NOTEBOOKS / "sleeps_forever.ipynb"), "--timeout", "2", "-o", str(tmp_path / "s.ipynb")
+    )
+    assert result.exit_code == 1
+    assert "timeout in cell 2" in result.stdout
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    nb = str(NOTEBOOKS / "typed_parameters.ipynb")
+    result = invoke(nb, "-p", "rowz", "1")
+    assert result.exit_code == 2
+    assert "no parameter `rowz`; did you mean `rows`?" in result.stderr
+    result = invoke(nb, "-p", "rows", "many")
+    assert result.exit_code == 2
+    assert "declared as int but was given a str ('many')" in result.stderr
+    result = invoke(nb, "--kernel", "nope", "-o", str(tmp_path / "o.ipynb"))
+    assert result.exit_code == 2 and "installed kernels: " in result.stderr
+    result = invoke(str(NOTEBOOKS / "malformed.ipynb"))
+    assert result.exit_code == 2 and "malformed.ipynb" in result.stderr
