@@ -1,0 +1,522 @@
+"""Schedules: what a job is, when its ticks fall, and the time rules around daylight saving.
+
+Responsibilities:
+- `Schedule`, the definition of one job (notebook, cron or interval, zone,
+  parameters, bounds, retries, alerts, file sensor), validated when it is
+  made: a bad cron, an unknown zone, a missing notebook or an unknown notebook
+  parameter is a `ScheduleError` (nothing is stored).
+- Ticks: `next_ticks`, `ticks_between`, `previous_tick`, computed in UTC by
+  the rules in `TIME_RULES` (the same text `nbflow schedule show` prints and
+  docs/scheduling.md quotes).
+
+How ticks are computed: croniter walks the cron expression in the job's
+*local wall-clock time* (naive datetimes, so it never applies DST itself);
+each wall time is then mapped to UTC with zoneinfo and PEP 495's `fold`:
+a wall time that exists once maps to its instant; one inside a spring-forward
+gap maps to the end of the gap (fixed-time jobs) or is dropped (frequent
+jobs, whose other times cover every real hour); one that happens twice maps
+to its first instant (fixed-time jobs) or to both (frequent jobs). A window of
+wall time one day wider than asked on each side is walked and the instants
+sorted and de-duplicated, so the result is in UTC order even where folds
+interleave. Intervals (`--every`) are plain UTC durations anchored at `start`
+(or at the Unix epoch, so `--every 15m` ticks on the quarter hour) and never
+see DST.
+
+A job is *frequent* when its cron hour field is `*` or has a step (`*/2`,
+`8-18/2`), or when its interval is under an hour; otherwise *fixed-time*.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from croniter import croniter
+
+from nbflow.core.errors import JobsError, did_you_mean
+
+__all__ = [
+    "TIME_RULES",
+    "Schedule",
+    "ScheduleError",
+    "parse_every",
+    "parse_when",
+]
+
+TIME_RULES = """\
+Time rules
+- Times are stored in UTC together with the job's IANA zone name; cron
+  expressions are read in the job's local wall-clock time.
+- Fixed-time jobs (a cron whose hour field is a number or list, e.g. 30 2 * * *):
+  * a local time that does not exist on a spring-forward day (02:30 in
+    Europe/Berlin on the last Sunday of March) runs once, at the first instant
+    after the gap (03:00 local);
+  * a local time that happens twice on a fall-back day runs once, at its first
+    occurrence (the summer-time one).
+- Frequent jobs (cron hour field * or with a step, e.g. 0 * * * * or */15 * * * *,
+  and intervals under an hour) run at every real occurrence: on a fall-back day
+  the repeated hour runs twice (once per real UTC hour), on a spring-forward day
+  the wall times that do not exist are skipped, and no real hour is left without
+  its run.
+- Intervals (--every 30m) are fixed durations in UTC, anchored at --start (or at
+  1970-01-01T00:00Z), and ignore daylight saving.
+- The logical date of a scheduled run is its tick; {{ ds }} is that tick's date
+  in the job's zone.
+- No run is made for a tick before --start, after --end, or before the job was
+  added or last resumed."""
+
+_EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|w|week)s?\s*$", re.I)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# How far outside a requested range we walk wall time, and how far we look
+# ahead for the next tick before giving up (a cron like "0 0 29 2 *" ticks
+# once in four years, "0 0 31 2 *" never).
+_WINDOW_MARGIN = timedelta(days=1)
+_LOOKAHEAD = timedelta(days=366 * 9)
+
+
+class ScheduleError(JobsError):
+    """A schedule definition is invalid (nothing was stored)."""
+
+    def __init__(self, message: str, *, job: str = "", field: str = "") -> None:
+        self.job = job
+        self.field = field
+        super().__init__(message)
+
+
+def parse_every(text: str) -> float:
+    """`15m`, `30s`, `2h`, `1d`, `1w` -> seconds (a positive number)."""
+    match = _EVERY.match(text)
+    if not match:
+        raise ScheduleError(
+            f"--every {text!r} is not an interval; write a number and a unit: "
+            "30s, 15m, 2h, 1d or 1w",
+            field="every",
+        )
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()]
+    if seconds <= 0:
+        raise ScheduleError(f"--every {text!r} must be longer than zero", field="every")
+    return seconds
+
+
+def format_every(seconds: float) -> str:
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def parse_when(text: str, tz: str, *, end_of_day: bool = False) -> datetime:
+    """A `--start`/`--end` value in zone `tz` -> aware UTC datetime.
+
+    A bare date means its first instant (or, with `end_of_day`, its last: the
+    instant before the next day begins) in the job's zone; a datetime without
+    an offset is local wall time in the zone; one with an offset is taken as is.
+    """
+    zone = _zone(tz)
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            day = date.fromisoformat(text.strip())
+            if end_of_day:
+                nxt = _local_to_utc(datetime.combine(day + timedelta(days=1), time()), zone)
+                return nxt - timedelta(microseconds=1)
+            return _local_to_utc(datetime.combine(day, time()), zone)
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ScheduleError(
+            f"{text!r} is not a date or time; write 2024-03-31 or 2024-03-31T02:30",
+            field="start/end",
+        ) from None
+    if moment.tzinfo is None:
+        return _local_to_utc(moment, zone)
+    return moment.astimezone(UTC)
+
+
+def _zone(tz: str) -> ZoneInfo:
+    try:
+        if not tz or tz != tz.strip():
+            raise ValueError(tz)
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        hint = did_you_mean(tz, available_timezones()) or (
+            "; use an IANA name such as Europe/Berlin, America/New_York or UTC"
+        )
+        raise ScheduleError(f"unknown time zone `{tz}`{hint}", field="tz") from None
+
+
+def _check_cron(expr: str) -> None:
+    if not croniter.is_valid(expr):
+        fields_ = expr.split()
+        why = (
+            f"it has {len(fields_)} fields; nbflow takes five: minute hour day-of-month "
+            "month day-of-week"
+            if len(fields_) != 5
+            else "a field is out of range or misspelt"
+        )
+        raise ScheduleError(
+            f"--cron {expr!r} is not a valid cron expression ({why}); "
+            'for example "30 2 * * *" is 02:30 every day, "*/15 * * * *" every 15 minutes',
+            field="cron",
+        )
+    if len(expr.split()) != 5:
+        raise ScheduleError(
+            f"--cron {expr!r} has {len(expr.split())} fields; nbflow takes five "
+            "(minute hour day-of-month month day-of-week), without seconds",
+            field="cron",
+        )
+
+
+def _local_to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
+    """One wall time (naive) -> its first UTC instant; a time in a gap -> the gap's end."""
+    return _wall_instants(wall, zone, fixed_time=True)[0]
+
+
+def _wall_instants(wall: datetime, zone: ZoneInfo, *, fixed_time: bool) -> list[datetime]:
+    """The UTC instants at which wall time `wall` happens in `zone`, by the time rules."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if first.astimezone(zone).replace(tzinfo=None) != wall:
+        # In a spring-forward gap: zoneinfo gives fold=0 the offset before the
+        # transition (an instant after it) and fold=1 the offset after it.
+        return (
+            [_transition_between(min(first, second), max(first, second), zone)]
+            if fixed_time
+            else []
+        )
+    if first == second or fixed_time:
+        return [first]
+    return [first, second]  # happens twice (fall-back): both are real
+
+
+def _transition_between(lo: datetime, hi: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant in (lo, hi] whose UTC offset is `hi`'s: where the gap ends."""
+    target = hi.astimezone(zone).utcoffset()
+    lo_s, hi_s = int(lo.timestamp()), int(hi.timestamp())
+    while hi_s - lo_s > 1:
+        mid = (lo_s + hi_s) // 2
+        if datetime.fromtimestamp(mid, UTC).astimezone(zone).utcoffset() == target:
+            hi_s = mid
+        else:
+            lo_s = mid
+    return datetime.fromtimestamp(hi_s, UTC)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One job's definition. Times are aware UTC datetimes; `parameters` holds the
+    values as given on the command line (text, possibly Jinja2 templates), parsed
+    against the notebook's declared types when a run is made."""
+
+    name: str
+    notebook: str
+    cron: str | None = None
+    every: float | None = None
+    """Interval in seconds (`--every 15m` is 900)."""
+    tz: str = "UTC"
+    parameters: dict[str, str] = field(default_factory=dict)
+    start: datetime | None = None
+    end: datetime | None = None
+    catchup: bool = False
+    max_active: int = 1
+    retries: int = 0
+    retry_delay: float = 60.0
+    timeout: float | None = None
+    on_failure: tuple[str, ...] = ()
+    on_success: tuple[str, ...] = ()
+    on_retry: tuple[str, ...] = ()
+    when_file: str | None = None
+    paused: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation
+
+    def validate(self) -> None:
+        """Check everything that needs no file system (see `check_notebook` for the rest)."""
+        where = f"job `{self.name}`: "
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name or ""):
+            raise ScheduleError(
+                f"job name {self.name!r} is not usable; use letters, digits, `_`, `-` and `.` "
+                "(it names a folder under runs/)",
+                job=self.name,
+                field="name",
+            )
+        if self.cron is not None and self.every is not None:
+            raise ScheduleError(
+                where + "give either --cron or --every, not both", job=self.name, field="cron"
+            )
+        if self.cron is None and self.every is None and self.when_file is None:
+            raise ScheduleError(
+                where + 'say when it runs: --cron "30 2 * * *", --every 15m, or --when-file GLOB',
+                job=self.name,
+                field="cron",
+            )
+        if self.cron is not None:
+            _check_cron(self.cron)
+        if self.every is not None and self.every <= 0:
+            raise ScheduleError(where + "--every must be positive", job=self.name, field="every")
+        _zone(self.tz)
+        for label, value in (("start", self.start), ("end", self.end)):
+            if value is not None and (value.tzinfo is None or value.utcoffset() != timedelta(0)):
+                raise ScheduleError(
+                    where + f"{label} must be an aware UTC datetime", job=self.name, field=label
+                )
+        if self.start and self.end and self.end < self.start:
+            raise ScheduleError(
+                where + f"--end {self.end.isoformat()} is before --start {self.start.isoformat()}",
+                job=self.name,
+                field="end",
+            )
+        for label, number, low in (
+            ("max-active", self.max_active, 1),
+            ("retries", self.retries, 0),
+            ("retry-delay", self.retry_delay, 0),
+        ):
+            if number < low:
+                raise ScheduleError(
+                    where + f"--{label} must be at least {low} (got {number})",
+                    job=self.name,
+                    field=label,
+                )
+        if self.timeout is not None and self.timeout <= 0:
+            raise ScheduleError(
+                where + "--timeout must be positive", job=self.name, field="timeout"
+            )
+        for key, value in self.parameters.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ScheduleError(
+                    where + f"parameter name {key!r} is not a Python identifier",
+                    job=self.name,
+                    field="parameters",
+                )
+            if not isinstance(value, str):
+                raise ScheduleError(
+                    where + f"parameter `{key}` must be given as text (as on the command line)",
+                    job=self.name,
+                    field="parameters",
+                )
+
+    def check_notebook(self, *, now: datetime | None = None) -> None:
+        """Check the notebook exists, declares every parameter, and that each value fits its
+        type (templates are rendered once against the next tick and then checked)."""
+        from nbflow.jobs.parameters import check_parameters, notebook_parameters, parse_cli_value
+        from nbflow.jobs.templates import is_template, render_parameters, run_context
+
+        path = Path(self.notebook)
+        if not path.is_file():
+            siblings = [p.name for p in path.parent.glob("*.ipynb")] if path.parent.is_dir() else []
+            hint = did_you_mean(path.name, siblings) or "; give the path of an existing .ipynb file"
+            raise ScheduleError(
+                f"job `{self.name}`: notebook `{self.notebook}` does not exist{hint}",
+                job=self.name,
+                field="notebook",
+            )
+        declared = notebook_parameters(path)
+        sample_tick = (self.next_ticks(now or datetime.now(UTC), 1) or [now or datetime.now(UTC)])[
+            0
+        ]
+        context = run_context(
+            sample_tick,
+            self.tz,
+            data_interval_start=self.previous_tick(sample_tick),
+            data_interval_end=sample_tick,
+        )
+        rendered = render_parameters(self.parameters, context)
+        values = {}
+        for name, text in self.parameters.items():
+            # A template's type is only known per run; its name is still checked.
+            if is_template(text):
+                values[name] = parse_cli_value(rendered[name], declared.get(name))
+            else:
+                values[name] = parse_cli_value(text, declared.get(name))
+        check_parameters(values, declared, str(self.notebook))
+
+    # -- kind and ticks
+
+    @property
+    def frequent(self) -> bool:
+        """True for frequent jobs (see the module docstring): every real occurrence runs."""
+        if self.every is not None:
+            return self.every < 3600
+        if self.cron is None:
+            return False
+        hour = self.cron.split()[1]
+        return hour == "*" or "/" in hour
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    @property
+    def kind(self) -> str:
+        if self.cron is None and self.every is None:
+            return "file sensor"
+        return "frequent" if self.frequent else "fixed-time"
+
+    def describe_when(self) -> str:
+        parts = []
+        if self.cron is not None:
+            parts.append(f"cron {self.cron!r} in {self.tz}")
+        if self.every is not None:
+            parts.append(f"every {format_every(self.every)}")
+        if self.when_file is not None:
+            parts.append(f"when a file matching {self.when_file!r} is new or changed")
+        return ", ".join(parts)
+
+    def _raw_ticks(self, after: datetime, until: datetime) -> list[datetime]:
+        """Ticks t with after < t <= until (UTC), ignoring start/end."""
+        if until <= after:
+            return []
+        if self.every is not None:
+            anchor = self.start or EPOCH
+            step = timedelta(seconds=self.every)
+            # Integer arithmetic on microseconds: float division drifts after years.
+            step_us = round(self.every * 1_000_000)
+            since_us = (after - anchor) // timedelta(microseconds=1)
+            n = since_us // step_us + 1
+            tick = anchor + timedelta(microseconds=n * step_us)
+            ticks = []
+            while tick <= until:
+                ticks.append(tick)
+                tick += step
+            return ticks
+        if self.cron is None:
+            return []
+        zone = self.zone
+        fixed_time = not self.frequent
+        lo = after.astimezone(zone).replace(tzinfo=None) - _WINDOW_MARGIN
+        hi = until.astimezone(zone).replace(tzinfo=None) + _WINDOW_MARGIN
+        found: set[datetime] = set()
+        walker = croniter(self.cron, lo)
+        while True:
+            wall = walker.get_next(datetime)
+            if wall > hi:
+                break
+            for instant in _wall_instants(wall, zone, fixed_time=fixed_time):
+                if after < instant <= until:
+                    found.add(instant)
+        return sorted(found)
+
+    def ticks_between(self, after: datetime, until: datetime) -> list[datetime]:
+        """Ticks t with after < t <= until (aware datetimes), within start and end, in UTC order."""
+        after, until = after.astimezone(UTC), until.astimezone(UTC)
+        if self.start is not None:
+            after = max(after, self.start - timedelta(microseconds=1))
+        if self.end is not None:
+            until = min(until, self.end)
+        return self._raw_ticks(after, until)
+
+    def next_ticks(self, after: datetime, count: int = 5) -> list[datetime]:
+        """The next `count` ticks strictly after `after` (fewer if the schedule ends)."""
+        after = after.astimezone(UTC)
+        ticks: list[datetime] = []
+        span = timedelta(days=2)
+        horizon = after + _LOOKAHEAD
+        cursor = after
+        while len(ticks) < count and cursor < horizon:
+            if self.end is not None and cursor >= self.end:
+                break
+            upto = min(cursor + span, horizon)
+            ticks.extend(self.ticks_between(cursor, upto))
+            cursor = upto
+            span *= 2
+        return ticks[:count]
+
+    def previous_tick(self, before: datetime) -> datetime | None:
+        """The latest tick strictly before `before`, ignoring start/end (the start of the
+        data interval of the tick at `before`); None if there is none within nine years."""
+        before = before.astimezone(UTC)
+        span = timedelta(days=2)
+        while span <= _LOOKAHEAD:
+            ticks = self._raw_ticks(before - span, before - timedelta(microseconds=1))
+            if ticks:
+                return ticks[-1]
+            span *= 2
+        return None
+
+    def period_before(self, tick: datetime) -> timedelta | None:
+        """Length of the schedule period that ends at `tick` (the default catch-up grace)."""
+        if self.every is not None:
+            return timedelta(seconds=self.every)
+        previous = self.previous_tick(tick)
+        return tick - previous if previous is not None else None
+
+    # -- run parameters
+
+    def run_parameters(
+        self,
+        logical_date: datetime,
+        *,
+        overrides: Mapping[str, str] | None = None,
+        extra_context: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The parameters of the run for tick `logical_date`: templates rendered, each value
+        parsed against the notebook's declared type (as `-p` values are)."""
+        from nbflow.jobs.parameters import notebook_parameters, parse_cli_value
+        from nbflow.jobs.templates import render_parameters, run_context
+
+        context = run_context(
+            logical_date,
+            self.tz,
+            data_interval_start=self.previous_tick(logical_date),
+            data_interval_end=logical_date,
+        )
+        context.update(extra_context or {})
+        rendered = render_parameters({**self.parameters, **(overrides or {})}, context)
+        declared = notebook_parameters(self.notebook) if Path(self.notebook).is_file() else {}
+        return {name: parse_cli_value(text, declared.get(name)) for name, text in rendered.items()}
+
+    # -- storage
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (times as UTC ISO text); `Schedule.from_dict` reads it back."""
+        out = asdict(self)
+        for key in ("start", "end"):
+            out[key] = out[key].isoformat() if out[key] is not None else None
+        for key in ("on_failure", "on_success", "on_retry"):
+            out[key] = list(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Schedule:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("start", "end"):
+            if values.get(key):
+                values[key] = datetime.fromisoformat(values[key]).astimezone(UTC)
+        for key in ("on_failure", "on_success", "on_retry"):
+            values[key] = tuple(values.get(key) or ())
+        return cls(**values)
+
+    def summary(self) -> dict[str, Any]:
+        """The fields `schedule list` shows."""
+        return {
+            "name": self.name,
+            "notebook": self.notebook,
+            "when": self.describe_when(),
+            "kind": self.kind,
+            "tz": self.tz,
+            "paused": self.paused,
+        }
+
+
+def alert_specs(values: Sequence[str] | None) -> tuple[str, ...]:
+    """Alert targets as given (URL, shell command, `module:function`, `mailto:`); kept verbatim."""
+    return tuple(v for v in (values or ()) if v.strip())
+
+
+def iter_ticks(schedule: Schedule, after: datetime) -> Iterator[datetime]:
+    """Every tick after `after`, lazily, in UTC order (stops at `end`)."""
+    cursor = after
+    while True:
+        batch = schedule.next_ticks(cursor, 64)
+        if not batch:
+            return
+        yield from batch
+        cursor = batch[-1]
