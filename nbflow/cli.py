@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 
 import click
 
 from nbflow.core.errors import NbflowError
 from nbflow.core.store import DiskStore
+from nbflow.jobs.runstore import RUN_STATES, RunStore
 
 
 class _Group(click.Group):
@@ -151,6 +153,258 @@ def run_command(
 
 
 # --- schedule / scheduler / trigger / backfill / runs (jobs: scheduling) -----
+
+
+def _runstore() -> RunStore:
+    return RunStore()
+
+
+@cli.group()
+def schedule() -> None:
+    """Define notebook jobs that run on a cron schedule, an interval, or new files."""
+
+
+@schedule.command("add")
+@click.argument("name")
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--cron", help='A five-field cron expression in the job\'s zone, e.g. "30 2 * * *".')
+@click.option("--every", help="An interval instead of cron: 30s, 15m, 2h, 1d.")
+@click.option("--tz", default="UTC", show_default=True, help="IANA zone the cron is read in.")
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help='A notebook parameter; VALUE may be a template such as "{{ ds }}".',
+)
+@click.option("--start", help="No run before this date/time (in the job's zone).")
+@click.option("--end", help="No run after this date/time (a bare date: through that day).")
+@click.option("--catchup", is_flag=True, help="After downtime, run every missed tick.")
+@click.option("--max-active", type=int, default=1, show_default=True, help="Runs at once.")
+@click.option("--retries", type=int, default=0, show_default=True, help="Retries of a failed run.")
+@click.option("--retry-delay", type=float, default=60.0, show_default=True, help="Seconds.")
+@click.option("--timeout", type=float, help="Seconds one run may take.")
+@click.option("--on-failure", multiple=True, metavar="URL|COMMAND", help="Alert when a run fails.")
+@click.option("--on-success", multiple=True, metavar="URL|COMMAND", help="Alert on success.")
+@click.option("--on-retry", multiple=True, metavar="URL|COMMAND", help="Alert on a retry.")
+@click.option("--when-file", metavar="GLOB", help="Run once per new or changed matching file.")
+def schedule_add(
+    name: str,
+    notebook: str,
+    cron: str | None,
+    every: str | None,
+    tz: str,
+    parameters: tuple[tuple[str, str], ...],
+    start: str | None,
+    end: str | None,
+    catchup: bool,
+    max_active: int,
+    retries: int,
+    retry_delay: float,
+    timeout: float | None,
+    on_failure: tuple[str, ...],
+    on_success: tuple[str, ...],
+    on_retry: tuple[str, ...],
+    when_file: str | None,
+) -> None:
+    """Add job NAME running NOTEBOOK; everything is checked before anything is stored."""
+    from pathlib import Path
+
+    from nbflow.jobs.runstore import utc_now
+    from nbflow.jobs.schedules import Schedule, ScheduleError, parse_every, parse_when
+
+    now = utc_now()
+    names = [n for n, _ in parameters]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ScheduleError(f"parameter `{repeated[0]}` is given twice; give it once")
+    job = Schedule(
+        name=name,
+        notebook=str(Path(notebook).absolute()),
+        cron=cron,
+        every=parse_every(every) if every is not None else None,
+        tz=tz,
+        parameters=dict(parameters),
+        start=parse_when(start, tz) if start else None,
+        end=parse_when(end, tz, end_of_day=True) if end else None,
+        catchup=catchup,
+        max_active=max_active,
+        retries=retries,
+        retry_delay=retry_delay,
+        timeout=timeout,
+        on_failure=on_failure,
+        on_success=on_success,
+        on_retry=on_retry,
+        when_file=when_file,
+    )
+    job.check_notebook(now=now)
+    _runstore().add_job(name, job.to_dict(), now=now)
+    nxt = job.next_ticks(max(now, job.start or now), 1)
+    when = f"; next run {_local_and_utc(nxt[0], tz)}" if nxt else ""
+    click.echo(f"added job `{name}`: {job.describe_when()}{when}")
+
+
+def _local_and_utc(moment: datetime, tz: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    local = moment.astimezone(ZoneInfo(tz))
+    utc = f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    if tz == "UTC":
+        return utc
+    return f"{local:%Y-%m-%d %H:%M %Z} ({utc})"
+
+
+@schedule.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def schedule_list(as_json: bool) -> None:
+    """Every job, with when it runs and its next run."""
+    from nbflow.jobs.runstore import utc_now
+
+    now = utc_now()
+    rows = []
+    for record in _runstore().list_jobs():
+        job = record.schedule
+        nxt = job.next_ticks(max(now, record.active_since), 1) if not record.paused else []
+        rows.append({**job.summary(), "next_run": nxt[0].isoformat() if nxt else None})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no jobs; add one with `nbflow schedule add NAME NOTEBOOK --cron EXPR`")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("job", "when", "next run", "state", "notebook")
+    for row in rows:
+        nxt = row["next_run"]
+        table.add_row(
+            row["name"],
+            row["when"],
+            _local_and_utc(datetime.fromisoformat(nxt), row["tz"]) if nxt else "-",
+            "paused" if row["paused"] else "active",
+            row["notebook"],
+        )
+    Console().print(table)
+
+
+@schedule.command("show")
+@click.argument("name")
+def schedule_show(name: str) -> None:
+    """The job's definition, its next five run times (its zone and UTC) and the time rules."""
+    from nbflow.jobs.runstore import utc_now
+    from nbflow.jobs.schedules import TIME_RULES, format_every
+
+    record = _runstore().get_job(name)
+    job = record.schedule
+    click.echo(f"job:        {job.name}{'  (paused)' if record.paused else ''}")
+    click.echo(f"notebook:   {job.notebook}")
+    click.echo(f"when:       {job.describe_when()}  [{job.kind}]")
+    if job.every is not None:
+        click.echo(f"interval:   {format_every(job.every)}")
+    for label, value in (("start", job.start), ("end", job.end)):
+        if value is not None:
+            click.echo(f"{label + ':':<11} {_local_and_utc(value, job.tz)}")
+    for key, value in job.parameters.items():
+        click.echo(f"parameter:  {key} = {value}")
+    click.echo(
+        f"runs:       max active {job.max_active}, retries {job.retries} "
+        f"(delay {job.retry_delay:g} s), timeout {f'{job.timeout:g} s' if job.timeout else 'none'}, "
+        f"catch-up {'on' if job.catchup else 'off'}"
+    )
+    for label, specs in (
+        ("on failure", job.on_failure),
+        ("on success", job.on_success),
+        ("on retry", job.on_retry),
+    ):
+        for spec in specs:
+            click.echo(f"{label + ':':<11} {spec}")
+    click.echo(f"added:      {_local_and_utc(record.created_at, job.tz)}")
+    if record.resumed_at:
+        click.echo(f"resumed:    {_local_and_utc(record.resumed_at, job.tz)}")
+    now = utc_now()
+    ticks = job.next_ticks(max(now, record.active_since), 5)
+    click.echo("")
+    click.echo(f"next {len(ticks)} run times{' (when resumed)' if record.paused else ''}:")
+    for tick in ticks:
+        click.echo(f"  {_local_and_utc(tick, job.tz)}")
+    if not ticks:
+        click.echo("  none" + (" (file sensor)" if job.kind == "file sensor" else " (ended)"))
+    click.echo("")
+    click.echo(TIME_RULES)
+
+
+@schedule.command("pause")
+@click.argument("name")
+def schedule_pause(name: str) -> None:
+    """Stop making runs for NAME (runs under way finish)."""
+    _runstore().pause_job(name)
+    click.echo(f"paused job `{name}`")
+
+
+@schedule.command("resume")
+@click.argument("name")
+def schedule_resume(name: str) -> None:
+    """Make runs for NAME again, from now on (ticks while paused are not run)."""
+    _runstore().resume_job(name)
+    click.echo(f"resumed job `{name}`")
+
+
+@schedule.command("remove")
+@click.argument("name")
+def schedule_remove(name: str) -> None:
+    """Delete job NAME; its run history stays, its queued runs are skipped."""
+    skipped = _runstore().remove_job(name)
+    extra = f"; {skipped} queued runs skipped" if skipped else ""
+    click.echo(f"removed job `{name}`{extra}")
+
+
+@cli.command("runs")
+@click.argument("name", required=False)
+@click.option("--status", type=click.Choice(RUN_STATES), help="Only runs in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_command(name: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """Run history, newest logical date first (all jobs, or job NAME)."""
+    from nbflow.jobs.runstore import UnknownJobError
+
+    store = _runstore()
+    runs = store.list_runs(name, states=status, limit=limit)
+    if name is not None and not runs and store.find_job(name) is None:
+        raise UnknownJobError(name, store.job_names())
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in runs], indent=2))
+        return
+    if not runs:
+        click.echo("no runs" + (f" of `{name}`" if name else "") + (f" {status}" if status else ""))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = ("id", "job", "type", "logical date (UTC)", "state", "tries", "started")
+    table = Table(*columns, "duration", "output", "error")
+    for run in runs:
+        table.add_row(
+            str(run.id),
+            run.job,
+            run.run_type,
+            f"{run.logical_date:%Y-%m-%d %H:%M}",
+            run.state,
+            str(run.attempts),
+            f"{run.started_at:%Y-%m-%d %H:%M:%S}" if run.started_at else "-",
+            f"{run.duration:.1f} s" if run.duration is not None else "-",
+            run.output_path or "-",
+            _one_line(run.error or run.reason or ""),
+        )
+    Console().print(table)
+
+
+def _one_line(text: str, limit: int = 80) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
 
 # --- dag (jupyter rendering) --------------------------------------------------
 

@@ -387,7 +387,7 @@ class RunStore:
             cursor = db.execute(
                 "INSERT INTO jobs (name, spec, paused, created_at, updated_at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT (name) DO NOTHING",
-                (name, json.dumps(dict(spec), sort_keys=True), int(paused), stamp, stamp),
+                (name, json.dumps(dict(spec)), int(paused), stamp, stamp),
             )
             if cursor.rowcount == 0:
                 raise JobExistsError(name)
@@ -419,7 +419,7 @@ class RunStore:
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE jobs SET spec = ?, updated_at = ? WHERE name = ?",
-                (json.dumps(dict(spec), sort_keys=True), utc_iso(now or utc_now()), name),
+                (json.dumps(dict(spec)), utc_iso(now or utc_now()), name),
             )
             if cursor.rowcount == 0:
                 raise UnknownJobError(name, self.job_names())
