@@ -22,7 +22,7 @@ from nbflow.jobs.notebook import (
     NotebookReadError,
     run_notebook,
 )
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, ROOT
 
 NOTEBOOKS = FIXTURES / "notebooks"
 
@@ -252,3 +252,22 @@ def test_bad_parameters_fail_before_any_kernel_starts(tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match=r"`region` is a `builtins\.object`"):
         run_notebook(NOTEBOOKS / "typed_parameters.ipynb", {"region": object()}, output=out)
     assert not out.exists()
+
+
+def test_a_pipeline_inside_the_notebook_shares_the_callers_cache(
+    home: Path, tmp_path: Path
+) -> None:
+    shared = ROOT / "notebooks" / "shared_cache.ipynb"
+    first = run_notebook(shared, {"rate": 0.2}, output=tmp_path / "1.ipynb")
+    assert first.ok, first.error
+    assert first.outputs["executed"] == ["sales", "working_days", "taxed", "per_day"]
+    assert (home / "cache").is_dir()  # the caller's home holds the pipeline's cache
+
+    again = run_notebook(shared, {"rate": 0.2}, output=tmp_path / "2.ipynb")
+    assert again.outputs["executed"] == []  # a new kernel, and nothing recomputed
+    assert again.outputs["per_day"] == first.outputs["per_day"]
+
+    new_rate = run_notebook(shared, {"rate": 0.25}, output=tmp_path / "3.ipynb")
+    assert new_rate.outputs["executed"] == ["taxed", "per_day"]  # only what takes `rate`
+    assert sorted(new_rate.outputs["cached"]) == ["sales", "working_days"]
+    assert new_rate.outputs["per_day"] != first.outputs["per_day"]
