@@ -1,0 +1,77 @@
+"""Parameter templates: the names a run sees, strictness, and params.X."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from nbflow.jobs.templates import TemplateError, is_template, render_parameters, run_context
+
+
+def berlin_context() -> dict:
+    # 23:30 UTC on 31 March is 01:30 on 1 April in Berlin: ds follows the job's zone.
+    return run_context(
+        datetime(2024, 3, 31, 23, 30, tzinfo=UTC),
+        "Europe/Berlin",
+        data_interval_start=datetime(2024, 3, 30, 23, 30, tzinfo=UTC),
+        data_interval_end=datetime(2024, 3, 31, 23, 30, tzinfo=UTC),
+    )
+
+
+def test_ds_is_the_date_in_the_job_zone_not_in_utc():
+    out = render_parameters({"d": "{{ ds }}", "n": "{{ ds_nodash }}"}, berlin_context())
+    assert out == {"d": "2024-04-01", "n": "20240401"}
+
+
+def test_times_render_as_iso_utc_and_stay_datetimes():
+    out = render_parameters(
+        {
+            "l": "{{ logical_date }}",
+            "s": "{{ data_interval_start }}",
+            "e": "{{ data_interval_end }}",
+            "h": "{{ logical_date.strftime('%H:%M') }}",
+        },
+        berlin_context(),
+    )
+    assert out == {
+        "l": "2024-03-31T23:30:00+00:00",
+        "s": "2024-03-30T23:30:00+00:00",
+        "e": "2024-03-31T23:30:00+00:00",
+        "h": "23:30",
+    }
+
+
+def test_params_refer_to_other_parameters_rendered_on_demand():
+    out = render_parameters(
+        {
+            "path": "data/{{ params.region }}/{{ params.day }}.csv",
+            "region": "eu",
+            "day": "{{ ds }}",
+        },
+        berlin_context(),
+    )
+    assert out["path"] == "data/eu/2024-04-01.csv"
+
+
+def test_plain_values_are_left_exactly_as_given():
+    values = {"a": "{ not a template }", "b": "50%", "c": 3}
+    assert render_parameters(values, berlin_context()) == values
+    assert (
+        not is_template("{ x }") and is_template("{{ x }}") and is_template("{% if 1 %}{% endif %}")
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"d": "{{ dss }}"}, "uses `dss`, which is not defined; did you mean `ds`?"),
+        ({"d": "{{ params.regoin }}", "region": "eu"}, "did you mean `region`?"),
+        ({"a": "{{ params.b }}", "b": "{{ params.a }}"}, "`a` -> `b` -> `a`"),
+        ({"d": "{{ ds "}, "not valid Jinja2"),
+    ],
+)
+def test_mistakes_are_errors_naming_the_parameter(values, message):
+    with pytest.raises(TemplateError, match=message) as info:
+        render_parameters(values, berlin_context())
+    assert info.value.param in values
