@@ -400,7 +400,7 @@ class NbflowEngine(NBClientEngine):
     """papermill engine `nbflow`: nbclient with the additions listed in the module docstring."""
 
     @classmethod
-    def execute_managed_notebook(  # type: ignore[override]
+    def execute_managed_notebook(
         cls,
         nb_man: Any,
         kernel_name: str,

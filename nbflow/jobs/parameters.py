@@ -214,7 +214,7 @@ def _literal_value(node: ast.expr) -> Any:
         constructor = _SAFE_CALLS.get(name or "")
         if constructor is not None:
             args = [_literal_value(a) for a in node.args]
-            kwargs = {k.arg: _literal_value(k.value) for k in node.keywords}
+            kwargs = {str(k.arg): _literal_value(k.value) for k in node.keywords}
             if NOT_A_LITERAL not in args and NOT_A_LITERAL not in kwargs.values():
                 try:
                     return constructor(*args, **kwargs)
@@ -427,7 +427,7 @@ def parse_cli_value(text: str, declared: NotebookParameter | None = None) -> Any
         return text
     if expected in (dt.date, dt.datetime):
         try:
-            return expected.fromisoformat(text)  # type: ignore[union-attr]
+            return expected.fromisoformat(text)
         except ValueError:
             pass  # not ISO: fall through, and the type check names the problem
     if expected is not None and issubclass(expected, pathlib.PurePath):
