@@ -1,0 +1,248 @@
+"""The run store: identity constraint, atomic claims across threads and processes, final states."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from nbflow.core.errors import JobsError
+from nbflow.jobs.runstore import JobExistsError, RunStore, UnknownJobError
+
+T0 = datetime(2024, 3, 31, 1, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(home: Path) -> RunStore:
+    return RunStore()
+
+
+def test_lives_in_the_home_in_wal_mode_private_to_the_user(store, home):
+    assert store.path == home / "nbflow.db"
+    assert store.journal_mode() == "wal"
+    assert (store.path.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_run_is_unique_per_job_run_type_and_logical_date(store):
+    first, created = store.create_run("etl", "scheduled", T0, parameters={"day": "2024-03-31"})
+    again, created_again = store.create_run("etl", "scheduled", T0, parameters={"other": 1})
+    assert created and not created_again
+    assert again == first  # the existing run, unchanged
+    # a manual run at the same instant is another run and takes no scheduled slot
+    manual, created_manual = store.create_run("etl", "manual", T0)
+    assert created_manual and manual.id != first.id
+    # the constraint is in the database, not only in create_run
+    with pytest.raises(sqlite3.IntegrityError):
+        sqlite3.connect(store.path).execute(
+            "INSERT INTO runs (job, run_type, logical_date, state, queued_at) VALUES (?,?,?,?,?)",
+            ("etl", "scheduled", first.to_dict()["logical_date"], "queued", "x"),
+        )
+
+
+def test_claim_moves_queued_to_running_once_with_pid_heartbeat_and_attempt(store):
+    run, _ = store.create_run("etl", "scheduled", T0)
+    assert store.claim_run(run.id, 4242, now=T0)
+    assert not store.claim_run(run.id, 4343, now=T0)
+    claimed = store.get_run(run.id)
+    assert (claimed.state, claimed.pid, claimed.heartbeat, claimed.attempts) == (
+        "running",
+        4242,
+        T0,
+        1,
+    )
+
+
+def test_atomic_claim_from_many_threads(store):
+    runs = [store.create_run("etl", "scheduled", T0 + timedelta(hours=i))[0] for i in range(30)]
+    wins: list[tuple[int, int]] = []
+    barrier = threading.Barrier(6)
+
+    def claimer(worker: int) -> None:
+        barrier.wait()
+        for run in runs:
+            if store.claim_run(run.id, worker):
+                wins.append((run.id, worker))
+
+    threads = [threading.Thread(target=claimer, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r for r, _ in wins) == [r.id for r in runs]  # each exactly once
+    for run_id, worker in wins:
+        assert store.get_run(run_id).pid == worker
+
+
+CLAIMER = """
+import os, sys
+from nbflow.jobs.runstore import RunStore
+store = RunStore(sys.argv[1])
+ids = sys.argv[3:] if sys.argv[2] == "up" else sys.argv[:2:-1]
+print("ready", flush=True)
+sys.stdin.readline()  # both processes start claiming together
+print(" ".join(i for i in ids if store.claim_run(int(i), os.getpid())))
+"""
+
+
+def test_atomic_claim_from_two_processes(store):
+    ids = [
+        str(store.create_run("etl", "backfill", T0 + timedelta(hours=i))[0].id) for i in range(2000)
+    ]
+    # Opposite orders, so the two meet in the middle and contend for the same rows.
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(store.path), order, *ids],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for order in ("up", "down")
+    ]
+    for proc in procs:
+        assert proc.stdout.readline() == "ready\n"
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outs = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(outs[0] + outs[1], key=int) == ids  # every run claimed by exactly one
+    for out, proc in zip(outs, procs, strict=True):
+        assert {store.get_run(int(i)).pid for i in out} <= {proc.pid}
+
+
+def test_terminal_states_are_final(store):
+    run, _ = store.create_run("etl", "scheduled", T0)
+    store.claim_run(run.id, 1, now=T0)
+    assert store.finish_run(
+        run.id, "success", output_path="/out.ipynb", now=T0 + timedelta(seconds=7)
+    )
+    # a late signal, a late sweep, a late heartbeat: nothing changes
+    assert not store.finish_run(run.id, "crashed", error="late")
+    assert not store.heartbeat(run.id)
+    assert store.mark_stale_crashed(1, now=T0 + timedelta(days=1)) == []
+    assert not store.claim_run(run.id, 2)
+    assert not store.requeue_run(run.id)  # success is not retryable
+    done = store.get_run(run.id)
+    assert (done.state, done.duration, done.output_path, done.error) == (
+        "success",
+        7.0,
+        "/out.ipynb",
+        None,
+    )
+
+
+def test_finish_requires_a_terminal_state(store):
+    run, _ = store.create_run("etl", "scheduled", T0)
+    with pytest.raises(JobsError, match="use one of success"):
+        store.finish_run(run.id, "running")
+    with pytest.raises(JobsError, match="did you mean `success`"):
+        store.finish_run(run.id, "sucess")
+
+
+def test_sweep_marks_runs_without_heartbeat_crashed_and_retry_requeues_them(store):
+    stale, _ = store.create_run("etl", "scheduled", T0)
+    alive, _ = store.create_run("etl", "scheduled", T0 + timedelta(hours=1))
+    store.claim_run(stale.id, 11, now=T0)
+    store.claim_run(alive.id, 12, now=T0)
+    assert store.heartbeat(alive.id, pid=12, now=T0 + timedelta(seconds=25))
+    assert not store.heartbeat(alive.id, pid=99, now=T0 + timedelta(seconds=25))  # not its run
+    crashed = store.mark_stale_crashed(30, now=T0 + timedelta(seconds=31))
+    assert [r.id for r in crashed] == [stale.id]
+    assert crashed[0].state == "crashed" and "no heartbeat for 30 s" in crashed[0].error
+    assert store.get_run(alive.id).state == "running"
+    # a retry reopens it, waiting for its retry delay; attempts are kept
+    later = T0 + timedelta(seconds=90)
+    assert store.requeue_run(stale.id, not_before=later, now=T0 + timedelta(seconds=31))
+    assert store.queued_runs(now=T0 + timedelta(seconds=60)) == []
+    assert not store.claim_run(stale.id, 13, now=T0 + timedelta(seconds=60))
+    assert [r.id for r in store.queued_runs(now=later)] == [stale.id]
+    assert store.claim_run(stale.id, 13, now=later)
+    assert store.get_run(stale.id).attempts == 2
+
+
+def test_missed_ticks_and_last_tick(store):
+    assert store.last_tick("etl") is None
+    store.record_missed("etl", T0, "scheduler was down; catch-up is off")
+    store.create_run("etl", "scheduled", T0 + timedelta(days=1))
+    store.create_run("etl", "manual", T0 + timedelta(days=5))  # manual runs are not ticks
+    assert store.last_tick("etl") == T0 + timedelta(days=1)
+    missed = store.list_runs("etl", states="missed")
+    assert [(r.logical_date, r.reason) for r in missed] == [
+        (T0, "scheduler was down; catch-up is off")
+    ]
+    assert not store.claim_run(missed[0].id, 1)
+
+
+def test_list_runs_filters_and_orders(store):
+    for i in range(5):
+        store.create_run("a", "scheduled", T0 + timedelta(hours=i))
+    store.create_run("b", "backfill", T0)
+    assert [r.logical_date.hour for r in store.list_runs("a", limit=2)] == [5, 4]
+    assert [r.logical_date.hour for r in store.list_runs("a", oldest_first=True, limit=2)] == [1, 2]
+    assert [r.job for r in store.list_runs(run_types="backfill")] == ["b"]
+    assert len(store.list_runs(since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=3))) == 3
+    with pytest.raises(JobsError, match="did you mean `failed`"):
+        store.list_runs(states="faild")
+
+
+def test_jobs_add_pause_resume_remove(store):
+    store.add_job("etl", {"cron": "30 2 * * *", "parameters": {"b": "1", "a": "2"}}, now=T0)
+    with pytest.raises(JobExistsError, match="already exists"):
+        store.add_job("etl", {}, now=T0)
+    assert list(store.get_job("etl").spec["parameters"]) == ["b", "a"]  # order kept
+    store.pause_job("etl", now=T0 + timedelta(hours=1))
+    assert store.get_job("etl").paused
+    assert store.list_jobs(include_paused=False) == []
+    resumed = store.resume_job("etl", now=T0 + timedelta(hours=2))
+    assert not resumed.paused and resumed.resumed_at == T0 + timedelta(hours=2)
+    assert resumed.active_since == T0 + timedelta(hours=2)
+    queued, _ = store.create_run("etl", "scheduled", T0 + timedelta(days=1))
+    assert store.remove_job("etl") == 1
+    assert store.get_run(queued.id).state == "skipped"  # history stays
+    with pytest.raises(UnknownJobError, match="there are no jobs yet"):
+        store.get_job("etl")
+
+
+def test_unknown_job_suggests_a_near_name(store):
+    store.add_job("daily_etl", {})
+    with pytest.raises(UnknownJobError, match="did you mean `daily_etl`"):
+        store.pause_job("daily_et")
+
+
+def test_sensor_files_are_taken_once_per_path_and_content(store):
+    assert not store.sensor_file_seen("ingest", "in/a.csv", "d1")
+    assert store.record_sensor_file("ingest", "in/a.csv", "d1")
+    assert not store.record_sensor_file("ingest", "in/a.csv", "d1")
+    assert store.sensor_file_seen("ingest", "in/a.csv", "d1")
+    assert store.record_sensor_file("ingest", "in/a.csv", "d2")  # changed content
+    assert store.record_sensor_file("other", "in/a.csv", "d1")  # another job
+
+
+def test_settings_round_trip(store):
+    assert store.get_setting("smtp") is None
+    store.set_setting("smtp", {"host": "127.0.0.1", "port": 2525})
+    store.set_setting("smtp", {"host": "127.0.0.1", "port": 2526})
+    assert store.get_setting("smtp") == {"host": "127.0.0.1", "port": 2526}
+    assert store.delete_setting("smtp") and store.get_setting("smtp", "none") == "none"
+
+
+def test_naive_times_are_refused(store):
+    with pytest.raises(JobsError, match="no time zone"):
+        store.create_run("etl", "scheduled", datetime(2024, 1, 1))
+
+
+def test_a_reader_is_not_blocked_by_an_open_write_transaction(store):
+    store.create_run("etl", "scheduled", T0)
+    writer = sqlite3.connect(store.path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE runs SET state = 'running'")
+    try:
+        # WAL: another connection still reads the last committed state at once
+        assert [r.state for r in RunStore(store.path).list_runs()] == ["queued"]
+    finally:
+        writer.execute("ROLLBACK")
