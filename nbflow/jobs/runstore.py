@@ -708,7 +708,8 @@ class RunStore:
         Newest logical date first unless `oldest_first` (then the order the
         scheduler starts queued runs in: oldest logical date, then id).
         """
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if job is not None:
             where.append("job = ?")
             args.append(job)

@@ -288,14 +288,14 @@ class Schedule:
             raise ScheduleError(
                 where + "--timeout must be positive", job=self.name, field="timeout"
             )
-        for key, value in self.parameters.items():
+        for key, text in self.parameters.items():
             if not isinstance(key, str) or not key.isidentifier():
                 raise ScheduleError(
                     where + f"parameter name {key!r} is not a Python identifier",
                     job=self.name,
                     field="parameters",
                 )
-            if not isinstance(value, str):
+            if not isinstance(text, str):
                 raise ScheduleError(
                     where + f"parameter `{key}` must be given as text (as on the command line)",
                     job=self.name,
