@@ -13,6 +13,7 @@ Runs alternate (papermill, nbflow, papermill, ...) after one warm-up of each,
 so drift on the machine hits both sides alike. Kernel start and shutdown
 dominate both (~95%) and occasionally take seconds longer (a graceful
 shutdown waiting out its grace period), so the figure compares medians.
+Last, the time until a kernel killed with SIGKILL is reported ("kernel died").
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ def main() -> None:
             pm_times.append(bare(i))
             nf_times.append(ours(i))
 
+        # How long until a SIGKILLed kernel is reported (nbclient polls liveness each second).
+        killed = HERE.parent / "tests" / "fixtures" / "notebooks" / "kills_own_kernel.ipynb"
+        start = time.perf_counter()
+        nr = nf.run_notebook(killed, output=work / "killed.ipynb")
+        dead_after = time.perf_counter() - start
+        assert nr.error is not None and nr.error.reason == "kernel died", nr.error
+
     pm_median, nf_median = statistics.median(pm_times), statistics.median(nf_times)
     overhead = nf_median / pm_median - 1
     print(f"trivial notebook, {pairs} runs each (alternating), one kernel per run")
@@ -80,6 +88,10 @@ def main() -> None:
         f"{'met' if overhead <= 0.10 else 'NOT met'}"
     )
     print(f"  overhead (ratio of minimums - 1): {min(nf_times) / min(pm_times) - 1:+.1%}")
+    print(
+        f"kernel SIGKILLed in its second cell: reported as 'kernel died' after {dead_after:.1f} s "
+        f"({dead_after / nf_median:.1f}x a whole trivial run)"
+    )
 
 
 if __name__ == "__main__":
