@@ -99,6 +99,13 @@ def test_unknown_parameter_lists_declared_ones_and_the_near_miss() -> None:
     assert info.value.param == "rowz"
 
 
+def test_parameters_for_a_notebook_without_a_parameters_cell_say_how_to_declare_them() -> None:
+    with pytest.raises(
+        UnknownParameterError, match="has no cell tagged `parameters`: tag the cell"
+    ):
+        check_parameters({"day": "2024-01-01"}, {}, "plain.ipynb")
+
+
 @pytest.mark.parametrize(
     ("name", "value", "ok"),
     [
