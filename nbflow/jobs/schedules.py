@@ -15,10 +15,10 @@ each wall time is then mapped to UTC with zoneinfo and PEP 495's `fold`:
 a wall time that exists once maps to its instant; one inside a spring-forward
 gap maps to the end of the gap (fixed-time jobs) or is dropped (frequent
 jobs, whose other times cover every real hour); one that happens twice maps
-to its first instant (fixed-time jobs) or to both (frequent jobs). A window of
-wall time one day wider than asked on each side is walked and the instants
-sorted and de-duplicated, so the result is in UTC order even where folds
-interleave. Intervals (`--every`) are plain UTC durations anchored at `start`
+to its first instant (fixed-time jobs) or to both (frequent jobs). The wall-time
+window walked is widened by the zone's offset changes near its ends, and the
+instants are sorted and de-duplicated, so the result is in UTC order even
+where folds interleave. Intervals (`--every`) are plain UTC durations anchored at `start`
 (or at the Unix epoch, so `--every 15m` ticks on the quarter hour) and never
 see DST.
 
@@ -73,10 +73,8 @@ Time rules
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|w|week)s?\s*$", re.I)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# How far outside a requested range we walk wall time, and how far we look
-# ahead for the next tick before giving up (a cron like "0 0 29 2 *" ticks
-# once in four years, "0 0 31 2 *" never).
-_WINDOW_MARGIN = timedelta(days=1)
+# How far we look for the next tick before giving up (a cron like "0 0 29 2 *"
+# ticks once in four years, "0 0 31 2 *" never).
 _LOOKAHEAD = timedelta(days=366 * 9)
 
 
@@ -191,6 +189,24 @@ def _wall_instants(wall: datetime, zone: ZoneInfo, *, fixed_time: bool) -> list[
     if first == second or fixed_time:
         return [first]
     return [first, second]  # happens twice (fall-back): both are real
+
+
+def _wall_window(after: datetime, until: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The wall-time range to walk so that every instant in (after, until] is reached.
+
+    An instant u has wall time u + offset(u). Offsets near the ends of the range
+    can differ from the ends' own (a DST change within a day), so the lowest
+    offset of `after` and a day later opens the window, and the highest of
+    `until` and a day earlier closes it; a minute's slack covers rounding.
+    """
+    day, slack = timedelta(days=1), timedelta(minutes=1)
+
+    def offset(moment: datetime) -> timedelta:
+        return moment.astimezone(zone).utcoffset() or timedelta(0)
+
+    lo = after + min(offset(after), offset(after + day)) - slack
+    hi = until + max(offset(until), offset(until - day)) + slack
+    return lo.replace(tzinfo=None), hi.replace(tzinfo=None)
 
 
 def _transition_between(lo: datetime, hi: datetime, zone: ZoneInfo) -> datetime:
@@ -390,8 +406,7 @@ class Schedule:
             return []
         zone = self.zone
         fixed_time = not self.frequent
-        lo = after.astimezone(zone).replace(tzinfo=None) - _WINDOW_MARGIN
-        hi = until.astimezone(zone).replace(tzinfo=None) + _WINDOW_MARGIN
+        lo, hi = _wall_window(after, until, zone)
         found: set[datetime] = set()
         walker = croniter(self.cron, lo)
         while True:
@@ -416,7 +431,7 @@ class Schedule:
         """The next `count` ticks strictly after `after` (fewer if the schedule ends)."""
         after = after.astimezone(UTC)
         ticks: list[datetime] = []
-        span = timedelta(days=2)
+        span = timedelta(hours=1)
         horizon = after + _LOOKAHEAD
         cursor = after
         while len(ticks) < count and cursor < horizon:
@@ -432,7 +447,7 @@ class Schedule:
         """The latest tick strictly before `before`, ignoring start/end (the start of the
         data interval of the tick at `before`); None if there is none within nine years."""
         before = before.astimezone(UTC)
-        span = timedelta(days=2)
+        span = timedelta(hours=1)
         while span <= _LOOKAHEAD:
             ticks = self._raw_ticks(before - span, before - timedelta(microseconds=1))
             if ticks:

@@ -277,3 +277,34 @@ def test_run_parameters_render_templates_and_parse_declared_types(tmp_path):
     )
     values = schedule.run_parameters(utc(2024, 3, 31, 1, 0), overrides={"rows": "9"})
     assert values == {"day": date(2024, 3, 31), "title": "report 20240331", "rows": 9}
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York"])
+def test_a_whole_year_hourly_runs_every_utc_hour_exactly_once(tz):
+    hourly = job("0 * * * *", tz=tz).ticks_between(utc(2024, 1, 1), utc(2025, 1, 1))
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(hourly))
+    assert len(hourly) == 366 * 24
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+def test_a_whole_year_daily_runs_once_per_local_day(tz):
+    # Lord Howe shifts by 30 minutes: the rules do not assume whole-hour changes.
+    for cron in ("30 2 * * *", "0 2 * * *", "45 1 * * *"):
+        daily = job(cron, tz=tz).ticks_between(utc(2024, 1, 1), utc(2025, 1, 1))
+        days = [t.astimezone(ZoneInfo(tz)).date() for t in daily]
+        assert days == sorted(set(days)) and len(days) in (365, 366), cron
+
+
+@pytest.mark.parametrize(
+    ("tz", "day"), [("Europe/Berlin", BERLIN_FALL), ("America/New_York", NY_SPRING)]
+)
+def test_any_sub_range_agrees_with_the_whole(tz, day):
+    schedule = job("*/15 * * * *", tz=tz)
+    start = datetime.combine(day, time(), ZoneInfo(tz)).astimezone(UTC) - timedelta(hours=6)
+    whole = schedule.ticks_between(start, start + timedelta(hours=36))
+    for offset_min in range(0, 34 * 60, 37):
+        a = start + timedelta(minutes=offset_min)
+        b = a + timedelta(minutes=95)
+        assert schedule.ticks_between(a, b) == [t for t in whole if a < t <= b]
+    assert schedule.next_ticks(start, 3) == whole[:3]
+    assert schedule.previous_tick(whole[50]) == whole[49]
