@@ -29,7 +29,7 @@ A job is *frequent* when its cron hour field is `*` or has a step (`*/2`,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -44,6 +44,7 @@ __all__ = [
     "TIME_RULES",
     "Schedule",
     "ScheduleError",
+    "iter_ticks",
     "parse_every",
     "parse_when",
 ]
@@ -343,7 +344,7 @@ class Schedule:
             data_interval_start=self.previous_tick(sample_tick),
             data_interval_end=sample_tick,
         )
-        rendered = render_parameters(self.parameters, context)
+        rendered = render_parameters(self.parameters, context, defaults=_defaults(declared))
         values = {}
         for name, text in self.parameters.items():
             # A template's type is only known per run; its name is still checked.
@@ -483,8 +484,10 @@ class Schedule:
             data_interval_end=logical_date,
         )
         context.update(extra_context or {})
-        rendered = render_parameters({**self.parameters, **(overrides or {})}, context)
         declared = notebook_parameters(self.notebook) if Path(self.notebook).is_file() else {}
+        rendered = render_parameters(
+            {**self.parameters, **(overrides or {})}, context, defaults=_defaults(declared)
+        )
         return {name: parse_cli_value(text, declared.get(name)) for name, text in rendered.items()}
 
     # -- storage
@@ -521,9 +524,11 @@ class Schedule:
         }
 
 
-def alert_specs(values: Sequence[str] | None) -> tuple[str, ...]:
-    """Alert targets as given (URL, shell command, `module:function`, `mailto:`); kept verbatim."""
-    return tuple(v for v in (values or ()) if v.strip())
+def _defaults(declared: Mapping[str, Any]) -> dict[str, Any]:
+    """The notebook's literal defaults, for `params.X` in templates."""
+    from nbflow.jobs.parameters import NOT_A_LITERAL
+
+    return {n: p.default for n, p in declared.items() if p.default is not NOT_A_LITERAL}
 
 
 def iter_ticks(schedule: Schedule, after: datetime) -> Iterator[datetime]:

@@ -14,7 +14,8 @@ Policy:
       logical_date         the run's tick, ISO 8601 in UTC
       data_interval_start  the previous tick (ISO, UTC): the data this run covers
       data_interval_end    this run's tick (ISO, UTC)
-      params.X             the job's parameter X (itself rendered if templated)
+      params.X             the job's parameter X (itself rendered if templated),
+                           else the notebook's declared default for X
 
   The three times are datetimes that print as ISO text, so
   `{{ logical_date.strftime("%H") }}` works as well.
@@ -199,7 +200,16 @@ def render_value(
     return _render_one(name, value, context, _Params(params or {name: value}, context))
 
 
-def render_parameters(parameters: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    """Every value of `parameters` rendered; templates become text, the rest is unchanged."""
-    params = _Params(parameters, context)
+def render_parameters(
+    parameters: Mapping[str, Any],
+    context: Mapping[str, Any],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every value of `parameters` rendered; templates become text, the rest is unchanged.
+
+    `defaults` (the notebook's declared defaults) are visible as `params.X`
+    when the job does not set X, but are not rendered into the result.
+    """
+    params = _Params({**(defaults or {}), **parameters}, context)
     return {name: params[name] for name in parameters}

@@ -11,8 +11,10 @@ import pytest
 
 from nbflow.core.errors import JobsError, ParameterError
 from nbflow.jobs.schedules import (
+    TIME_RULES,
     Schedule,
     ScheduleError,
+    iter_ticks,
     parse_every,
     parse_when,
 )
@@ -277,6 +279,29 @@ def test_run_parameters_render_templates_and_parse_declared_types(tmp_path):
     )
     values = schedule.run_parameters(utc(2024, 3, 31, 1, 0), overrides={"rows": "9"})
     assert values == {"day": date(2024, 3, 31), "title": "report 20240331", "rows": 9}
+
+
+def test_params_in_templates_fall_back_to_the_notebook_defaults(tmp_path):
+    nb = tmp_path / "typed_parameters.ipynb"
+    nb.write_bytes((FIXTURES / "typed_parameters.ipynb").read_bytes())
+    # `rows` is not set by the job: params.rows is the notebook's default, 10
+    schedule = Schedule(
+        "j", str(nb), cron="0 2 * * *", parameters={"title": "top {{ params.rows }}"}
+    )
+    schedule.check_notebook()
+    assert schedule.run_parameters(utc(2024, 1, 1, 2)) == {"title": "top 10"}
+
+
+def test_iter_ticks_is_lazy_and_stops_at_end():
+    ticks = iter_ticks(job("0 0 * * *", end=utc(2024, 1, 3)), utc(2023, 12, 30, 12))
+    assert list(ticks) == [utc(2023, 12, 31), utc(2024, 1, 1), utc(2024, 1, 2), utc(2024, 1, 3)]
+    endless = iter_ticks(job("* * * * *"), utc(2024, 1, 1))
+    assert [next(endless) for _ in range(200)][-1] == utc(2024, 1, 1, 3, 20)
+
+
+def test_the_scheduling_page_states_the_time_rules_verbatim():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "scheduling.md").read_text()
+    assert TIME_RULES in page
 
 
 @pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York"])
