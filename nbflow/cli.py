@@ -237,7 +237,8 @@ def schedule_add(
         on_failure=on_failure,
         on_success=on_success,
         on_retry=on_retry,
-        when_file=when_file,
+        # Relative paths are relative to where `add` ran, not to the daemon's cwd.
+        when_file=str(Path(when_file).absolute()) if when_file else None,
     )
     job.check_notebook(now=now)
     _runstore().add_job(name, job.to_dict(), now=now)

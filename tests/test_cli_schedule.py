@@ -171,3 +171,12 @@ def test_the_installed_command_exits_2_on_bad_input(notebook):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("nbflow: error: unknown time zone `Mars/Olympus`")
     assert stored_jobs() == []
+
+
+def test_file_sensor_job_stores_an_absolute_pattern_and_has_no_clock_ticks(notebook):
+    result = nbflow("schedule", "add", "ingest", "report.ipynb", "--when-file", "data/in/*.csv")
+    assert result.exit_code == 0, result.output
+    job = RunStore().get_job("ingest").schedule
+    assert job.when_file == str(Path.cwd() / "data" / "in" / "*.csv")
+    assert job.kind == "file sensor" and job.next_ticks(datetime.now(UTC), 5) == []
+    assert "none (file sensor)" in nbflow("schedule", "show", "ingest").output
