@@ -41,6 +41,7 @@ from croniter import croniter
 from nbflow.core.errors import JobsError, did_you_mean
 
 __all__ = [
+    "CRON_ALIASES",
     "TIME_RULES",
     "Schedule",
     "ScheduleError",
@@ -72,6 +73,15 @@ Time rules
   added or last resumed."""
 
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|w|week)s?\s*$", re.I)
+CRON_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # How far we look for the next tick before giving up (a cron like "0 0 29 2 *"
@@ -250,6 +260,8 @@ class Schedule:
     paused: bool = False
 
     def __post_init__(self) -> None:
+        if self.cron is not None and self.cron.strip().lower() in CRON_ALIASES:
+            object.__setattr__(self, "cron", CRON_ALIASES[self.cron.strip().lower()])
         self.validate()
 
     # -- validation

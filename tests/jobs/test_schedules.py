@@ -247,6 +247,11 @@ def test_invalid_schedules_are_refused_with_the_fix(kwargs, message):
         Schedule("j", "nb.ipynb", **kwargs)
 
 
+def test_cron_aliases_become_five_fields():
+    assert job("@daily").cron == "0 0 * * *"
+    assert job("@hourly").frequent and not job("@weekly").frequent
+
+
 def test_bad_job_name_is_refused():
     with pytest.raises(ScheduleError, match="names a folder"):
         Schedule("../etl", "nb.ipynb", cron="0 2 * * *")
