@@ -642,6 +642,21 @@ class RunStore:
             )
             return cursor.rowcount == 1
 
+    def release_run(self, run_id: int, *, pid: int | None = None) -> bool:
+        """Hand a running run back to the queue (a scheduler stopping on SIGTERM before its
+        notebook finished): `queued` again, and the attempt it had taken is given back.
+        Only from `running` (and only `pid`'s claim when given)."""
+        sql = (
+            "UPDATE runs SET state = 'queued', pid = NULL, heartbeat = NULL, started_at = NULL, "
+            "attempts = MAX(attempts - 1, 0) WHERE id = ? AND state = 'running'"
+        )
+        args: tuple[Any, ...] = (run_id,)
+        if pid is not None:
+            sql += " AND pid = ?"
+            args += (pid,)
+        with self._write() as db:
+            return db.execute(sql, args).rowcount == 1
+
     def mark_stale_crashed(
         self, older_than: float, *, now: datetime | None = None
     ) -> list[RunRecord]:
@@ -760,13 +775,19 @@ class RunStore:
 
     def count_running(self, job: str | None = None) -> int:
         """How many runs are `running` (of `job`, or of all jobs: the global limit)."""
-        if job is None:
-            row = self._read().execute("SELECT COUNT(*) FROM runs WHERE state = 'running'")
-        else:
-            row = self._read().execute(
-                "SELECT COUNT(*) FROM runs WHERE state = 'running' AND job = ?", (job,)
-            )
-        return int(row.fetchone()[0])
+        return self.count_runs(job, states=("running",))
+
+    def count_runs(self, job: str | None = None, *, states: Iterable[str] = ACTIVE_STATES) -> int:
+        """How many runs (of `job`, or of all jobs) are in `states` (default: queued, running)."""
+        chosen = tuple(states)
+        for state in chosen:
+            _check_state(state)
+        sql = f"SELECT COUNT(*) FROM runs WHERE state IN ({','.join('?' * len(chosen))})"
+        args: list[Any] = list(chosen)
+        if job is not None:
+            sql += " AND job = ?"
+            args.append(job)
+        return int(self._read().execute(sql, args).fetchone()[0])
 
     def last_tick(self, job: str) -> datetime | None:
         """The latest logical date of a `scheduled` run of `job` in any state (missed too):

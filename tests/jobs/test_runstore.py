@@ -165,6 +165,20 @@ def test_sweep_marks_runs_without_heartbeat_crashed_and_retry_requeues_them(stor
     assert store.get_run(stale.id).attempts == 2
 
 
+def test_release_hands_a_running_run_back_without_using_an_attempt(store):
+    run, _ = store.create_run("etl", "scheduled", T0)
+    store.claim_run(run.id, 7, now=T0)
+    assert store.count_runs("etl") == 1 and store.count_running() == 1
+    assert not store.release_run(run.id, pid=8)  # not its claim
+    assert store.release_run(run.id, pid=7)
+    back = store.get_run(run.id)
+    assert (back.state, back.attempts, back.pid, back.started_at) == ("queued", 0, None, None)
+    assert store.count_running() == 0 and store.count_runs(states=["queued"]) == 1
+    store.claim_run(run.id, 9)
+    store.finish_run(run.id, "success")
+    assert not store.release_run(run.id)  # terminal states are final
+
+
 def test_missed_ticks_and_last_tick(store):
     assert store.last_tick("etl") is None
     store.record_missed("etl", T0, "scheduler was down; catch-up is off")
