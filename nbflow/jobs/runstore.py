@@ -43,6 +43,29 @@ Tables:
 Run states: `queued`, `running` (active); `success`, `failed`, `crashed`,
 `timed_out`, `missed`, `skipped` (terminal). Run types: `scheduled`, `manual`,
 `backfill`, `sensor`.
+
+API at a glance (`store = RunStore()`; every `now=` is an aware datetime):
+
+    jobs      add_job(name, spec) · get_job(name) / find_job(name) · job_names()
+              list_jobs(include_paused=) · update_job(name, spec)
+              pause_job(name) · resume_job(name)  (sets resumed_at) · remove_job(name)
+              JobRecord: .spec (dict) .schedule (Schedule) .paused .active_since
+    runs      create_run(job, run_type, logical_date, parameters=, state=, reason=)
+                  -> (RunRecord, created)            idempotent per identity
+              record_missed(job, logical_date, reason)
+              claim_run(id, pid) -> bool             queued -> running, attempts + 1
+              heartbeat(id, pid=) -> bool            False: stop, it is not yours
+              set_output_path(id, path)
+              finish_run(id, state, error=, reason=, output_path=) -> bool
+              release_run(id, pid=) -> bool          running -> queued (SIGTERM hand-back)
+              requeue_run(id, from_states=, not_before=) -> bool   retry / reprocess
+              mark_stale_crashed(older_than_seconds) -> [RunRecord]   the sweep
+              get_run(id) · find_run(job, run_type, logical_date)
+              list_runs(job, states=, run_types=, since=, until=, limit=, oldest_first=)
+              queued_runs(job, now=, limit=)         claimable, oldest logical date first
+              count_runs(job, states=) · count_running(job) · last_tick(job)
+    sensor    sensor_file_seen(job, path, digest) · record_sensor_file(...) -> bool
+    settings  get_setting(key, default) · set_setting(key, value) · delete_setting(key)
 """
 
 from __future__ import annotations
