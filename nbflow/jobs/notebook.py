@@ -341,7 +341,7 @@ class _RunControl:
     total: int
     done: int = 0
     current: int | None = None
-    stop: BaseException | None = None
+    """Index of the cell running (None: the kernel is still starting)."""
 
     def cell_timeout(self, cell: Any) -> float | None:
         if self.deadline is None:
@@ -384,7 +384,6 @@ class _Client(PapermillNotebookClient):
                 self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
                 break
             except (CellTimeoutError, DeadKernelError) as ex:
-                control.stop = ex
                 self.shutdown_kernel = "immediate"
                 self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
                 raise
