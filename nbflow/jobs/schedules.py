@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from nbflow.core.errors import JobsError, did_you_mean
 
@@ -178,6 +178,14 @@ def _check_cron(expr: str) -> None:
             "(minute hour day-of-month month day-of-week), without seconds",
             field="cron",
         )
+    try:
+        croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ScheduleError(
+            f"--cron {expr!r} never matches a real date (e.g. 31 February); fix the "
+            "day-of-month or month field",
+            field="cron",
+        ) from None
 
 
 def _local_to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
@@ -423,7 +431,10 @@ class Schedule:
         found: set[datetime] = set()
         walker = croniter(self.cron, lo)
         while True:
-            wall = walker.get_next(datetime)
+            try:
+                wall = walker.get_next(datetime)
+            except CroniterBadDateError:
+                break  # croniter found no further date: the schedule has no more ticks
             if wall > hi:
                 break
             for instant in _wall_instants(wall, zone, fixed_time=fixed_time):

@@ -235,6 +235,7 @@ def test_round_trip_through_dict():
         ({"cron": "61 * * * *"}, "not a valid cron expression"),
         ({"cron": "0 0 2 * * *"}, "nbflow takes five"),
         ({"cron": "0 2 * *"}, "nbflow takes five"),
+        ({"cron": "0 0 31 2 *"}, "never matches a real date"),
         ({"cron": "0 2 * * *", "tz": "Europe/Berln"}, "did you mean `Europe/Berlin`"),
         ({"cron": "0 2 * * *", "every": 60.0}, "not both"),
         ({}, "say when it runs"),
