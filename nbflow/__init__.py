@@ -33,6 +33,7 @@ from nbflow.core.errors import (
     UnknownDependencyError,
     UnknownTaskError,
     UnpicklableResult,
+    UnpicklableTask,
     WorkerDied,
 )
 from nbflow.core.events import LoggingListener, ProgressListener
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CycleError",
+    "DaskExecutor",
     "IntegrityError",
     "JobsError",
     "LoggingListener",
@@ -53,6 +55,7 @@ __all__ = [
     "ParameterError",
     "Pipeline",
     "PipelineError",
+    "ProcessExecutor",
     "ProgressListener",
     "RunFailed",
     "RunResult",
@@ -60,9 +63,11 @@ __all__ = [
     "TaskError",
     "TaskStatus",
     "TaskTimeout",
+    "ThreadExecutor",
     "UnknownDependencyError",
     "UnknownTaskError",
     "UnpicklableResult",
+    "UnpicklableTask",
     "WorkerDied",
     "__version__",
     "clear_cache",
@@ -114,6 +119,9 @@ _LAZY = {
     "notebook_parameters": "nbflow.jobs.parameters",
     "record": "nbflow.jobs.record",
     "notebook_task": "nbflow.jobs.notebook_task",
+    "ThreadExecutor": "nbflow.core.parallel",
+    "ProcessExecutor": "nbflow.core.parallel",
+    "DaskExecutor": "nbflow.core.dask",
     "load_ipython_extension": "nbflow.jupyter.extension",
     "unload_ipython_extension": "nbflow.jupyter.extension",
 }
@@ -131,6 +139,8 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from nbflow.core.dask import DaskExecutor
+    from nbflow.core.parallel import ProcessExecutor, ThreadExecutor
     from nbflow.jobs.notebook import run_notebook
     from nbflow.jobs.notebook_task import notebook_task
     from nbflow.jobs.parameters import notebook_parameters

@@ -177,6 +177,14 @@ def register_executor(name: str, factory: ExecutorFactory) -> None:
     _FACTORIES[name] = factory
 
 
+def check_executor(executor: Any) -> None:
+    """Raise the error `resolve_executor` would, without starting anything (a cached run starts no worker)."""
+    if isinstance(executor, str) and executor not in _FACTORIES:
+        _load_builtin_executors()
+        if executor not in _FACTORIES:
+            resolve_executor(executor, None)
+
+
 def resolve_executor(executor: Any, max_workers: int | None) -> Executor:
     """Turn `run(executor=...)` into an executor instance (a name, an instance, or a Dask client)."""
     if executor is None:
@@ -196,7 +204,7 @@ def resolve_executor(executor: Any, max_workers: int | None) -> Executor:
         return factory(max_workers)
     if type(executor).__module__.startswith("distributed") and type(executor).__name__ == "Client":
         _load_builtin_executors()
-        return _FACTORIES["dask-client"](executor)
+        return _FACTORIES["dask-client"](executor, max_workers)
     if isinstance(executor, Executor):
         return executor
     raise NbflowError(

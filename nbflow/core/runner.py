@@ -31,8 +31,14 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nbflow.core import events as ev
-from nbflow.core.errors import IntegrityError, NbflowWarning, RunFailed, UnpicklableResult
-from nbflow.core.executors import Job, Outcome, execute_job, resolve_executor
+from nbflow.core.errors import (
+    IntegrityError,
+    NbflowWarning,
+    RunFailed,
+    UnpicklableResult,
+    UnpicklableTask,
+)
+from nbflow.core.executors import Job, Outcome, check_executor, execute_job, resolve_executor
 from nbflow.core.hashing import Unfingerprintable, digest_value
 from nbflow.core.planner import Decision, Planner
 from nbflow.core.pools import pool_slots
@@ -46,7 +52,8 @@ if TYPE_CHECKING:
     from nbflow.core.pipeline import Pipeline
 
 _FLUSH_INTERVAL = 0.25
-_NOT_RETRIED = (UnpicklableResult,)
+# Retrying cannot help these: the same value or job will not pickle next time either.
+_NOT_RETRIED = (UnpicklableResult, UnpicklableTask)
 
 
 class Runner:
@@ -78,6 +85,8 @@ class Runner:
         self.planner = Planner(
             self.name, pipeline.tasks, self.graph, self.store, params or {}, force
         )
+        # A misspelt executor fails now, not after the first stale task is planned.
+        check_executor(executor)
         self.executor_spec, self.max_workers = executor, max_workers
         self.bus = ev.EventBus([*pipeline._listeners, *listeners])
         self.result = RunResult(self.name, self.run_id)
