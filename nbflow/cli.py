@@ -150,6 +150,16 @@ def run_command(
         )
         sys.exit(1)
     click.echo(f"ok: {notebook} ran in {nr.duration:.1f} s; output: {nr.output_path}")
+    for name, value in nr.outputs.items():
+        click.echo(f"  {name}: {_short_repr(value)}")
+
+
+def _short_repr(value: object, limit: int = 100) -> str:
+    """One line for a recorded output: tables by shape, everything else by repr."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "columns"):
+        return f"{type(value).__name__} {' x '.join(map(str, shape))}"
+    return _one_line(repr(value), limit)
 
 
 # --- schedule / scheduler / trigger / backfill / runs (jobs: scheduling) -----

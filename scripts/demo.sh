@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The README's demo (`make demo`, after scripts/setup.sh): the example pipeline
+# notebook run twice (the second run is served from the cache), then the daily
+# ETL notebook scheduled as a job and backfilled over three days.
+# State goes to ./.nbflow-demo (or $NBFLOW_HOME), started fresh each time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export NBFLOW_HOME="${NBFLOW_HOME:-$PWD/.nbflow-demo}"
+rm -rf "$NBFLOW_HOME"
+nbflow() { .venv/bin/nbflow "$@"; }
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "1. The example pipeline notebook: extract -> clean -> enrich -> load, an edit, a rerun"
+nbflow run notebooks/quickstart.ipynb -o "$NBFLOW_HOME/quickstart-first.ipynb"
+
+step "2. The same notebook again: every step is loaded from the shared cache"
+nbflow run notebooks/quickstart.ipynb -o "$NBFLOW_HOME/quickstart-again.ipynb"
+
+step "3. Schedule the daily ETL notebook at 02:00 Berlin time, the logical date as its parameter"
+nbflow schedule add demo-etl notebooks/daily_etl.ipynb --cron "0 2 * * *" --tz Europe/Berlin \
+    -p date "{{ ds }}" --retries 2 --retry-delay 30 --timeout 600
+nbflow schedule show demo-etl
+
+step "4. Backfill three days (one run per tick, in the foreground)"
+nbflow backfill demo-etl --start 2024-01-01 --end 2024-01-03
+
+step "5. Backfill again: ticks that already succeeded are skipped"
+nbflow backfill demo-etl --start 2024-01-01 --end 2024-01-03
+
+step "6. Run history"
+nbflow runs demo-etl
+
+printf '\nOutput notebooks are under %s/runs; open them in Jupyter to read each run.\n' "$NBFLOW_HOME"
