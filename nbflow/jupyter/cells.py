@@ -1,0 +1,273 @@
+"""Turn the body of a `%%task` cell into a task function.
+
+A task cell is ordinary notebook code. What it *defines* at top level
+(assignments, augmented assignments, `for`/`with` targets, imports, `def` and
+`class`, also inside top-level `if`/`try`/`for`/`while`/`with` blocks) are its
+outputs; the names it reads fall into three groups, decided when the cell is
+linked into its pipeline:
+
+- outputs of another task cell → inputs (a dependency on that cell's task);
+- ordinary notebook globals (`threshold = 0.5` in a plain cell) → read from
+  the notebook namespace and fingerprinted by value, so editing them
+  invalidates the cell;
+- anything else (not a builtin) → a run parameter.
+
+The cell becomes a generated function whose source is registered with
+`linecache`, so the fingerprinter reads it like any notebook function: the
+cell's normalized syntax tree counts, comments and formatting do not.
+The function copies its inputs before the body runs (a cell that mutates an
+upstream output in place never changes the upstream value) and returns a
+dict of its outputs; imported modules travel as a reference, not a pickle.
+Names starting with `_` are private to the cell and never outputs.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import itertools
+import linecache
+import textwrap
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nbflow.core.errors import NbflowError
+
+_BUILTINS = frozenset(dir(builtins))
+_counter = itertools.count()
+MODULE_MARK = "__nbflow_module__"
+
+
+class CellError(NbflowError):
+    """A `%%task` cell that cannot become a task (syntax, names defined twice, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CellAnalysis:
+    """What a cell defines and reads at top level, in order of first appearance."""
+
+    outputs: tuple[str, ...]
+    reads: tuple[str, ...]
+    """Free names: read somewhere in the cell and not defined by it, builtins excluded."""
+    rebinds: tuple[str, ...]
+    """Names the cell both reads before defining and defines (e.g. `df = df.dropna()`)."""
+
+
+def analyze(source: str) -> CellAnalysis:
+    """Parse a cell body and name its outputs and free reads (raises CellError on bad syntax)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise CellError(f"the cell does not parse: {exc.msg} (line {exc.lineno})") from exc
+    outputs: dict[str, None] = {}
+    for stmt in tree.body:
+        _defined_by(stmt, outputs)
+    outputs_t = tuple(n for n in outputs if not n.startswith("_"))
+    reads = _free_reads(source, tree)
+    defined = set(outputs)
+    return CellAnalysis(
+        outputs=outputs_t,
+        reads=tuple(n for n in reads if n not in defined or n in _read_before_defined(tree)),
+        rebinds=tuple(n for n in _read_before_defined(tree) if n in defined),
+    )
+
+
+def _targets(node: ast.AST, out: dict[str, None]) -> None:
+    if isinstance(node, ast.Name):
+        out[node.id] = None
+    elif isinstance(node, ast.Tuple | ast.List):
+        for elt in node.elts:
+            _targets(elt, out)
+    elif isinstance(node, ast.Starred):
+        _targets(node.value, out)
+
+
+def _defined_by(stmt: ast.stmt, out: dict[str, None]) -> None:
+    match stmt:
+        case ast.Assign(targets=targets):
+            for t in targets:
+                _targets(t, out)
+        case ast.AnnAssign(target=target, value=value) if value is not None:
+            _targets(target, out)
+        case ast.AugAssign(target=target):
+            _targets(target, out)
+        case ast.Import(names=names) | ast.ImportFrom(names=names):
+            for alias in names:
+                if alias.name == "*":
+                    raise CellError(
+                        "`from ... import *` hides what a task cell defines; import names"
+                    )
+                out[(alias.asname or alias.name).partition(".")[0]] = None
+        case ast.FunctionDef(name=name) | ast.AsyncFunctionDef(name=name) | ast.ClassDef(name=name):
+            out[name] = None
+        case ast.Global() | ast.Nonlocal():
+            raise CellError("`global` statements are not allowed in a task cell: define the name")
+        case ast.For(target=target) | ast.AsyncFor(target=target):
+            _targets(target, out)
+            for s in [*stmt.body, *stmt.orelse]:
+                _defined_by(s, out)
+        case ast.With(items=items) | ast.AsyncWith(items=items):
+            for item in items:
+                if item.optional_vars is not None:
+                    _targets(item.optional_vars, out)
+            for s in stmt.body:
+                _defined_by(s, out)
+        case ast.If() | ast.While():
+            for s in [*stmt.body, *stmt.orelse]:
+                _defined_by(s, out)
+        case ast.Try():
+            for s in stmt.body:
+                _defined_by(s, out)
+            for handler in stmt.handlers:
+                if handler.name:
+                    out[handler.name] = None
+                for s in handler.body:
+                    _defined_by(s, out)
+            for s in [*stmt.orelse, *stmt.finalbody]:
+                _defined_by(s, out)
+        case ast.Expr(value=value):
+            _walrus(value, out)
+        case _:
+            pass
+    # Walrus targets in conditions and assignments also bind at top level.
+    if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Expr):
+        for node in ast.iter_child_nodes(stmt):
+            if isinstance(node, ast.expr):
+                _walrus(node, out)
+
+
+def _walrus(expr: ast.expr, out: dict[str, None]) -> None:
+    for node in ast.walk(expr):
+        if isinstance(node, ast.NamedExpr):
+            _targets(node.target, out)
+
+
+def _free_reads(source: str, tree: ast.Module) -> list[str]:
+    """Names the cell reads as globals once its top-level names are locals of a function.
+
+    Compiling the body as a function lets Python's own scoping rules decide
+    (comprehensions, nested functions, class bodies), not a hand-written guess.
+    """
+    body = textwrap.indent(source, "    ") if source.strip() else "    pass"
+    code = compile(f"def __cell__():\n{body}\n    pass\n", "<cell>", "exec")
+    fn_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
+    names: dict[str, None] = {}
+    _global_loads(fn_code, names)
+    # Keep source order: the order names first appear in the cell.
+    order: dict[str, tuple[int, int]] = {}
+    for n in _names_in(tree):
+        pos = (n.lineno, n.col_offset)
+        if pos < order.get(n.id, (1 << 30, 0)):
+            order[n.id] = pos
+    found = [n for n in names if n not in _BUILTINS or n in _assigned_anywhere(tree)]
+    return sorted(found, key=lambda n: order.get(n, (1 << 30, 0)))
+
+
+def _names_in(tree: ast.AST) -> list[ast.Name]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Name)]
+
+
+def _assigned_anywhere(tree: ast.AST) -> set[str]:
+    return {n.id for n in _names_in(tree) if isinstance(n.ctx, ast.Store)}
+
+
+def _global_loads(code: types.CodeType, out: dict[str, None]) -> None:
+    import dis
+
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            out[ins.argval] = None
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _global_loads(const, out)
+
+
+def _read_before_defined(tree: ast.Module) -> set[str]:
+    """Top-level names loaded by a statement before any earlier statement defined them."""
+    defined: dict[str, None] = {}
+    early: set[str] = set()
+    for stmt in tree.body:
+        loads = {
+            n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+        }
+        if isinstance(stmt, ast.AugAssign):
+            _targets(stmt.target, {})
+            if isinstance(stmt.target, ast.Name):
+                loads.add(stmt.target.id)
+        if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            early |= {n for n in loads if n not in defined}
+        _defined_by(stmt, defined)
+    return early
+
+
+# --- the generated task function ---------------------------------------------
+
+
+def make_cell_function(
+    task_name: str,
+    source: str,
+    outputs: tuple[str, ...],
+    inputs: Mapping[str, str],
+    params: tuple[str, ...],
+    namespace: dict[str, Any],
+) -> types.FunctionType:
+    """Build `def cell(<upstream tasks>, <run parameters>)` returning `{output: value}`.
+
+    `inputs` maps each name the cell reads to the task cell that defines it.
+    The upstream task values (dicts of outputs) arrive as parameters named
+    `__in_<task>`; the prologue unpacks and copies the names the cell reads.
+    """
+    upstream = sorted(set(inputs.values()))
+    arg_for = {t: f"__in_{i}" for i, t in enumerate(upstream)}
+    args = [arg_for[t] for t in upstream] + list(params)
+    lines = [f"def __nbflow_cell__({', '.join(args)}):"]
+    lines.append("    def __take(__value):")
+    lines.append(
+        f"        if type(__value) is tuple and len(__value) == 2 and __value[0] == {MODULE_MARK!r}:"
+    )
+    lines.append("            import importlib")
+    lines.append("            return importlib.import_module(__value[1])")
+    lines.append("        import copy")
+    lines.append("        try:")
+    lines.append("            return copy.deepcopy(__value)")
+    lines.append("        except Exception:")
+    lines.append("            return __value")
+    for name in sorted(inputs):
+        lines.append(f"    {name} = __take({arg_for[inputs[name]]}[{name!r}])")
+    body = textwrap.indent(source.rstrip() or "pass", "    ")
+    lines.append(body)
+    lines.append("    __scope = locals()")
+    lines.append("    import types as __types")
+    lines.append("    return {")
+    lines.append("        __k: (")
+    lines.append(f"            ({MODULE_MARK!r}, __scope[__k].__name__)")
+    lines.append("            if isinstance(__scope[__k], __types.ModuleType)")
+    lines.append("            else __scope[__k]")
+    lines.append("        )")
+    lines.append(f"        for __k in {tuple(outputs)!r}")
+    lines.append("        if __k in __scope")
+    lines.append("    }")
+    text = "\n".join(lines) + "\n"
+    filename = f"<nbflow-cell {task_name} #{next(_counter)}>"
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    local: dict[str, Any] = {}
+    exec(compile(text, filename, "exec"), namespace, local)
+    fn = local["__nbflow_cell__"]
+    fn.__name__ = fn.__qualname__ = task_name if task_name.isidentifier() else "cell"
+    # Defined with `namespace` as its globals: notebook globals it reads are
+    # fingerprinted by value, and it pickles by value (it lives in __main__).
+    return fn
+
+
+def unpack_outputs(value: Mapping[str, Any]) -> dict[str, Any]:
+    """The outputs to bind into the notebook namespace (module references re-imported)."""
+    import importlib
+
+    out: dict[str, Any] = {}
+    for name, v in value.items():
+        if type(v) is tuple and len(v) == 2 and v[0] == MODULE_MARK:
+            v = importlib.import_module(v[1])
+        out[name] = v
+    return out

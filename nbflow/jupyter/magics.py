@@ -1,0 +1,349 @@
+"""`%%task` cells and the `%nbflow` line magic.
+
+A `%%task` cell registers its body as a task (see `nbflow.jupyter.cells` for
+what counts as its inputs and outputs), runs it with whatever upstream task
+cells are stale, binds its outputs into the notebook namespace and prints one
+status line. Re-executing an unchanged cell loads its outputs from the cache
+without executing the body.
+
+Cells are linked again before every run: a cell that read a name no task
+cell defined yet (so it looked like a run parameter) picks up the cell that
+defines it once that cell has been executed.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from nbflow.core.errors import NbflowError
+from nbflow.core.pipeline import Pipeline, default_pipeline
+from nbflow.core.result import RunResult
+from nbflow.core.runner import raise_for_failures
+from nbflow.jupyter.cells import (
+    _BUILTINS,
+    CellError,
+    analyze,
+    make_cell_function,
+    unpack_outputs,
+)
+
+_NAMED: dict[str, Pipeline] = {}
+
+
+@dataclass
+class CellTask:
+    """One `%%task` cell as registered: its source, analysis and options."""
+
+    name: str
+    pipeline: Pipeline
+    source: str
+    outputs: tuple[str, ...]
+    reads: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    cell_id: str | None = None
+    signature: tuple[Any, ...] | None = None
+    """What the current task function was generated from (rebuilt when it changes)."""
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.1f} s"
+
+
+def _parse_value(text: str) -> Any:
+    """`-p n=3` gives an int, `-p d=2024-01-01` a string: Python literals, else text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+@magics_class
+class NbflowMagics(Magics):
+    """The magics; one instance per shell holds the task cells and run parameters."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.cells: dict[tuple[int, str], CellTask] = {}
+        self.params: dict[str, Any] = {}
+        self.current_cell_id: str | None = None
+
+    # --- pipelines -------------------------------------------------------------
+
+    def _pipeline(self, name: str | None) -> Pipeline:
+        if not name:
+            return default_pipeline()
+        found = self.shell.user_ns.get(name)
+        if isinstance(found, Pipeline):
+            return found
+        if name not in _NAMED:
+            _NAMED[name] = Pipeline(name)
+        return _NAMED[name]
+
+    def _cells_of(self, pipe: Pipeline) -> dict[str, CellTask]:
+        return {c.name: c for (pid, _), c in self.cells.items() if pid == id(pipe)}
+
+    # --- linking ---------------------------------------------------------------
+
+    def _producers(self, pipe: Pipeline) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for cell in self._cells_of(pipe).values():
+            for name in cell.outputs:
+                out.setdefault(name, cell.name)
+        return out
+
+    def _check_unique(self, pipe: Pipeline, new: CellTask) -> None:
+        for other in self._cells_of(pipe).values():
+            if other.name == new.name:
+                continue
+            both = [n for n in new.outputs if n in other.outputs]
+            if both:
+                raise CellError(
+                    f"`{both[0]}` is defined by task cell `{other.name}` and by task cell "
+                    f"`{new.name}`; a name may be defined by one task cell only. Rename it in "
+                    f"one of them (or `%nbflow remove {other.name}` if that cell is gone)."
+                )
+
+    def _link(self, pipe: Pipeline) -> None:
+        """(Re)build the task function of every cell whose inputs or parameters changed."""
+        producers = self._producers(pipe)
+        ns = self.shell.user_ns
+        for cell in self._cells_of(pipe).values():
+            inputs = {
+                n: producers[n]
+                for n in cell.reads
+                if n in producers and producers[n] != cell.name and n not in cell.outputs
+            }
+            params = tuple(
+                n
+                for n in cell.reads
+                if n not in inputs and n not in ns and n not in _BUILTINS and n not in cell.outputs
+            )
+            signature = (cell.source, tuple(sorted(inputs.items())), params, repr(cell.options))
+            if signature == cell.signature and cell.name in pipe.tasks:
+                continue
+            fn = make_cell_function(cell.name, cell.source, cell.outputs, inputs, params, ns)
+            upstream = sorted(set(inputs.values()))
+            bindings = {f"__in_{i}": t for i, t in enumerate(upstream)}
+            task = pipe.task(fn, name=cell.name, inputs=bindings, **cell.options)
+            task.cell = cell  # type: ignore[attr-defined]
+            cell.signature = signature
+
+    def _bind(self, pipe: Pipeline, result: RunResult, names: list[str]) -> None:
+        cells = self._cells_of(pipe)
+        for name in names:
+            if name in cells and result.states.get(name) in ("done", "cached"):
+                self.shell.user_ns.update(unpack_outputs(result[name]))
+
+    # --- %%task ----------------------------------------------------------------
+
+    @cell_magic
+    def task(self, line: str, cell: str) -> None:
+        """Register this cell as a cached task, run it (and stale upstream cells), bind its outputs.
+
+        %%task [NAME] [--retries N] [--timeout S] [--no-cache] [--pipeline P]
+        """
+        try:
+            args = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%%task: {exc}") from exc
+        name: str | None = None
+        options: dict[str, Any] = {}
+        pipeline_name: str | None = None
+        it = iter(args)
+        for arg in it:
+            if arg == "--no-cache":
+                options["cache"] = False
+            elif arg in ("--retries", "--timeout", "--pipeline", "--retry-delay"):
+                value = next(it, None)
+                if value is None:
+                    raise UsageError(f"%%task: {arg} needs a value")
+                try:
+                    if arg == "--retries":
+                        options["retries"] = int(value)
+                    elif arg == "--timeout":
+                        options["timeout"] = float(value)
+                    elif arg == "--retry-delay":
+                        options["retry_delay"] = float(value)
+                    else:
+                        pipeline_name = value
+                except ValueError as exc:
+                    raise UsageError(f"%%task: {arg} takes a number, not {value!r}") from exc
+            elif arg.startswith("-"):
+                raise UsageError(
+                    f"%%task: unknown option {arg}; usage: %%task [NAME] [--retries N] "
+                    "[--timeout S] [--no-cache] [--pipeline P]"
+                )
+            elif name is None:
+                if not arg.isidentifier():
+                    raise UsageError(f"%%task: the task name {arg!r} must be a Python identifier")
+                name = arg
+            else:
+                raise UsageError(f"%%task: unexpected argument {arg!r}; give one NAME at most")
+        pipe = self._pipeline(pipeline_name)
+        self._register(pipe, cell, name, options)
+
+    def _register(
+        self, pipe: Pipeline, source: str, name: str | None, options: dict[str, Any]
+    ) -> RunResult:
+        started = time.perf_counter()
+        analysis = analyze(source)
+        cell_id = self.current_cell_id
+        by_cell = next(
+            (c for c in self._cells_of(pipe).values() if cell_id and c.cell_id == cell_id), None
+        )
+        if name is None:
+            if by_cell is not None:
+                name = by_cell.name
+            elif analysis.outputs:
+                name = analysis.outputs[0]
+            else:
+                raise CellError(
+                    "this task cell defines no name at top level; give it a name: `%%task NAME`"
+                )
+        if by_cell is not None and by_cell.name != name:
+            # The cell was renamed: the old task goes away.
+            self.cells.pop((id(pipe), by_cell.name), None)
+            if by_cell.name in pipe.tasks:
+                pipe.remove(by_cell.name)
+        new = CellTask(
+            name=name,
+            pipeline=pipe,
+            source=source,
+            outputs=analysis.outputs,
+            reads=analysis.reads,
+            options=options,
+            cell_id=cell_id,
+        )
+        self._check_unique(pipe, new)
+        producers = self._producers(pipe)
+        for n in analysis.rebinds:
+            if n in producers and producers[n] != name:
+                raise CellError(
+                    f"task cell `{name}` changes `{n}`, which task cell `{producers[n]}` defines; "
+                    f"a task cell cannot update another cell's output in place: give the result "
+                    f"a new name (e.g. `{n}_2 = ...`)"
+                )
+        old = self.cells.get((id(pipe), name))
+        if old is not None and old.source == source and old.options == options:
+            new.signature = old.signature
+        self.cells[(id(pipe), name)] = new
+        self._link(pipe)
+        result = pipe.run([name], params=self.params, raise_on_failure=False)
+        self._bind(pipe, result, [*result.executed, name])
+        elapsed = time.perf_counter() - started
+        print(self._status_line(name, result, elapsed))
+        raise_for_failures(result)
+        return result
+
+    @staticmethod
+    def _status_line(name: str, result: RunResult, elapsed: float) -> str:
+        state = result.states.get(name)
+        upstream = [t for t in result.executed if t != name]
+        also = f"; upstream ran first: {', '.join(upstream)}" if upstream else ""
+        if state == "cached":
+            return f"[nbflow] {name}: loaded from cache in {_fmt_seconds(elapsed)}{also}"
+        if state == "done":
+            reason = result.reasons.get(name, "")
+            why = " (first run)" if reason == "never run" else f" (stale because {reason})"
+            return f"[nbflow] {name}: ran in {_fmt_seconds(result.durations.get(name, elapsed))}{why}{also}"
+        reason = result.reasons.get(name, "")
+        return f"[nbflow] {name}: {state}{': ' + reason if reason else ''}"
+
+    # --- %nbflow -----------------------------------------------------------------
+
+    @line_magic
+    def nbflow(self, line: str) -> Any:
+        """%nbflow run [TARGET ...] [-p NAME=VALUE ...] [--force] | status | dag |
+        explain NAME | invalidate NAME | remove NAME | clear   (each takes --pipeline P)"""
+        try:
+            args = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%nbflow: {exc}") from exc
+        pipeline_name = None
+        if "--pipeline" in args:
+            i = args.index("--pipeline")
+            if i + 1 >= len(args):
+                raise UsageError("%nbflow: --pipeline needs a value")
+            pipeline_name = args[i + 1]
+            del args[i : i + 2]
+        pipe = self._pipeline(pipeline_name)
+        if not args:
+            raise UsageError(_USAGE)
+        command, rest = args[0], args[1:]
+        if command in ("explain", "invalidate", "remove") and len(rest) != 1:
+            raise UsageError(f"%nbflow {command} takes one task name: %nbflow {command} NAME")
+        if command == "run":
+            return self._run(pipe, rest)
+        self._link(pipe)
+        if command == "status":
+            return pipe.status(self.params or None)
+        if command == "dag":
+            return pipe.show()
+        if command == "explain":
+            print(f"{rest[0]}: {pipe.explain(rest[0], self.params or None)}")
+            return None
+        if command == "invalidate":
+            marked = pipe.invalidate(rest[0])
+            print(f"[nbflow] invalidated {', '.join(marked)}")
+            return None
+        if command == "remove":
+            self.cells.pop((id(pipe), rest[0]), None)
+            pipe.remove(rest[0])
+            print(f"[nbflow] removed task `{rest[0]}`")
+            return None
+        if command == "clear":
+            n = pipe.clear_cache()
+            print(f"[nbflow] removed {n} cached result(s) of pipeline `{pipe.name}`")
+            return None
+        from nbflow.core.errors import did_you_mean
+
+        raise UsageError(
+            f"%nbflow: unknown command `{command}`{did_you_mean(command, _COMMANDS)}. {_USAGE}"
+        )
+
+    def _run(self, pipe: Pipeline, args: list[str]) -> RunResult:
+        targets: list[str] = []
+        force = False
+        it = iter(args)
+        for arg in it:
+            if arg in ("-p", "--param"):
+                pair = next(it, None)
+                if pair is None or "=" not in pair:
+                    raise UsageError("%nbflow run: -p takes NAME=VALUE")
+                key, _, value = pair.partition("=")
+                self.params[key.strip()] = _parse_value(value)
+            elif arg == "--force":
+                force = True
+            elif arg.startswith("-"):
+                raise UsageError(f"%nbflow run: unknown option {arg}. {_USAGE}")
+            else:
+                targets.append(arg)
+        self._link(pipe)
+        started = time.perf_counter()
+        result = pipe.run(targets or None, params=self.params, force=force, raise_on_failure=False)
+        self._bind(pipe, result, list(result.states))
+        ran = ", ".join(result.executed) or "nothing"
+        print(
+            f"[nbflow] ran {len(result.executed)} ({ran}), {len(result.cached)} from cache, "
+            f"in {_fmt_seconds(time.perf_counter() - started)}"
+        )
+        raise_for_failures(result)
+        return result
+
+
+_COMMANDS = ("run", "status", "dag", "explain", "invalidate", "remove", "clear")
+_USAGE = (
+    "usage: %nbflow run [TARGET ...] [-p NAME=VALUE ...] [--force] | status | dag | "
+    "explain NAME | invalidate NAME | remove NAME | clear  [--pipeline P]"
+)
+
+__all__ = ["CellTask", "NbflowError", "NbflowMagics"]

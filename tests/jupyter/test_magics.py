@@ -1,0 +1,226 @@
+"""`%%task` and `%nbflow` through a real IPython `InteractiveShell` (`run_cell` with the magic text)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import nbflow.jupyter.extension as extension
+
+
+@pytest.fixture
+def shell(home: Path, tmp_path: Path) -> Iterator[InteractiveShell]:
+    sh = InteractiveShell.instance()
+    sh.reset(new_session=True)
+    extension._MAGICS = None
+    result = sh.run_cell("%load_ext nbflow")
+    result.raise_error()
+    sh.user_ns["LOG"] = str(tmp_path / "executions.txt")
+    Path(sh.user_ns["LOG"]).write_text("")
+    yield sh
+    sh.run_cell("%unload_ext nbflow")
+    extension._MAGICS = None
+
+
+def run(sh: InteractiveShell, source: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Run one cell; fail the test with the cell's error; return what it printed."""
+    capsys.readouterr()
+    result = sh.run_cell(source)
+    out = capsys.readouterr().out
+    if result.error_in_exec is not None or result.error_before_exec is not None:
+        raise AssertionError(f"cell failed: {result.error_in_exec!r}\n{out}")
+    return out
+
+
+def fails(sh: InteractiveShell, source: str) -> BaseException:
+    result = sh.run_cell(source)
+    error = result.error_in_exec or result.error_before_exec
+    assert error is not None, "the cell should have failed"
+    return error
+
+
+def executions(sh: InteractiveShell) -> list[str]:
+    return Path(sh.user_ns["LOG"]).read_text().split()
+
+
+EXTRACT = """%%task
+open(LOG, "a").write("extract\\n")
+rows = [{"id": i, "amount": i * 10} for i in range(5)]
+"""
+
+CLEAN = """%%task
+open(LOG, "a").write("clean\\n")
+cleaned = [r for r in rows if r["amount"] >= threshold]
+count = len(cleaned)
+"""
+
+
+def test_task_cell_runs_binds_outputs_and_caches(shell, capsys):
+    out = run(shell, EXTRACT, capsys)
+    assert "[nbflow] rows: ran in" in out
+    assert shell.user_ns["rows"][2] == {"id": 2, "amount": 20}
+    out = run(shell, EXTRACT, capsys)
+    assert "[nbflow] rows: loaded from cache in" in out
+    assert executions(shell) == ["extract"], "an unchanged cell must not execute its body"
+
+
+def test_comment_and_formatting_edits_do_not_rerun(shell, capsys):
+    run(shell, EXTRACT, capsys)
+    edited = EXTRACT.replace("rows = [", "# the raw rows\nrows  =  [")
+    out = run(shell, edited, capsys)
+    assert "loaded from cache" in out
+    assert executions(shell) == ["extract"]
+
+
+def test_downstream_cell_depends_on_upstream_outputs_and_notebook_globals(shell, capsys):
+    run(shell, "threshold = 20", capsys)
+    run(shell, EXTRACT, capsys)
+    out = run(shell, CLEAN, capsys)
+    assert "[nbflow] cleaned: ran in" in out
+    assert shell.user_ns["count"] == 3
+    # Editing a plain-cell global the task cell reads invalidates it, not its upstream.
+    run(shell, "threshold = 30", capsys)
+    out = run(shell, CLEAN, capsys)
+    assert "stale because" in out and "threshold" in out
+    assert shell.user_ns["count"] == 2
+    assert executions(shell) == ["extract", "clean", "clean"]
+
+
+def test_editing_upstream_cell_reruns_it_before_the_downstream(shell, capsys):
+    run(shell, "threshold = 0", capsys)
+    run(shell, EXTRACT, capsys)
+    run(shell, CLEAN, capsys)
+    # Edit the upstream cell's code but do not execute it: executing the
+    # downstream cell notices nothing (the registered upstream is unchanged).
+    run(shell, EXTRACT.replace("range(5)", "range(7)"), capsys)
+    assert shell.user_ns["rows"][-1]["id"] == 6
+    out = run(shell, CLEAN, capsys)
+    assert "upstream" in out and "rows" in out
+    assert shell.user_ns["count"] == 7
+    assert executions(shell) == ["extract", "clean", "extract", "clean"]
+
+
+def test_stale_upstream_runs_when_downstream_cell_executes(shell, capsys):
+    run(shell, "threshold = 0", capsys)
+    run(shell, EXTRACT, capsys)
+    run(shell, CLEAN, capsys)
+    run(shell, "%nbflow invalidate rows", capsys)
+    out = run(shell, CLEAN, capsys)
+    assert "upstream ran first: rows" in out
+    # invalidate marks the downstream stale too, so both ran again.
+    assert executions(shell) == ["extract", "clean", "extract", "clean"]
+
+
+def test_mutating_an_upstream_output_never_changes_the_cached_value(shell, capsys):
+    run(shell, EXTRACT, capsys)
+    run(shell, "%%task mutate\nrows.append({'id': 99, 'amount': 0})\nn_after = len(rows)\n", capsys)
+    assert shell.user_ns["n_after"] == 6
+    run(shell, "%nbflow run rows --force", capsys)
+    assert len(shell.user_ns["rows"]) == 5
+    # The cached upstream value, loaded by another run, is untouched too.
+    from nbflow import default_pipeline
+
+    assert len(default_pipeline().run(["rows"])["rows"]["rows"]) == 5
+
+
+def test_a_name_defined_by_two_task_cells_is_an_error_naming_both(shell, capsys):
+    run(shell, EXTRACT, capsys)
+    error = fails(shell, "%%task other\nrows = []\n")
+    assert "`rows` is defined by task cell `rows` and by task cell `other`" in str(error)
+    assert type(error).__module__.startswith("nbflow")
+
+
+def test_updating_another_cells_output_in_place_is_refused(shell, capsys):
+    run(shell, EXTRACT, capsys)
+    error = fails(shell, "%%task grow\nrows = rows + [1]\n")
+    assert "defined by task cell `rows`" in str(error)
+
+
+def test_run_parameters_and_imports(shell, capsys):
+    out = run(shell, "%nbflow run -p n=3", capsys)  # an empty pipeline runs nothing
+    assert "ran 0" in out
+    cell = "%%task series\nimport math\nvalues = [math.sqrt(i) for i in range(n)]\n"
+    out = run(shell, cell, capsys)
+    assert "ran in" in out and "(first run)" in out
+    assert shell.user_ns["values"] == [0.0, 1.0, 2**0.5]
+    assert shell.user_ns["math"].__name__ == "math"
+    out = run(shell, "%nbflow run series -p n=2", capsys)
+    assert "ran 1 (series)" in out
+    assert shell.user_ns["values"] == [0.0, 1.0]
+    out = run(shell, "%nbflow run series -p n=3", capsys)
+    assert "ran 0" in out and "1 from cache" in out
+    assert shell.user_ns["values"] == [0.0, 1.0, 2**0.5]
+
+
+def test_missing_run_parameter_names_the_task(shell, capsys):
+    error = fails(shell, "%%task total\ns = amount * 2\n")
+    assert "amount" in str(error) and "total" in str(error)
+
+
+def test_cell_options_retries_and_no_cache(shell, capsys):
+    cell = (
+        "%%task flaky --retries 2\n"
+        "open(LOG, 'a').write('try\\n')\n"
+        "if len(open(LOG).read().split()) < 2:\n"
+        "    raise RuntimeError('first attempt fails')\n"
+        "ok = True\n"
+    )
+    out = run(shell, cell, capsys)
+    assert "ran in" in out and shell.user_ns["ok"] is True
+    assert executions(shell) == ["try", "try"]
+    nocache = "%%task stamp --no-cache\nopen(LOG, 'a').write('stamp\\n')\nstamped = 1\n"
+    run(shell, nocache, capsys)
+    run(shell, nocache, capsys)
+    assert executions(shell).count("stamp") == 2
+
+
+def test_failing_cell_raises_with_the_cells_own_error(shell, capsys):
+    error = fails(shell, "%%task broken\nx = 1 / 0\n")
+    assert "ZeroDivisionError" in str(error)
+    assert "x" not in shell.user_ns
+
+
+def test_status_explain_invalidate_clear(shell, capsys):
+    run(shell, "threshold = 0", capsys)
+    run(shell, EXTRACT, capsys)
+    run(shell, CLEAN, capsys)
+    out = run(shell, "%nbflow explain cleaned", capsys)
+    assert "cleaned: fresh" in out
+    out = run(shell, "%nbflow invalidate rows", capsys)
+    assert "invalidated rows, cleaned" in out
+    out = run(shell, "%nbflow explain cleaned", capsys)
+    assert "stale" in out and "rows" in out
+    status = shell.run_cell("%nbflow status").result
+    assert {n: s.state for n, s in status.items()} == {"rows": "stale", "cleaned": "stale"}
+    out = run(shell, "%nbflow clear", capsys)
+    assert "removed" in out
+    error = fails(shell, "%nbflow frobnicate")
+    assert "unknown command `frobnicate`" in str(error)
+
+
+def test_named_pipeline_option(shell, capsys):
+    run(shell, "import nbflow as nf\netl = nf.Pipeline('etl')", capsys)
+    run(shell, "%%task --pipeline etl\nanswer = 42\n", capsys)
+    assert list(shell.user_ns["etl"].tasks) == ["answer"]
+    from nbflow import default_pipeline
+
+    assert "answer" not in default_pipeline().tasks
+
+
+def test_decorator_api_works_without_the_extension(home, capsys):
+    sh = InteractiveShell.instance()
+    sh.reset(new_session=True)
+    result = sh.run_cell(
+        "import nbflow as nf\n"
+        "@nf.task\n"
+        "def base():\n    return 20\n"
+        "@nf.task\n"
+        "def double(base):\n    return base * 2\n"
+        "r = nf.run()\n"
+    )
+    result.raise_error()
+    assert sh.user_ns["r"]["double"] == 40
+    assert sh.user_ns["r"].executed == ["base", "double"]
