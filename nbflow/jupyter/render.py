@@ -1,0 +1,191 @@
+"""Drawing a pipeline: Graphviz layout once per graph shape, cheap recolouring after.
+
+- `layout(nodes, edges)` runs `dot` and returns a `Layout`: the SVG text with
+  each node's `<g>` carrying a stable id (`nbfn<i>`), plus a template that
+  swaps node fill colours by string joining — no new layout per status change.
+  Layouts are memoized per shape (the tuple of nodes and edges).
+- `Layout.static_svg(states)` gives a self-contained SVG coloured by state,
+  for the output's mime bundle (papermill output notebooks, nbconvert HTML).
+- `pipeline_to_dot(pipe)` gives a `graphviz.Digraph` coloured by the current
+  status (what `pipe.to_dot()` returns).
+- Without Graphviz's `dot`, `GraphvizMissing` carries how to install it, and
+  `fallback_html` shows a readable table of tasks and states instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nbflow.core.errors import NbflowError
+
+if TYPE_CHECKING:
+    from nbflow.core.pipeline import Pipeline
+
+# State -> (fill colour, label). The order is the legend's.
+STATES: dict[str, tuple[str, str]] = {
+    "never-run": ("#f3f4f6", "never run"),
+    "stale": ("#fde68a", "stale (would rerun)"),
+    "fresh": ("#d1fae5", "fresh (cached)"),
+    "queued": ("#e0e7ff", "queued"),
+    "running": ("#93c5fd", "running"),
+    "retrying": ("#fdba74", "retrying"),
+    "done": ("#4ade80", "done"),
+    "cached": ("#a7f3d0", "loaded from cache"),
+    "failed": ("#f87171", "failed"),
+    "skipped": ("#e5e7eb", "skipped"),
+    "upstream_failed": ("#fca5a5", "upstream failed"),
+}
+_SENTINEL = "#fefefd"
+_NODE_RE = re.compile(r'<g id="nbfn(\d+)" class="node')
+
+INSTALL_HINT = (
+    "Graphviz's `dot` program was not found on PATH, so the DAG cannot be laid out. "
+    "Install it: `sudo apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` "
+    "(macOS), or `conda install -c conda-forge graphviz`; then restart the kernel."
+)
+
+
+class GraphvizMissing(NbflowError):
+    """Graphviz's `dot` is not installed; the message says how to install it."""
+
+    def __init__(self) -> None:
+        super().__init__(INSTALL_HINT)
+
+
+def dot_available() -> bool:
+    return shutil.which("dot") is not None
+
+
+def colour(state: str) -> str:
+    return STATES.get(state, ("#ffffff", state))[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """One laid-out graph: the SVG, node ids, and a template for recolouring."""
+
+    nodes: tuple[str, ...]
+    svg: str
+    """The SVG with every node filled with a placeholder colour."""
+    node_ids: dict[str, str]
+    _chunks: tuple[str, ...]
+    _order: tuple[int, ...]
+    """The node index whose fill goes between chunk i and chunk i+1."""
+
+    def static_svg(self, states: Mapping[str, str]) -> str:
+        """The SVG with each node filled by its state's colour (O(nodes) string work)."""
+        nodes = self.nodes
+        parts = [self._chunks[0]]
+        for i, chunk in zip(self._order, self._chunks[1:], strict=True):
+            parts.append(colour(states.get(nodes[i], "never-run")))
+            parts.append(chunk)
+        return "".join(parts)
+
+
+def _graph_source(nodes: tuple[str, ...], edges: tuple[tuple[str, str], ...]) -> Any:
+    import graphviz
+
+    dot = graphviz.Digraph("nbflow", format="svg")
+    dot.attr(rankdir="LR" if len(nodes) > 12 else "TB", bgcolor="transparent")
+    dot.attr(
+        "node",
+        shape="box",
+        style="rounded,filled",
+        fillcolor=_SENTINEL,
+        color="#374151",
+        fontname="Helvetica",
+        fontsize="12",
+    )
+    dot.attr("edge", color="#6b7280", arrowsize="0.7")
+    for i, name in enumerate(nodes):
+        dot.node(name, label=name, id=f"nbfn{i}")
+    for up, down in edges:
+        dot.edge(up, down)
+    return dot
+
+
+@functools.lru_cache(maxsize=32)
+def layout(nodes: tuple[str, ...], edges: tuple[tuple[str, str], ...]) -> Layout:
+    """Run Graphviz once for this graph shape (memoized)."""
+    import graphviz
+
+    if not dot_available():
+        raise GraphvizMissing()
+    try:
+        svg = _graph_source(nodes, edges).pipe(format="svg", encoding="utf-8")
+    except graphviz.ExecutableNotFound as exc:
+        raise GraphvizMissing() from exc
+    svg = svg[svg.index("<svg") :]  # drop the XML prolog: the SVG is embedded in HTML
+    chunks: list[str] = []
+    order: list[int] = []
+    cursor = 0
+    for match in _NODE_RE.finditer(svg):
+        at = svg.find(f'fill="{_SENTINEL}"', match.end())
+        if at < 0:
+            continue
+        at += len('fill="')
+        chunks.append(svg[cursor:at])
+        order.append(int(match.group(1)))
+        cursor = at + len(_SENTINEL)
+    chunks.append(svg[cursor:])
+    return Layout(
+        nodes=nodes,
+        svg=svg,
+        node_ids={name: f"nbfn{i}" for i, name in enumerate(nodes)},
+        _chunks=tuple(chunks),
+        _order=tuple(order),
+    )
+
+
+def shape_of(pipe: Pipeline) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The pipeline's nodes (topological order) and edges: the key of its layout."""
+    g = pipe.graph()
+    return tuple(g.order), tuple(sorted(g.edges()))
+
+
+def pipeline_to_dot(pipe: Pipeline, states: Mapping[str, str] | None = None) -> Any:
+    """A `graphviz.Digraph` of the pipeline, nodes filled by state (default: current status)."""
+    if states is None:
+        states = {n: s.state for n, s in pipe.status().items()}
+    nodes, edges = shape_of(pipe)
+    dot = _graph_source(nodes, edges)
+    for name in nodes:
+        dot.node(name, fillcolor=colour(states.get(name, "never-run")))
+    return dot
+
+
+def legend_html(states: Iterable[str] = STATES) -> str:
+    items = "".join(
+        f'<span class="nbflow-key"><i style="background:{STATES[s][0]}"></i>'
+        f"{html.escape(STATES[s][1])}</span>"
+        for s in states
+        if s in STATES
+    )
+    return f'<div class="nbflow-legend">{items}</div>'
+
+
+def fallback_html(
+    pipeline: str, states: Mapping[str, str], info: Mapping[str, Mapping[str, Any]]
+) -> str:
+    """A table of tasks and states, for when `dot` is missing."""
+    rows = []
+    for name, state in states.items():
+        detail = info.get(name, {})
+        why = detail.get("error") or detail.get("reason") or ""
+        dur = detail.get("duration")
+        rows.append(
+            f'<tr><td><code>{html.escape(name)}</code></td><td style="background:{colour(state)}">'
+            f"{html.escape(STATES.get(state, ('', state))[1])}</td>"
+            f"<td>{'' if dur is None else f'{dur:.3f} s'}</td><td>{html.escape(str(why))}</td></tr>"
+        )
+    return (
+        f'<div class="nbflow-fallback"><p><b>nbflow</b>: {html.escape(INSTALL_HINT)}</p>'
+        f"<table><thead><tr><th>task ({html.escape(pipeline)})</th><th>state</th>"
+        f"<th>duration</th><th>why</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )

@@ -1,0 +1,139 @@
+// nbflow's live DAG: the SVG comes laid out from Python once per graph shape;
+// state changes only set data-state attributes (CSS colours them) and tooltips.
+
+function fmtSeconds(s) {
+  if (s === undefined || s === null) return "";
+  return s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(1)} s`;
+}
+
+function describe(name, state, info, labels) {
+  const d = info || {};
+  const lines = [`${name}: ${labels[state] || state}`];
+  if (d.duration !== undefined) lines.push(`duration: ${fmtSeconds(d.duration)}`);
+  if (d.attempts !== undefined) lines.push(`attempts: ${d.attempts}`);
+  if (d.reason) lines.push(`why: ${d.reason}`);
+  if (d.error) lines.push(`error: ${d.error}`);
+  if (d.metadata) lines.push(`metadata: ${JSON.stringify(d.metadata).slice(0, 400)}`);
+  return lines.join("\n");
+}
+
+function render({ model, el }) {
+  el.classList.add("nbflow-dag");
+  el.innerHTML = `
+    <div class="nbflow-head"><span class="nbflow-title"></span><span class="nbflow-progress"></span></div>
+    <div class="nbflow-legend"></div>
+    <div class="nbflow-fallback-box"></div>
+    <div class="nbflow-graph"></div>
+    <div class="nbflow-panel" hidden>
+      <div class="nbflow-detail"></div>
+      <button data-action="run">Run</button>
+      <button data-action="run_downstream">Run with downstream</button>
+      <button data-action="invalidate">Invalidate</button>
+      <button data-action="explain">Explain</button>
+    </div>
+    <div class="nbflow-message"></div>`;
+  const $ = (sel) => el.querySelector(sel);
+  let nodes = {};      // task name -> <g> element
+  let selected = null;
+  let timer = null;
+  const labels = {};
+
+  function drawLegend() {
+    const items = model.get("legend") || [];
+    $(".nbflow-legend").innerHTML = "";
+    for (const [state, colour, label] of items) {
+      labels[state] = label;
+      const key = document.createElement("span");
+      key.className = "nbflow-key";
+      key.innerHTML = `<i style="background:${colour}"></i>`;
+      key.appendChild(document.createTextNode(label));
+      $(".nbflow-legend").appendChild(key);
+    }
+  }
+
+  function drawGraph() {
+    $(".nbflow-graph").innerHTML = model.get("svg") || "";
+    nodes = {};
+    const ids = model.get("node_ids") || {};
+    for (const [name, id] of Object.entries(ids)) {
+      const g = $(".nbflow-graph").querySelector(`g[id="${id}"]`);
+      if (!g) continue;
+      g.dataset.task = name;
+      nodes[name] = g;
+      g.addEventListener("click", () => select(name));
+    }
+    recolour();
+  }
+
+  function recolour() {
+    const states = model.get("states") || {};
+    const info = model.get("info") || {};
+    for (const [name, g] of Object.entries(nodes)) {
+      const state = states[name] || "never-run";
+      if (g.dataset.state !== state) g.dataset.state = state;
+      let title = g.querySelector("title");
+      if (!title) {
+        title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+        g.prepend(title);
+      }
+      title.textContent = describe(name, state, info[name], labels);
+    }
+    $(".nbflow-fallback-box").innerHTML = model.get("fallback") || "";
+    if (selected) showDetail();
+  }
+
+  function progress() {
+    const p = model.get("progress") || {};
+    $(".nbflow-title").textContent = `pipeline ${model.get("pipeline")}`;
+    let text;
+    if (p.active) {
+      const elapsed = p.started ? Date.now() / 1000 - p.started : 0;
+      text = `running: ${p.done}/${p.total} done · ${fmtSeconds(elapsed)}`;
+    } else if (p.started) {
+      text = `last run: ${p.done}/${p.total} done${p.failed ? `, ${p.failed} failed` : ""} in ${fmtSeconds(p.elapsed)}`;
+    } else {
+      text = `${p.total} tasks, ${p.stale || 0} would run`;
+    }
+    $(".nbflow-progress").textContent = text;
+    if (p.active && !timer) timer = setInterval(progress, 250);
+    if (!p.active && timer) { clearInterval(timer); timer = null; }
+  }
+
+  function showDetail() {
+    const states = model.get("states") || {};
+    const info = model.get("info") || {};
+    $(".nbflow-panel").hidden = false;
+    $(".nbflow-detail").textContent = describe(selected, states[selected] || "never-run", info[selected], labels);
+  }
+
+  function select(name) {
+    if (selected && nodes[selected]) nodes[selected].classList.remove("nbflow-selected");
+    selected = name;
+    if (nodes[name]) nodes[name].classList.add("nbflow-selected");
+    showDetail();
+  }
+
+  for (const button of el.querySelectorAll(".nbflow-panel button")) {
+    button.addEventListener("click", () => {
+      if (!selected) return;
+      $(".nbflow-message").textContent = `${button.textContent} ${selected}…`;
+      model.send({ action: button.dataset.action, task: selected });
+    });
+  }
+
+  drawLegend();
+  drawGraph();
+  progress();
+  $(".nbflow-message").textContent = model.get("message") || "";
+  model.on("change:svg", drawGraph);
+  model.on("change:node_ids", drawGraph);
+  model.on("change:states", recolour);
+  model.on("change:info", recolour);
+  model.on("change:fallback", recolour);
+  model.on("change:progress", progress);
+  model.on("change:legend", drawLegend);
+  model.on("change:message", () => { $(".nbflow-message").textContent = model.get("message"); });
+  return () => { if (timer) clearInterval(timer); };
+}
+
+export default { render };
