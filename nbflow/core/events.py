@@ -98,6 +98,29 @@ class TaskSkipped(TaskEvent):
     reason: str = ""
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MapExpanded(TaskEvent):
+    """A mapped task was expanded into `size` instances; those in `cached` need not run."""
+
+    size: int
+    labels: tuple[Any, ...] = ()
+    """Each element's label: its index, or its key when the input is a dict."""
+    cached: tuple[int, ...] = ()
+    """Indices of the instances loaded from the cache."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MapInstance(TaskEvent):
+    """One instance of mapped task `task` changed state: `done`, `failed` or `retrying`."""
+
+    index: int
+    label: Any
+    state: str
+    duration: float = 0.0
+    attempt: int = 1
+    error: str = ""
+
+
 Listener = Callable[[Event], None]
 
 

@@ -1,7 +1,9 @@
 """The resolved shape of a pipeline: who feeds whom, and in which order.
 
 `resolve_graph` binds each task's parameters (explicit `inputs=` first, then
-parameters named like a task, the rest are run parameters), rejects unknown
+parameters named like a task, then parameters named like a resource of the
+pipeline; the rest are run parameters), adds the order-only edges of
+`after=` (upstream for trigger rules, never part of a key), rejects unknown
 dependencies with near matches, rejects cycles naming their path, and
 computes a stable topological order (registration order among equals). The
 result is read-only and cached by the pipeline until a task is (re)defined.
@@ -9,8 +11,8 @@ result is read-only and cached by the pipeline until a task is (re)defined.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from nbflow.core.errors import CycleError, UnknownDependencyError, UnknownTaskError
 from nbflow.core.task import Task
@@ -28,6 +30,8 @@ class Graph:
     """task -> direct upstream tasks (distinct, in parameter order)."""
     downstream: Mapping[str, tuple[str, ...]]
     """task -> direct downstream tasks."""
+    resources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """task -> parameters that receive a resource of the same name."""
 
     def ancestors(self, names: Iterable[str]) -> set[str]:
         seen: set[str] = set()
@@ -63,12 +67,14 @@ class Graph:
                 raise UnknownTaskError(n, self.order, pipeline)
 
 
-def resolve_graph(tasks: Mapping[str, Task]) -> Graph:
+def resolve_graph(tasks: Mapping[str, Task], resources: Collection[str] = ()) -> Graph:
     deps: dict[str, dict[str, str]] = {}
     run_params: dict[str, tuple[str, ...]] = {}
+    injected: dict[str, tuple[str, ...]] = {}
     for name, task in tasks.items():
         bound: dict[str, str] = {}
         free: list[str] = []
+        uses: list[str] = []
         for param in task.params:
             if param in task.inputs:
                 upstream = task.inputs[param]
@@ -77,18 +83,32 @@ def resolve_graph(tasks: Mapping[str, Task]) -> Graph:
                 bound[param] = upstream
             elif param in tasks and param != name:
                 bound[param] = param
+            elif param in resources:
+                uses.append(param)
             else:
                 free.append(param)
+        for upstream in task.options.after:
+            if upstream not in tasks:
+                raise UnknownDependencyError(name, upstream, tasks)
         deps[name] = bound
         run_params[name] = tuple(free)
-    ups_of = {n: tuple(dict.fromkeys(d.values())) for n, d in deps.items()}
+        if uses:
+            injected[name] = tuple(uses)
+    ups_of = {
+        n: tuple(dict.fromkeys([*d.values(), *tasks[n].options.after])) for n, d in deps.items()
+    }
     downstream: dict[str, list[str]] = {n: [] for n in tasks}
     for n, ups in ups_of.items():
         for up in ups:
             downstream[up].append(n)
     order = _toposort(list(tasks), ups_of)
     return Graph(
-        tuple(order), deps, run_params, ups_of, {n: tuple(v) for n, v in downstream.items()}
+        tuple(order),
+        deps,
+        run_params,
+        ups_of,
+        {n: tuple(v) for n, v in downstream.items()},
+        injected,
     )
 
 

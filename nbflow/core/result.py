@@ -90,6 +90,11 @@ class RunResult:
     errors: dict[str, tuple[BaseException, str]] = field(default_factory=dict)
     """task -> (exception, formatted traceback) of its last attempt."""
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """task -> the metadata of its `nf.Output` (also when loaded from the cache)."""
+    map_states: dict[str, dict[Any, str]] = field(default_factory=dict)
+    """mapped task -> {element label (index, or dict key): `done`|`cached`|`failed`}."""
+    map_executed: dict[str, list[Any]] = field(default_factory=dict)
+    """mapped task -> labels of the elements whose instance actually ran, in order of completion."""
     duration: float = 0.0
     _values: dict[str, Any] = field(default_factory=dict, repr=False)
     _loaders: dict[str, Callable[[], Any]] = field(default_factory=dict, repr=False)

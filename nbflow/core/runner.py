@@ -26,7 +26,7 @@ import heapq
 import time
 import uuid
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -40,13 +40,21 @@ from nbflow.core.errors import (
 )
 from nbflow.core.executors import Job, Outcome, check_executor, execute_job, resolve_executor
 from nbflow.core.hashing import Unfingerprintable, digest_value
+from nbflow.core.mapping import (
+    MapInputError,
+    MapRun,
+    assemble,
+    instance_base,
+    instance_key,
+    split,
+)
 from nbflow.core.planner import Decision, Planner
 from nbflow.core.pools import pool_slots
 from nbflow.core.result import RunResult
 from nbflow.core.serialize import serialize
 from nbflow.core.store import Record
 from nbflow.core.triggers import RUN, evaluate
-from nbflow.core.types import Digest
+from nbflow.core.types import CacheKey, Digest
 
 if TYPE_CHECKING:
     from nbflow.core.pipeline import Pipeline
@@ -54,6 +62,8 @@ if TYPE_CHECKING:
 _FLUSH_INTERVAL = 0.25
 # Retrying cannot help these: the same value or job will not pickle next time either.
 _NOT_RETRIED = (UnpicklableResult, UnpicklableTask)
+# Decisions after which a mapped task reuses none of its cached instances.
+_RERUN_ALL = ("forced", "invalidated", "expired", "always reruns", "caching is off")
 
 
 class Runner:
@@ -96,6 +106,9 @@ class Runner:
         self._decisions: dict[str, Decision] = {}
         self._job_ids = 0
         self._last_flush = time.monotonic()
+        self._backlog: deque[Job] = deque()
+        self._instances: dict[str, tuple[MapRun, int]] = {}
+        """Job task name (`process[3]`) -> its mapped task's expansion and index."""
 
     # --- the run -------------------------------------------------------------
 
@@ -120,17 +133,30 @@ class Runner:
         index = {n: i for i, n in enumerate(order)}
         waiting = {n: len(graph.upstream[n]) for n in order}
         ready: list[tuple[int, int, str]] = []
+        self._index, self._waiting, self._ready = index, waiting, ready
         for n in order:
             if not waiting[n]:
                 heapq.heappush(ready, (-self.pipe.tasks[n].options.priority, index[n], n))
         delayed: list[tuple[float, int, Job]] = []
+        backlog = self._backlog
         executor = None
         in_flight = 0
         try:
             while True:
                 blocked: list[tuple[int, int, str]] = []
                 capacity = executor.max_workers if executor else (self.max_workers or 1)
-                while ready and (in_flight < capacity or executor is None):
+                # Instances of a mapped task wait here for a free worker.
+                while backlog and (executor is None or in_flight < capacity):
+                    job = backlog[0]
+                    if job.pool and self._pool_use[job.pool] >= pool_slots(job.pool):
+                        break
+                    backlog.popleft()
+                    if executor is None:
+                        executor = resolve_executor(self.executor_spec, self.max_workers)
+                        capacity = executor.max_workers
+                    self._submit(executor, job)
+                    in_flight += 1
+                while ready and not backlog and (in_flight < capacity or executor is None):
                     item = heapq.heappop(ready)
                     name = item[2]
                     pool = self.pipe.tasks[name].options.pool
@@ -140,6 +166,9 @@ class Runner:
                     job = self._start(name)
                     if job is None:
                         self._release(name, waiting, ready, index)
+                        continue
+                    if isinstance(job, list):  # a mapped task's instances
+                        backlog.extend(job)
                         continue
                     if executor is None:
                         executor = resolve_executor(self.executor_spec, self.max_workers)
@@ -163,7 +192,7 @@ class Runner:
                     if delayed:
                         time.sleep(max(0.0, delayed[0][0] - time.monotonic()))
                         continue
-                    if ready:
+                    if ready or backlog:
                         continue
                     break
                 assert executor is not None
@@ -173,10 +202,14 @@ class Runner:
                     job = outcome.job
                     if job.pool:
                         self._pool_use[job.pool] -= 1
-                    retry = self._complete(outcome)
+                    instance = self._instances.get(job.task)
+                    if instance is not None:
+                        retry = self._complete_instance(outcome, *instance)
+                    else:
+                        retry = self._complete(outcome)
                     if retry is not None:
                         heapq.heappush(delayed, retry)
-                    else:
+                    elif instance is None:
                         self._release(job.task, waiting, ready, index)
         finally:
             if executor is not None:
@@ -212,7 +245,7 @@ class Runner:
 
     # --- one task ------------------------------------------------------------
 
-    def _start(self, name: str) -> Job | None:
+    def _start(self, name: str) -> Job | list[Job] | None:
         """Settle `name` now (cached, skipped, upstream_failed) or return its first job."""
         graph, result = self.graph, self.result
         task = self.pipe.tasks[name]
@@ -256,6 +289,10 @@ class Runner:
             result._loaders[name] = functools.partial(self._load, name, record)
             if record.get("metadata"):
                 result.metadata[name] = record["metadata"]
+            if task.options.map is not None:
+                labels = record.get("map_labels") or range(record.get("map_size", 0))
+                result.map_states[name] = dict.fromkeys(labels, "cached")
+                result.map_executed[name] = []
             if self.bus:
                 self.bus.emit(
                     ev.TaskCached(
@@ -280,6 +317,8 @@ class Runner:
                     pipeline=self.name, run_id=self.run_id, task=name, reason=decision.reason
                 )
             )
+        if task.options.map is not None:
+            return self._expand(name, decision, kwargs)
         self._job_ids += 1
         return Job(
             id=self._job_ids,
@@ -308,7 +347,7 @@ class Runner:
     def _submit(self, executor: Any, job: Job) -> None:
         if job.pool:
             self._pool_use[job.pool] += 1
-        if self.bus:
+        if self.bus and job.task not in self._instances:
             self.bus.emit(
                 ev.TaskStarted(
                     pipeline=self.name, run_id=self.run_id, task=job.task, attempt=job.attempt
@@ -367,8 +406,14 @@ class Runner:
                 priority=job.priority,
             )
             return (time.monotonic() + delay, retry.id, retry)
+        self._fail(name, error, trace, job.attempt)
+        return None
+
+    def _fail(self, name: str, error: BaseException, trace: str, attempts: int) -> None:
+        result = self.result
         result.states[name] = "failed"
         result.errors[name] = (error, trace)
+        result.attempts[name] = attempts
         self._outputs[name] = None
         summary = f"{type(error).__name__}: {error}"
         key = self._decisions[name].key if name in self._decisions else None
@@ -383,13 +428,14 @@ class Runner:
                     task=name,
                     error=summary,
                     traceback=trace,
-                    attempts=job.attempt,
-                    duration=result.durations[name],
+                    attempts=attempts,
+                    duration=result.durations.get(name, 0.0),
                 )
             )
-        return None
 
-    def _store_result(self, name: str, value: Any, duration: float) -> None:
+    def _store_result(
+        self, name: str, value: Any, duration: float, extra: Mapping[str, Any] | None = None
+    ) -> None:
         task = self.pipe.tasks[name]
         decision = self._decisions[name]
         metadata = None
@@ -409,6 +455,8 @@ class Runner:
                 "duration": duration,
                 "metadata": metadata,
             }
+            if extra:
+                record.update(extra)
             self.store.put(record, payload)
             self._records[name] = record
             self._outputs[name] = payload.digest
@@ -425,6 +473,191 @@ class Runner:
         if now - self._last_flush > _FLUSH_INTERVAL:
             self.store.flush()
             self._last_flush = now
+
+    # --- mapped tasks (see nbflow.core.mapping) --------------------------------
+
+    def _expand(self, name: str, decision: Decision, kwargs: dict[str, Any]) -> list[Job] | None:
+        """Look up each element's instance; return jobs for the missing ones (None: settled now)."""
+        task = self.pipe.tasks[name]
+        opts = task.options
+        param = opts.map
+        assert param is not None
+        try:
+            labels, elements, is_dict = split(name, param, kwargs[param])
+        except MapInputError as exc:
+            self._fail(name, exc, f"{type(exc).__name__}: {exc}\n", 1)
+            return None
+        n = len(elements)
+        keys: list[CacheKey | None] = [None] * n
+        if opts.cache and decision.key is not None:
+            base = instance_base(self.name, name, decision.parts, param)
+            keys = [instance_key(base, e) for e in elements]
+        # A forced, invalidated, expired or uncacheable task reruns every element.
+        reuse = not decision.root.startswith(_RERUN_ALL)
+        mrun = MapRun(name, param, labels, is_dict, keys, [None] * n, ["pending"] * n)
+        jobs: list[Job] = []
+        get_record, load = self.store.get_record, self.store.load
+        cached: list[int] = []
+        for i, element in enumerate(elements):
+            key = keys[i]
+            if reuse and key is not None:
+                record = get_record(self.name, key)
+                if record is not None:
+                    try:
+                        mrun.values[i] = load(record)
+                    except IntegrityError:
+                        pass  # the store dropped the entry; the element runs again
+                    else:
+                        mrun.states[i] = "cached"
+                        cached.append(i)
+                        continue
+            self._job_ids += 1
+            job_name = f"{name}[{i}]"
+            job_kwargs = dict(kwargs)
+            job_kwargs[param] = element
+            jobs.append(
+                Job(
+                    id=self._job_ids,
+                    task=job_name,
+                    fn=task.fn,
+                    kwargs=job_kwargs,
+                    timeout=opts.timeout,
+                    pool=opts.pool,
+                    priority=opts.priority,
+                )
+            )
+            self._instances[job_name] = (mrun, i)
+        mrun.pending = len(jobs)
+        if self.bus:
+            self.bus.emit(
+                ev.MapExpanded(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    task=name,
+                    size=n,
+                    labels=tuple(labels),
+                    cached=tuple(cached),
+                )
+            )
+            if jobs:
+                self.bus.emit(ev.TaskStarted(pipeline=self.name, run_id=self.run_id, task=name))
+        if not jobs:
+            self._finish_map(mrun)
+            return None
+        return jobs
+
+    def _complete_instance(
+        self, outcome: Outcome, mrun: MapRun, i: int
+    ) -> tuple[float, int, Job] | None:
+        job = outcome.job
+        mrun.duration += outcome.duration
+        mrun.attempts = max(mrun.attempts, job.attempt)
+        error, trace = outcome.error, outcome.traceback
+        key = mrun.keys[i]
+        if error is None and key is not None:
+            try:
+                payload = serialize(outcome.value, job.task)
+            except UnpicklableResult as exc:
+                error, trace = exc, f"{type(exc).__name__}: {exc}\n"
+            else:
+                record: Record = {
+                    "key": key,
+                    "pipeline": self.name,
+                    "task": job.task,
+                    "instance": True,
+                    "created": time.time(),
+                    "duration": outcome.duration,
+                }
+                self.store.put(record, payload)
+        state = "done"
+        if error is None:
+            mrun.values[i] = outcome.value
+            mrun.executed.append(mrun.labels[i])
+        else:
+            task = self.pipe.tasks[mrun.task]
+            if job.attempt <= task.options.retries and not isinstance(error, _NOT_RETRIED):
+                delay = task.options.retry_delay_for(job.attempt)
+                self._emit_instance(mrun, i, "retrying", outcome, error)
+                self._job_ids += 1
+                retry = Job(
+                    id=self._job_ids,
+                    task=job.task,
+                    fn=job.fn,
+                    kwargs=job.kwargs,
+                    attempt=job.attempt + 1,
+                    timeout=job.timeout,
+                    pool=job.pool,
+                    priority=job.priority,
+                )
+                return (time.monotonic() + delay, retry.id, retry)
+            state = "failed"
+            mrun.errors[i] = (error, trace)
+        mrun.states[i] = state
+        if self.bus:
+            self._emit_instance(mrun, i, state, outcome, error)
+        now = time.monotonic()
+        if now - self._last_flush > _FLUSH_INTERVAL:
+            self.store.flush()
+            self._last_flush = now
+        mrun.pending -= 1
+        if not mrun.pending:
+            self._finish_map(mrun)
+            self._release(mrun.task, self._waiting, self._ready, self._index)
+        return None
+
+    def _emit_instance(
+        self, mrun: MapRun, i: int, state: str, outcome: Outcome, error: BaseException | None
+    ) -> None:
+        if self.bus:
+            self.bus.emit(
+                ev.MapInstance(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    task=mrun.task,
+                    index=i,
+                    label=mrun.labels[i],
+                    state=state,
+                    duration=outcome.duration,
+                    attempt=outcome.job.attempt,
+                    error=f"{type(error).__name__}: {error}" if error is not None else "",
+                )
+            )
+
+    def _finish_map(self, mrun: MapRun) -> None:
+        """Every instance settled: fail the task, or assemble and store its value."""
+        name, result = mrun.task, self.result
+        result.map_states[name] = mrun.label_states()
+        result.map_executed[name] = mrun.executed
+        result.durations[name] = mrun.duration
+        result.attempts[name] = mrun.attempts
+        if mrun.errors:
+            i, error, trace = mrun.first_error()
+            header = (
+                f"instance `{mrun.instance_name(i)}` (element {mrun.labels[i]!r}) failed; "
+                f"{len(mrun.errors)} of {len(mrun.labels)} instances failed\n"
+            )
+            self._fail(name, error, header + trace, mrun.attempts)
+            return
+        value = assemble(mrun.labels, mrun.values, mrun.is_dict)
+        extra = {"map_size": len(mrun.labels), "map_labels": mrun.labels if mrun.is_dict else None}
+        try:
+            self._store_result(name, value, mrun.duration, extra)
+        except UnpicklableResult as exc:
+            self._fail(name, exc, f"{type(exc).__name__}: {exc}\n", mrun.attempts)
+            return
+        result.states[name] = "done"
+        result.executed.append(name)
+        if self.bus:
+            self.bus.emit(
+                ev.TaskFinished(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    task=name,
+                    duration=mrun.duration,
+                    attempts=mrun.attempts,
+                    metadata=result.metadata.get(name),
+                )
+            )
 
     # --- values --------------------------------------------------------------
 
@@ -453,14 +686,23 @@ class Runner:
         kwargs = {p: self._value(u) for p, u in self.graph.deps[name].items()}
         for p in self.graph.run_params[name]:
             kwargs[p] = self.planner.param_value(task, p)
+        fn = task.fn
+        if task.options.map is not None:
+            fn = functools.partial(_map_in_process, name, task.options.map, task.fn)
         outcome = execute_job(
-            Job(id=-1, task=name, fn=task.fn, kwargs=kwargs, timeout=task.options.timeout)
+            Job(id=-1, task=name, fn=fn, kwargs=kwargs, timeout=task.options.timeout)
         )
         if outcome.error is not None:
             raise outcome.error
         self._store_result(name, outcome.value, outcome.duration)
         self.store.flush()
         return outcome.value
+
+
+def _map_in_process(task: str, param: str, fn: Any, **kwargs: Any) -> Any:
+    labels, elements, is_dict = split(task, param, kwargs[param])
+    values = [fn(**{**kwargs, param: e}) for e in elements]
+    return assemble(labels, values, is_dict)
 
 
 def raise_for_failures(result: RunResult) -> None:

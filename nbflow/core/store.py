@@ -169,7 +169,9 @@ class DiskStore:
             return
         by_pipeline: dict[str, list[Record]] = {}
         for record in pending:
-            by_pipeline.setdefault(record["pipeline"], []).append(record)
+            # Instances of a mapped task are found by key only: the index lists tasks.
+            if not record.get("instance"):
+                by_pipeline.setdefault(record["pipeline"], []).append(record)
         with self._meta.transact():
             for record in pending:
                 self._meta.set(_record_key(record["pipeline"], record["key"]), self._dump(record))

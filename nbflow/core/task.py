@@ -51,6 +51,20 @@ class TaskOptions:
     description: str | None = None
     identity: Callable[[], Mapping[str, str]] | None = None
     """Extra named digests that count in the key (e.g. a notebook's code), shown by name in explanations."""
+    metadata: Mapping[str, Any] | None = None
+    """Static, JSON-able facts about the task (SLA, ...); not part of the key."""
+    after: tuple[str, ...] = ()
+    """Tasks this one runs after without taking their value (Airflow's `a >> b`); not part of the key."""
+    map: str | None = None
+    """The parameter to map over: the task runs once per element (see `nbflow.core.mapping`)."""
+    branch: bool = False
+    """The task returns the name(s) of the direct downstream tasks to follow (see `nbflow.core.branching`)."""
+    sensor: Any = None
+    """A `SensorSpec` when the task is a sensor (see `nbflow.core.sensors`)."""
+    partitions: Any = None
+    """A partitions definition; the task takes the key as parameter `partition`."""
+    always_run: str | None = None
+    """Never fresh, for this reason (sensors, sub-pipelines); results are still stored."""
 
     def __post_init__(self) -> None:
         if self.trigger_rule not in TRIGGER_RULES:
@@ -68,6 +82,11 @@ class TaskOptions:
             self.watch = (self.watch,)
         self.watch = tuple(str(w) for w in self.watch)
         self.tags = tuple(self.tags)
+        if isinstance(self.after, str):
+            self.after = (self.after,)
+        self.after = tuple(getattr(a, "name", a) for a in self.after)
+        if self.map is not None and not isinstance(self.map, str):
+            raise NbflowError(f"map= takes the name of a parameter, not {type(self.map).__name__}")
 
     def retry_delay_for(self, attempt: int) -> float:
         """Delay before the retry that follows failed attempt number `attempt` (1-based)."""
@@ -128,6 +147,18 @@ class Task:
                     f"`inputs` of task `{name}` names parameter `{param}`, which the function does "
                     f"not take{did_you_mean(param, params)}; its parameters are: {', '.join(params) or 'none'}"
                 )
+        if options.map is not None and options.map not in params:
+            from nbflow.core.errors import did_you_mean
+
+            raise NbflowError(
+                f"task `{name}` maps over `{options.map}`, which is not one of its parameters"
+                f"{did_you_mean(options.map, params)}; its parameters are: {', '.join(params) or 'none'}"
+            )
+        if options.partitions is not None and "partition" not in params:
+            raise NbflowError(
+                f"task `{name}` is partitioned, so it must take a parameter named `partition` "
+                "(it receives the partition key, e.g. '2024-01-03')"
+            )
         return cls(
             name=name,
             fn=fn,
