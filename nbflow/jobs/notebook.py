@@ -19,7 +19,8 @@ The story of one run, top to bottom:
      TCP ports, so parallel runs cannot collide on a port (papermill#511);
    - the kernel's environment carries `NBFLOW_HOME` (the caller's home, made
      absolute, so a pipeline inside shares the caller's cache) and
-     `NBFLOW_RECORD_DIR` (where `nf.record` writes);
+     `NBFLOW_RECORD_DIR` (where `nf.record` writes), and `NBFLOW_HEADLESS=1`
+     (no browser is attached, so `nf.show()` draws a static graph);
    - `timeout` bounds the whole run: each cell may use only what remains,
      and when it runs out the kernel is killed and the output notebook keeps
      what ran;
@@ -211,7 +212,9 @@ def run_notebook(
     sockets = Path(tempfile.mkdtemp(prefix="nbflow-"))  # short: AF_UNIX paths are limited
     deadline = started + timeout if timeout is not None else None
     control = _RunControl(
-        env={"NBFLOW_HOME": str(home), RECORD_DIR_ENV: str(records)},
+        # NBFLOW_HEADLESS: no browser watches this kernel, so the DAG widget
+        # draws a static graph only (what the output notebook and HTML keep).
+        env={"NBFLOW_HOME": str(home), RECORD_DIR_ENV: str(records), "NBFLOW_HEADLESS": "1"},
         cwd=str(workdir),
         socket_prefix=str(sockets / "kernel"),
         deadline=deadline,

@@ -310,7 +310,7 @@ class NbflowMagics(Magics):
             f"%nbflow: unknown command `{command}`{did_you_mean(command, _COMMANDS)}. {_USAGE}"
         )
 
-    def _run(self, pipe: Pipeline, args: list[str]) -> RunResult:
+    def _run(self, pipe: Pipeline, args: list[str]) -> None:
         targets: list[str] = []
         force = False
         it = iter(args)
@@ -337,7 +337,6 @@ class NbflowMagics(Magics):
             f"in {_fmt_seconds(time.perf_counter() - started)}"
         )
         raise_for_failures(result)
-        return result
 
 
 _COMMANDS = ("run", "status", "dag", "explain", "invalidate", "remove", "clear")

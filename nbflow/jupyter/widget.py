@@ -21,6 +21,7 @@ invalidate and explain.
 from __future__ import annotations
 
 import html
+import os
 import time
 import uuid
 from pathlib import Path
@@ -61,7 +62,9 @@ class DagWidget(anywidget.AnyWidget):
 class DagView:
     """A pipeline's live DAG: a listener of its runs that drives a `DagWidget`."""
 
-    def __init__(self, pipe: Pipeline, *, interval: float = 0.1, widget: bool = True) -> None:
+    def __init__(
+        self, pipe: Pipeline, *, interval: float = 0.1, widget: bool | None = None
+    ) -> None:
         self.pipe = pipe
         self.interval = interval
         self.states: dict[str, str] = {}
@@ -80,6 +83,10 @@ class DagView:
         self._shape: Any = None
         self._layout: render.Layout | None = None
         self._run_tasks: set[str] = set()
+        if widget is None:
+            # In a papermill run started by nbflow no browser is attached: the
+            # static graph is what the output notebook (and its HTML) keeps.
+            widget = os.environ.get("NBFLOW_HEADLESS") != "1"
         self.widget = DagWidget(pipeline=pipe.name) if widget else None
         if self.widget is not None:
             self.widget.legend = [[s, c, label] for s, (c, label) in render.STATES.items()]
