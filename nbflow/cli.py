@@ -76,8 +76,10 @@ def cache_gc(cache_dir: str | None, older_than: float | None, max_size: str | No
         older_than=older_than * 86400 if older_than is not None else None,
         size_limit=_parse_size(max_size) if max_size else None,
     )
-    click.echo(f"removed {removed['records']} results, {removed['files']} orphan value files, "
-               f"{removed['tmp']} temp files")
+    click.echo(
+        f"removed {removed['records']} results, {removed['files']} orphan value files, "
+        f"{removed['tmp']} temp files"
+    )
 
 
 def _size(n: float) -> str:
@@ -93,7 +95,7 @@ def _parse_size(text: str) -> int:
     raw = text.strip().upper().replace(" ", "")
     number = raw.rstrip("KMGTB")
     try:
-        return int(float(number) * units[raw[len(number):]])
+        return int(float(number) * units[raw[len(number) :]])
     except (KeyError, ValueError):
         raise click.BadParameter(f"{text!r} is not a size; write e.g. 500MB or 10GB") from None
 
@@ -370,6 +372,136 @@ def schedule_remove(name: str) -> None:
     skipped = _runstore().remove_job(name)
     extra = f"; {skipped} queued runs skipped" if skipped else ""
     click.echo(f"removed job `{name}`{extra}")
+
+
+@cli.command("scheduler")
+@click.option("--once", is_flag=True, help="One tick, run what it can start, then exit.")
+@click.option(
+    "--max-running",
+    type=click.IntRange(min=1),
+    help="Runs at once across all jobs (default: the number of CPUs, at least 2).",
+)
+@click.option(
+    "--heartbeat-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds without a heartbeat before a running run is `crashed` (default 30).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM, seconds to let running runs finish before handing them back.",
+)
+@click.option("--poll", type=click.FloatRange(min=0.05), default=2.0, show_default=True)
+def scheduler_command(
+    once: bool,
+    max_running: int | None,
+    heartbeat_timeout: float | None,
+    grace: float,
+    poll: float,
+) -> None:
+    """The scheduler daemon, in the foreground (one per home; stop it with SIGTERM)."""
+    from nbflow.jobs.scheduler import Scheduler, SchedulerLocked
+
+    sched = Scheduler(
+        max_running=max_running,
+        heartbeat_timeout=heartbeat_timeout,
+        grace=grace,
+        poll=poll,
+        echo=lambda line: click.echo(line, err=True),
+    )
+    try:
+        code = sched.serve(once=once)
+    except SchedulerLocked as exc:
+        click.echo(f"nbflow: error: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
+def _run_and_report(store: RunStore, run_ids: list[int], job: str, what: str) -> None:
+    """Execute `run_ids` in the foreground, print a summary, exit 1 if one did not succeed."""
+    from nbflow.jobs.execute import run_in_foreground, sweep
+
+    record = store.get_job(job)
+    sweep(store)  # a run left `running` by a dead process must not block us forever
+    runs = run_in_foreground(
+        store, run_ids, max_active=int(record.spec.get("max_active", 1) or 1), echo=click.echo
+    )
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.state] = counts.get(run.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    click.echo(f"{what}: {len(runs)} run(s): {summary or 'none'}")
+    if any(run.state != "success" for run in runs):
+        sys.exit(1)
+
+
+@cli.command("trigger")
+@click.argument("name")
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Override a job parameter for this run (templates allowed).",
+)
+@click.option("--detach", is_flag=True, help="Only queue the run; a running scheduler runs it.")
+def trigger_command(name: str, parameters: tuple[tuple[str, str], ...], detach: bool) -> None:
+    """Run job NAME now, in the foreground (a `manual` run; it takes no scheduled slot)."""
+    from nbflow.jobs.scheduler import trigger_run
+
+    store = _runstore()
+    run = trigger_run(store, name, dict(parameters))
+    if detach:
+        click.echo(f"queued run {run.id} of `{name}`; a running `nbflow scheduler` will start it")
+        return
+    _run_and_report(store, [run.id], name, f"trigger {name}")
+
+
+@cli.command("backfill")
+@click.argument("name")
+@click.option("--start", required=True, help="First date/time (in the job's zone).")
+@click.option("--end", required=True, help="Last date/time; a bare date means through that day.")
+@click.option(
+    "--reprocess",
+    type=click.Choice(["none", "failed", "all"]),
+    default="none",
+    show_default=True,
+    help="Re-run ticks that already ran: none, failed ones, or all.",
+)
+@click.option("--detach", is_flag=True, help="Only queue the runs; a running scheduler runs them.")
+def backfill_command(name: str, start: str, end: str, reprocess: str, detach: bool) -> None:
+    """One run of job NAME per tick from --start to --end (both inclusive), in the foreground."""
+    from nbflow.jobs.scheduler import plan_backfill
+    from nbflow.jobs.schedules import ScheduleError, parse_when
+
+    store = _runstore()
+    record = store.get_job(name)
+    tz = record.schedule.tz
+    first, last = parse_when(start, tz), parse_when(end, tz, end_of_day=True)
+    if last < first:
+        raise ScheduleError(f"--end {end} is before --start {start}")
+    plan = plan_backfill(store, name, first, last, reprocess=reprocess)
+    skipped = sum(plan.skipped.values())
+    click.echo(
+        f"backfill {name}: {plan.ticks} tick(s) from {start} to {end}; "
+        f"{len(plan.run_ids)} to run" + (f", {skipped} skipped" if skipped else "")
+    )
+    for why, n in sorted(plan.skipped.items()):
+        click.echo(f"  skipped {n} tick(s): {why}")
+    if plan.skipped.get("already succeeded") and reprocess != "all":
+        click.echo("  (use --reprocess all to run them again)")
+    if plan.skipped.get("already ran and failed"):
+        click.echo("  (use --reprocess failed to run failed ticks again)")
+    if not plan.run_ids:
+        return
+    if detach:
+        click.echo(f"queued {len(plan.run_ids)} run(s); a running `nbflow scheduler` starts them")
+        return
+    _run_and_report(store, plan.run_ids, name, f"backfill {name}")
 
 
 @cli.command("runs")

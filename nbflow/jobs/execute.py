@@ -1,0 +1,470 @@
+"""Executing one run of a job: claim, heartbeat, `run_notebook`, final state, retry, alerts.
+
+Every run goes through `execute_run`, whoever starts it: the scheduler daemon
+(in a child process, `python -m nbflow.jobs.execute RUN_ID`), and `nbflow
+trigger` / `nbflow backfill` in the foreground (in the calling process, one
+thread per run).
+
+The story of one run:
+
+1. `claim_run` (atomic: `queued` -> `running`, attempts + 1, our pid). If the
+   claim fails, someone else has the run (or it waits for its retry time) and
+   nothing happens.
+2. A heartbeat thread refreshes the run's heartbeat every
+   `NBFLOW_HEARTBEAT_INTERVAL` seconds (default 5). The sweep (`sweep`, run by
+   the scheduler every tick and by trigger/backfill before they start) marks a
+   run whose heartbeat is older than the heartbeat timeout (default 30 s,
+   `NBFLOW_HEARTBEAT_TIMEOUT`) `crashed`, and requeues it while retries remain.
+3. The output notebook goes to `<home>/runs/JOB/<JOB>-<logical date>-<run id>.ipynb`
+   (recorded before the notebook starts; every attempt of a run writes the
+   same file, so a run has one output notebook).
+4. The parameters stored in the run row (rendered text, as `-p` values) are
+   parsed against the notebook's declared types and `run_notebook` executes it
+   with the job's timeout.
+5. `finish_run` with `success`, `failed` or `timed_out` and a one-line error.
+   A failure with retries left is requeued with `not_before` = now + delay
+   (`retry_delay`, times `backoff ** (attempt - 1)` when the job's spec has a
+   `backoff`), and the `retry` alert is sent; otherwise the `failure` or
+   `success` alert. Alerts never fail a run (`alerts.notify` never raises).
+
+A runner started by the scheduler watches its parent (`NBFLOW_PARENT_PID`):
+if the scheduler disappears (SIGKILL), the runner hands its run back to the
+queue (`release_run`) and exits; its kernel follows within a second (ipykernel
+exits when its parent dies), so no process is orphaned and the restarted
+scheduler runs the run again, into the same output notebook.
+
+Fault injection for the reliability tests: `NBFLOW_FAULT=runner:after-claim`
+(or `runner:kernel-started`, `runner:before-finish`, several separated by
+commas) makes this process SIGKILL itself at that point.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from nbflow.core.errors import NbflowError
+from nbflow.core.home import ensure_private_dir
+from nbflow.jobs.runstore import (
+    ACTIVE_STATES,
+    RETRYABLE_STATES,
+    JobRecord,
+    RunRecord,
+    RunStore,
+    utc_now,
+)
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_HEARTBEAT_TIMEOUT",
+    "Outcome",
+    "describe_outcome",
+    "execute_run",
+    "fault",
+    "heartbeat_interval",
+    "heartbeat_timeout",
+    "output_path_for",
+    "parse_run_parameters",
+    "render_run_parameters",
+    "retry_delay",
+    "run_in_foreground",
+    "settle_failure",
+    "sweep",
+]
+
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+DEFAULT_HEARTBEAT_TIMEOUT = 30.0
+FAULT_ENV = "NBFLOW_FAULT"
+PARENT_ENV = "NBFLOW_PARENT_PID"
+EXIT_HANDED_BACK = 3
+_REPROCESS_BASE = re.compile(r"attempts before: (\d+)")
+
+
+def heartbeat_interval() -> float:
+    return float(os.environ.get("NBFLOW_HEARTBEAT_INTERVAL") or DEFAULT_HEARTBEAT_INTERVAL)
+
+
+def heartbeat_timeout() -> float:
+    return float(os.environ.get("NBFLOW_HEARTBEAT_TIMEOUT") or DEFAULT_HEARTBEAT_TIMEOUT)
+
+
+def fault(point: str) -> None:
+    """SIGKILL this process if `point` is named in `$NBFLOW_FAULT` (reliability tests only)."""
+    wanted = os.environ.get(FAULT_ENV)
+    if wanted and point in {p.strip() for p in wanted.split(",")}:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- parameters and paths ------------------------------------------------------------
+
+
+def render_run_parameters(
+    schedule: Any,
+    logical_date: datetime,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The job's parameters (plus `overrides`) for tick `logical_date`, templates rendered
+    to text: what is stored in the run row and parsed again when the run starts."""
+    from nbflow.jobs.parameters import NOT_A_LITERAL, notebook_parameters
+    from nbflow.jobs.templates import render_parameters, run_context
+
+    context = run_context(
+        logical_date,
+        schedule.tz,
+        data_interval_start=schedule.previous_tick(logical_date),
+        data_interval_end=logical_date,
+    )
+    declared = notebook_parameters(schedule.notebook) if Path(schedule.notebook).is_file() else {}
+    defaults = {n: p.default for n, p in declared.items() if p.default is not NOT_A_LITERAL}
+    rendered = render_parameters(
+        {**schedule.parameters, **(overrides or {})}, context, defaults=defaults
+    )
+    return {name: str(value) for name, value in rendered.items()}
+
+
+def parse_run_parameters(notebook: str | Path, texts: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored text values -> values of the notebook's declared types (as `-p` values)."""
+    from nbflow.jobs.parameters import notebook_parameters, parse_cli_value
+
+    declared = notebook_parameters(notebook)
+    return {
+        name: parse_cli_value(value, declared.get(name)) if isinstance(value, str) else value
+        for name, value in texts.items()
+    }
+
+
+def output_path_for(home: Path, run: RunRecord) -> Path:
+    """`<home>/runs/JOB/<JOB>-<logical date, UTC, compact>-<run id>.ipynb`."""
+    folder = ensure_private_dir(home / "runs" / run.job)
+    stamp = run.logical_date.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return folder / f"{run.job}-{stamp}-{run.id}.ipynb"
+
+
+# --- retries, the sweep ---------------------------------------------------------------
+
+
+def _attempts_this_round(run: RunRecord) -> int:
+    """Attempts since the run was last requeued by a backfill reprocess (see `requeue` there)."""
+    match = _REPROCESS_BASE.search(run.reason or "")
+    base = int(match.group(1)) if match else 0
+    return max(run.attempts - base, 0)
+
+
+def retry_delay(job: JobRecord, run: RunRecord) -> float:
+    """Seconds before the next attempt: retry_delay * backoff ** (attempt - 1)."""
+    spec = job.spec
+    delay = float(spec.get("retry_delay", 60.0) or 0.0)
+    backoff = spec.get("backoff")
+    if backoff:
+        delay *= float(backoff) ** max(_attempts_this_round(run) - 1, 0)
+    return delay
+
+
+def settle_failure(
+    store: RunStore,
+    run: RunRecord,
+    *,
+    now: datetime | None = None,
+    alerts: bool = True,
+) -> tuple[RunRecord, bool]:
+    """After `run` ended failed/crashed/timed_out: requeue it if retries remain (and send
+    `retry`), else send `failure`. Returns (the run as it is now, whether it was requeued)."""
+    from nbflow.jobs.alerts import notify
+
+    now = now or utc_now()
+    record = store.find_job(run.job)
+    if record is None:
+        return run, False
+    schedule = record.schedule
+    retries = int(record.spec.get("retries", 0) or 0)
+    if run.state in RETRYABLE_STATES and _attempts_this_round(run) <= retries:
+        delay = retry_delay(record, run)
+        requeued = store.requeue_run(run.id, not_before=now + timedelta(seconds=delay), now=now)
+        if requeued:
+            if alerts and schedule.on_retry:
+                notify("retry", run.job, run, schedule.on_retry, store=store)
+            return store.get_run(run.id), True
+    if alerts and schedule.on_failure:
+        notify("failure", run.job, run, schedule.on_failure, store=store)
+    return store.get_run(run.id), False
+
+
+def sweep(
+    store: RunStore, timeout: float | None = None, *, now: datetime | None = None
+) -> list[RunRecord]:
+    """Mark runs whose heartbeat is older than `timeout` s `crashed`, and retry them while
+    retries remain. Returns the crashed runs (as they are after the retry decision)."""
+    now = now or utc_now()
+    crashed = store.mark_stale_crashed(heartbeat_timeout() if timeout is None else timeout, now=now)
+    return [settle_failure(store, run, now=now)[0] for run in crashed]
+
+
+# --- one run ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `execute_run` did with a run."""
+
+    run: RunRecord
+    """The run after this attempt (queued again when a retry was scheduled)."""
+    state: str
+    """This attempt's final state: success, failed, timed_out, skipped; or `not claimed`."""
+    retrying: bool = False
+    duration: float | None = None
+
+
+class _Heartbeat(threading.Thread):
+    """Refreshes the run's heartbeat; optionally watches the parent process."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: int,
+        pid: int,
+        interval: float,
+        parent_pid: int | None,
+        finishing: threading.Lock,
+    ) -> None:
+        super().__init__(name=f"nbflow-heartbeat-{run_id}", daemon=True)
+        self.store, self.run_id, self.pid = store, run_id, pid
+        self.interval = interval
+        self.parent_pid = parent_pid
+        self.finishing = finishing
+        self.stopped = threading.Event()
+        self.lost = False
+
+    def run(self) -> None:
+        next_beat = time.monotonic() + self.interval
+        while not self.stopped.wait(0.25 if self.parent_pid else self.interval):
+            if self.parent_pid and _parent_gone(self.parent_pid):
+                _hand_back_and_exit(self.store, self.run_id, self.pid, self.finishing)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.interval
+                try:
+                    if not self.store.heartbeat(self.run_id, pid=self.pid):
+                        self.lost = True  # no longer ours (swept as crashed): stop beating
+                        return
+                except Exception:  # a locked database for 30 s: try again next beat
+                    pass
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def _parent_gone(parent_pid: int) -> bool:
+    return os.getppid() != parent_pid
+
+
+def _hand_back_and_exit(store: RunStore, run_id: int, pid: int, finishing: threading.Lock) -> None:
+    """The scheduler that started us died: give the run back and exit (the kernel follows)."""
+    finishing.acquire()  # never released: the main thread must not finish the run now
+    try:
+        store.release_run(run_id, pid=pid)
+    finally:
+        os._exit(EXIT_HANDED_BACK)
+
+
+def execute_run(
+    run_id: int,
+    *,
+    store: RunStore | None = None,
+    pid: int | None = None,
+    interval: float | None = None,
+    parent_pid: int | None = None,
+    alerts: bool = True,
+) -> Outcome:
+    """Claim run `run_id` and execute it to its final state (see the module docstring)."""
+    from nbflow.jobs.alerts import notify
+    from nbflow.jobs.notebook import run_notebook
+
+    store = store or RunStore()
+    pid = os.getpid() if pid is None else pid
+    run = store.get_run(run_id)
+    record = store.find_job(run.job)
+    if record is None:
+        store.finish_run(run_id, "skipped", reason="job removed")
+        return Outcome(store.get_run(run_id), "skipped")
+    if parent_pid and _parent_gone(parent_pid):
+        return Outcome(run, "not claimed")
+    if not store.claim_run(run_id, pid):
+        return Outcome(store.get_run(run_id), "not claimed")
+    fault("runner:after-claim")
+    finishing = threading.Lock()
+    beat = _Heartbeat(
+        store,
+        run_id,
+        pid,
+        heartbeat_interval() if interval is None else interval,
+        parent_pid,
+        finishing,
+    )
+    beat.start()
+    schedule = record.schedule
+    out = output_path_for(store.path.parent, run)
+    store.set_output_path(run_id, out)
+    started = time.monotonic()
+    error: str | None = None
+    state = "failed"
+
+    def progress(done: int, total: int) -> None:
+        if done == 1:
+            fault("runner:kernel-started")
+
+    try:
+        values = parse_run_parameters(schedule.notebook, run.parameters)
+        nr = run_notebook(
+            schedule.notebook, values, output=out, timeout=schedule.timeout, progress=progress
+        )
+        if nr.ok:
+            state = "success"
+        else:
+            assert nr.error is not None
+            state = "timed_out" if nr.error.reason == "timeout" else "failed"
+            error = str(nr.error)
+    except NbflowError as exc:
+        error = str(exc)
+    except Exception as exc:  # a bug or an environment problem: the run fails, we go on
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+    finally:
+        beat.stop()
+    duration = time.monotonic() - started
+    fault("runner:before-finish")
+    with finishing:
+        finished = store.finish_run(
+            run_id, state, error=error, output_path=out if out.exists() else None
+        )
+    if not finished:  # swept as crashed meanwhile, or removed: its state stands
+        return Outcome(store.get_run(run_id), store.get_run(run_id).state, duration=duration)
+    done = store.get_run(run_id)
+    if state == "success":
+        if alerts and schedule.on_success:
+            notify("success", run.job, done, schedule.on_success, store=store)
+        return Outcome(done, state, duration=duration)
+    after, retrying = settle_failure(store, done, alerts=alerts)
+    return Outcome(after, state, retrying=retrying, duration=duration)
+
+
+def describe_outcome(outcome: Outcome, tz: str = "UTC") -> str:
+    """One progress line: `run 3 demo-etl 2024-01-02 02:00: success in 2.1 s -> path`."""
+    from zoneinfo import ZoneInfo
+
+    run = outcome.run
+    when = run.logical_date.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    took = f" in {outcome.duration:.1f} s" if outcome.duration is not None else ""
+    line = f"run {run.id} {run.job} {when}: {outcome.state}{took}"
+    if run.output_path:
+        line += f" -> {run.output_path}"
+    if outcome.state not in ("success", "skipped") and run.error:
+        line += f"\n    {' '.join(run.error.split())[:300]}"
+    if outcome.retrying and run.not_before is not None:
+        wait = max((run.not_before - utc_now()).total_seconds(), 0.0)
+        line += f"\n    retrying (attempt {run.attempts + 1}) in {wait:.0f} s"
+    return line
+
+
+# --- the foreground: trigger and backfill ------------------------------------------------
+
+
+def run_in_foreground(
+    store: RunStore,
+    run_ids: Iterable[int],
+    *,
+    max_active: int = 1,
+    echo: Callable[[str], None] = print,
+    poll: float = 0.2,
+) -> list[RunRecord]:
+    """Execute `run_ids` in this process (one thread per run, at most `max_active` of the
+    job's runs running at once, counting runs other processes are running), waiting out
+    retry delays, until every one is final. Prints one line per attempt; returns the runs."""
+    ids = list(run_ids)
+    pending = set(ids)
+    threads: dict[int, threading.Thread] = {}
+    lock = threading.Lock()
+    zones: dict[str, str] = {}
+
+    def work(run_id: int) -> None:
+        try:
+            outcome = execute_run(run_id, store=store)
+            if outcome.state != "not claimed":
+                tz = zones.get(outcome.run.job, "UTC")
+                with lock:
+                    echo(describe_outcome(outcome, tz))
+        finally:
+            store.close()
+
+    while pending:
+        for run_id in [i for i, t in threads.items() if not t.is_alive()]:
+            threads.pop(run_id).join()
+        runs = {i: store.get_run(i) for i in pending}
+        for run_id, run in runs.items():
+            if run.state not in ACTIVE_STATES and run_id not in threads:
+                pending.discard(run_id)
+        if not pending:
+            break
+        now = utc_now()
+        ready = sorted(
+            (
+                r
+                for r in runs.values()
+                if r.state == "queued"
+                and r.id not in threads
+                and (r.not_before is None or r.not_before <= now)
+            ),
+            key=lambda r: (r.logical_date, r.id),
+        )
+        for run in ready:
+            if run.job not in zones:
+                found = store.find_job(run.job)
+                zones[run.job] = found.spec.get("tz", "UTC") if found else "UTC"
+            running = {r.id for r in store.list_runs(run.job, states="running")}
+            mine = {i for i in threads if store.get_run(i).job == run.job}
+            if len(running | mine) >= max_active:
+                break
+            thread = threading.Thread(target=work, args=(run.id,), daemon=True)
+            threads[run.id] = thread
+            thread.start()
+        time.sleep(poll)
+    for thread in threads.values():
+        thread.join()
+    return [store.get_run(i) for i in ids]
+
+
+# --- the runner child ----------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m nbflow.jobs.execute RUN_ID`: execute one run (the scheduler's child).
+
+    Exit status: 0 success (or the run was not ours to take), 1 the attempt failed,
+    3 handed back because the scheduler died."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].isdigit():
+        print("usage: python -m nbflow.jobs.execute RUN_ID", file=sys.stderr)
+        return 2
+    parent = os.environ.get(PARENT_ENV)
+    outcome = execute_run(int(args[0]), parent_pid=int(parent) if parent else None)
+    if outcome.state == "not claimed":
+        return 0
+    tz = "UTC"
+    record = RunStore().find_job(outcome.run.job)
+    if record is not None:
+        tz = record.spec.get("tz", "UTC")
+    print(describe_outcome(outcome, tz), flush=True)
+    return 0 if outcome.state in ("success", "skipped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,556 @@
+"""The scheduler daemon (`nbflow scheduler`), and the run creation behind trigger and backfill.
+
+One `Scheduler` per home, held by an OS lock (`fcntl.flock` on
+`<home>/scheduler.lock`, which also holds the holder's pid); a second one
+exits with a message naming that pid. Each `tick_once(now)`:
+
+(a) **sweeps**: running runs whose heartbeat is older than the heartbeat
+    timeout (30 s) become `crashed` and are requeued while retries remain;
+    a runner child the scheduler sees exit without finishing its run makes
+    that run `crashed` at once;
+(b) **records due runs** for every active cron/interval job, for the ticks
+    after the later of its last recorded tick (`last_tick`), the moment it was
+    added or resumed, and its `start`:
+    - catch-up off (default): a run for the most recent due tick if it is at
+      most one schedule period late (the grace period), and `missed` (with the
+      reason) for every other due tick, oldest first, the run last;
+    - `--catchup`: one run per due tick, oldest first.
+    Runs are unique per (job, run type, logical date), so a scheduler killed
+    anywhere in this step and restarted finds what it already recorded and
+    records the rest;
+(c) **file sensors**: one `sensor` run per new or changed file (`sensors.py`);
+(d) **starts queued runs** that are ready (retry time reached), oldest logical
+    date first, while the job has fewer than `max_active` running and the home
+    fewer than the global limit (`--max-running`). Each run executes in a child
+    process (`python -m nbflow.jobs.execute RUN_ID`, its own process group),
+    which claims the run atomically, heartbeats, and finishes it.
+
+The clock is injectable (`Scheduler(clock=...)`, `tick_once(now)`), so tests
+step through time without sleeping; the children use the real clock.
+
+SIGTERM (or SIGINT): no new runs are made or started; children get `grace`
+seconds to finish, then they are killed and their runs handed back
+(`release_run`: queued again, the attempt given back); exit status 0.
+If the scheduler itself is SIGKILLed, each child notices within a second,
+hands its run back and exits; its kernel follows.
+
+Fault injection for the reliability tests: `NBFLOW_FAULT=scheduler:after-tick`
+(due ticks computed, nothing recorded), `scheduler:after-insert` (a run row
+inserted), `scheduler:after-spawn` (a runner process started) make the
+scheduler SIGKILL itself there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from nbflow.core.errors import JobsError
+from nbflow.jobs.execute import (
+    PARENT_ENV,
+    fault,
+    heartbeat_timeout,
+    render_run_parameters,
+    settle_failure,
+    sweep,
+)
+from nbflow.jobs.runstore import (
+    ACTIVE_STATES,
+    RETRYABLE_STATES,
+    JobRecord,
+    RunRecord,
+    RunStore,
+    utc_now,
+)
+
+__all__ = [
+    "MISSED_CATCHUP_LIMIT",
+    "BackfillPlan",
+    "Scheduler",
+    "SchedulerLocked",
+    "TickReport",
+    "plan_backfill",
+    "trigger_run",
+]
+
+MISSED_CATCHUP_LIMIT = 10_000
+"""At most this many due ticks of one job are recorded in one tick (the most recent ones);
+a minute cron after a month of downtime would otherwise write 43,000 rows at once."""
+
+Clock = Callable[[], datetime]
+
+
+class SchedulerLocked(JobsError):
+    """Another scheduler holds this home's lock."""
+
+    def __init__(self, home: Path, pid: str) -> None:
+        self.home = home
+        self.pid = pid
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(
+            f"another nbflow scheduler is already running for home {home} ({who} holds "
+            f"{home / 'scheduler.lock'}); one scheduler per home — stop it first"
+        )
+
+
+@dataclass
+class TickReport:
+    """What one `tick_once` did."""
+
+    crashed: list[RunRecord] = field(default_factory=list)
+    created: list[RunRecord] = field(default_factory=list)
+    missed: list[RunRecord] = field(default_factory=list)
+    sensed: list[RunRecord] = field(default_factory=list)
+    started: list[int] = field(default_factory=list)
+    finished: list[RunRecord] = field(default_factory=list)
+
+
+@dataclass
+class _Child:
+    run: RunRecord
+    process: subprocess.Popen[bytes]
+
+
+class Scheduler:
+    """The daemon's logic; `serve()` is the loop `nbflow scheduler` runs."""
+
+    def __init__(
+        self,
+        store: RunStore | None = None,
+        *,
+        clock: Clock = utc_now,
+        max_running: int | None = None,
+        heartbeat_timeout: float | None = None,
+        grace: float = 30.0,
+        poll: float = 2.0,
+        echo: Callable[[str], None] | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.store = store or RunStore()
+        self.home = self.store.path.parent
+        self.clock = clock
+        self.max_running = max_running or max(os.cpu_count() or 2, 2)
+        self.heartbeat_timeout = (
+            heartbeat_timeout if heartbeat_timeout is not None else _env_heartbeat_timeout()
+        )
+        self.grace = grace
+        self.poll = poll
+        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.python = python
+        self.children: dict[int, _Child] = {}
+        self.stopping = threading.Event()
+        self._lock_file: IO[str] | None = None
+        self._digests: dict[tuple[str, str], tuple[int, int, str]] = {}
+
+    # -- the lock
+
+    def acquire_lock(self) -> None:
+        """Take `<home>/scheduler.lock` or raise `SchedulerLocked` naming the holder's pid."""
+        path = self.home / "scheduler.lock"
+        fh = open(path, "a+")  # noqa: SIM115 - held for the scheduler's life
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip()
+            fh.close()
+            raise SchedulerLocked(self.home, pid) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._lock_file = fh
+
+    def release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the file releases the flock
+            self._lock_file = None
+
+    # -- one tick
+
+    def tick_once(self, now: datetime | None = None, *, start: bool = True) -> TickReport:
+        """Sweep, record due runs, sense files, and (when `start`) start ready runs."""
+        now = now or self.clock()
+        report = TickReport()
+        report.finished = self.reap(now)
+        report.crashed = sweep(self.store, self.heartbeat_timeout, now=now)
+        if self.stopping.is_set():
+            return report
+        jobs = self.store.list_jobs(include_paused=False)
+        for record in jobs:
+            schedule = record.schedule
+            if schedule.cron is not None or schedule.every is not None:
+                created, missed = self.record_due(record, now)
+                report.created += created
+                report.missed += missed
+            if schedule.when_file:
+                from nbflow.jobs.sensors import sense
+
+                report.sensed += sense(self.store, record, now=now, cache=self._digests)
+        if start:
+            report.started = self.start_ready(now, {r.name: r for r in jobs})
+        return report
+
+    def due_ticks(self, record: JobRecord, now: datetime) -> list[datetime]:
+        """Ticks of `record` after the later of its last recorded tick and the moment it
+        was added or resumed (and within its start/end), up to `now`."""
+        schedule = record.schedule
+        after = record.active_since - timedelta(microseconds=1)
+        last = self.store.last_tick(record.name)
+        if last is not None and last > after:
+            after = last
+        return schedule.ticks_between(after, now)
+
+    def record_due(
+        self, record: JobRecord, now: datetime
+    ) -> tuple[list[RunRecord], list[RunRecord]]:
+        """Record the runs (and missed ticks) of `record`'s due ticks; see the module docstring."""
+        schedule = record.schedule
+        due = self.due_ticks(record, now)
+        if not due:
+            return [], []
+        fault("scheduler:after-tick")
+        due = due[-MISSED_CATCHUP_LIMIT:]
+        created: list[RunRecord] = []
+        missed: list[RunRecord] = []
+        if schedule.catchup:
+            to_run, to_miss = due, []
+        else:
+            latest = due[-1]
+            grace = schedule.period_before(latest) or timedelta(0)
+            if now - latest <= grace:
+                to_run, to_miss = [latest], due[:-1]
+                why = "the scheduler was not running at this tick; catch-up is off, so only "
+                why += f"the latest missed tick ({latest.isoformat()}) ran"
+            else:
+                to_run, to_miss = [], due
+                why = "the scheduler was not running at this tick; catch-up is off and the "
+                why += f"latest missed tick was more than one schedule period ({grace}) late"
+        for tick in to_miss:
+            run, made = self.store.record_missed(record.name, tick, why, now=now)
+            fault("scheduler:after-insert")
+            if made:
+                missed.append(run)
+        for tick in to_run:
+            run = self._create(record, "scheduled", tick, now=now)
+            if run is not None:
+                created.append(run)
+        return created, missed
+
+    def _create(
+        self, record: JobRecord, run_type: str, tick: datetime, *, now: datetime
+    ) -> RunRecord | None:
+        run, made = create_job_run(self.store, record, run_type, tick, now=now)
+        fault("scheduler:after-insert")
+        return run if made else None
+
+    # -- starting and reaping runs
+
+    def active_counts(self) -> tuple[dict[str, set[int]], set[int]]:
+        """Run ids running (in the store, any process) or started by us, per job and in all."""
+        per_job: dict[str, set[int]] = {}
+        everything: set[int] = set()
+        for run in self.store.list_runs(states="running"):
+            per_job.setdefault(run.job, set()).add(run.id)
+            everything.add(run.id)
+        for run_id, child in self.children.items():
+            per_job.setdefault(child.run.job, set()).add(run_id)
+            everything.add(run_id)
+        return per_job, everything
+
+    def start_ready(self, now: datetime, jobs: dict[str, JobRecord] | None = None) -> list[int]:
+        """Start queued runs that are ready, within per-job and global limits."""
+        if self.stopping.is_set():
+            return []
+        if jobs is None:
+            jobs = {r.name: r for r in self.store.list_jobs(include_paused=False)}
+        per_job, everything = self.active_counts()
+        started: list[int] = []
+        for run in self.store.queued_runs(now=now):
+            if len(everything) >= self.max_running:
+                break
+            if run.id in self.children:
+                continue
+            record = jobs.get(run.job)
+            if record is None:
+                if self.store.find_job(run.job) is None:
+                    self.store.finish_run(run.id, "skipped", reason="job removed")
+                continue  # paused: its queued runs wait for `schedule resume`
+            active = per_job.setdefault(run.job, set())
+            if len(active) >= int(record.spec.get("max_active", 1) or 1):
+                continue
+            self.spawn(run)
+            active.add(run.id)
+            everything.add(run.id)
+            started.append(run.id)
+        return started
+
+    def spawn(self, run: RunRecord) -> None:
+        """Start the runner child for `run` (own process group; it claims the run itself)."""
+        env = {**os.environ, "NBFLOW_HOME": str(self.home), PARENT_ENV: str(os.getpid())}
+        process = subprocess.Popen(
+            [self.python, "-m", "nbflow.jobs.execute", str(run.id)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.children[run.id] = _Child(run, process)
+        fault("scheduler:after-spawn")
+        self.echo(f"started run {run.id} {run.job} {_short(run.logical_date)} (pid {process.pid})")
+
+    def reap(self, now: datetime | None = None) -> list[RunRecord]:
+        """Collect finished children; a run its child left `running` is `crashed` at once."""
+        finished: list[RunRecord] = []
+        for run_id, child in list(self.children.items()):
+            code = child.process.poll()
+            if code is None:
+                continue
+            del self.children[run_id]
+            run = self.store.get_run(run_id)
+            if run.state == "running" and run.pid == child.process.pid:
+                why = f"the runner process {child.process.pid} exited ({_exit_text(code)}) "
+                why += "without finishing the run"
+                if self.store.finish_run(run_id, "crashed", error=why, now=now):
+                    run, _ = settle_failure(self.store, self.store.get_run(run_id), now=now)
+                    self.echo(f"run {run_id} {run.job}: crashed ({why})")
+            finished.append(self.store.get_run(run_id))
+        return finished
+
+    # -- the loop
+
+    def serve(self, *, once: bool = False) -> int:
+        """Run until SIGTERM/SIGINT (or, with `once`, one tick and the runs it can start)."""
+        self.acquire_lock()
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        self.echo(
+            f"nbflow scheduler (pid {os.getpid()}) for {self.home}: "
+            f"max running {self.max_running}, heartbeat timeout {self.heartbeat_timeout:g} s"
+        )
+        try:
+            if once:
+                self.tick_once()
+                while not self.stopping.is_set():
+                    self.reap(self.clock())
+                    self.start_ready(self.clock())
+                    if not self.children:
+                        break
+                    self.stopping.wait(0.2)
+            else:
+                while not self.stopping.is_set():
+                    self.tick_once()
+                    self.stopping.wait(self._sleep_for())
+            self.shutdown()
+        finally:
+            self.kill_children()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.release_lock()
+        return 0
+
+    def _sleep_for(self) -> float:
+        """Until the next poll, or sooner if a child may finish (children are polled)."""
+        return self.poll if not self.children else min(self.poll, 0.5)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        """Wait up to `grace` s for children, then kill them and hand their runs back."""
+        if self.children:
+            self.echo(
+                f"stopping: waiting up to {self.grace:g} s for {len(self.children)} running run(s)"
+            )
+        deadline = time.monotonic() + self.grace
+        while self.children and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.1)
+        self.reap()
+        for run_id, child in list(self.children.items()):
+            _kill_group(child.process)
+            if self.store.release_run(run_id, pid=child.process.pid):
+                self.echo(f"run {run_id} {child.run.job}: handed back to the queue")
+            else:
+                self.reap()
+            self.children.pop(run_id, None)
+
+    def kill_children(self) -> None:
+        for child in self.children.values():
+            _kill_group(child.process)
+            self.store.release_run(child.run.id, pid=child.process.pid)
+        self.children.clear()
+
+
+# --- run creation, shared with trigger and backfill -----------------------------------------
+
+
+def create_job_run(
+    store: RunStore,
+    record: JobRecord,
+    run_type: str,
+    logical_date: datetime,
+    *,
+    overrides: dict[str, str] | None = None,
+    now: datetime | None = None,
+    reason: str | None = None,
+) -> tuple[RunRecord, bool]:
+    """Create a queued run with the job's rendered parameters. A parameter that cannot be
+    rendered makes a run that is `failed` at once, with the error (never a silent skip)."""
+    try:
+        texts = render_run_parameters(record.schedule, logical_date, overrides)
+        problem = None
+    except Exception as exc:
+        texts, problem = {}, f"parameters could not be rendered: {exc}"
+    run, made = store.create_run(
+        record.name, run_type, logical_date, parameters=texts, reason=reason, now=now
+    )
+    if made and problem:
+        store.finish_run(run.id, "failed", error=problem, now=now)
+        run = store.get_run(run.id)
+    return run, made
+
+
+def trigger_run(
+    store: RunStore,
+    name: str,
+    overrides: dict[str, str] | None = None,
+    *,
+    now: datetime | None = None,
+) -> RunRecord:
+    """A `manual` run of job `name` now (its logical date is this instant, to the
+    microsecond, so it never takes a scheduled tick's slot). Parameters are checked
+    first: an unknown name or a value of the wrong type raises, nothing is stored."""
+    from nbflow.jobs.parameters import check_parameters, notebook_parameters
+
+    record = store.get_job(name)
+    schedule = record.schedule
+    now = now or utc_now()
+    if now.microsecond == 0:
+        now = now.replace(microsecond=1)
+    texts = render_run_parameters(schedule, now, overrides)
+    from nbflow.jobs.execute import parse_run_parameters
+
+    values = parse_run_parameters(schedule.notebook, texts)
+    check_parameters(values, notebook_parameters(schedule.notebook), schedule.notebook)
+    run, _ = store.create_run(name, "manual", now, parameters=texts, now=now)
+    return run
+
+
+@dataclass
+class BackfillPlan:
+    """What `plan_backfill` did: the runs to wait for, and the ticks it left alone (why)."""
+
+    run_ids: list[int] = field(default_factory=list)
+    ticks: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, why: str) -> None:
+        self.skipped[why] = self.skipped.get(why, 0) + 1
+
+
+REPROCESS = ("none", "failed", "all")
+
+
+def plan_backfill(
+    store: RunStore,
+    name: str,
+    start: datetime,
+    end: datetime,
+    *,
+    reprocess: str = "none",
+    now: datetime | None = None,
+) -> BackfillPlan:
+    """Queue one `backfill` run per tick of job `name` in [start, end] (both inclusive).
+
+    Per tick, looking at its scheduled and backfill runs:
+    - a run queued or running: left alone, never duplicated;
+    - `none` (default): a tick that already ran (success, failed, crashed,
+      timed_out) is skipped; ticks never run, or only `missed`/`skipped`, get a run;
+    - `failed`: also ticks whose runs failed/crashed/timed out and never succeeded;
+    - `all`: every tick.
+    An existing backfill run is reopened (`requeue_run`) rather than duplicated.
+    """
+    if reprocess not in REPROCESS:
+        raise JobsError(f"--reprocess must be one of {', '.join(REPROCESS)}, not {reprocess!r}")
+    record = store.get_job(name)
+    schedule = record.schedule
+    now = now or utc_now()
+    plan = BackfillPlan()
+    ticks = schedule.ticks_between(start - timedelta(microseconds=1), end)
+    plan.ticks = len(ticks)
+    for tick in ticks:
+        runs = [
+            r
+            for r in (
+                store.find_run(name, "scheduled", tick),
+                store.find_run(name, "backfill", tick),
+            )
+            if r is not None
+        ]
+        states = {r.state for r in runs}
+        if states & set(ACTIVE_STATES):
+            active = next(r for r in runs if r.state in ACTIVE_STATES)
+            plan.skip(f"already {active.state}")
+            if active.run_type == "backfill":
+                plan.run_ids.append(active.id)  # wait for it too
+            continue
+        ran = "success" in states
+        failed = bool(states & set(RETRYABLE_STATES)) and not ran
+        if (ran and reprocess != "all") or (failed and reprocess == "none"):
+            plan.skip("already succeeded" if ran else "already ran and failed")
+            continue
+        existing = store.find_run(name, "backfill", tick)
+        if existing is not None:
+            reopen = (
+                ("success", *RETRYABLE_STATES) if reprocess == "all" else RETRYABLE_STATES
+            ) + ("missed", "skipped")
+            why = f"reprocess requested by backfill (attempts before: {existing.attempts})"
+            if store.requeue_run(existing.id, from_states=reopen, reason=why, now=now):
+                plan.run_ids.append(existing.id)
+            continue
+        run, _ = create_job_run(store, record, "backfill", tick, now=now)
+        plan.run_ids.append(run.id)
+    return plan
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _env_heartbeat_timeout() -> float:
+    return heartbeat_timeout()
+
+
+def _short(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"status {code}"
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child's process group (the runner; its kernel exits with it)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
