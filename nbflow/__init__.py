@@ -37,7 +37,7 @@ from nbflow.core.errors import (
     WorkerDied,
 )
 from nbflow.core.events import LoggingListener, ProgressListener
-from nbflow.core.pipeline import Pipeline, default_pipeline, task
+from nbflow.core.pipeline import Pipeline, branch, default_pipeline, task
 from nbflow.core.pools import pool
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
 
@@ -70,6 +70,7 @@ __all__ = [
     "UnpicklableTask",
     "WorkerDied",
     "__version__",
+    "branch",
     "clear_cache",
     "default_pipeline",
     "explain",

@@ -72,7 +72,9 @@ class Pipeline:
 
         Options: retries, retry_delay, backoff, jitter, max_retry_delay, timeout,
         trigger_rule, cache, ttl, watch, version, pool, priority, tags, owner,
-        description, identity.
+        description, identity, metadata (static facts, not in the key), after
+        (tasks to run after without taking their value), map (a parameter to
+        map over), branch, partitions.
         """
         opts = make_options(**options)
 
@@ -82,6 +84,13 @@ class Pipeline:
             return t
 
         return register(fn) if fn is not None else register
+
+    def branch(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Register a branch task: it returns the name(s) of the direct downstream tasks to follow.
+
+        See `nbflow.core.branching`. Bare (`@pipe.branch`) or with task options.
+        """
+        return self.task(fn, branch=True, **options)
 
     def add(self, task: Task) -> Task:
         """Add or replace a task."""
@@ -251,3 +260,8 @@ def default_pipeline() -> Pipeline:
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """`@nf.task` or `@nf.task(retries=3, ...)`: register in the default pipeline."""
     return default_pipeline().task(fn, **options)
+
+
+def branch(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """`@nf.branch` or `@nf.branch(...)`: a branch task in the default pipeline (see `Pipeline.branch`)."""
+    return default_pipeline().branch(fn, **options)

@@ -31,6 +31,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nbflow.core import events as ev
+from nbflow.core.branching import BranchError, chosen_branches, describe_choice
 from nbflow.core.errors import (
     IntegrityError,
     NbflowWarning,
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
 _FLUSH_INTERVAL = 0.25
 # Retrying cannot help these: the same value or job will not pickle next time either.
-_NOT_RETRIED = (UnpicklableResult, UnpicklableTask)
+_NOT_RETRIED = (UnpicklableResult, UnpicklableTask, BranchError)
 # Decisions after which a mapped task reuses none of its cached instances.
 _RERUN_ALL = ("forced", "invalidated", "expired", "always reruns", "caching is off")
 
@@ -106,6 +107,10 @@ class Runner:
         self._decisions: dict[str, Decision] = {}
         self._job_ids = 0
         self._last_flush = time.monotonic()
+        self._gates: dict[str, list[tuple[str, str]]] = {}
+        """task -> (state, reason) imposed by a branch upstream that did not choose it."""
+        self._blocked: dict[str, str] = {}
+        """task -> why its downstream must not run (a failed blocking check)."""
         self._backlog: deque[Job] = deque()
         self._instances: dict[str, tuple[MapRun, int]] = {}
         """Job task name (`process[3]`) -> its mapped task's expansion and index."""
@@ -249,20 +254,21 @@ class Runner:
         """Settle `name` now (cached, skipped, upstream_failed) or return its first job."""
         graph, result = self.graph, self.result
         task = self.pipe.tasks[name]
-        verdict = evaluate(
-            task.options.trigger_rule, (result.states[u] for u in graph.upstream[name])
-        )
+        upstream = graph.upstream[name]
+        if self._gates or self._blocked:
+            verdict, reason = self._gated(name, upstream)
+        else:
+            verdict = evaluate(task.options.trigger_rule, (result.states[u] for u in upstream))
+            reason = ""
         if verdict != RUN:
-            failed_up = [
-                u
-                for u in graph.upstream[name]
-                if result.states[u] != "done" and result.states[u] != "cached"
-            ]
-            reason = (
-                f"upstream {', '.join(f'`{u}`' for u in failed_up)} {result.states[failed_up[0]]}"
-                if failed_up
-                else ""
-            )
+            if not reason:
+                failed_up = [
+                    u
+                    for u in upstream
+                    if result.states[u] != "done" and result.states[u] != "cached"
+                ]
+                if failed_up:
+                    reason = f"upstream {', '.join(f'`{u}`' for u in failed_up)} {result.states[failed_up[0]]}"
             result.states[name] = verdict
             result.reasons[name] = reason
             self._outputs[name] = None
@@ -282,9 +288,15 @@ class Runner:
         if decision.fresh:
             record = decision.record
             assert record is not None
+            self._records[name] = record
+            if task.options.branch:
+                try:
+                    self._choose(name, self._value(name))
+                except BranchError as exc:  # the graph changed since the choice was cached
+                    self._fail(name, exc, f"{type(exc).__name__}: {exc}\n", 1)
+                    return None
             result.states[name] = "cached"
             result.cached.append(name)
-            self._records[name] = record
             self._outputs[name] = record["digest"]
             result._loaders[name] = functools.partial(self._load, name, record)
             if record.get("metadata"):
@@ -361,6 +373,11 @@ class Runner:
         result.attempts[name] = job.attempt
         result.durations[name] = result.durations.get(name, 0.0) + outcome.duration
         error, trace = outcome.error, outcome.traceback
+        if error is None and task.options.branch:
+            try:
+                self._choose(name, outcome.value)
+            except BranchError as exc:
+                error, trace = exc, f"{type(exc).__name__}: {exc}\n"
         if error is None:
             try:
                 self._store_result(name, outcome.value, outcome.duration)
@@ -473,6 +490,34 @@ class Runner:
         if now - self._last_flush > _FLUSH_INTERVAL:
             self.store.flush()
             self._last_flush = now
+
+    # --- gates: branches and blocking checks ----------------------------------
+
+    def _choose(self, name: str, value: Any) -> None:
+        """Record a branch task's choice; its other direct downstream tasks will be skipped."""
+        chosen = chosen_branches(name, value, self.graph.downstream[name])
+        reason = describe_choice(name, chosen)
+        for down in self.graph.downstream[name]:
+            if down not in chosen:
+                self._gates.setdefault(down, []).append(("skipped", reason))
+
+    def _gated(self, name: str, upstream: tuple[str, ...]) -> tuple[str, str]:
+        """Verdict and reason for a task that a branch or a failed blocking check may stop."""
+        states = self.result.states
+        gates = self._gates.get(name, ())
+        for state, reason in gates:
+            if state == "skipped":  # a branch that did not choose it: skipped, whatever its rule
+                return "skipped", reason
+        blocked = self._blocked
+        verdict = evaluate(
+            self.pipe.tasks[name].options.trigger_rule,
+            ("failed" if u in blocked else states[u] for u in upstream),
+        )
+        if verdict != RUN:
+            for u in upstream:
+                if u in blocked:
+                    return verdict, blocked[u]
+        return verdict, ""
 
     # --- mapped tasks (see nbflow.core.mapping) --------------------------------
 
