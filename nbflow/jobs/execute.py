@@ -35,7 +35,9 @@ scheduler runs the run again, into the same output notebook.
 
 Fault injection for the reliability tests: `NBFLOW_FAULT=runner:after-claim`
 (or `runner:kernel-started`, `runner:before-finish`, several separated by
-commas) makes this process SIGKILL itself at that point.
+commas) makes this process SIGKILL itself at that point; with
+`NBFLOW_FAULT_ONCE_DIR` set, each point fires once (a marker file in that folder
+remembers it), so a restarted process gets past it.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ __all__ = [
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HEARTBEAT_TIMEOUT = 30.0
 FAULT_ENV = "NBFLOW_FAULT"
+FAULT_ONCE_ENV = "NBFLOW_FAULT_ONCE_DIR"
 PARENT_ENV = "NBFLOW_PARENT_PID"
 EXIT_HANDED_BACK = 3
 _REPROCESS_BASE = re.compile(r"attempts before: (\d+)")
@@ -102,6 +105,12 @@ def fault(point: str) -> None:
     """SIGKILL this process if `point` is named in `$NBFLOW_FAULT` (reliability tests only)."""
     wanted = os.environ.get(FAULT_ENV)
     if wanted and point in {p.strip() for p in wanted.split(",")}:
+        marks = os.environ.get(FAULT_ONCE_ENV)
+        if marks:  # fire once per point: the marker file says it already did
+            try:
+                os.close(os.open(Path(marks, point.replace(":", "-")), os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,224 @@
+"""The scheduler's tick with an injected clock: downtime, catch-up, limits, sweep, file sensor.
+
+The clock the scheduler sees is a fixed instant in 2024; runs it starts
+execute in real child processes (with the real clock), so their heartbeats
+are always newer than the injected `now` and never look stale unless a test
+steps the clock past them on purpose.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from nbflow.jobs.execute import execute_run, sweep
+from nbflow.jobs.runstore import RunStore
+from nbflow.jobs.scheduler import Scheduler, SchedulerLocked
+from nbflow.jobs.schedules import Schedule
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "notebooks"
+T0 = datetime(2024, 1, 1, 0, 10, tzinfo=UTC)  # the job is added at 00:10 UTC
+H = timedelta(hours=1)
+
+
+@pytest.fixture
+def store(home: Path) -> RunStore:
+    return RunStore()
+
+
+@pytest.fixture
+def notebook(home: Path) -> Path:
+    path = Path.cwd() / "job.ipynb"
+    shutil.copy(FIXTURES / "scheduled_job.ipynb", path)
+    return path
+
+
+def add_job(store: RunStore, notebook: Path, name: str = "hourly", **spec) -> None:
+    spec.setdefault("cron", "0 * * * *")
+    job = Schedule(name=name, notebook=str(notebook), **spec)
+    store.add_job(name, job.to_dict(), now=T0)
+
+
+def states(store: RunStore, job: str = "hourly") -> list[tuple[str, str, str]]:
+    return [
+        (f"{r.logical_date:%H:%M}", r.run_type, r.state)
+        for r in store.list_runs(job, oldest_first=True)
+    ]
+
+
+def wait_for(scheduler: Scheduler, now: datetime, done, timeout: float = 60.0) -> list[int]:
+    """Tick at `now` until `done()`; returns the most runs seen running at one time."""
+    most = []
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "runs did not finish in time"
+        scheduler.tick_once(now)
+        most.append(len(scheduler.active_counts()[1]))
+        time.sleep(0.1)
+    scheduler.kill_children()
+    return most
+
+
+def test_nothing_is_due_before_the_first_tick_after_the_job_was_added(store, notebook):
+    add_job(store, notebook, start=datetime(2023, 1, 1, tzinfo=UTC))
+    report = Scheduler(store).tick_once(T0 + timedelta(minutes=40), start=False)
+    assert report.created == [] and report.missed == [] and states(store) == []
+    # the first tick after `added` (01:00) is due at 01:00, not the ticks of 2023
+    report = Scheduler(store).tick_once(T0 + timedelta(minutes=50), start=False)
+    assert states(store) == [("01:00", "scheduled", "queued")]
+
+
+def test_downtime_with_catchup_off_runs_the_latest_tick_and_records_the_others_missed(
+    store, notebook
+):
+    add_job(store, notebook)
+    scheduler = Scheduler(store)
+    scheduler.tick_once(T0 + timedelta(minutes=1), start=False)  # up, nothing due yet
+    # down from 00:11 to 03:05: the ticks at 01:00, 02:00 and 03:00 pass
+    report = scheduler.tick_once(T0 + timedelta(hours=2, minutes=55), start=False)
+    assert states(store) == [
+        ("01:00", "scheduled", "missed"),
+        ("02:00", "scheduled", "missed"),
+        ("03:00", "scheduled", "queued"),
+    ]
+    assert len(report.missed) == 2 and len(report.created) == 1
+    missed = store.list_runs("hourly", states="missed")
+    assert all("catch-up is off" in r.reason for r in missed)
+    # the next tick of a restarted scheduler records nothing twice
+    Scheduler(store).tick_once(T0 + timedelta(hours=2, minutes=56), start=False)
+    assert len(states(store)) == 3
+
+
+def test_downtime_longer_than_the_grace_period_runs_nothing(store, notebook):
+    # a job that ended at 02:30: after the downtime, its last tick (02:00) is 4 h late
+    add_job(store, notebook, end=datetime(2024, 1, 1, 2, 30, tzinfo=UTC))
+    Scheduler(store).tick_once(T0 + timedelta(hours=6), start=False)
+    assert states(store) == [("01:00", "scheduled", "missed"), ("02:00", "scheduled", "missed")]
+    assert "more than one schedule period" in store.list_runs("hourly")[0].reason
+
+
+def test_downtime_with_catchup_runs_every_tick_in_order_one_at_a_time(store, notebook):
+    log = Path.cwd() / "log.txt"
+    add_job(store, notebook, catchup=True, max_active=1, parameters={"day": "{{ logical_date }}",
+            "log": str(log)})  # fmt: skip
+    scheduler = Scheduler(store, max_running=4)
+    now = T0 + timedelta(hours=2, minutes=55)
+    scheduler.tick_once(now, start=False)
+    assert states(store) == [(f"0{h}:00", "scheduled", "queued") for h in (1, 2, 3)]
+    most = wait_for(scheduler, now, lambda: store.count_runs("hourly", states=("success",)) == 3)
+    assert max(most) == 1  # never more than --max-active at once
+    runs = store.list_runs("hourly", oldest_first=True)
+    for earlier, later in itertools.pairwise(runs):
+        assert earlier.ended_at <= later.started_at  # in order, one after the other
+    assert [line.split()[0][11:16] for line in log.read_text().splitlines()] == [
+        "01:00",
+        "02:00",
+        "03:00",
+    ]
+
+
+def test_max_active_queues_the_excess_and_the_global_limit_caps_all_jobs(store, notebook):
+    for name in ("a", "b"):
+        add_job(store, notebook, name=name, catchup=True, max_active=2,
+                parameters={"seconds": "30"})  # fmt: skip
+    scheduler = Scheduler(store, max_running=3)
+    now = T0 + timedelta(hours=3, minutes=55)  # four ticks due per job
+    try:
+        report = scheduler.tick_once(now)
+        assert len(report.created) == 8
+        started = [store.get_run(i).job for i in report.started]
+        assert len(started) == 3 and started.count("a") == 2  # oldest first, a before b
+        assert store.count_runs(states=("queued", "running")) == 8  # nothing dropped
+        assert scheduler.tick_once(now).started == []  # limits still full
+    finally:
+        scheduler.kill_children()
+    assert store.count_runs(states=("running",)) == 0  # handed back on the way out
+
+
+def test_paused_jobs_wait_and_removed_jobs_are_skipped(store, notebook):
+    add_job(store, notebook, name="p", catchup=True)
+    add_job(store, notebook, name="r", catchup=True)
+    scheduler = Scheduler(store)
+    now = T0 + timedelta(minutes=55)
+    scheduler.tick_once(now, start=False)
+    store.pause_job("p")
+    store.remove_job("r")
+    assert scheduler.start_ready(now) == []
+    assert states(store, "p") == [("01:00", "scheduled", "queued")]
+    assert states(store, "r") == [("01:00", "scheduled", "skipped")]
+    # resuming does not replay the paused time: no run for ticks before resumed_at
+    store.resume_job("p", now=T0 + timedelta(hours=5, minutes=30))
+    scheduler.tick_once(T0 + timedelta(hours=5, minutes=40), start=False)
+    assert len(states(store, "p")) == 1
+
+
+def test_the_sweep_marks_a_silent_run_crashed_and_retries_it_while_retries_remain(store, notebook):
+    add_job(store, notebook, retries=1, retry_delay=60)
+    run, _ = store.create_run("hourly", "scheduled", T0 + H)
+    store.claim_run(run.id, 999_999, now=T0 + H)
+    scheduler = Scheduler(store, heartbeat_timeout=30)
+    assert scheduler.tick_once(T0 + H + timedelta(seconds=29), start=False).crashed == []
+    (crashed,) = scheduler.tick_once(T0 + H + timedelta(seconds=31), start=False).crashed
+    assert crashed.state == "queued" and crashed.attempts == 1  # requeued: a retry is left
+    assert crashed.not_before == T0 + H + timedelta(seconds=91)
+    assert "no heartbeat for 30 s" in crashed.error
+    # the retry crashes too: no retry is left, it stays crashed
+    store.claim_run(run.id, 999_999, now=T0 + 2 * H)
+    (final,) = sweep(store, 30, now=T0 + 2 * H + timedelta(seconds=31))
+    assert (final.state, final.attempts) == ("crashed", 2)
+
+
+def test_terminal_states_are_final_for_the_sweep_the_runner_and_a_late_release(store, notebook):
+    add_job(store, notebook)
+    run, _ = store.create_run("hourly", "scheduled", T0 + H)
+    outcome = execute_run(run.id, store=store)
+    assert outcome.state == "success"
+    done = store.get_run(run.id)
+    assert sweep(store, 0.001, now=T0 + 1000 * H) == []
+    assert not store.release_run(run.id)
+    assert execute_run(run.id, store=store).state == "not claimed"  # a late second runner
+    assert store.get_run(run.id) == done
+
+
+def test_one_scheduler_per_home(store):
+    first = Scheduler(store)
+    first.acquire_lock()
+    try:
+        with pytest.raises(SchedulerLocked, match=r"pid \d+") as caught:
+            Scheduler(RunStore()).acquire_lock()
+        assert "already running" in str(caught.value)
+    finally:
+        first.release_lock()
+    Scheduler(store).acquire_lock()  # free again
+
+
+def test_file_sensor_runs_once_per_new_or_changed_file(store, notebook):
+    inbox = Path.cwd() / "in"
+    inbox.mkdir()
+    job = Schedule(name="files", notebook=str(notebook), when_file=str(inbox / "*.csv"))
+    store.add_job("files", job.to_dict(), now=T0)
+    scheduler = Scheduler(store)
+    (inbox / "a.csv").write_text("1,2\n")
+    (inbox / "b.csv").write_text("3,4\n")
+    (inbox / "ignored.txt").write_text("x")
+    report = scheduler.tick_once(T0 + H, start=False)
+    assert sorted(r.parameters["path"] for r in report.sensed) == [
+        str(inbox / "a.csv"),
+        str(inbox / "b.csv"),
+    ]
+    assert {r.run_type for r in report.sensed} == {"sensor"}
+    assert scheduler.tick_once(T0 + 2 * H, start=False).sensed == []  # seen: nothing new
+    (inbox / "a.csv").write_text("1,2\n")  # rewritten, same content: nothing
+    assert Scheduler(store).tick_once(T0 + 3 * H, start=False).sensed == []
+    (inbox / "a.csv").write_text("5,6\n")  # changed: one more run
+    (changed,) = scheduler.tick_once(T0 + 4 * H, start=False).sensed
+    assert changed.parameters["path"] == str(inbox / "a.csv")
+    # the run gets the file's path as its `path` parameter
+    outcome = execute_run(changed.id, store=store)
+    assert outcome.state == "success", outcome.run.error
+    assert store.count_runs("files", states=("queued",)) == 2
