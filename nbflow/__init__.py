@@ -37,7 +37,14 @@ from nbflow.core.errors import (
     WorkerDied,
 )
 from nbflow.core.events import LoggingListener, ProgressListener
-from nbflow.core.pipeline import Pipeline, branch, default_pipeline, task
+from nbflow.core.pipeline import (
+    Pipeline,
+    branch,
+    default_pipeline,
+    sensor,
+    task,
+    wait_for_file,
+)
 from nbflow.core.pools import pool
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
 
@@ -82,9 +89,11 @@ __all__ = [
     "record",
     "run",
     "run_notebook",
+    "sensor",
     "show",
     "status",
     "task",
+    "wait_for_file",
 ]
 
 

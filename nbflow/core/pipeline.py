@@ -92,6 +92,47 @@ class Pipeline:
         """
         return self.task(fn, branch=True, **options)
 
+    def sensor(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        interval: float = 60.0,
+        timeout: float | None = 3600.0,
+        soft_fail: bool = False,
+        **options: Any,
+    ) -> Any:
+        """Register a sensor: a task polled every `interval` s until it returns something truthy.
+
+        See `nbflow.core.sensors`. `timeout` counts from the first check; on
+        timeout the sensor fails, or is `skipped` with `soft_fail=True`.
+        """
+        from nbflow.core.sensors import sensor_options
+
+        return self.task(fn, **sensor_options(interval, timeout, soft_fail, options))
+
+    def wait_for_file(
+        self,
+        pattern: str,
+        *,
+        name: str = "wait_for_file",
+        interval: float = 60.0,
+        timeout: float | None = 3600.0,
+        soft_fail: bool = False,
+        **options: Any,
+    ) -> Task:
+        """A sensor whose value is the sorted list of paths matching `pattern` (glob, `**` allowed)."""
+        from nbflow.core.sensors import file_check
+
+        return self.sensor(
+            file_check(pattern),
+            name=name,
+            interval=interval,
+            timeout=timeout,
+            soft_fail=soft_fail,
+            **options,
+        )
+
     def add(self, task: Task) -> Task:
         """Add or replace a task."""
         self.tasks[task.name] = task
@@ -158,8 +199,13 @@ class Pipeline:
         force: bool | str | Collection[str] = False,
         raise_on_failure: bool = True,
         listeners: Iterable[ev.Listener] = (),
+        assume: Collection[str] | Mapping[str, Any] = (),
     ) -> RunResult:
-        """Run `targets` (default: every sink) and the stale tasks they need."""
+        """Run `targets` (default: every sink) and the stale tasks they need.
+
+        `assume`: sensors to mark satisfied without checking (a set of names,
+        or a mapping name -> the value to give them).
+        """
         self._last_params = dict(params or {})
         runner = Runner(
             self,
@@ -169,6 +215,7 @@ class Pipeline:
             max_workers=max_workers,
             force=force,
             listeners=listeners,
+            assume=assume,
         )
         result = runner.run()
         if self.size_limit is not None:
@@ -265,3 +312,13 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 def branch(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """`@nf.branch` or `@nf.branch(...)`: a branch task in the default pipeline (see `Pipeline.branch`)."""
     return default_pipeline().branch(fn, **options)
+
+
+def sensor(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """`@nf.sensor(interval=, timeout=, soft_fail=)`: a sensor in the default pipeline (see `Pipeline.sensor`)."""
+    return default_pipeline().sensor(fn, **options)
+
+
+def wait_for_file(pattern: str, **options: Any) -> Task:
+    """A file sensor in the default pipeline (see `Pipeline.wait_for_file`)."""
+    return default_pipeline().wait_for_file(pattern, **options)

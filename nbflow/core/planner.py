@@ -192,6 +192,8 @@ class Planner:
         decision = Decision(name, False, "", key, None, parts, shorts)
         if volatile:
             decision.reason = f"always reruns: {volatile[0]}"
+        elif opts.always_run:
+            decision.reason = f"always reruns: {opts.always_run}"
         elif not opts.cache:
             decision.reason = "caching is off for this task (cache=False)"
         return decision

@@ -34,6 +34,7 @@ from nbflow.core import events as ev
 from nbflow.core.branching import BranchError, chosen_branches, describe_choice
 from nbflow.core.errors import (
     IntegrityError,
+    NbflowError,
     NbflowWarning,
     RunFailed,
     UnpicklableResult,
@@ -52,6 +53,7 @@ from nbflow.core.mapping import (
 from nbflow.core.planner import Decision, Planner
 from nbflow.core.pools import pool_slots
 from nbflow.core.result import RunResult
+from nbflow.core.sensors import ASSUMED_REASON, SensorTimeout, assumed, poke
 from nbflow.core.serialize import serialize
 from nbflow.core.store import Record
 from nbflow.core.triggers import RUN, evaluate
@@ -62,7 +64,7 @@ if TYPE_CHECKING:
 
 _FLUSH_INTERVAL = 0.25
 # Retrying cannot help these: the same value or job will not pickle next time either.
-_NOT_RETRIED = (UnpicklableResult, UnpicklableTask, BranchError)
+_NOT_RETRIED = (UnpicklableResult, UnpicklableTask, BranchError, SensorTimeout)
 # Decisions after which a mapped task reuses none of its cached instances.
 _RERUN_ALL = ("forced", "invalidated", "expired", "always reruns", "caching is off")
 
@@ -80,6 +82,7 @@ class Runner:
         max_workers: int | None = None,
         force: bool | Collection[str] = False,
         listeners: Iterable[ev.Listener] = (),
+        assume: Collection[str] | Mapping[str, Any] = (),
     ) -> None:
         self.pipe = pipeline
         self.graph = pipeline.graph()
@@ -93,6 +96,7 @@ class Runner:
         if not isinstance(force, bool):
             force = {force} if isinstance(force, str) else set(force)
             self.graph.check_known(force, self.name)
+        self.assume = self._check_assume(assume)
         self.planner = Planner(
             self.name, pipeline.tasks, self.graph, self.store, params or {}, force
         )
@@ -114,6 +118,20 @@ class Runner:
         self._backlog: deque[Job] = deque()
         self._instances: dict[str, tuple[MapRun, int]] = {}
         """Job task name (`process[3]`) -> its mapped task's expansion and index."""
+
+    def _check_assume(self, assume: Collection[str] | Mapping[str, Any]) -> dict[str, Any]:
+        if isinstance(assume, str):
+            assume = {assume}
+        values = dict(assume) if isinstance(assume, Mapping) else dict.fromkeys(assume, True)
+        self.graph.check_known(values, self.name)
+        sensors = [n for n, t in self.pipe.tasks.items() if t.options.sensor is not None]
+        for name in values:
+            if self.pipe.tasks[name].options.sensor is None:
+                raise NbflowError(
+                    f"assume= marks sensors satisfied, and task `{name}` is not a sensor; "
+                    f"sensors of pipeline `{self.name}`: {', '.join(sensors) or 'none'}"
+                )
+        return values
 
     # --- the run -------------------------------------------------------------
 
@@ -269,19 +287,7 @@ class Runner:
                 ]
                 if failed_up:
                     reason = f"upstream {', '.join(f'`{u}`' for u in failed_up)} {result.states[failed_up[0]]}"
-            result.states[name] = verdict
-            result.reasons[name] = reason
-            self._outputs[name] = None
-            if self.bus:
-                self.bus.emit(
-                    ev.TaskSkipped(
-                        pipeline=self.name,
-                        run_id=self.run_id,
-                        task=name,
-                        state=verdict,
-                        reason=reason,
-                    )
-                )
+            self._skip(name, verdict, reason)
             return None
         decision = self._decision(name)
         self._decisions[name] = decision
@@ -331,17 +337,35 @@ class Runner:
             )
         if task.options.map is not None:
             return self._expand(name, decision, kwargs)
+        fn = task.fn
+        if task.options.sensor is not None:
+            if name in self.assume:
+                fn, kwargs = functools.partial(assumed, self.assume[name]), {}
+                result.reasons[name] = ASSUMED_REASON
+            else:
+                fn = functools.partial(poke, task.options.sensor, name, fn)
         self._job_ids += 1
         return Job(
             id=self._job_ids,
             task=name,
-            fn=task.fn,
+            fn=fn,
             kwargs=kwargs,
             attempt=1,
             timeout=task.options.timeout,
             pool=task.options.pool,
             priority=task.options.priority,
         )
+
+    def _skip(self, name: str, state: str, reason: str) -> None:
+        self.result.states[name] = state
+        self.result.reasons[name] = reason
+        self._outputs[name] = None
+        if self.bus:
+            self.bus.emit(
+                ev.TaskSkipped(
+                    pipeline=self.name, run_id=self.run_id, task=name, state=state, reason=reason
+                )
+            )
 
     def _decision(self, name: str) -> Decision:
         static = self.static[name]
@@ -397,6 +421,9 @@ class Runner:
                         metadata=result.metadata.get(name),
                     )
                 )
+            return None
+        if isinstance(error, SensorTimeout) and error.soft_fail:
+            self._skip(name, "skipped", f"soft fail: {error}")
             return None
         if job.attempt <= task.options.retries and not isinstance(error, _NOT_RETRIED):
             delay = task.options.retry_delay_for(job.attempt)
