@@ -22,6 +22,7 @@ from nbflow.core.errors import MissingParameterError, NbflowError
 from nbflow.core.graph import Graph, resolve_graph
 from nbflow.core.home import home_dir
 from nbflow.core.planner import Planner
+from nbflow.core.resources import Resource, make_resource
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
 from nbflow.core.runner import Runner, raise_for_failures
 from nbflow.core.store import DiskStore
@@ -48,6 +49,7 @@ class Pipeline:
         self._store_dir: Path | None = None
         self._listeners: list[ev.Listener] = []
         self._last_params: dict[str, Any] = {}
+        self.resources: dict[str, Resource] = {}
 
     def __repr__(self) -> str:
         return f"<nbflow Pipeline {self.name!r}: {len(self.tasks)} tasks>"
@@ -133,6 +135,27 @@ class Pipeline:
             **options,
         )
 
+    def resource(
+        self,
+        name: str | Callable[[], Any],
+        factory: Callable[[], Any] | None = None,
+        *,
+        version: str | None = None,
+    ) -> Any:
+        """Register a resource injected into tasks by parameter name (see `nbflow.core.resources`).
+
+        `pipe.resource("warehouse", connect)`, `@pipe.resource("warehouse")`
+        or `@pipe.resource` on the factory (named after it). The factory is
+        called once per run, lazily; the object is closed after the run.
+        `version` makes it count in the keys of the tasks using it.
+        """
+
+        def register(resource: Resource) -> None:
+            self.resources[resource.name] = resource
+            self._graph = None
+
+        return make_resource(name, factory, version, register)
+
     def add(self, task: Task) -> Task:
         """Add or replace a task."""
         self.tasks[task.name] = task
@@ -147,7 +170,7 @@ class Pipeline:
     def graph(self) -> Graph:
         """The resolved graph (raises on cycles and unknown dependencies)."""
         if self._graph is None:
-            self._graph = resolve_graph(self.tasks)
+            self._graph = resolve_graph(self.tasks, self.resources)
         return self._graph
 
     def upstream(self, name: str) -> set[str]:
@@ -231,7 +254,12 @@ class Pipeline:
         """
         g = self.graph()
         planner = Planner(
-            self.name, self.tasks, g, self.store, self._last_params if params is None else params
+            self.name,
+            self.tasks,
+            g,
+            self.store,
+            self._last_params if params is None else params,
+            resources=self.resources,
         )
         statuses: dict[str, TaskStatus] = {}
         for name in g.order:
@@ -322,3 +350,13 @@ def sensor(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 def wait_for_file(pattern: str, **options: Any) -> Task:
     """A file sensor in the default pipeline (see `Pipeline.wait_for_file`)."""
     return default_pipeline().wait_for_file(pattern, **options)
+
+
+def resource(
+    name: str | Callable[[], Any],
+    factory: Callable[[], Any] | None = None,
+    *,
+    version: str | None = None,
+) -> Any:
+    """Register a resource in the default pipeline (see `Pipeline.resource`)."""
+    return default_pipeline().resource(name, factory, version=version)

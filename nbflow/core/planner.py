@@ -87,8 +87,10 @@ class Planner:
         store: Store,
         params: Mapping[str, Any],
         force: bool | Collection[str] = False,
+        resources: Mapping[str, Any] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.resources = resources or {}
         self.tasks = tasks
         self.graph = graph
         self.store = store
@@ -168,6 +170,12 @@ class Planner:
             d = upstream_digests.get(param) or "absent"
             inputs[param] = [upstream, d]
             material.append(f"i{len(param)}:{param}={len(upstream)}:{upstream}={d}")
+        versions: dict[str, str] = {}
+        for param in self.graph.resources.get(name, ()):
+            version = self.resources[param].version
+            if version is not None:
+                versions[param] = version
+                material.append(f"r{len(param)}:{param}={version!r}")
         files: dict[str, str] = {}
         for pattern in opts.watch:
             matches = sorted(glob.glob(pattern, recursive=True))
@@ -189,6 +197,8 @@ class Planner:
             "files": files,
             "identity": identity,
         }
+        if versions:
+            parts["resources"] = versions
         decision = Decision(name, False, "", key, None, parts, shorts)
         if volatile:
             decision.reason = f"always reruns: {volatile[0]}"
@@ -303,6 +313,10 @@ def describe_difference(name: str, last: Record, now: Decision) -> str:
         if o != n:
             upstream = (n or o)[0]
             return f"upstream `{upstream}` produced a new value"
+    old_res, new_res = old.get("resources", {}), new.get("resources", {})
+    for res in sorted(set(old_res) | set(new_res)):
+        if old_res.get(res) != new_res.get(res):
+            return f"resource `{res}` version changed: {old_res.get(res)} → {new_res.get(res)}"
     for path in sorted(set(old.get("files", {})) | set(new["files"])):
         if old.get("files", {}).get(path) != new["files"].get(path):
             return f"watched file `{path}` changed"

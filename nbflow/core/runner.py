@@ -40,7 +40,14 @@ from nbflow.core.errors import (
     UnpicklableResult,
     UnpicklableTask,
 )
-from nbflow.core.executors import Job, Outcome, check_executor, execute_job, resolve_executor
+from nbflow.core.executors import (
+    Job,
+    Outcome,
+    check_executor,
+    execute_job,
+    format_user_traceback,
+    resolve_executor,
+)
 from nbflow.core.hashing import Unfingerprintable, digest_value
 from nbflow.core.mapping import (
     MapInputError,
@@ -52,6 +59,7 @@ from nbflow.core.mapping import (
 )
 from nbflow.core.planner import Decision, Planner
 from nbflow.core.pools import pool_slots
+from nbflow.core.resources import ResourceError, ResourceScope
 from nbflow.core.result import RunResult
 from nbflow.core.sensors import ASSUMED_REASON, SensorTimeout, assumed, poke
 from nbflow.core.serialize import serialize
@@ -98,8 +106,15 @@ class Runner:
             self.graph.check_known(force, self.name)
         self.assume = self._check_assume(assume)
         self.planner = Planner(
-            self.name, pipeline.tasks, self.graph, self.store, params or {}, force
+            self.name,
+            pipeline.tasks,
+            self.graph,
+            self.store,
+            params or {},
+            force,
+            resources=pipeline.resources,
         )
+        self.resources = ResourceScope(pipeline.resources)
         # A misspelt executor fails now, not after the first stale task is planned.
         check_executor(executor)
         self.executor_spec, self.max_workers = executor, max_workers
@@ -237,6 +252,7 @@ class Runner:
         finally:
             if executor is not None:
                 executor.shutdown()
+            self.resources.close()
             self.store.flush()
         self.result.duration = time.perf_counter() - start
         if emit:
@@ -329,6 +345,12 @@ class Runner:
             )
         for param in graph.run_params[name]:
             kwargs[param] = self.planner.param_value(task, param)
+        for param in graph.resources.get(name, ()):
+            try:
+                kwargs[param] = self.resources.get(param, name)
+            except ResourceError as exc:
+                self._fail(name, exc, format_user_traceback(exc.__cause__ or exc), 1)
+                return None
         if self.bus:
             self.bus.emit(
                 ev.TaskQueued(
@@ -758,6 +780,8 @@ class Runner:
         kwargs = {p: self._value(u) for p, u in self.graph.deps[name].items()}
         for p in self.graph.run_params[name]:
             kwargs[p] = self.planner.param_value(task, p)
+        for p in self.graph.resources.get(name, ()):
+            kwargs[p] = self.resources.get(p, name)
         fn = task.fn
         if task.options.map is not None:
             fn = functools.partial(_map_in_process, name, task.options.map, task.fn)
