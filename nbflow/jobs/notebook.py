@@ -205,9 +205,15 @@ def run_notebook(
     nb, origin = _inject_parameters(nb, params)
     nb.metadata.papermill["input_path"] = str(source)
     nb.metadata.papermill["output_path"] = str(out)
+    home = home_dir()
+    runs = home / "runs"
+    if out.parent.is_relative_to(runs):
+        # Folders nbflow makes in its home are private to the user, like the home.
+        folder = ensure_private_dir(runs)
+        for part in out.parent.relative_to(runs).parts:
+            folder = ensure_private_dir(folder / part)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    home = home_dir()
     records = Path(tempfile.mkdtemp(prefix="record-", dir=ensure_private_dir(home / "runs")))
     sockets = Path(tempfile.mkdtemp(prefix="nbflow-"))  # short: AF_UNIX paths are limited
     deadline = started + timeout if timeout is not None else None

@@ -101,6 +101,9 @@ def test_default_output_goes_under_the_homes_runs_folder(home: Path) -> None:
     assert nr.ok
     assert nr.output_path.parent == home / "runs" / "adhoc"
     assert nr.output_path.name.startswith("trivial-") and nr.output_path.exists()
+    # Output notebooks may hold data: the folders nbflow makes are private.
+    for folder in (home / "runs", home / "runs" / "adhoc"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
     # the default working directory is the notebook's folder, as in Jupyter
     assert nr.input_path == NOTEBOOKS / "trivial.ipynb"
 
