@@ -1,0 +1,36 @@
+"""The README's demo command stays true: scripts/demo.sh runs end to end (as `make demo` does
+after set-up) and shows caching and a scheduled job's backfill."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_script_runs_the_quickstart_twice_then_schedules_and_backfills(tmp_path: Path):
+    env = {**os.environ, "NBFLOW_HOME": str(tmp_path / "demo-home")}
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    first, _, rest = out.partition("2. The same notebook again")
+    assert "first_executed: ['extract', 'clean', 'enrich', 'load']" in first
+    assert "first_executed: []" in rest, "the second run is served from the shared cache"
+    assert "added job `demo-etl`" in out
+    assert out.count(": success in ") == 3, "one backfill run per day"
+    assert "3 skipped" in out, "the second backfill skips the days that succeeded"
+    runs = sorted((tmp_path / "demo-home" / "runs" / "demo-etl").glob("*.ipynb"))
+    assert len(runs) == 3
