@@ -37,9 +37,11 @@ from nbflow.core.errors import (
     WorkerDied,
 )
 from nbflow.core.events import LoggingListener, ProgressListener
+from nbflow.core.output import Output
 from nbflow.core.pipeline import (
     Pipeline,
     branch,
+    check,
     default_pipeline,
     resource,
     sensor,
@@ -60,6 +62,7 @@ __all__ = [
     "MissingParameterError",
     "NbflowError",
     "NbflowWarning",
+    "Output",
     "ParameterError",
     "Pipeline",
     "PipelineError",
@@ -79,6 +82,7 @@ __all__ = [
     "WorkerDied",
     "__version__",
     "branch",
+    "check",
     "clear_cache",
     "default_pipeline",
     "explain",

@@ -121,6 +121,16 @@ class MapInstance(TaskEvent):
     error: str = ""
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CheckFinished(TaskEvent):
+    """A check of task `task` ran."""
+
+    check: str
+    passed: bool
+    message: str = ""
+    blocking: bool = True
+
+
 Listener = Callable[[Event], None]
 
 

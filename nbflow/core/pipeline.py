@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, overload
 
 from nbflow.core import events as ev
+from nbflow.core.checks import Check, make_check
 from nbflow.core.errors import MissingParameterError, NbflowError
 from nbflow.core.graph import Graph, resolve_graph
 from nbflow.core.home import home_dir
@@ -50,6 +52,8 @@ class Pipeline:
         self._listeners: list[ev.Listener] = []
         self._last_params: dict[str, Any] = {}
         self.resources: dict[str, Resource] = {}
+        self.checks: dict[str, Check] = {}
+        _PIPELINES.add(self)
 
     def __repr__(self) -> str:
         return f"<nbflow Pipeline {self.name!r}: {len(self.tasks)} tasks>"
@@ -155,6 +159,20 @@ class Pipeline:
             self._graph = None
 
         return make_resource(name, factory, version, register)
+
+    def check(
+        self, target: Any, *, name: str | None = None, blocking: bool = True
+    ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+        """`@pipe.check("task")`: a function judging the task's value after it runs.
+
+        It returns a bool or `(bool, message)`. A failed blocking check stops
+        the task's downstream (see `nbflow.core.checks`).
+        """
+
+        def register(check: Check) -> None:
+            self.checks[check.name] = check
+
+        return make_check(target, name, blocking, register)
 
     def add(self, task: Task) -> Task:
         """Add or replace a task."""
@@ -322,6 +340,7 @@ class Pipeline:
 
 
 _DEFAULT: Pipeline | None = None
+_PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 
 
 def default_pipeline() -> Pipeline:
@@ -360,3 +379,18 @@ def resource(
 ) -> Any:
     """Register a resource in the default pipeline (see `Pipeline.resource`)."""
     return default_pipeline().resource(name, factory, version=version)
+
+
+def check(target: Any, *, name: str | None = None, blocking: bool = True) -> Any:
+    """`@nf.check("task")` or `@nf.check(task_obj, blocking=False)` (see `Pipeline.check`).
+
+    Given a task object, the check goes to the pipeline that holds it;
+    given a name, to the default pipeline.
+    """
+    pipe = default_pipeline()
+    if isinstance(target, Task):
+        for candidate in list(_PIPELINES):
+            if candidate.tasks.get(target.name) is target:
+                pipe = candidate
+                break
+    return pipe.check(target, name=name, blocking=blocking)

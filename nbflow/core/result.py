@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbflow.core.checks import CheckResult
 from nbflow.core.errors import NbflowError
 
 
@@ -95,13 +96,18 @@ class RunResult:
     """mapped task -> {element label (index, or dict key): `done`|`cached`|`failed`}."""
     map_executed: dict[str, list[Any]] = field(default_factory=dict)
     """mapped task -> labels of the elements whose instance actually ran, in order of completion."""
+    checks: dict[str, CheckResult] = field(default_factory=dict)
+    """check name -> its `CheckResult` in this run."""
     duration: float = 0.0
     _values: dict[str, Any] = field(default_factory=dict, repr=False)
     _loaders: dict[str, Callable[[], Any]] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
-        return not any(s == "failed" or s == "upstream_failed" for s in self.states.values())
+        """Nothing failed: no task failed or was stopped, no blocking check failed."""
+        if any(s == "failed" or s == "upstream_failed" for s in self.states.values()):
+            return False
+        return all(c.passed or not c.blocking for c in self.checks.values())
 
     def __getitem__(self, name: str) -> Any:
         if name in self._values:

@@ -32,11 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow.core import events as ev
 from nbflow.core.branching import BranchError, chosen_branches, describe_choice
+from nbflow.core.checks import Check, run_check
 from nbflow.core.errors import (
     IntegrityError,
     NbflowError,
     NbflowWarning,
     RunFailed,
+    UnknownTaskError,
     UnpicklableResult,
     UnpicklableTask,
 )
@@ -115,6 +117,11 @@ class Runner:
             resources=pipeline.resources,
         )
         self.resources = ResourceScope(pipeline.resources)
+        self._checks: dict[str, list[Check]] = {}
+        for check in pipeline.checks.values():
+            if check.task not in pipeline.tasks:
+                raise UnknownTaskError(check.task, pipeline.tasks, self.name)
+            self._checks.setdefault(check.task, []).append(check)
         # A misspelt executor fails now, not after the first stale task is planned.
         check_executor(executor)
         self.executor_spec, self.max_workers = executor, max_workers
@@ -321,6 +328,8 @@ class Runner:
             result.cached.append(name)
             self._outputs[name] = record["digest"]
             result._loaders[name] = functools.partial(self._load, name, record)
+            if name in self._checks:
+                self._run_checks(name)
             if record.get("metadata"):
                 result.metadata[name] = record["metadata"]
             if task.options.map is not None:
@@ -443,6 +452,8 @@ class Runner:
                         metadata=result.metadata.get(name),
                     )
                 )
+            if name in self._checks:
+                self._run_checks(name)
             return None
         if isinstance(error, SensorTimeout) and error.soft_fail:
             self._skip(name, "skipped", f"soft fail: {error}")
@@ -549,6 +560,26 @@ class Runner:
         for down in self.graph.downstream[name]:
             if down not in chosen:
                 self._gates.setdefault(down, []).append(("skipped", reason))
+
+    def _run_checks(self, name: str) -> None:
+        value = self._value(name)
+        for check in self._checks[name]:
+            outcome = run_check(check, value)
+            self.result.checks[check.name] = outcome
+            if not outcome.passed and check.blocking and name not in self._blocked:
+                self._blocked[name] = str(outcome).replace(" FAILED", " failed")
+            if self.bus:
+                self.bus.emit(
+                    ev.CheckFinished(
+                        pipeline=self.name,
+                        run_id=self.run_id,
+                        task=name,
+                        check=check.name,
+                        passed=outcome.passed,
+                        message=outcome.message,
+                        blocking=check.blocking,
+                    )
+                )
 
     def _gated(self, name: str, upstream: tuple[str, ...]) -> tuple[str, str]:
         """Verdict and reason for a task that a branch or a failed blocking check may stop."""
@@ -752,6 +783,8 @@ class Runner:
                     metadata=result.metadata.get(name),
                 )
             )
+        if name in self._checks:
+            self._run_checks(name)
 
     # --- values --------------------------------------------------------------
 
