@@ -16,8 +16,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "setup: installing ${need_apt[*]} with apt-get" >&2
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # apt can fail for a moment (a mirror, another apt holding the lock): try three times.
+    for attempt in 1 2 3; do
+      if $SUDO apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null; then
+        break
+      fi
+      [ "$attempt" -eq 3 ] && { echo "setup: apt-get failed three times" >&2; exit 1; }
+      echo "setup: apt-get failed (attempt $attempt); retrying in 10 s" >&2
+      sleep 10
+    done
   else
     echo "setup: please install ${need_apt[*]} (e.g. 'brew install graphviz' or 'conda install -c conda-forge graphviz')" >&2
   fi
