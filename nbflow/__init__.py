@@ -38,6 +38,7 @@ from nbflow.core.errors import (
 )
 from nbflow.core.events import LoggingListener, ProgressListener
 from nbflow.core.output import Output
+from nbflow.core.partitions import BackfillResult, DailyPartitions, StaticPartitions
 from nbflow.core.pipeline import (
     Pipeline,
     branch,
@@ -54,7 +55,9 @@ from nbflow.core.result import RunResult, StatusReport, TaskStatus
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackfillResult",
     "CycleError",
+    "DailyPartitions",
     "DaskExecutor",
     "IntegrityError",
     "JobsError",
@@ -70,6 +73,7 @@ __all__ = [
     "ProgressListener",
     "RunFailed",
     "RunResult",
+    "StaticPartitions",
     "StatusReport",
     "TaskError",
     "TaskStatus",

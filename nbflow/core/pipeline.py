@@ -20,9 +20,15 @@ from typing import Any, overload
 
 from nbflow.core import events as ev
 from nbflow.core.checks import Check, make_check
-from nbflow.core.errors import MissingParameterError, NbflowError
+from nbflow.core.errors import MissingParameterError, NbflowError, ParameterError
 from nbflow.core.graph import Graph, resolve_graph
 from nbflow.core.home import home_dir
+from nbflow.core.partitions import (
+    BackfillResult,
+    check_partition,
+    missing_partition_error,
+    partitioned,
+)
 from nbflow.core.planner import Planner
 from nbflow.core.resources import Resource, make_resource
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
@@ -230,6 +236,23 @@ class Pipeline:
 
     # --- running ---------------------------------------------------------------
 
+    @overload
+    def run(
+        self,
+        targets: str | Iterable[str] | None = None,
+        *,
+        partitions: None = None,
+        **kwargs: Any,
+    ) -> RunResult: ...
+    @overload
+    def run(
+        self,
+        targets: str | Iterable[str] | None = None,
+        *,
+        partitions: Any,
+        **kwargs: Any,
+    ) -> BackfillResult: ...
+
     def run(
         self,
         targets: str | Iterable[str] | None = None,
@@ -241,13 +264,32 @@ class Pipeline:
         raise_on_failure: bool = True,
         listeners: Iterable[ev.Listener] = (),
         assume: Collection[str] | Mapping[str, Any] = (),
-    ) -> RunResult:
+        partition: Any = None,
+        partitions: Any = None,
+    ) -> RunResult | BackfillResult:
         """Run `targets` (default: every sink) and the stale tasks they need.
 
         `assume`: sensors to mark satisfied without checking (a set of names,
         or a mapping name -> the value to give them).
+        `partition`: the partition key for partitioned tasks (their parameter
+        `partition`). `partitions`: several keys (a list, `slice(first, last)`
+        or a `range` of positions): one run per key, returned as a
+        `BackfillResult` (see `nbflow.core.partitions`).
         """
-        self._last_params = dict(params or {})
+        options: dict[str, Any] = {
+            "executor": executor,
+            "max_workers": max_workers,
+            "force": force,
+            "raise_on_failure": raise_on_failure,
+            "listeners": listeners,
+            "assume": assume,
+        }
+        if partitions is not None:
+            if partition is not None:
+                raise ParameterError("give either partition= or partitions=, not both")
+            return self._backfill(targets, partitions, params or {}, options)
+        params = self._with_partition(targets, dict(params or {}), partition)
+        self._last_params = dict(params)
         runner = Runner(
             self,
             targets,
@@ -264,6 +306,58 @@ class Pipeline:
         if raise_on_failure:
             raise_for_failures(result)
         return result
+
+    def _partitioned(self, targets: str | Iterable[str] | None) -> list[str]:
+        """The partitioned tasks a run of `targets` includes (none: nothing to check)."""
+        if not any(t.options.partitions is not None for t in self.tasks.values()):
+            return []
+        g = self.graph()
+        wanted = [targets] if isinstance(targets, str) else list(targets or g.sinks())
+        g.check_known(wanted, self.name)
+        needed = set(wanted) | g.ancestors(wanted)
+        return partitioned(self.tasks, [n for n in g.order if n in needed])
+
+    def _with_partition(
+        self, targets: str | Iterable[str] | None, params: dict[str, Any], partition: Any
+    ) -> dict[str, Any]:
+        names = self._partitioned(targets)
+        if partition is None and "partition" in params and names:
+            partition = params["partition"]
+        if partition is None:
+            if names:
+                raise missing_partition_error(self.tasks, names[0])
+            return params
+        if not names:
+            raise ParameterError(
+                f"run(partition={partition!r}) was given, but no task of this run is partitioned"
+            )
+        params["partition"] = check_partition(self.tasks, names, partition)
+        return params
+
+    def _backfill(
+        self,
+        targets: str | Iterable[str] | None,
+        partitions: Any,
+        params: Mapping[str, Any],
+        options: dict[str, Any],
+    ) -> BackfillResult:
+        names = self._partitioned(targets)
+        if not names:
+            raise ParameterError(
+                "run(partitions=...) was given, but no task of this run is partitioned"
+            )
+        keys = self.tasks[names[0]].options.partitions.select(partitions)
+        keys = [check_partition(self.tasks, names, k) for k in keys]  # all refused before any runs
+        raise_on_failure = options.pop("raise_on_failure")
+        runs: dict[str, RunResult] = {}
+        for key in keys:
+            runs[key] = self.run(
+                targets, params=params, partition=key, raise_on_failure=False, **options
+            )
+        if raise_on_failure:
+            for result in runs.values():
+                raise_for_failures(result)
+        return BackfillResult(runs)
 
     def status(self, params: Mapping[str, Any] | None = None) -> StatusReport:
         """Per task: fresh, stale or never-run, and why — without running or loading anything.
