@@ -88,6 +88,8 @@ class Pipeline:
         (tasks to run after without taking their value), map (a parameter to
         map over), branch, partitions.
         """
+        if isinstance(fn, Pipeline):
+            return self.subpipeline(fn, name=name, inputs=inputs, **options)
         opts = make_options(**options)
 
         def register(f: Callable[..., Any]) -> Task:
@@ -179,6 +181,33 @@ class Pipeline:
             self.checks[check.name] = check
 
         return make_check(target, name, blocking, register)
+
+    def subpipeline(
+        self,
+        inner: Pipeline,
+        *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Task:
+        """Use pipeline `inner` as one task; its value is the dict of `inner`'s sink values.
+
+        The task's parameters are `inner`'s run parameters. `inner` keeps its
+        own cache (see `nbflow.core.subpipeline`).
+        """
+        from nbflow.core.subpipeline import ALWAYS_RUN_REASON, SubpipelineCall
+
+        if inner is self:
+            raise NbflowError(f"pipeline `{self.name}` cannot be a task of itself")
+        options.setdefault("always_run", ALWAYS_RUN_REASON)
+        t = Task.create(SubpipelineCall(inner), name or inner.name, inputs, make_options(**options))
+        return self.add(t)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to worker processes as a sub-pipeline: the store and listeners stay here.
+        state = dict(self.__dict__)
+        state.update(_store=None, _store_dir=None, _graph=None, _listeners=[])
+        return state
 
     def add(self, task: Task) -> Task:
         """Add or replace a task."""

@@ -107,7 +107,12 @@ class Planner:
     def code_print(self, task: Task) -> FunctionPrint:
         fp = self._prints.get(id(task.fn))
         if fp is None:
-            fp = fingerprint_function(task.fn, f"function `{task.name}`")
+            own = getattr(task.fn, "__nbflow_fingerprint__", None)
+            fp = (
+                own()
+                if own is not None
+                else fingerprint_function(task.fn, f"function `{task.name}`")
+            )
             self._prints[id(task.fn)] = fp
         return fp
 
