@@ -371,7 +371,8 @@ def describe_outcome(outcome: Outcome, tz: str = "UTC") -> str:
     from zoneinfo import ZoneInfo
 
     run = outcome.run
-    when = run.logical_date.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    local = run.logical_date.astimezone(ZoneInfo(tz))
+    when = local.strftime("%Y-%m-%d %H:%M:%S" if local.second else "%Y-%m-%d %H:%M")
     took = f" in {outcome.duration:.1f} s" if outcome.duration is not None else ""
     line = f"run {run.id} {run.job} {when}: {outcome.state}{took}"
     if run.output_path:

@@ -188,15 +188,18 @@ class Scheduler:
             return report
         jobs = self.store.list_jobs(include_paused=False)
         for record in jobs:
-            schedule = record.schedule
-            if schedule.cron is not None or schedule.every is not None:
-                created, missed = self.record_due(record, now)
-                report.created += created
-                report.missed += missed
-            if schedule.when_file:
-                from nbflow.jobs.sensors import sense
+            try:
+                schedule = record.schedule
+                if schedule.cron is not None or schedule.every is not None:
+                    created, missed = self.record_due(record, now)
+                    report.created += created
+                    report.missed += missed
+                if schedule.when_file:
+                    from nbflow.jobs.sensors import sense
 
-                report.sensed += sense(self.store, record, now=now, cache=self._digests)
+                    report.sensed += sense(self.store, record, now=now, cache=self._digests)
+            except Exception as exc:  # one broken job must not stop the others
+                self.echo(f"job {record.name}: skipped this tick: {type(exc).__name__}: {exc}")
         if start:
             report.started = self.start_ready(now, {r.name: r for r in jobs})
         return report
@@ -349,7 +352,10 @@ class Scheduler:
                     self.stopping.wait(0.2)
             else:
                 while not self.stopping.is_set():
-                    self.tick_once()
+                    try:
+                        self.tick_once()
+                    except Exception as exc:  # e.g. the database locked for 30 s: next tick
+                        self.echo(f"tick failed, retrying: {type(exc).__name__}: {exc}")
                     self.stopping.wait(self._sleep_for())
             self.shutdown()
         finally:
@@ -532,7 +538,7 @@ def _env_heartbeat_timeout() -> float:
 
 
 def _short(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC" if moment.second else "%Y-%m-%d %H:%M UTC")
 
 
 def _exit_text(code: int) -> str:
