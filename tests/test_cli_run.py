@@ -33,7 +33,10 @@ def test_run_parses_literals_and_reports_progress_and_output(tmp_path: Path) -> 
     )
     assert result.exit_code == 0, result.output
     summary = re.escape(f"ok: {NOTEBOOKS / 'typed_parameters.ipynb'}") + r" ran in [\d.]+ s; "
-    assert re.fullmatch(summary + re.escape(f"output: {out}\n"), result.stdout)
+    first, *recorded = result.stdout.splitlines()
+    assert re.fullmatch(summary + re.escape(f"output: {out}"), first)
+    # Then each value the notebook recorded with nf.record, one per line.
+    assert "  computed: 3" in recorded and "  folder: PosixPath('data')" in recorded
     assert result.stderr.splitlines() == ["cells 1/3", "cells 2/3", "cells 3/3"]
     source = injected_source(out)
     assert "rows = 3\n" in source
