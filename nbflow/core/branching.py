@@ -23,18 +23,10 @@ also take the branch's value as a parameter.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Any
 
-from nbflow.core.errors import TaskError, did_you_mean
-
-
-class BranchError(TaskError):
-    """A branch task returned something other than names of its direct downstream tasks."""
-
-    def __init__(self, task: str, message: str, choices: Iterable[str]) -> None:
-        self.choices = sorted(choices)
-        super().__init__(message, task=task)
+from nbflow.core.errors import BranchError, did_you_mean
 
 
 def chosen_branches(task: str, value: Any, downstream: Collection[str]) -> frozenset[str]:

@@ -6,12 +6,17 @@
     │   ├── UnknownDependencyError      .task, .dependency, .matches
     │   └── DuplicateOutputError        .name, .cells (two %%task cells define one name)
     ├── ParameterError                a run or notebook parameter is missing or wrong
-    │   └── MissingParameterError       .task, .param
+    │   ├── MissingParameterError       .task, .param
+    │   └── UnknownPartitionError       .task, .key (the message lists or describes the valid keys)
     ├── TaskError                     raised inside a run, about one task
     │   ├── TaskTimeout                 .task, .timeout
     │   ├── WorkerDied                  .task (the process running it vanished)
     │   ├── UnpicklableResult           .task, .type_name
-    │   └── UnpicklableTask             .task, .detail (its function or inputs can't reach a worker)
+    │   ├── UnpicklableTask             .task, .detail (its function or inputs can't reach a worker)
+    │   ├── BranchError                 .task, .choices (a branch chose no direct downstream task)
+    │   ├── SensorTimeout               .task, .timeout, .checks, .soft_fail
+    │   ├── ResourceError               .task, .resource (its factory raised; chained)
+    │   └── MapInputError               .task (a mapped input is not a list, tuple or dict)
     ├── CacheError                    the store could not do what was asked
     │   └── IntegrityError              .key (signature or digest mismatch; never unpickled)
     ├── RunFailed                     a run finished with failed tasks: .result, .task, .traceback
@@ -126,6 +131,13 @@ class MissingParameterError(ParameterError):
         super().__init__(f"task `{task}` needs run parameter `{param}`, which was not given{hint}")
 
 
+class UnknownPartitionError(ParameterError):
+    def __init__(self, key: Any, task: str, description: str, matches: str = "") -> None:
+        self.key = key
+        self.task = task
+        super().__init__(f"unknown partition {key!r} of task `{task}`; {description}{matches}")
+
+
 class TaskError(NbflowError):
     """Something went wrong with one task while running it."""
 
@@ -176,6 +188,44 @@ class UnpicklableTask(TaskError):
             'clients) inside the task, or run it with executor="threads"',
             task=task,
         )
+
+
+class BranchError(TaskError):
+    """A branch task returned something other than names of its direct downstream tasks."""
+
+    def __init__(self, task: str, message: str, choices: Iterable[str]) -> None:
+        self.choices = sorted(choices)
+        super().__init__(message, task=task)
+
+
+class SensorTimeout(TaskError):
+    """A sensor's condition did not hold within its timeout."""
+
+    def __init__(self, task: str, timeout: float, checks: int, soft_fail: bool) -> None:
+        self.timeout = timeout
+        self.checks = checks
+        self.soft_fail = soft_fail
+        super().__init__(
+            f"sensor `{task}` timed out: its condition did not hold within {timeout:g} s "
+            f"({checks} checks)",
+            task=task,
+        )
+
+
+class ResourceError(TaskError):
+    """A resource's factory raised while a task needed it."""
+
+    def __init__(self, task: str, resource: str, error: BaseException) -> None:
+        self.resource = resource
+        super().__init__(
+            f"resource `{resource}` needed by task `{task}` could not be created: "
+            f"{type(error).__name__}: {error}",
+            task=task,
+        )
+
+
+class MapInputError(TaskError):
+    """The mapped parameter's value is not a list, tuple, range or dict."""
 
 
 class CacheError(NbflowError):

@@ -204,7 +204,8 @@ def resolve_executor(executor: Any, max_workers: int | None) -> Executor:
         return factory(max_workers)
     if type(executor).__module__.startswith("distributed") and type(executor).__name__ == "Client":
         _load_builtin_executors()
-        return _FACTORIES["dask-client"](executor, max_workers)
+        client_factory: Any = _FACTORIES["dask-client"]  # takes (client, max_workers)
+        return client_factory(executor, max_workers)
     if isinstance(executor, Executor):
         return executor
     raise NbflowError(

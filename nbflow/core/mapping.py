@@ -38,13 +38,9 @@ from typing import Any
 
 from blake3 import blake3
 
-from nbflow.core.errors import TaskError
+from nbflow.core.errors import MapInputError
 from nbflow.core.hashing import Unfingerprintable, digest_value
 from nbflow.core.types import CacheKey
-
-
-class MapInputError(TaskError):
-    """The mapped parameter's value is not a list, tuple, range or dict."""
 
 
 def split(task: str, param: str, value: Any) -> tuple[list[Any], list[Any], bool]:

@@ -35,15 +35,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from nbflow.core.errors import NbflowError, ParameterError, did_you_mean
+from nbflow.core.errors import NbflowError, ParameterError, UnknownPartitionError, did_you_mean
 from nbflow.core.result import RunResult
-
-
-class UnknownPartitionError(ParameterError):
-    def __init__(self, key: Any, task: str, description: str, matches: str = "") -> None:
-        self.key = key
-        self.task = task
-        super().__init__(f"unknown partition {key!r} of task `{task}`; {description}{matches}")
 
 
 class PartitionsDefinition(Protocol):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -270,16 +270,30 @@ class Pipeline:
         self,
         targets: str | Iterable[str] | None = None,
         *,
+        params: Mapping[str, Any] | None = None,
+        executor: Any = None,
+        max_workers: int | None = None,
+        force: bool | str | Collection[str] = False,
+        raise_on_failure: bool = True,
+        listeners: Iterable[ev.Listener] = (),
+        assume: Collection[str] | Mapping[str, Any] = (),
+        partition: Any = None,
         partitions: None = None,
-        **kwargs: Any,
     ) -> RunResult: ...
     @overload
     def run(
         self,
         targets: str | Iterable[str] | None = None,
         *,
-        partitions: Any,
-        **kwargs: Any,
+        params: Mapping[str, Any] | None = None,
+        executor: Any = None,
+        max_workers: int | None = None,
+        force: bool | str | Collection[str] = False,
+        raise_on_failure: bool = True,
+        listeners: Iterable[ev.Listener] = (),
+        assume: Collection[str] | Mapping[str, Any] = (),
+        partition: Any = None,
+        partitions: Sequence[Any] | slice | range,
     ) -> BackfillResult: ...
 
     def run(

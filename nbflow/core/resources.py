@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nbflow.core.errors import NbflowError, NbflowWarning, TaskError
+from nbflow.core.errors import NbflowError, NbflowWarning, ResourceError
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +53,6 @@ class Resource:
                 f"resource `{self.name}` needs a factory: a function that returns the object, "
                 f"not a {type(self.factory).__name__}"
             )
-
-
-class ResourceError(TaskError):
-    """A resource's factory raised while a task needed it."""
-
-    def __init__(self, task: str, resource: str, error: BaseException) -> None:
-        self.resource = resource
-        super().__init__(
-            f"resource `{resource}` needed by task `{task}` could not be created: "
-            f"{type(error).__name__}: {error}",
-            task=task,
-        )
 
 
 class ResourceScope:

@@ -208,13 +208,14 @@ class Runner:
                     if pool and self._pool_use[pool] >= pool_slots(pool):
                         blocked.append(item)  # waits for a slot of its pool
                         continue
-                    job = self._start(name)
-                    if job is None:
+                    started = self._start(name)
+                    if started is None:
                         self._release(name, waiting, ready, index)
                         continue
-                    if isinstance(job, list):  # a mapped task's instances
-                        backlog.extend(job)
+                    if isinstance(started, list):  # a mapped task's instances
+                        backlog.extend(started)
                         continue
+                    job = started
                     if executor is None:
                         executor = resolve_executor(self.executor_spec, self.max_workers)
                         capacity = executor.max_workers
@@ -295,18 +296,16 @@ class Runner:
         """Settle `name` now (cached, skipped, upstream_failed) or return its first job."""
         graph, result = self.graph, self.result
         task = self.pipe.tasks[name]
-        upstream = graph.upstream[name]
+        ups = graph.upstream[name]
         if self._gates or self._blocked:
-            verdict, reason = self._gated(name, upstream)
+            verdict, reason = self._gated(name, ups)
         else:
-            verdict = evaluate(task.options.trigger_rule, (result.states[u] for u in upstream))
+            verdict = evaluate(task.options.trigger_rule, (result.states[u] for u in ups))
             reason = ""
         if verdict != RUN:
             if not reason:
                 failed_up = [
-                    u
-                    for u in upstream
-                    if result.states[u] != "done" and result.states[u] != "cached"
+                    u for u in ups if result.states[u] != "done" and result.states[u] != "cached"
                 ]
                 if failed_up:
                     reason = f"upstream {', '.join(f'`{u}`' for u in failed_up)} {result.states[failed_up[0]]}"

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nbflow.core.errors import NbflowError, TaskError
+from nbflow.core.errors import NbflowError, SensorTimeout
 
 ALWAYS_RUN_REASON = "a sensor re-checks its condition on every run"
 ASSUMED_REASON = "assumed satisfied (run(assume=...)); not checked"
@@ -57,20 +57,6 @@ class SensorSpec:
             raise NbflowError(
                 f"a sensor's timeout must be a positive number of seconds or None, not {self.timeout!r}"
             )
-
-
-class SensorTimeout(TaskError):
-    """A sensor's condition did not hold within its timeout."""
-
-    def __init__(self, task: str, timeout: float, checks: int, soft_fail: bool) -> None:
-        self.timeout = timeout
-        self.checks = checks
-        self.soft_fail = soft_fail
-        super().__init__(
-            f"sensor `{task}` timed out: its condition did not hold within {timeout:g} s "
-            f"({checks} checks)",
-            task=task,
-        )
 
 
 def poke(spec: SensorSpec, task: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
