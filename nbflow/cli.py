@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -526,9 +527,15 @@ def runs_command(name: str | None, status: str | None, limit: int, as_json: bool
     from rich.console import Console
     from rich.table import Table
 
-    columns = ("id", "job", "type", "logical date (UTC)", "state", "tries", "started")
-    table = Table(*columns, "duration", "output", "error")
+    from nbflow.core.home import home_dir
+
+    home = home_dir()
+    columns = ("id", "job", "type", "logical date (UTC)", "state", "tries", "started (UTC)")
+    table = Table(*columns, "duration", "output (in the home)", "error")
     for run in runs:
+        output = run.output_path or "-"
+        if run.output_path and Path(run.output_path).is_relative_to(home):
+            output = str(Path(run.output_path).relative_to(home))
         table.add_row(
             str(run.id),
             run.job,
@@ -536,12 +543,13 @@ def runs_command(name: str | None, status: str | None, limit: int, as_json: bool
             f"{run.logical_date:%Y-%m-%d %H:%M}",
             run.state,
             str(run.attempts),
-            f"{run.started_at:%Y-%m-%d %H:%M:%S}" if run.started_at else "-",
+            f"{run.started_at:%m-%d %H:%M:%S}" if run.started_at else "-",
             f"{run.duration:.1f} s" if run.duration is not None else "-",
-            run.output_path or "-",
+            output,
             _one_line(run.error or run.reason or ""),
         )
-    Console().print(table)
+    # Piped or captured output has no terminal width: do not squeeze the table into 80.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 def _one_line(text: str, limit: int = 80) -> str:
@@ -550,6 +558,57 @@ def _one_line(text: str, limit: int = 80) -> str:
 
 
 # --- dag (jupyter rendering) --------------------------------------------------
+
+
+@cli.command("dag")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="File to write (.svg, .png, .pdf, .dot).",
+)
+@click.option("--pipeline", help="Which pipeline, when SOURCE defines several.")
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="A notebook parameter (notebooks are executed to find their pipelines).",
+)
+def dag_command(
+    source: str, output: str | None, pipeline: str | None, parameters: tuple[tuple[str, str], ...]
+) -> None:
+    """Draw the pipeline of a Python module or a notebook, coloured by status.
+
+    A module is imported; a notebook is executed (never in place; cached work is
+    not recomputed) with a final cell that reports its pipelines.
+    """
+    from nbflow.jobs.dag import graphs_of_module, graphs_of_notebook, pick, render_graph
+
+    path = Path(source).absolute()
+    if path.suffix == ".ipynb":
+        from nbflow.jobs.parameters import notebook_parameters, parse_cli_value
+
+        declared = notebook_parameters(path)
+        values = {n: parse_cli_value(v, declared.get(n)) for n, v in parameters}
+        graphs = graphs_of_notebook(path, values)
+    elif path.suffix == ".py":
+        if parameters:
+            raise click.UsageError("-p is for notebooks; a module is imported, not run")
+        graphs = graphs_of_module(path)
+    else:
+        raise click.UsageError(f"{source}: give a notebook (.ipynb) or a Python module (.py)")
+    name, graph = pick(graphs, pipeline, path)
+    target = Path(output) if output else Path(f"{path.stem}-dag.svg")
+    render_graph(graph, target)
+    states: dict[str, int] = {}
+    for state in graph["states"].values():
+        states[state] = states.get(state, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in states.items())
+    click.echo(f"pipeline `{name}`: {len(graph['nodes'])} tasks ({summary}) -> {target}")
 
 
 def main() -> None:
