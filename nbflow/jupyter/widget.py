@@ -173,6 +173,16 @@ class DagView:
             case ev.TaskSkipped():
                 self._final(event.task, event.state)
                 self.info.setdefault(event.task, {})["reason"] = event.reason
+            case ev.MapExpanded():
+                # A mapped task's instances are grouped under its node.
+                cached = set(event.cached)
+                self.info.setdefault(event.task, {})["instances"] = {
+                    str(label): "cached" if i in cached else "queued"
+                    for i, label in enumerate(event.labels or range(event.size))
+                }
+            case ev.MapInstance():
+                instances = self.info.setdefault(event.task, {}).setdefault("instances", {})
+                instances[str(event.label)] = event.state
             case ev.RunFinished():
                 self.progress.update(active=False, elapsed=event.duration)
                 self.push()

@@ -197,3 +197,21 @@ def test_updates_are_throttled_during_a_run(pipe):
     # One push when the run starts and one when it ends, none per task.
     assert len(pushes) == 2
     assert set(view.widget.states.values()) == {"done"}
+
+
+def test_mapped_instances_are_grouped_under_their_task(pipe):
+    @pipe.task
+    def customers():
+        return [1, 2, 3]
+
+    @pipe.task(map="customer_id", inputs={"customer_id": "customers"})
+    def process(customer_id):
+        if customer_id == 3:
+            raise ValueError("bad customer")
+        return customer_id * 10
+
+    view = DagView(pipe, interval=0)
+    pipe.run(raise_on_failure=False)
+    assert view.info["process"]["instances"] == {"0": "done", "1": "done", "2": "failed"}
+    assert view.states["process"] == "failed"
+    assert view.widget.info["process"]["instances"]["2"] == "failed"

@@ -12,6 +12,12 @@ function describe(name, state, info, labels) {
   if (d.duration !== undefined) lines.push(`duration: ${fmtSeconds(d.duration)}`);
   if (d.attempts !== undefined) lines.push(`attempts: ${d.attempts}`);
   if (d.reason) lines.push(`why: ${d.reason}`);
+  if (d.instances) {
+    const counts = {};
+    for (const s of Object.values(d.instances)) counts[s] = (counts[s] || 0) + 1;
+    const parts = Object.entries(counts).map(([s, n]) => `${n} ${labels[s] || s}`);
+    lines.push(`mapped instances: ${Object.keys(d.instances).length} (${parts.join(", ")})`);
+  }
   if (d.error) lines.push(`error: ${d.error}`);
   if (d.metadata) lines.push(`metadata: ${JSON.stringify(d.metadata).slice(0, 400)}`);
   return lines.join("\n");
