@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from nbflow.cli import cli
 from nbflow.jobs.runstore import RunStore
 from nbflow.jobs.schedules import TIME_RULES
+from tests.jobs.notebooks import write_notebook
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "notebooks"
 
@@ -174,7 +175,12 @@ def test_the_installed_command_exits_2_on_bad_input(notebook):
 
 
 def test_file_sensor_job_stores_an_absolute_pattern_and_has_no_clock_ticks(notebook):
-    result = nbflow("schedule", "add", "ingest", "report.ipynb", "--when-file", "data/in/*.csv")
+    refused = nbflow("schedule", "add", "ingest", "report.ipynb", "--when-file", "data/in/*.csv")
+    assert refused.exit_code == 2
+    assert "the parameter `path`, which `report.ipynb` does not declare" in refused.stderr
+    assert stored_jobs() == []
+    write_notebook(Path.cwd() / "ingest.ipynb", parameters='path = ""  # the new file')
+    result = nbflow("schedule", "add", "ingest", "ingest.ipynb", "--when-file", "data/in/*.csv")
     assert result.exit_code == 0, result.output
     job = RunStore().get_job("ingest").schedule
     assert job.when_file == str(Path.cwd() / "data" / "in" / "*.csv")

@@ -60,6 +60,11 @@ def test_quickstart_reruns_only_what_changed_and_says_why(tmp_path: Path):
         if "data" in o and "image/svg+xml" in o.data
     ]
     assert len(svgs) == 1 and svgs[0].count('class="node"') == 4
+    # ...and nbconvert's HTML shows that graph (no live widget is needed to read it).
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_filename(str(nr.output_path))
+    assert page.count('class="node"') == 4 and "nbflow-static" in page
     # A second run of the notebook shares the home's cache: nothing recomputes.
     again = nf.run_notebook(ROOT / "notebooks/quickstart.ipynb", output=tmp_path / "qs2.ipynb")
     assert again.outputs["first_executed"] == []

@@ -373,6 +373,14 @@ class Schedule:
             else:
                 values[name] = parse_cli_value(text, declared.get(name))
         check_parameters(values, declared, str(self.notebook))
+        if self.when_file is not None and "path" not in declared:
+            raise ScheduleError(
+                f"job `{self.name}`: a --when-file job passes each file to the notebook as the "
+                f'parameter `path`, which `{path.name}` does not declare; add `path = ""` to '
+                "its cell tagged `parameters`",
+                job=self.name,
+                field="when_file",
+            )
 
     # -- kind and ticks
 
