@@ -50,15 +50,9 @@ from nbflow.core.executors import (
     format_user_traceback,
     resolve_executor,
 )
+from nbflow.core.expansion import MapSteps
 from nbflow.core.hashing import Unfingerprintable, digest_value
-from nbflow.core.mapping import (
-    MapInputError,
-    MapRun,
-    assemble,
-    instance_base,
-    instance_key,
-    split,
-)
+from nbflow.core.mapping import MapRun, assemble, split
 from nbflow.core.planner import Decision, Planner
 from nbflow.core.pools import pool_slots
 from nbflow.core.resources import ResourceError, ResourceScope
@@ -67,7 +61,7 @@ from nbflow.core.sensors import ASSUMED_REASON, SensorTimeout, assumed, poke
 from nbflow.core.serialize import serialize
 from nbflow.core.store import Record
 from nbflow.core.triggers import RUN, evaluate
-from nbflow.core.types import CacheKey, Digest
+from nbflow.core.types import Digest
 
 if TYPE_CHECKING:
     from nbflow.core.pipeline import Pipeline
@@ -75,12 +69,13 @@ if TYPE_CHECKING:
 _FLUSH_INTERVAL = 0.25
 # Retrying cannot help these: the same value or job will not pickle next time either.
 _NOT_RETRIED = (UnpicklableResult, UnpicklableTask, BranchError, SensorTimeout)
-# Decisions after which a mapped task reuses none of its cached instances.
-_RERUN_ALL = ("forced", "invalidated", "expired", "always reruns", "caching is off")
 
 
-class Runner:
+class Runner(MapSteps):
     """One run of a pipeline (create, call `run()` once)."""
+
+    not_retried = _NOT_RETRIED
+    flush_interval = _FLUSH_INTERVAL
 
     def __init__(
         self,
@@ -597,193 +592,6 @@ class Runner:
                 if u in blocked:
                     return verdict, blocked[u]
         return verdict, ""
-
-    # --- mapped tasks (see nbflow.core.mapping) --------------------------------
-
-    def _expand(self, name: str, decision: Decision, kwargs: dict[str, Any]) -> list[Job] | None:
-        """Look up each element's instance; return jobs for the missing ones (None: settled now)."""
-        task = self.pipe.tasks[name]
-        opts = task.options
-        param = opts.map
-        assert param is not None
-        try:
-            labels, elements, is_dict = split(name, param, kwargs[param])
-        except MapInputError as exc:
-            self._fail(name, exc, f"{type(exc).__name__}: {exc}\n", 1)
-            return None
-        n = len(elements)
-        keys: list[CacheKey | None] = [None] * n
-        if opts.cache and decision.key is not None:
-            base = instance_base(self.name, name, decision.parts, param)
-            keys = [instance_key(base, e) for e in elements]
-        # A forced, invalidated, expired or uncacheable task reruns every element.
-        reuse = not decision.root.startswith(_RERUN_ALL)
-        mrun = MapRun(name, param, labels, is_dict, keys, [None] * n, ["pending"] * n)
-        jobs: list[Job] = []
-        get_record, load = self.store.get_record, self.store.load
-        cached: list[int] = []
-        for i, element in enumerate(elements):
-            key = keys[i]
-            if reuse and key is not None:
-                record = get_record(self.name, key)
-                if record is not None:
-                    try:
-                        mrun.values[i] = load(record)
-                    except IntegrityError:
-                        pass  # the store dropped the entry; the element runs again
-                    else:
-                        mrun.states[i] = "cached"
-                        cached.append(i)
-                        continue
-            self._job_ids += 1
-            job_name = f"{name}[{i}]"
-            job_kwargs = dict(kwargs)
-            job_kwargs[param] = element
-            jobs.append(
-                Job(
-                    id=self._job_ids,
-                    task=job_name,
-                    fn=task.fn,
-                    kwargs=job_kwargs,
-                    timeout=opts.timeout,
-                    pool=opts.pool,
-                    priority=opts.priority,
-                )
-            )
-            self._instances[job_name] = (mrun, i)
-        mrun.pending = len(jobs)
-        if self.bus:
-            self.bus.emit(
-                ev.MapExpanded(
-                    pipeline=self.name,
-                    run_id=self.run_id,
-                    task=name,
-                    size=n,
-                    labels=tuple(labels),
-                    cached=tuple(cached),
-                )
-            )
-            if jobs:
-                self.bus.emit(ev.TaskStarted(pipeline=self.name, run_id=self.run_id, task=name))
-        if not jobs:
-            self._finish_map(mrun)
-            return None
-        return jobs
-
-    def _complete_instance(
-        self, outcome: Outcome, mrun: MapRun, i: int
-    ) -> tuple[float, int, Job] | None:
-        job = outcome.job
-        mrun.duration += outcome.duration
-        mrun.attempts = max(mrun.attempts, job.attempt)
-        error, trace = outcome.error, outcome.traceback
-        key = mrun.keys[i]
-        if error is None and key is not None:
-            try:
-                payload = serialize(outcome.value, job.task)
-            except UnpicklableResult as exc:
-                error, trace = exc, f"{type(exc).__name__}: {exc}\n"
-            else:
-                record: Record = {
-                    "key": key,
-                    "pipeline": self.name,
-                    "task": job.task,
-                    "instance": True,
-                    "created": time.time(),
-                    "duration": outcome.duration,
-                }
-                self.store.put(record, payload)
-        state = "done"
-        if error is None:
-            mrun.values[i] = outcome.value
-            mrun.executed.append(mrun.labels[i])
-        else:
-            task = self.pipe.tasks[mrun.task]
-            if job.attempt <= task.options.retries and not isinstance(error, _NOT_RETRIED):
-                delay = task.options.retry_delay_for(job.attempt)
-                self._emit_instance(mrun, i, "retrying", outcome, error)
-                self._job_ids += 1
-                retry = Job(
-                    id=self._job_ids,
-                    task=job.task,
-                    fn=job.fn,
-                    kwargs=job.kwargs,
-                    attempt=job.attempt + 1,
-                    timeout=job.timeout,
-                    pool=job.pool,
-                    priority=job.priority,
-                )
-                return (time.monotonic() + delay, retry.id, retry)
-            state = "failed"
-            mrun.errors[i] = (error, trace)
-        mrun.states[i] = state
-        if self.bus:
-            self._emit_instance(mrun, i, state, outcome, error)
-        now = time.monotonic()
-        if now - self._last_flush > _FLUSH_INTERVAL:
-            self.store.flush()
-            self._last_flush = now
-        mrun.pending -= 1
-        if not mrun.pending:
-            self._finish_map(mrun)
-            self._release(mrun.task, self._waiting, self._ready, self._index)
-        return None
-
-    def _emit_instance(
-        self, mrun: MapRun, i: int, state: str, outcome: Outcome, error: BaseException | None
-    ) -> None:
-        if self.bus:
-            self.bus.emit(
-                ev.MapInstance(
-                    pipeline=self.name,
-                    run_id=self.run_id,
-                    task=mrun.task,
-                    index=i,
-                    label=mrun.labels[i],
-                    state=state,
-                    duration=outcome.duration,
-                    attempt=outcome.job.attempt,
-                    error=f"{type(error).__name__}: {error}" if error is not None else "",
-                )
-            )
-
-    def _finish_map(self, mrun: MapRun) -> None:
-        """Every instance settled: fail the task, or assemble and store its value."""
-        name, result = mrun.task, self.result
-        result.map_states[name] = mrun.label_states()
-        result.map_executed[name] = mrun.executed
-        result.durations[name] = mrun.duration
-        result.attempts[name] = mrun.attempts
-        if mrun.errors:
-            i, error, trace = mrun.first_error()
-            header = (
-                f"instance `{mrun.instance_name(i)}` (element {mrun.labels[i]!r}) failed; "
-                f"{len(mrun.errors)} of {len(mrun.labels)} instances failed\n"
-            )
-            self._fail(name, error, header + trace, mrun.attempts)
-            return
-        value = assemble(mrun.labels, mrun.values, mrun.is_dict)
-        extra = {"map_size": len(mrun.labels), "map_labels": mrun.labels if mrun.is_dict else None}
-        try:
-            self._store_result(name, value, mrun.duration, extra)
-        except UnpicklableResult as exc:
-            self._fail(name, exc, f"{type(exc).__name__}: {exc}\n", mrun.attempts)
-            return
-        result.states[name] = "done"
-        result.executed.append(name)
-        if self.bus:
-            self.bus.emit(
-                ev.TaskFinished(
-                    pipeline=self.name,
-                    run_id=self.run_id,
-                    task=name,
-                    duration=mrun.duration,
-                    attempts=mrun.attempts,
-                    metadata=result.metadata.get(name),
-                )
-            )
-        if name in self._checks:
-            self._run_checks(name)
 
     # --- values --------------------------------------------------------------
 

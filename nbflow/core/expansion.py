@@ -1,0 +1,258 @@
+"""How the runner expands a mapped task into instances and assembles their results.
+
+The policy (per-element keys, what is reused, states and events) is in
+`nbflow.core.mapping`; these are the runner's steps for it, kept apart so
+`runner.py` reads as the story of an ordinary run. `Runner` inherits them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from nbflow.core import events as ev
+from nbflow.core.errors import IntegrityError, MapInputError, UnpicklableResult
+from nbflow.core.executors import Job, Outcome
+from nbflow.core.mapping import MapRun, assemble, instance_base, instance_key, split
+from nbflow.core.planner import Decision
+from nbflow.core.serialize import serialize
+from nbflow.core.store import Record
+from nbflow.core.types import CacheKey
+
+if TYPE_CHECKING:
+    from collections import deque
+    from collections.abc import Mapping
+
+    from nbflow.core.checks import Check
+    from nbflow.core.events import EventBus
+    from nbflow.core.pipeline import Pipeline
+    from nbflow.core.result import RunResult
+    from nbflow.core.store import DiskStore
+
+# Decisions after which a mapped task reuses none of its cached instances.
+_RERUN_ALL = ("forced", "invalidated", "expired", "always reruns", "caching is off")
+
+
+class MapSteps:
+    """The mapped-task steps of `Runner` (a mixin: `self` is the runner)."""
+
+    if TYPE_CHECKING:  # what these steps use of the runner
+        pipe: Pipeline
+        store: DiskStore
+        bus: EventBus
+        result: RunResult
+        name: str
+        run_id: str
+        not_retried: tuple[type[BaseException], ...]
+        flush_interval: float
+        _job_ids: int
+        _last_flush: float
+        _instances: dict[str, tuple[MapRun, int]]
+        _backlog: deque[Job]
+        _waiting: dict[str, int]
+        _ready: list[tuple[int, int, str]]
+        _index: dict[str, int]
+        _checks: dict[str, list[Check]]
+
+        def _fail(self, name: str, error: BaseException, trace: str, attempts: int) -> None: ...
+        def _store_result(
+            self, name: str, value: Any, duration: float, extra: Mapping[str, Any] | None = None
+        ) -> None: ...
+        def _release(
+            self,
+            name: str,
+            waiting: dict[str, int],
+            ready: list[tuple[int, int, str]],
+            index: dict[str, int],
+        ) -> None: ...
+        def _run_checks(self, name: str) -> None: ...
+
+    def _expand(self, name: str, decision: Decision, kwargs: dict[str, Any]) -> list[Job] | None:
+        """Look up each element's instance; return jobs for the missing ones (None: settled now)."""
+        task = self.pipe.tasks[name]
+        opts = task.options
+        param = opts.map
+        assert param is not None
+        try:
+            labels, elements, is_dict = split(name, param, kwargs[param])
+        except MapInputError as exc:
+            self._fail(name, exc, f"{type(exc).__name__}: {exc}\n", 1)
+            return None
+        n = len(elements)
+        keys: list[CacheKey | None] = [None] * n
+        if opts.cache and decision.key is not None:
+            base = instance_base(self.name, name, decision.parts, param)
+            keys = [instance_key(base, e) for e in elements]
+        # A forced, invalidated, expired or uncacheable task reruns every element.
+        reuse = not decision.root.startswith(_RERUN_ALL)
+        mrun = MapRun(name, param, labels, is_dict, keys, [None] * n, ["pending"] * n)
+        jobs: list[Job] = []
+        get_record, load = self.store.get_record, self.store.load
+        cached: list[int] = []
+        for i, element in enumerate(elements):
+            key = keys[i]
+            if reuse and key is not None:
+                record = get_record(self.name, key)
+                if record is not None:
+                    try:
+                        mrun.values[i] = load(record)
+                    except IntegrityError:
+                        pass  # the store dropped the entry; the element runs again
+                    else:
+                        mrun.states[i] = "cached"
+                        cached.append(i)
+                        continue
+            self._job_ids += 1
+            job_name = f"{name}[{i}]"
+            job_kwargs = dict(kwargs)
+            job_kwargs[param] = element
+            jobs.append(
+                Job(
+                    id=self._job_ids,
+                    task=job_name,
+                    fn=task.fn,
+                    kwargs=job_kwargs,
+                    timeout=opts.timeout,
+                    pool=opts.pool,
+                    priority=opts.priority,
+                )
+            )
+            self._instances[job_name] = (mrun, i)
+        mrun.pending = len(jobs)
+        if self.bus:
+            self.bus.emit(
+                ev.MapExpanded(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    task=name,
+                    size=n,
+                    labels=tuple(labels),
+                    cached=tuple(cached),
+                )
+            )
+            if jobs:
+                self.bus.emit(ev.TaskStarted(pipeline=self.name, run_id=self.run_id, task=name))
+        if not jobs:
+            self._finish_map(mrun)
+            return None
+        return jobs
+
+    def _complete_instance(
+        self, outcome: Outcome, mrun: MapRun, i: int
+    ) -> tuple[float, int, Job] | None:
+        job = outcome.job
+        mrun.duration += outcome.duration
+        mrun.attempts = max(mrun.attempts, job.attempt)
+        error, trace = outcome.error, outcome.traceback
+        key = mrun.keys[i]
+        if error is None and key is not None:
+            try:
+                payload = serialize(outcome.value, job.task)
+            except UnpicklableResult as exc:
+                error, trace = exc, f"{type(exc).__name__}: {exc}\n"
+            else:
+                record: Record = {
+                    "key": key,
+                    "pipeline": self.name,
+                    "task": job.task,
+                    "instance": True,
+                    "created": time.time(),
+                    "duration": outcome.duration,
+                }
+                self.store.put(record, payload)
+        state = "done"
+        if error is None:
+            mrun.values[i] = outcome.value
+            mrun.executed.append(mrun.labels[i])
+        else:
+            task = self.pipe.tasks[mrun.task]
+            if job.attempt <= task.options.retries and not isinstance(error, self.not_retried):
+                delay = task.options.retry_delay_for(job.attempt)
+                self._emit_instance(mrun, i, "retrying", outcome, error)
+                self._job_ids += 1
+                retry = Job(
+                    id=self._job_ids,
+                    task=job.task,
+                    fn=job.fn,
+                    kwargs=job.kwargs,
+                    attempt=job.attempt + 1,
+                    timeout=job.timeout,
+                    pool=job.pool,
+                    priority=job.priority,
+                )
+                return (time.monotonic() + delay, retry.id, retry)
+            state = "failed"
+            mrun.errors[i] = (error, trace)
+        mrun.states[i] = state
+        if self.bus:
+            self._emit_instance(mrun, i, state, outcome, error)
+        now = time.monotonic()
+        if now - self._last_flush > self.flush_interval:
+            self.store.flush()
+            self._last_flush = now
+        mrun.pending -= 1
+        if not mrun.pending:
+            self._finish_map(mrun)
+            self._release(mrun.task, self._waiting, self._ready, self._index)
+        return None
+
+    def _emit_instance(
+        self,
+        mrun: MapRun,
+        i: int,
+        state: str,
+        outcome: Outcome,
+        error: BaseException | None,
+    ) -> None:
+        if self.bus:
+            self.bus.emit(
+                ev.MapInstance(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    task=mrun.task,
+                    index=i,
+                    label=mrun.labels[i],
+                    state=state,
+                    duration=outcome.duration,
+                    attempt=outcome.job.attempt,
+                    error=f"{type(error).__name__}: {error}" if error is not None else "",
+                )
+            )
+
+    def _finish_map(self, mrun: MapRun) -> None:
+        """Every instance settled: fail the task, or assemble and store its value."""
+        name, result = mrun.task, self.result
+        result.map_states[name] = mrun.label_states()
+        result.map_executed[name] = mrun.executed
+        result.durations[name] = mrun.duration
+        result.attempts[name] = mrun.attempts
+        if mrun.errors:
+            i, error, trace = mrun.first_error()
+            header = (
+                f"instance `{mrun.instance_name(i)}` (element {mrun.labels[i]!r}) failed; "
+                f"{len(mrun.errors)} of {len(mrun.labels)} instances failed\n"
+            )
+            self._fail(name, error, header + trace, mrun.attempts)
+            return
+        value = assemble(mrun.labels, mrun.values, mrun.is_dict)
+        extra = {"map_size": len(mrun.labels), "map_labels": mrun.labels if mrun.is_dict else None}
+        try:
+            self._store_result(name, value, mrun.duration, extra)
+        except UnpicklableResult as exc:
+            self._fail(name, exc, f"{type(exc).__name__}: {exc}\n", mrun.attempts)
+            return
+        result.states[name] = "done"
+        result.executed.append(name)
+        if self.bus:
+            self.bus.emit(
+                ev.TaskFinished(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    task=name,
+                    duration=mrun.duration,
+                    attempts=mrun.attempts,
+                    metadata=result.metadata.get(name),
+                )
+            )
+        if name in self._checks:
+            self._run_checks(name)
