@@ -557,6 +557,93 @@ def _one_line(text: str, limit: int = 80) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+# --- settings -------------------------------------------------------------------
+
+_SETTINGS = {
+    "smtp.host": str,
+    "smtp.port": int,
+    "smtp.user": str,
+    "smtp.password": str,
+    "smtp.starttls": bool,
+    "smtp.from": str,
+}
+
+
+@cli.group()
+def settings() -> None:
+    """Settings of this home (the SMTP server e-mail alerts go through)."""
+
+
+def _setting_key(key: str) -> tuple[str, str]:
+    if key not in _SETTINGS:
+        from nbflow.core.errors import did_you_mean
+
+        raise click.UsageError(
+            f"unknown setting `{key}`{did_you_mean(key, _SETTINGS)}; known: {', '.join(_SETTINGS)}"
+        )
+    group, _, field = key.partition(".")
+    return group, field
+
+
+@settings.command("set")
+@click.argument("key")
+@click.argument("value")
+def settings_set(key: str, value: str) -> None:
+    """Set KEY (e.g. smtp.host) to VALUE."""
+    group, field = _setting_key(key)
+    kind = _SETTINGS[key]
+    parsed: object
+    if kind is bool:
+        if value.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            raise click.UsageError(f"`{key}` is true or false, not {value!r}")
+        parsed = value.lower() in ("true", "yes", "1", "on")
+    elif kind is int:
+        try:
+            parsed = int(value)
+        except ValueError:
+            raise click.UsageError(f"`{key}` is a whole number, not {value!r}") from None
+    else:
+        parsed = value
+    store = _runstore()
+    current = dict(store.get_setting(group, {}) or {})
+    current[field] = parsed
+    store.set_setting(group, current)
+    shown = "***" if field == "password" else repr(parsed)
+    click.echo(f"{key} = {shown}")
+
+
+@settings.command("unset")
+@click.argument("key")
+def settings_unset(key: str) -> None:
+    """Remove KEY."""
+    group, field = _setting_key(key)
+    store = _runstore()
+    current = dict(store.get_setting(group, {}) or {})
+    current.pop(field, None)
+    store.set_setting(group, current)
+    click.echo(f"{key} removed")
+
+
+@settings.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (passwords masked).")
+def settings_show(as_json: bool) -> None:
+    """Every setting (passwords masked)."""
+    store = _runstore()
+    values = {}
+    for key in _SETTINGS:
+        group, field = key.partition(".")[::2]
+        current = store.get_setting(group, {}) or {}
+        if field in current:
+            values[key] = "***" if field == "password" else current[field]
+    if as_json:
+        click.echo(json.dumps(values, indent=2))
+        return
+    if not values:
+        click.echo("no settings (e-mail alerts use an SMTP server on localhost:25)")
+    for key, value in values.items():
+        click.echo(f"{key} = {value!r}")
+
+
 # --- dag (jupyter rendering) --------------------------------------------------
 
 
