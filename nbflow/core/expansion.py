@@ -14,7 +14,7 @@ from nbflow.core import events as ev
 from nbflow.core.errors import IntegrityError, MapInputError, UnpicklableResult
 from nbflow.core.executors import Job, Outcome
 from nbflow.core.mapping import MapRun, assemble, instance_base, instance_key, split
-from nbflow.core.planner import Decision
+from nbflow.core.planner import Decision, Planner
 from nbflow.core.serialize import serialize
 from nbflow.core.store import Record
 from nbflow.core.types import CacheKey
@@ -53,6 +53,8 @@ class MapSteps:
         _ready: list[tuple[int, int, str]]
         _index: dict[str, int]
         _checks: dict[str, list[Check]]
+        _decisions: dict[str, Decision]
+        planner: Planner
 
         def _fail(self, name: str, error: BaseException, trace: str, attempts: int) -> None: ...
         def _store_result(
@@ -88,9 +90,15 @@ class MapSteps:
         mrun = MapRun(name, param, labels, is_dict, keys, [None] * n, ["pending"] * n)
         jobs: list[Job] = []
         get_record, load = self.store.get_record, self.store.load
+        previous = self._previous_instances(name) if reuse else {}
         cached: list[int] = []
         for i, element in enumerate(elements):
             key = keys[i]
+            if key is not None and key in previous:
+                mrun.values[i] = previous[key]
+                mrun.states[i] = "cached"
+                cached.append(i)
+                continue
             if reuse and key is not None:
                 record = get_record(self.name, key)
                 if record is not None:
@@ -136,6 +144,31 @@ class MapSteps:
             self._finish_map(mrun)
             return None
         return jobs
+
+    def _previous_instances(self, name: str) -> dict[CacheKey, Any]:
+        """Instance key -> value, from the task's last result and its manifest (two loads).
+
+        Rerunning after one element changed then costs two unpickles instead
+        of one look-up and one unpickle per unchanged element. Keys missing
+        here (older results, a reverted edit) are still looked up one by one.
+        """
+        latest = self.planner.index.get(name)
+        manifest_key = latest.get("map_manifest") if latest is not None else None
+        if not manifest_key:
+            return {}
+        assert latest is not None
+        manifest = self.store.get_record(self.name, manifest_key)
+        if manifest is None:
+            return {}
+        try:
+            keys = self.store.load(manifest)
+            value = self.store.load(latest)
+        except IntegrityError:
+            return {}
+        values = list(value.values()) if isinstance(value, dict) else value
+        if not isinstance(values, list) or len(values) != len(keys):
+            return {}
+        return {k: v for k, v in zip(keys, values, strict=True) if k is not None}
 
     def _complete_instance(
         self, outcome: Outcome, mrun: MapRun, i: int
@@ -235,7 +268,24 @@ class MapSteps:
             self._fail(name, error, header + trace, mrun.attempts)
             return
         value = assemble(mrun.labels, mrun.values, mrun.is_dict)
-        extra = {"map_size": len(mrun.labels), "map_labels": mrun.labels if mrun.is_dict else None}
+        extra: dict[str, Any] = {
+            "map_size": len(mrun.labels),
+            "map_labels": mrun.labels if mrun.is_dict else None,
+        }
+        decision = self._decisions[name]
+        if decision.key is not None and any(k is not None for k in mrun.keys):
+            # The manifest: which instance key each element had, for the next expansion.
+            manifest_key = CacheKey(f"{decision.key}-map")
+            manifest: Record = {
+                "key": manifest_key,
+                "pipeline": self.name,
+                "task": f"{name}[manifest]",
+                "instance": True,
+                "created": time.time(),
+                "duration": 0.0,
+            }
+            self.store.put(manifest, serialize(mrun.keys, name))
+            extra["map_manifest"] = manifest_key
         try:
             self._store_result(name, value, mrun.duration, extra)
         except UnpicklableResult as exc:

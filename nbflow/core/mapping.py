@@ -19,6 +19,10 @@ How caching works, per element:
   of a 10,000-element list reruns exactly one instance.
 - Instance records live in the store like any record but stay out of the
   pipeline's index (the index lists tasks, and is read on every run).
+- Beside the assembled value, a *manifest* record lists each element's
+  instance key. The next expansion loads the last value and its manifest
+  (two unpickles) and takes every unchanged element from there; only keys
+  not in it are looked up one by one (an older result, a reverted edit).
 - When every instance has settled, the results are assembled and stored as
   the task's value, whose digest feeds downstream keys (early cutoff).
   If an instance failed (after its retries), the task fails, naming it.

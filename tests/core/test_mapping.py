@@ -182,3 +182,31 @@ def test_downstream_stays_fresh_when_the_mapped_result_is_unchanged(
     r = pipe.run()
     assert r.map_executed["square"] == [0] and r.states["total"] == "cached"
     assert calls.count("total") == 1
+
+
+def test_a_reverted_element_is_found_again(tmp_path: Path, calls: Calls) -> None:
+    def build(items: list[int]) -> Pipeline:
+        pipe = Pipeline("m", cache_dir=tmp_path / "cache")
+        squares_pipeline(pipe, calls, items)
+        return pipe
+
+    build([1, 2, 3]).run()
+    build([1, 20, 3]).run()
+    calls.reset()
+    r = build([1, 2, 3]).run()  # element 1 is back to 2: its old instance is still cached
+    assert calls.names == [] and r["square"] == [1, 4, 9]
+    assert r.map_states["square"] == {0: "cached", 1: "cached", 2: "cached"}
+
+
+def test_one_changed_value_of_a_dict_reruns_one_instance(pipe: Pipeline, calls: Calls) -> None:
+    pipe.task(lambda: {"a": 1, "b": 2, "c": 3}, name="numbers")
+
+    @pipe.task(map="n", inputs={"n": "numbers"})
+    def square(n):
+        calls(f"square:{n}")
+        return n * n
+
+    pipe.run()
+    pipe.task(lambda: {"a": 1, "b": 5, "c": 3}, name="numbers")
+    r = pipe.run()
+    assert r.map_executed["square"] == ["b"] and r["square"] == {"a": 1, "b": 25, "c": 9}
