@@ -177,10 +177,14 @@ class MapSteps:
         mrun.duration += outcome.duration
         mrun.attempts = max(mrun.attempts, job.attempt)
         error, trace = outcome.error, outcome.traceback
+        value = outcome.value
+        unwrap = getattr(value, "__nbflow_output__", None)
+        if unwrap is not None:  # an instance's metadata is not kept: its value is
+            value = unwrap()[0]
         key = mrun.keys[i]
         if error is None and key is not None:
             try:
-                payload = serialize(outcome.value, job.task)
+                payload = serialize(value, job.task)
             except UnpicklableResult as exc:
                 error, trace = exc, f"{type(exc).__name__}: {exc}\n"
             else:
@@ -195,7 +199,7 @@ class MapSteps:
                 self.store.put(record, payload)
         state = "done"
         if error is None:
-            mrun.values[i] = outcome.value
+            mrun.values[i] = value
             mrun.executed.append(mrun.labels[i])
         else:
             task = self.pipe.tasks[mrun.task]

@@ -210,3 +210,14 @@ def test_one_changed_value_of_a_dict_reruns_one_instance(pipe: Pipeline, calls: 
     pipe.task(lambda: {"a": 1, "b": 5, "c": 3}, name="numbers")
     r = pipe.run()
     assert r.map_executed["square"] == ["b"] and r["square"] == {"a": 1, "b": 25, "c": 9}
+
+
+def test_an_instance_returning_output_keeps_its_value(pipe: Pipeline) -> None:
+    pipe.task(lambda: [1, 2], name="numbers")
+    pipe.task(
+        lambda n: nf.Output(n * 10, metadata={"n": n}),
+        name="tens",
+        map="n",
+        inputs={"n": "numbers"},
+    )
+    assert pipe.run()["tens"] == [10, 20]
