@@ -95,7 +95,7 @@ def render_graph(graph: Mapping[str, Any], output: Path) -> Path:
 
     nodes = tuple(graph["nodes"])
     edges = tuple(tuple(e) for e in graph["edges"])
-    dot = _graph_source(nodes, edges)  # type: ignore[arg-type]
+    dot = _graph_source(nodes, edges)
     for name in nodes:
         dot.node(name, fillcolor=colour(graph["states"].get(name, "never-run")))
     fmt = output.suffix.lstrip(".").lower() or "svg"

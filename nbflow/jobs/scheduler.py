@@ -245,9 +245,9 @@ class Scheduler:
             if made:
                 missed.append(run)
         for tick in to_run:
-            run = self._create(record, "scheduled", tick, now=now)
-            if run is not None:
-                created.append(run)
+            made_run = self._create(record, "scheduled", tick, now=now)
+            if made_run is not None:
+                created.append(made_run)
         return created, missed
 
     def _create(

@@ -76,12 +76,18 @@ class NbflowMagics(Magics):
         self.params: dict[str, Any] = {}
         self.current_cell_id: str | None = None
 
+    @property
+    def _ns(self) -> dict[str, Any]:
+        """The notebook's namespace."""
+        assert self.shell is not None, "the magics are registered with a shell"
+        return self.shell.user_ns
+
     # --- pipelines -------------------------------------------------------------
 
     def _pipeline(self, name: str | None) -> Pipeline:
         if not name:
             return default_pipeline()
-        found = self.shell.user_ns.get(name)
+        found = self._ns.get(name)
         if isinstance(found, Pipeline):
             return found
         if name not in _NAMED:
@@ -115,7 +121,7 @@ class NbflowMagics(Magics):
     def _link(self, pipe: Pipeline) -> None:
         """(Re)build the task function of every cell whose inputs or parameters changed."""
         producers = self._producers(pipe)
-        ns = self.shell.user_ns
+        ns = self._ns
         for cell in self._cells_of(pipe).values():
             inputs = {
                 n: producers[n]
@@ -141,7 +147,7 @@ class NbflowMagics(Magics):
         cells = self._cells_of(pipe)
         for name in names:
             if name in cells and result.states.get(name) in ("done", "cached"):
-                self.shell.user_ns.update(unpack_outputs(result[name]))
+                self._ns.update(unpack_outputs(result[name]))
 
     # --- %%task ----------------------------------------------------------------
 

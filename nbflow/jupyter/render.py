@@ -88,7 +88,13 @@ class Layout:
         return "".join(parts)
 
 
-def _graph_source(nodes: tuple[str, ...], edges: tuple[tuple[str, str], ...]) -> Any:
+Group = tuple[str, str, tuple[str, ...]]
+"""A sub-pipeline drawn as a cluster: (outer task, caption, its inner nodes)."""
+
+
+def _graph_source(
+    nodes: tuple[str, ...], edges: tuple[tuple[str, str], ...], groups: tuple[Group, ...] = ()
+) -> Any:
     import graphviz
 
     dot = graphviz.Digraph("nbflow", format="svg")
@@ -103,22 +109,35 @@ def _graph_source(nodes: tuple[str, ...], edges: tuple[tuple[str, str], ...]) ->
         fontsize="12",
     )
     dot.attr("edge", color="#6b7280", arrowsize="0.7")
-    for i, name in enumerate(nodes):
-        dot.node(name, label=name, id=f"nbfn{i}")
+    index = {name: i for i, name in enumerate(nodes)}
+    grouped = {inner for _, _, members in groups for inner in members}
+    for name in nodes:
+        if name not in grouped:
+            dot.node(name, label=name, id=f"nbfn{index[name]}")
+    for i, (_outer, caption, members) in enumerate(groups):
+        with dot.subgraph(name=f"cluster_{i}") as cluster:
+            cluster.attr(label=caption, style="rounded,dashed", color="#6b7280", fontsize="11")
+            for name in members:
+                cluster.node(name, label=name.partition("/")[2], id=f"nbfn{index[name]}")
     for up, down in edges:
-        dot.edge(up, down)
+        if up in grouped and down not in grouped:
+            dot.edge(up, down, style="dashed")  # an inner sink feeds the sub-pipeline's value
+        else:
+            dot.edge(up, down)
     return dot
 
 
 @functools.lru_cache(maxsize=32)
-def layout(nodes: tuple[str, ...], edges: tuple[tuple[str, str], ...]) -> Layout:
+def layout(
+    nodes: tuple[str, ...], edges: tuple[tuple[str, str], ...], groups: tuple[Group, ...] = ()
+) -> Layout:
     """Run Graphviz once for this graph shape (memoized)."""
     import graphviz
 
     if not dot_available():
         raise GraphvizMissing()
     try:
-        svg = _graph_source(nodes, edges).pipe(format="svg", encoding="utf-8")
+        svg = _graph_source(nodes, edges, groups).pipe(format="svg", encoding="utf-8")
     except graphviz.ExecutableNotFound as exc:
         raise GraphvizMissing() from exc
     svg = svg[svg.index("<svg") :]  # drop the XML prolog: the SVG is embedded in HTML
@@ -143,18 +162,35 @@ def layout(nodes: tuple[str, ...], edges: tuple[tuple[str, str], ...]) -> Layout
     )
 
 
-def shape_of(pipe: Pipeline) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """The pipeline's nodes (topological order) and edges: the key of its layout."""
+def shape_of(
+    pipe: Pipeline,
+) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[Group, ...]]:
+    """The pipeline's nodes (topological order), edges and sub-pipeline groups: the key of
+    its layout. A sub-pipeline task's inner tasks are nodes named `outer/inner`."""
+    from nbflow.core.subpipeline import SubpipelineCall
+
     g = pipe.graph()
-    return tuple(g.order), tuple(sorted(g.edges()))
+    nodes = list(g.order)
+    edges = sorted(g.edges())
+    groups: list[Group] = []
+    for name in g.order:
+        fn = pipe.tasks[name].fn
+        if isinstance(fn, SubpipelineCall):
+            inner = fn.inner.graph()
+            members = tuple(f"{name}/{n}" for n in inner.order)
+            nodes.extend(members)
+            edges.extend((f"{name}/{u}", f"{name}/{d}") for u, d in sorted(inner.edges()))
+            edges.extend((f"{name}/{s}", name) for s in inner.sinks())
+            groups.append((name, f"sub-pipeline `{fn.inner.name}`", members))
+    return tuple(nodes), tuple(edges), tuple(groups)
 
 
 def pipeline_to_dot(pipe: Pipeline, states: Mapping[str, str] | None = None) -> Any:
     """A `graphviz.Digraph` of the pipeline, nodes filled by state (default: current status)."""
     if states is None:
         states = {n: s.state for n, s in pipe.status().items()}
-    nodes, edges = shape_of(pipe)
-    dot = _graph_source(nodes, edges)
+    nodes, edges, groups = shape_of(pipe)
+    dot = _graph_source(nodes, edges, groups)
     for name in nodes:
         dot.node(name, fillcolor=colour(states.get(name, "never-run")))
     return dot

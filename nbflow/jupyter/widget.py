@@ -54,7 +54,7 @@ class DagWidget(anywidget.AnyWidget):
     states = traitlets.Dict().tag(sync=True)
     info = traitlets.Dict().tag(sync=True)
     progress = traitlets.Dict().tag(sync=True)
-    legend = traitlets.List().tag(sync=True)
+    legend: traitlets.List[Any] = traitlets.List().tag(sync=True)
     fallback = traitlets.Unicode("").tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
 
@@ -120,6 +120,11 @@ class DagView:
         status = self.pipe.status()
         self.states = {n: s.state for n, s in status.items()}
         self.info = {n: {"reason": s.reason} if s.reason else {} for n, s in status.items()}
+        for outer, _, _ in self._shape[2] if self._shape else ():
+            inner = self.pipe.tasks[outer].fn.inner  # type: ignore[attr-defined]  # a SubpipelineCall
+            for n, s in inner.status().items():
+                self.states[f"{outer}/{n}"] = s.state
+                self.info[f"{outer}/{n}"] = {"reason": s.reason} if s.reason else {}
         stale = len(status.stale())
         self.progress.update(done=0, total=len(status), failed=0, active=False, stale=stale)
         self.push()
@@ -158,12 +163,15 @@ class DagView:
                 detail.pop("error", None)
                 if event.metadata:
                     detail["metadata"] = _jsonable(event.metadata)
+                    self._inner_states(event.task, event.metadata)
             case ev.TaskCached():
                 self._final(event.task, "cached")
                 detail = {"reason": "unchanged: loaded from the cache"}
                 if event.metadata:
                     detail["metadata"] = _jsonable(event.metadata)
                 self.info[event.task] = detail
+                if event.metadata:
+                    self._inner_states(event.task, event.metadata)
             case ev.TaskFailed():
                 self._final(event.task, "failed")
                 self.progress["failed"] += 1
@@ -192,6 +200,14 @@ class DagView:
                 return
         if event.time - self._last_push >= self.interval:
             self.push()
+
+    def _inner_states(self, task: str, metadata: dict[str, Any]) -> None:
+        """A sub-pipeline task reports which of its inner tasks ran and which were cached."""
+        for key, state in (("executed", "done"), ("cached", "cached")):
+            for inner in metadata.get(key) or ():
+                name = f"{task}/{inner}"
+                if name in self.states:
+                    self.states[name] = state
 
     def _final(self, name: str, state: str) -> None:
         if name in self._run_tasks:
@@ -283,10 +299,9 @@ class DagView:
         else:
             data["text/html"] = render.fallback_html(self.pipe.name, self.states, self.info)
         if self.widget is not None:
-            bundle = self.widget._repr_mimebundle_()
-            if isinstance(bundle, tuple):
-                bundle = bundle[0]
-            for key, value in (bundle or {}).items():
+            raw: Any = self.widget._repr_mimebundle_()
+            bundle: dict[str, Any] = (raw[0] if isinstance(raw, tuple) else raw) or {}
+            for key, value in bundle.items():
                 if key != "text/plain":
                     data[key] = value
         return data

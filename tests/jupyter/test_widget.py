@@ -215,3 +215,36 @@ def test_mapped_instances_are_grouped_under_their_task(pipe):
     assert view.info["process"]["instances"] == {"0": "done", "1": "done", "2": "failed"}
     assert view.states["process"] == "failed"
     assert view.widget.info["process"]["instances"]["2"] == "failed"
+
+
+def test_a_sub_pipeline_is_drawn_as_a_group_with_its_own_tasks_states(home, tmp_path):
+    inner = nf.Pipeline("extract_flow", cache_dir=tmp_path / "inner")
+
+    @inner.task
+    def download(day: str = "2024-01-01"):
+        return [day] * 3
+
+    @inner.task
+    def parse(download):
+        return len(download)
+
+    outer = nf.Pipeline("main", cache_dir=tmp_path / "outer")
+    outer.subpipeline(inner, name="extracted")
+
+    @outer.task
+    def report(extracted):
+        return extracted["parse"] * 2
+
+    render.layout.cache_clear()
+    view = DagView(outer, interval=0)
+    assert view.states["extracted/download"] == "never-run"
+    svg = view.widget.svg
+    assert "sub&#45;pipeline `extract_flow`" in svg or "sub-pipeline `extract_flow`" in svg
+    assert svg.count('class="cluster"') == 1
+    outer.run()
+    assert view.states["extracted/download"] == "done" and view.states["extracted/parse"] == "done"
+    assert view.states["report"] == "done"
+    outer.run()
+    assert view.states["extracted/download"] == "cached", "the inner pipeline keeps its own cache"
+    colours = fills(view.static_svg())
+    assert colours["extracted/parse"] == render.colour("cached")
