@@ -470,3 +470,49 @@ def test_the_seed_parity_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     nr = nf.run_notebook(notebook, output=tmp_path / notebook.name, timeout=120, cwd=tmp_path)
     assert nr.ok, nr.error
     assert nr.outputs["patterns"] == 11
+
+
+def test_scheduled_job_passes_its_logical_date_as_the_partition(home: Path, tmp_path: Path):
+    """Issue 7 item 4 with the scheduler: `-p partition "{{ ds }}"`, one cached partition per tick."""
+    from click.testing import CliRunner
+
+    from nbflow.cli import cli
+    from nbflow.jobs.runstore import RunStore
+    from tests.jobs.notebooks import write_notebook
+
+    log = tmp_path / "computed.txt"
+    notebook = write_notebook(
+        tmp_path / "daily_orders.ipynb",
+        parameters='partition = "2024-01-01"  # the day to process',
+        cells=[
+            "import nbflow as nf\n"
+            "pipe = nf.Pipeline('orders')\n"
+            "daily = nf.DailyPartitions('2024-01-01', '2024-12-31')\n"
+            "@pipe.task(partitions=daily)\n"
+            "def daily_orders(partition: str):\n"
+            f"    open({str(log)!r}, 'a').write(partition + '\\n')\n"
+            "    return {'day': partition, 'orders': int(partition[-2:]) * 10}\n"
+            "r = pipe.run(partition=partition)\n"
+            "nf.record('executed', r.executed)\n",
+        ],
+    )
+
+    def nbflow(*args: str):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    added = nbflow(
+        "schedule", "add", "orders", str(notebook), "--cron", "0 2 * * *",
+        "-p", "partition", "{{ ds }}",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    done = nbflow("backfill", "orders", "--start", "2024-01-02", "--end", "2024-01-03")
+    assert done.exit_code == 0, done.output
+    assert log.read_text().split() == ["2024-01-02", "2024-01-03"]
+    runs = RunStore().list_runs("orders", oldest_first=True)
+    assert [r.parameters["partition"] for r in runs] == ["2024-01-02", "2024-01-03"]
+    # Reprocessing the same ticks reuses each partition's cached result.
+    again = nbflow(
+        "backfill", "orders", "--start", "2024-01-02", "--end", "2024-01-03", "--reprocess", "all"
+    )
+    assert again.exit_code == 0, again.output
+    assert log.read_text().split() == ["2024-01-02", "2024-01-03"]
