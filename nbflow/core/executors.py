@@ -14,6 +14,7 @@ into an instance.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -38,6 +39,10 @@ class Job:
     timeout: float | None = None
     pool: str | None = None
     priority: int = 0
+
+    def next_attempt(self, job_id: int) -> Job:
+        """The same job, to be run again as the next attempt (a retry)."""
+        return dataclasses.replace(self, id=job_id, attempt=self.attempt + 1)
 
 
 @dataclass(kw_only=True, slots=True)

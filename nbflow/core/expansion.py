@@ -207,16 +207,7 @@ class MapSteps:
                 delay = task.options.retry_delay_for(job.attempt)
                 self._emit_instance(mrun, i, "retrying", outcome, error)
                 self._job_ids += 1
-                retry = Job(
-                    id=self._job_ids,
-                    task=job.task,
-                    fn=job.fn,
-                    kwargs=job.kwargs,
-                    attempt=job.attempt + 1,
-                    timeout=job.timeout,
-                    pool=job.pool,
-                    priority=job.priority,
-                )
+                retry = job.next_attempt(self._job_ids)
                 return (time.monotonic() + delay, retry.id, retry)
             state = "failed"
             mrun.errors[i] = (error, trace)

@@ -466,16 +466,7 @@ class Runner(MapSteps):
                     )
                 )
             self._job_ids += 1
-            retry = Job(
-                id=self._job_ids,
-                task=name,
-                fn=job.fn,
-                kwargs=job.kwargs,
-                attempt=job.attempt + 1,
-                timeout=job.timeout,
-                pool=job.pool,
-                priority=job.priority,
-            )
+            retry = job.next_attempt(self._job_ids)
             return (time.monotonic() + delay, retry.id, retry)
         self._fail(name, error, trace, job.attempt)
         return None
