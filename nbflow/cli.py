@@ -700,6 +700,9 @@ def dag_command(
 
 
 def main() -> None:
+    from nbflow.jobs.startup import skip_unused_imports
+
+    skip_unused_imports()
     cli(prog_name="nbflow")
 
 

@@ -460,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Exit status: 0 success (or the run was not ours to take), 1 the attempt failed,
     3 handed back because the scheduler died."""
+    from nbflow.jobs.startup import skip_unused_imports
+
+    skip_unused_imports()
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not args[0].isdigit():
         print("usage: python -m nbflow.jobs.execute RUN_ID", file=sys.stderr)
