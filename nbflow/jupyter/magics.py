@@ -22,7 +22,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from nbflow.core.errors import NbflowError
+from nbflow.core.errors import MissingParameterError, NbflowError
 from nbflow.core.pipeline import Pipeline, default_pipeline
 from nbflow.core.result import RunResult
 from nbflow.core.runner import raise_for_failures
@@ -243,12 +243,25 @@ class NbflowMagics(Magics):
             new.signature = old.signature
         self.cells[(id(pipe), name)] = new
         self._link(pipe)
-        result = pipe.run([name], params=self.params, raise_on_failure=False)
+        result = self._checked_run(pipe, [name], force=False)
         self._bind(pipe, result, [*result.executed, name])
         elapsed = time.perf_counter() - started
         print(self._status_line(name, result, elapsed))
         raise_for_failures(result)
         return result
+
+    def _checked_run(self, pipe: Pipeline, targets: list[str] | None, force: bool) -> RunResult:
+        """Run; a name a task cell reads that nothing defines is explained in notebook terms."""
+        try:
+            return pipe.run(targets, params=self.params, force=force, raise_on_failure=False)
+        except MissingParameterError as exc:
+            if exc.task not in self._cells_of(pipe):
+                raise
+            raise CellError(
+                f"task cell `{exc.task}` reads `{exc.param}`, which no task cell defines and no "
+                f"plain cell assigns. Run the cell that defines `{exc.param}` first, or give it "
+                f"as a run parameter: `%nbflow run -p {exc.param}=VALUE`."
+            ) from None
 
     @staticmethod
     def _status_line(name: str, result: RunResult, elapsed: float) -> str:

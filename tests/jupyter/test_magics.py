@@ -155,9 +155,14 @@ def test_run_parameters_and_imports(shell, capsys):
     assert shell.user_ns["values"] == [0.0, 1.0, 2**0.5]
 
 
-def test_missing_run_parameter_names_the_task(shell, capsys):
+def test_a_name_nothing_defines_says_what_to_do_in_notebook_terms(shell, capsys):
     error = fails(shell, "%%task total\ns = amount * 2\n")
-    assert "amount" in str(error) and "total" in str(error)
+    assert str(error).startswith(
+        "task cell `total` reads `amount`, which no task cell defines and no plain cell assigns."
+    )
+    assert "%nbflow run -p amount=VALUE" in str(error)
+    run(shell, "%nbflow run -p amount=21", capsys)
+    assert shell.user_ns["s"] == 42
 
 
 def test_cell_options_retries_and_no_cache(shell, capsys):
