@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow.core.errors import (
     CycleError,
+    DuplicateOutputError,
     IntegrityError,
     JobsError,
     MissingParameterError,
@@ -59,6 +60,7 @@ __all__ = [
     "CycleError",
     "DailyPartitions",
     "DaskExecutor",
+    "DuplicateOutputError",
     "IntegrityError",
     "JobsError",
     "LoggingListener",

@@ -110,7 +110,8 @@ class DuplicateOutputError(PipelineError):
         first, second = self.cells[0], self.cells[-1]
         super().__init__(
             f"`{name}` is defined by two task cells, `{first}` and `{second}`; "
-            "each name may be produced by one task cell only: rename it in one of them"
+            "each name may be produced by one task cell only: rename it in one of them "
+            f"(or `%nbflow remove {first}` if that cell is gone)"
         )
 
 

@@ -138,12 +138,12 @@ def _find_def(tree: ast.Module, fn: types.FunctionType) -> ast.AST | None:
 _GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
 
 
-def _code_names(code: types.CodeType) -> set[str]:
+def global_names(code: types.CodeType) -> set[str]:
     """Names the code (and code nested in it) loads as globals — attribute names excluded."""
     names = {i.argval for i in dis.get_instructions(code) if i.opname in _GLOBAL_LOADS}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _code_names(const)
+            names |= global_names(const)
     return names
 
 
@@ -163,7 +163,7 @@ def _code_info(fn: types.FunctionType) -> _CodeInfo:
     info = _CODE_MEMO.get(code)
     if info is not None:
         return info
-    referenced = _code_names(code)
+    referenced = global_names(code)
     node = None
     try:
         source = textwrap.dedent(inspect.getsource(fn))

@@ -8,6 +8,7 @@ from typing import Any
 
 from nbflow.core.checks import CheckResult
 from nbflow.core.errors import NbflowError
+from nbflow.core.types import Digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,8 @@ class RunResult:
     """mapped task -> labels of the elements whose instance actually ran, in order of completion."""
     checks: dict[str, CheckResult] = field(default_factory=dict)
     """check name -> its `CheckResult` in this run."""
+    digests: dict[str, Digest | None] = field(default_factory=dict)
+    """task -> digest of its value (the one downstream keys use); None when it has none."""
     duration: float = 0.0
     _values: dict[str, Any] = field(default_factory=dict, repr=False)
     _loaders: dict[str, Callable[[], Any]] = field(default_factory=dict, repr=False)

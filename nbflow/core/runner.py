@@ -122,7 +122,8 @@ class Runner(MapSteps):
         self.executor_spec, self.max_workers = executor, max_workers
         self.bus = ev.EventBus([*pipeline._listeners, *listeners])
         self.result = RunResult(self.name, self.run_id)
-        self._outputs: dict[str, Digest | None] = {}
+        # The digests that feed downstream keys; the result shows them too.
+        self._outputs: dict[str, Digest | None] = self.result.digests
         self._records: dict[str, Record] = {}
         self._pool_use: Counter[str] = Counter()
         self._decisions: dict[str, Decision] = {}

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbflow.core.errors import NbflowError
+from nbflow.core.fingerprint import global_names
 
 _BUILTINS = frozenset(dir(builtins))
 _counter = itertools.count()
@@ -64,13 +65,11 @@ def analyze(source: str) -> CellAnalysis:
     outputs: dict[str, None] = {}
     for stmt in tree.body:
         _defined_by(stmt, outputs)
-    outputs_t = tuple(n for n in outputs if not n.startswith("_"))
-    reads = _free_reads(source, tree)
-    defined = set(outputs)
+    early = _read_before_defined(tree)
     return CellAnalysis(
-        outputs=outputs_t,
-        reads=tuple(n for n in reads if n not in defined or n in _read_before_defined(tree)),
-        rebinds=tuple(n for n in _read_before_defined(tree) if n in defined),
+        outputs=tuple(n for n in outputs if not n.startswith("_")),
+        reads=tuple(n for n in _free_reads(source, tree) if n not in outputs or n in early),
+        rebinds=tuple(n for n in early if n in outputs),
     )
 
 
@@ -153,51 +152,36 @@ def _free_reads(source: str, tree: ast.Module) -> list[str]:
     body = textwrap.indent(source, "    ") if source.strip() else "    pass"
     code = compile(f"def __cell__():\n{body}\n    pass\n", "<cell>", "exec")
     fn_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    names: dict[str, None] = {}
-    _global_loads(fn_code, names)
-    # Keep source order: the order names first appear in the cell.
+    # Keep source order (where each name first appears); a builtin the cell
+    # assigns somewhere is the cell's own name, not the builtin.
     order: dict[str, tuple[int, int]] = {}
-    for n in _names_in(tree):
-        pos = (n.lineno, n.col_offset)
-        if pos < order.get(n.id, (1 << 30, 0)):
-            order[n.id] = pos
-    found = [n for n in names if n not in _BUILTINS or n in _assigned_anywhere(tree)]
+    assigned: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name):
+            pos = (n.lineno, n.col_offset)
+            if pos < order.get(n.id, (1 << 30, 0)):
+                order[n.id] = pos
+            if isinstance(n.ctx, ast.Store):
+                assigned.add(n.id)
+    found = [n for n in global_names(fn_code) if n not in _BUILTINS or n in assigned]
     return sorted(found, key=lambda n: order.get(n, (1 << 30, 0)))
 
 
-def _names_in(tree: ast.AST) -> list[ast.Name]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Name)]
-
-
-def _assigned_anywhere(tree: ast.AST) -> set[str]:
-    return {n.id for n in _names_in(tree) if isinstance(n.ctx, ast.Store)}
-
-
-def _global_loads(code: types.CodeType, out: dict[str, None]) -> None:
-    import dis
-
-    for ins in dis.get_instructions(code):
-        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
-            out[ins.argval] = None
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            _global_loads(const, out)
-
-
-def _read_before_defined(tree: ast.Module) -> set[str]:
-    """Top-level names loaded by a statement before any earlier statement defined them."""
+def _read_before_defined(tree: ast.Module) -> dict[str, None]:
+    """Top-level names loaded by a statement before any earlier statement defined them
+    (in source order)."""
     defined: dict[str, None] = {}
-    early: set[str] = set()
+    early: dict[str, None] = {}
     for stmt in tree.body:
-        loads = {
-            n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
-        }
-        if isinstance(stmt, ast.AugAssign):
-            _targets(stmt.target, {})
-            if isinstance(stmt.target, ast.Name):
-                loads.add(stmt.target.id)
         if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            early |= {n for n in loads if n not in defined}
+            loads = [
+                n.id
+                for n in ast.walk(stmt)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            ]
+            if isinstance(stmt, ast.AugAssign) and isinstance(stmt.target, ast.Name):
+                loads.append(stmt.target.id)  # `x += 1` reads x
+            early.update((n, None) for n in loads if n not in defined)
         _defined_by(stmt, defined)
     return early
 

@@ -22,7 +22,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from nbflow.core.errors import MissingParameterError, NbflowError
+from nbflow.core.errors import DuplicateOutputError, MissingParameterError, NbflowError
 from nbflow.core.pipeline import Pipeline, default_pipeline
 from nbflow.core.result import RunResult
 from nbflow.core.runner import raise_for_failures
@@ -35,6 +35,7 @@ from nbflow.jupyter.cells import (
 )
 
 _NAMED: dict[str, Pipeline] = {}
+_MISSING = object()
 
 
 @dataclass
@@ -75,6 +76,8 @@ class NbflowMagics(Magics):
         self.cells: dict[tuple[int, str], CellTask] = {}
         self.params: dict[str, Any] = {}
         self.current_cell_id: str | None = None
+        self._bound: dict[tuple[int, str], tuple[Any, dict[str, Any]]] = {}
+        """(pipeline, task) -> (digest of the value bound, the objects bound)."""
 
     @property
     def _ns(self) -> dict[str, Any]:
@@ -112,11 +115,7 @@ class NbflowMagics(Magics):
                 continue
             both = [n for n in new.outputs if n in other.outputs]
             if both:
-                raise CellError(
-                    f"`{both[0]}` is defined by task cell `{other.name}` and by task cell "
-                    f"`{new.name}`; a name may be defined by one task cell only. Rename it in "
-                    f"one of them (or `%nbflow remove {other.name}` if that cell is gone)."
-                )
+                raise DuplicateOutputError(both[0], [other.name, new.name])
 
     def _link(self, pipe: Pipeline) -> None:
         """(Re)build the task function of every cell whose inputs or parameters changed."""
@@ -144,10 +143,23 @@ class NbflowMagics(Magics):
             cell.signature = signature
 
     def _bind(self, pipe: Pipeline, result: RunResult, names: list[str]) -> None:
-        cells = self._cells_of(pipe)
+        """Put task cells' outputs into the notebook. A cached value already bound (same
+        digest, the very objects still in the namespace) is not loaded again."""
+        cells, ns = self._cells_of(pipe), self._ns
         for name in names:
-            if name in cells and result.states.get(name) in ("done", "cached"):
-                self._ns.update(unpack_outputs(result[name]))
+            if name not in cells or result.states.get(name) not in ("done", "cached"):
+                continue
+            digest = result.digests.get(name)
+            bound = self._bound.get((id(pipe), name))
+            if (
+                bound is not None
+                and bound[0] == digest
+                and all(ns.get(k, _MISSING) is v for k, v in bound[1].items())
+            ):
+                continue
+            outputs = unpack_outputs(result[name])
+            ns.update(outputs)
+            self._bound[(id(pipe), name)] = (digest, outputs)
 
     # --- %%task ----------------------------------------------------------------
 
@@ -229,15 +241,16 @@ class NbflowMagics(Magics):
             options=options,
             cell_id=cell_id,
         )
-        self._check_unique(pipe, new)
+        # An in-place update of another cell's output is the more specific mistake.
         producers = self._producers(pipe)
         for n in analysis.rebinds:
             if n in producers and producers[n] != name:
                 raise CellError(
-                    f"task cell `{name}` changes `{n}`, which task cell `{producers[n]}` defines; "
+                    f"task cell `{name}` changes `{n}`, defined by task cell `{producers[n]}`; "
                     f"a task cell cannot update another cell's output in place: give the result "
                     f"a new name (e.g. `{n}_2 = ...`)"
                 )
+        self._check_unique(pipe, new)
         old = self.cells.get((id(pipe), name))
         if old is not None and old.source == source and old.options == options:
             new.signature = old.signature

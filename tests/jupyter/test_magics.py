@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
+import nbflow as nf
 import nbflow.jupyter.extension as extension
+from nbflow import default_pipeline
 
 
 @pytest.fixture
@@ -129,8 +131,31 @@ def test_mutating_an_upstream_output_never_changes_the_cached_value(shell, capsy
 def test_a_name_defined_by_two_task_cells_is_an_error_naming_both(shell, capsys):
     run(shell, EXTRACT, capsys)
     error = fails(shell, "%%task other\nrows = []\n")
-    assert "`rows` is defined by task cell `rows` and by task cell `other`" in str(error)
-    assert type(error).__module__.startswith("nbflow")
+    assert isinstance(error, nf.DuplicateOutputError)
+    assert (error.name, error.cells) == ("rows", ["rows", "other"])
+    assert "`rows` is defined by two task cells, `rows` and `other`" in str(error)
+    assert "other" not in default_pipeline().tasks, "the refused cell registers nothing"
+
+
+def test_an_unnamed_cell_keeps_its_task_name_when_its_first_output_is_renamed(shell, capsys):
+    # Jupyter sends each cell's id; an edited cell is the same task, not a second one.
+    shell.run_cell("%%task\nrows = [1, 2]\n", cell_id="cell-a").raise_error()
+    shell.run_cell("%%task\nrecords = [1, 2, 3]\n", cell_id="cell-a").raise_error()
+    assert list(default_pipeline().tasks) == ["rows"]
+    assert shell.user_ns["records"] == [1, 2, 3]
+    # A new cell defining `rows` is no longer a second definer.
+    shell.run_cell("%%task\nrows = [9]\n", cell_id="cell-b").raise_error()
+
+
+def test_a_cached_cell_already_bound_is_not_loaded_again(shell, capsys):
+    run(shell, EXTRACT, capsys)
+    first = shell.user_ns["rows"]
+    run(shell, "%nbflow run", capsys)
+    assert shell.user_ns["rows"] is first, "the bound object is kept, not unpickled again"
+    shell.user_ns["rows"] = "overwritten in a plain cell"
+    out = run(shell, EXTRACT, capsys)
+    assert "loaded from cache" in out
+    assert shell.user_ns["rows"] == first and shell.user_ns["rows"] is not first
 
 
 def test_updating_another_cells_output_in_place_is_refused(shell, capsys):
