@@ -25,21 +25,34 @@ from nbflow.core.errors import JobsError, did_you_mean
 
 _REPORT_CELL = """\
 import nbflow as _nf
-from nbflow.core.pipeline import Pipeline as _Pipeline, default_pipeline as _default
-_pipes = {id(v): v for v in list(globals().values()) if isinstance(v, _Pipeline)}
-_pipes.setdefault(id(_default()), _default())
-_nf.record("__nbflow_dag__", {
-    p.name: {"nodes": list(p.graph().order), "edges": [list(e) for e in p.edges()],
-             "states": {n: s.state for n, s in p.status().items()}}
-    for p in _pipes.values() if p.tasks
-})
+from nbflow.jobs.dag import describe_pipelines as _describe_pipelines
+_nf.record("__nbflow_dag__", _describe_pipelines(globals()))
 """
+
+
+def describe_pipelines(namespace: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The graphs (nodes, edges, sub-pipeline groups, states) of the pipelines a module or
+    notebook defined: `nf.Pipeline` objects in `namespace`, and the default pipeline."""
+    from nbflow.core.pipeline import Pipeline, default_pipeline
+    from nbflow.jupyter.render import shape_of
+
+    pipes = {id(v): v for v in list(namespace.values()) if isinstance(v, Pipeline)}
+    pipes.setdefault(id(default_pipeline()), default_pipeline())
+    graphs = {}
+    for p in pipes.values():
+        if p.tasks:
+            nodes, edges, groups = shape_of(p)
+            graphs[p.name] = {
+                "nodes": list(nodes),
+                "edges": [list(e) for e in edges],
+                "groups": [[outer, caption, list(members)] for outer, caption, members in groups],
+                "states": {n: s.state for n, s in p.status().items()},
+            }
+    return graphs
 
 
 def graphs_of_module(path: Path) -> dict[str, dict[str, Any]]:
     """Import the module at `path`; return its pipelines' graphs by pipeline name."""
-    from nbflow.core.pipeline import Pipeline, default_pipeline
-
     name = f"_nbflow_dag_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -53,17 +66,7 @@ def graphs_of_module(path: Path) -> dict[str, dict[str, Any]]:
         raise JobsError(f"importing `{path}` failed: {type(exc).__name__}: {exc}") from exc
     finally:
         sys.path.remove(str(path.parent))
-    pipes = {id(v): v for v in vars(module).values() if isinstance(v, Pipeline)}
-    pipes.setdefault(id(default_pipeline()), default_pipeline())
-    return {
-        p.name: {
-            "nodes": list(p.graph().order),
-            "edges": [list(e) for e in p.edges()],
-            "states": {n: s.state for n, s in p.status().items()},
-        }
-        for p in pipes.values()
-        if p.tasks
-    }
+    return describe_pipelines(vars(module))
 
 
 def graphs_of_notebook(
@@ -91,13 +94,14 @@ def graphs_of_notebook(
 
 def render_graph(graph: Mapping[str, Any], output: Path) -> Path:
     """Write one graph to `output`; the format follows the suffix (.svg, .png, .pdf, .dot)."""
-    from nbflow.jupyter.render import GraphvizMissing, _graph_source, colour, dot_available
+    from nbflow.jupyter.render import GraphvizMissing, dot_available, graph_to_dot
 
-    nodes = tuple(graph["nodes"])
-    edges = tuple(tuple(e) for e in graph["edges"])
-    dot = _graph_source(nodes, edges)
-    for name in nodes:
-        dot.node(name, fillcolor=colour(graph["states"].get(name, "never-run")))
+    dot = graph_to_dot(
+        tuple(graph["nodes"]),
+        tuple((up, down) for up, down in graph["edges"]),
+        tuple((outer, caption, tuple(members)) for outer, caption, members in graph["groups"]),
+        states=graph["states"],
+    )
     fmt = output.suffix.lstrip(".").lower() or "svg"
     if fmt in ("dot", "gv"):
         output.write_text(dot.source)

@@ -1,13 +1,16 @@
 """Drawing a pipeline: Graphviz layout once per graph shape, cheap recolouring after.
 
-- `layout(nodes, edges)` runs `dot` and returns a `Layout`: the SVG text with
-  each node's `<g>` carrying a stable id (`nbfn<i>`), plus a template that
-  swaps node fill colours by string joining — no new layout per status change.
-  Layouts are memoized per shape (the tuple of nodes and edges).
+- `shape_of(pipe)` gives the nodes, edges and sub-pipeline groups: the shape.
+- `graph_to_dot(nodes, edges, groups, states)` builds the one `graphviz.Digraph`
+  every drawing uses (the widget, `pipe.to_dot()`, `nbflow dag`).
+- `layout(nodes, edges, groups)` runs `dot` and returns a `Layout`: the SVG
+  text with each node's `<g>` carrying a stable id (`nbfn<i>`), plus a
+  template that swaps node fill colours by string joining — no new layout per
+  status change. Layouts are memoized per shape.
 - `Layout.static_svg(states)` gives a self-contained SVG coloured by state,
   for the output's mime bundle (papermill output notebooks, nbconvert HTML).
-- `pipeline_to_dot(pipe)` gives a `graphviz.Digraph` coloured by the current
-  status (what `pipe.to_dot()` returns).
+- `pipeline_to_dot(pipe)` is that graph coloured by the current status (what
+  `pipe.to_dot()` returns).
 - Without Graphviz's `dot`, `GraphvizMissing` carries how to install it, and
   `fallback_html` shows a readable table of tasks and states instead.
 """
@@ -92,10 +95,18 @@ Group = tuple[str, str, tuple[str, ...]]
 """A sub-pipeline drawn as a cluster: (outer task, caption, its inner nodes)."""
 
 
-def _graph_source(
-    nodes: tuple[str, ...], edges: tuple[tuple[str, str], ...], groups: tuple[Group, ...] = ()
+def graph_to_dot(
+    nodes: tuple[str, ...],
+    edges: tuple[tuple[str, str], ...],
+    groups: tuple[Group, ...] = (),
+    states: Mapping[str, str] | None = None,
 ) -> Any:
+    """A `graphviz.Digraph`: nodes filled by `states`, or (None) with the placeholder fill
+    that `Layout` swaps for state colours. Node ids (`nbfn<i>`) follow `nodes`' order."""
     import graphviz
+
+    def fill(name: str) -> str:
+        return _SENTINEL if states is None else colour(states.get(name, "never-run"))
 
     dot = graphviz.Digraph("nbflow", format="svg")
     dot.attr(rankdir="LR" if len(nodes) > 12 else "TB", bgcolor="transparent")
@@ -103,7 +114,6 @@ def _graph_source(
         "node",
         shape="box",
         style="rounded,filled",
-        fillcolor=_SENTINEL,
         color="#374151",
         fontname="Helvetica",
         fontsize="12",
@@ -113,12 +123,17 @@ def _graph_source(
     grouped = {inner for _, _, members in groups for inner in members}
     for name in nodes:
         if name not in grouped:
-            dot.node(name, label=name, id=f"nbfn{index[name]}")
+            dot.node(name, label=name, id=f"nbfn{index[name]}", fillcolor=fill(name))
     for i, (_outer, caption, members) in enumerate(groups):
         with dot.subgraph(name=f"cluster_{i}") as cluster:
             cluster.attr(label=caption, style="rounded,dashed", color="#6b7280", fontsize="11")
             for name in members:
-                cluster.node(name, label=name.partition("/")[2], id=f"nbfn{index[name]}")
+                cluster.node(
+                    name,
+                    label=name.partition("/")[2],
+                    id=f"nbfn{index[name]}",
+                    fillcolor=fill(name),
+                )
     for up, down in edges:
         if up in grouped and down not in grouped:
             dot.edge(up, down, style="dashed")  # an inner sink feeds the sub-pipeline's value
@@ -137,7 +152,7 @@ def layout(
     if not dot_available():
         raise GraphvizMissing()
     try:
-        svg = _graph_source(nodes, edges, groups).pipe(format="svg", encoding="utf-8")
+        svg = graph_to_dot(nodes, edges, groups).pipe(format="svg", encoding="utf-8")
     except graphviz.ExecutableNotFound as exc:
         raise GraphvizMissing() from exc
     svg = svg[svg.index("<svg") :]  # drop the XML prolog: the SVG is embedded in HTML
@@ -189,11 +204,7 @@ def pipeline_to_dot(pipe: Pipeline, states: Mapping[str, str] | None = None) -> 
     """A `graphviz.Digraph` of the pipeline, nodes filled by state (default: current status)."""
     if states is None:
         states = {n: s.state for n, s in pipe.status().items()}
-    nodes, edges, groups = shape_of(pipe)
-    dot = _graph_source(nodes, edges, groups)
-    for name in nodes:
-        dot.node(name, fillcolor=colour(states.get(name, "never-run")))
-    return dot
+    return graph_to_dot(*shape_of(pipe), states=states)
 
 
 def legend_html(states: Iterable[str] = STATES) -> str:
