@@ -64,6 +64,12 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]
     return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)
 
 
+def short_trace(error: BaseException) -> str:
+    """The "traceback" of an error nbflow raised itself about a task: one line, no frames
+    (there is no user code to point at)."""
+    return f"{type(error).__name__}: {error}\n"
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     matches = close_matches(word, candidates)
     if not matches:

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nbflow.core import events as ev
-from nbflow.core.errors import IntegrityError, MapInputError, UnpicklableResult
+from nbflow.core.errors import IntegrityError, MapInputError, UnpicklableResult, short_trace
 from nbflow.core.executors import Job, Outcome
 from nbflow.core.mapping import MapRun, assemble, instance_base, instance_key, split
 from nbflow.core.planner import Decision, Planner
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from collections import deque
     from collections.abc import Mapping
 
-    from nbflow.core.checks import Check
     from nbflow.core.events import EventBus
     from nbflow.core.pipeline import Pipeline
     from nbflow.core.result import RunResult
@@ -44,19 +43,18 @@ class MapSteps:
         name: str
         run_id: str
         not_retried: tuple[type[BaseException], ...]
-        flush_interval: float
         _job_ids: int
-        _last_flush: float
         _instances: dict[str, tuple[MapRun, int]]
         _backlog: deque[Job]
         _waiting: dict[str, int]
         _ready: list[tuple[int, int, str]]
         _index: dict[str, int]
-        _checks: dict[str, list[Check]]
         _decisions: dict[str, Decision]
         planner: Planner
 
         def _fail(self, name: str, error: BaseException, trace: str, attempts: int) -> None: ...
+        def _done(self, name: str, duration: float, attempts: int) -> None: ...
+        def _maybe_flush(self) -> None: ...
         def _store_result(
             self, name: str, value: Any, duration: float, extra: Mapping[str, Any] | None = None
         ) -> None: ...
@@ -67,7 +65,6 @@ class MapSteps:
             ready: list[tuple[int, int, str]],
             index: dict[str, int],
         ) -> None: ...
-        def _run_checks(self, name: str) -> None: ...
 
     def _expand(self, name: str, decision: Decision, kwargs: dict[str, Any]) -> list[Job] | None:
         """Look up each element's instance; return jobs for the missing ones (None: settled now)."""
@@ -78,7 +75,7 @@ class MapSteps:
         try:
             labels, elements, is_dict = split(name, param, kwargs[param])
         except MapInputError as exc:
-            self._fail(name, exc, f"{type(exc).__name__}: {exc}\n", 1)
+            self._fail(name, exc, short_trace(exc), 1)
             return None
         n = len(elements)
         keys: list[CacheKey | None] = [None] * n
@@ -186,7 +183,7 @@ class MapSteps:
             try:
                 payload = serialize(value, job.task)
             except UnpicklableResult as exc:
-                error, trace = exc, f"{type(exc).__name__}: {exc}\n"
+                error, trace = exc, short_trace(exc)
             else:
                 record: Record = {
                     "key": key,
@@ -214,10 +211,7 @@ class MapSteps:
         mrun.states[i] = state
         if self.bus:
             self._emit_instance(mrun, i, state, outcome, error)
-        now = time.monotonic()
-        if now - self._last_flush > self.flush_interval:
-            self.store.flush()
-            self._last_flush = now
+        self._maybe_flush()
         mrun.pending -= 1
         if not mrun.pending:
             self._finish_map(mrun)
@@ -284,20 +278,6 @@ class MapSteps:
         try:
             self._store_result(name, value, mrun.duration, extra)
         except UnpicklableResult as exc:
-            self._fail(name, exc, f"{type(exc).__name__}: {exc}\n", mrun.attempts)
+            self._fail(name, exc, short_trace(exc), mrun.attempts)
             return
-        result.states[name] = "done"
-        result.executed.append(name)
-        if self.bus:
-            self.bus.emit(
-                ev.TaskFinished(
-                    pipeline=self.name,
-                    run_id=self.run_id,
-                    task=name,
-                    duration=mrun.duration,
-                    attempts=mrun.attempts,
-                    metadata=result.metadata.get(name),
-                )
-            )
-        if name in self._checks:
-            self._run_checks(name)
+        self._done(name, mrun.duration, mrun.attempts)

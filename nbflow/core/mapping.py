@@ -30,7 +30,7 @@ How caching works, per element:
 States: `RunResult.map_states[task]` maps each element's label (its index,
 or its key for a dict) to `done`, `cached` or `failed`;
 `RunResult.map_executed[task]` lists the labels that ran. Listeners receive
-`MapExpanded` once, then one `InstanceFinished` per element, carrying the
+`MapExpanded` once, then one `MapInstance` per element, carrying the
 index, so a display can group the instances under their task.
 """
 

@@ -41,6 +41,7 @@ from nbflow.core.errors import (
     UnknownTaskError,
     UnpicklableResult,
     UnpicklableTask,
+    short_trace,
 )
 from nbflow.core.executors import (
     Job,
@@ -75,7 +76,6 @@ class Runner(MapSteps):
     """One run of a pipeline (create, call `run()` once)."""
 
     not_retried = _NOT_RETRIED
-    flush_interval = _FLUSH_INTERVAL
 
     def __init__(
         self,
@@ -317,7 +317,7 @@ class Runner(MapSteps):
                 try:
                     self._choose(name, self._value(name))
                 except BranchError as exc:  # the graph changed since the choice was cached
-                    self._fail(name, exc, f"{type(exc).__name__}: {exc}\n", 1)
+                    self._fail(name, exc, short_trace(exc), 1)
                     return None
             result.states[name] = "cached"
             result.cached.append(name)
@@ -427,28 +427,14 @@ class Runner(MapSteps):
             try:
                 self._choose(name, outcome.value)
             except BranchError as exc:
-                error, trace = exc, f"{type(exc).__name__}: {exc}\n"
+                error, trace = exc, short_trace(exc)
         if error is None:
             try:
                 self._store_result(name, outcome.value, outcome.duration)
             except UnpicklableResult as exc:
-                error, trace = exc, f"{type(exc).__name__}: {exc}\n"
+                error, trace = exc, short_trace(exc)
         if error is None:
-            result.states[name] = "done"
-            result.executed.append(name)
-            if self.bus:
-                self.bus.emit(
-                    ev.TaskFinished(
-                        pipeline=self.name,
-                        run_id=self.run_id,
-                        task=name,
-                        duration=result.durations[name],
-                        attempts=job.attempt,
-                        metadata=result.metadata.get(name),
-                    )
-                )
-            if name in self._checks:
-                self._run_checks(name)
+            self._done(name, result.durations[name], job.attempt)
             return None
         if isinstance(error, SensorTimeout) and error.soft_fail:
             self._skip(name, "skipped", f"soft fail: {error}")
@@ -471,6 +457,25 @@ class Runner(MapSteps):
             return (time.monotonic() + delay, retry.id, retry)
         self._fail(name, error, trace, job.attempt)
         return None
+
+    def _done(self, name: str, duration: float, attempts: int) -> None:
+        """`name` ran and its value is stored: record it, tell listeners, run its checks."""
+        result = self.result
+        result.states[name] = "done"
+        result.executed.append(name)
+        if self.bus:
+            self.bus.emit(
+                ev.TaskFinished(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    task=name,
+                    duration=duration,
+                    attempts=attempts,
+                    metadata=result.metadata.get(name),
+                )
+            )
+        if name in self._checks:
+            self._run_checks(name)
 
     def _fail(self, name: str, error: BaseException, trace: str, attempts: int) -> None:
         result = self.result
@@ -532,6 +537,10 @@ class Runner(MapSteps):
         self.result._values[name] = value
         if name in self.planner.state["failed"]:
             self.store.update_pipeline_state(self.name, failed={name: None})
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        """Commit buffered cache records at most every `_FLUSH_INTERVAL` seconds."""
         now = time.monotonic()
         if now - self._last_flush > _FLUSH_INTERVAL:
             self.store.flush()
