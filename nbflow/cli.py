@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -35,6 +37,21 @@ def cli() -> None:
 
 
 # --- cache (core) -----------------------------------------------------------
+
+
+def parameter_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`-p/--parameter NAME VALUE`, repeatable: every command that takes notebook parameters."""
+    return click.option(
+        "-p", "--parameter", "parameters", nargs=2, multiple=True, metavar="NAME VALUE", help=help
+    )
+
+
+def notebook_values(notebook: str | Path, parameters: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """`-p` texts parsed against the notebook's declared parameters (literals, else text)."""
+    from nbflow.jobs.parameters import notebook_parameters, parse_cli_value
+
+    declared = notebook_parameters(notebook)
+    return {name: parse_cli_value(text, declared.get(name)) for name, text in parameters}
 
 
 def _store(cache_dir: str | None) -> DiskStore:
@@ -106,14 +123,8 @@ def _parse_size(text: str) -> int:
 
 @cli.command("run")
 @click.argument("notebook", type=click.Path(dir_okay=False))
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="A parameter; VALUE is read as a Python literal (3, 2.5, [1, 2], {'a': 1}), else as text.",
+@parameter_option(
+    "A parameter; VALUE is read as a Python literal (3, 2.5, [1, 2], {'a': 1}), else as text."
 )
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="The executed notebook's path."
@@ -131,10 +142,8 @@ def run_command(
 ) -> None:
     """Execute NOTEBOOK with parameters into a new output notebook (never in place)."""
     from nbflow.jobs.notebook import run_notebook
-    from nbflow.jobs.parameters import notebook_parameters, parse_cli_value
 
-    declared = notebook_parameters(notebook)
-    values = {name: parse_cli_value(text, declared.get(name)) for name, text in parameters}
+    values = notebook_values(notebook, parameters)
     live = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
@@ -183,15 +192,7 @@ def schedule() -> None:
 @click.option("--cron", help='A five-field cron expression in the job\'s zone, e.g. "30 2 * * *".')
 @click.option("--every", help="An interval instead of cron: 30s, 15m, 2h, 1d.")
 @click.option("--tz", default="UTC", show_default=True, help="IANA zone the cron is read in.")
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help='A notebook parameter; VALUE may be a template such as "{{ ds }}".',
-)
+@parameter_option('A notebook parameter; VALUE may be a template such as "{{ ds }}".')
 @click.option("--start", help="No run before this date/time (in the job's zone).")
 @click.option("--end", help="No run after this date/time (a bare date: through that day).")
 @click.option("--catchup", is_flag=True, help="After downtime, run every missed tick.")
@@ -440,15 +441,7 @@ def _run_and_report(store: RunStore, run_ids: list[int], job: str, what: str) ->
 
 @cli.command("trigger")
 @click.argument("name")
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="Override a job parameter for this run (templates allowed).",
-)
+@parameter_option("Override a job parameter for this run (templates allowed).")
 @click.option("--detach", is_flag=True, help="Only queue the run; a running scheduler runs it.")
 def trigger_command(name: str, parameters: tuple[tuple[str, str], ...], detach: bool) -> None:
     """Run job NAME now, in the foreground (a `manual` run; it takes no scheduled slot)."""
@@ -657,15 +650,7 @@ def settings_show(as_json: bool) -> None:
     help="File to write (.svg, .png, .pdf, .dot).",
 )
 @click.option("--pipeline", help="Which pipeline, when SOURCE defines several.")
-@click.option(
-    "-p",
-    "--parameter",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="A notebook parameter (notebooks are executed to find their pipelines).",
-)
+@parameter_option("A notebook parameter (notebooks are executed to find their pipelines).")
 def dag_command(
     source: str, output: str | None, pipeline: str | None, parameters: tuple[tuple[str, str], ...]
 ) -> None:
@@ -678,11 +663,7 @@ def dag_command(
 
     path = Path(source).absolute()
     if path.suffix == ".ipynb":
-        from nbflow.jobs.parameters import notebook_parameters, parse_cli_value
-
-        declared = notebook_parameters(path)
-        values = {n: parse_cli_value(v, declared.get(n)) for n, v in parameters}
-        graphs = graphs_of_notebook(path, values)
+        graphs = graphs_of_notebook(path, notebook_values(path, parameters))
     elif path.suffix == ".py":
         if parameters:
             raise click.UsageError("-p is for notebooks; a module is imported, not run")
