@@ -253,7 +253,6 @@ class _Heartbeat(threading.Thread):
         self.parent_pid = parent_pid
         self.finishing = finishing
         self.stopped = threading.Event()
-        self.lost = False
 
     def run(self) -> None:
         next_beat = time.monotonic() + self.interval
@@ -264,8 +263,7 @@ class _Heartbeat(threading.Thread):
                 next_beat = time.monotonic() + self.interval
                 try:
                     if not self.store.heartbeat(self.run_id, pid=self.pid):
-                        self.lost = True  # no longer ours (swept as crashed): stop beating
-                        return
+                        return  # no longer ours (swept as crashed): stop beating
                 except Exception:  # a locked database for 30 s: try again next beat
                     pass
 
@@ -356,7 +354,8 @@ def execute_run(
             run_id, state, error=error, output_path=out if out.exists() else None
         )
     if not finished:  # swept as crashed meanwhile, or removed: its state stands
-        return Outcome(store.get_run(run_id), store.get_run(run_id).state, duration=duration)
+        current = store.get_run(run_id)
+        return Outcome(current, current.state, duration=duration)
     done = store.get_run(run_id)
     if state == "success":
         if alerts and schedule.on_success:
