@@ -43,7 +43,6 @@ remembers it), so a restarted process gets past it.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import threading
@@ -90,7 +89,6 @@ FAULT_ENV = "NBFLOW_FAULT"
 FAULT_ONCE_ENV = "NBFLOW_FAULT_ONCE_DIR"
 PARENT_ENV = "NBFLOW_PARENT_PID"
 EXIT_HANDED_BACK = 3
-_REPROCESS_BASE = re.compile(r"attempts before: (\d+)")
 
 
 def heartbeat_interval() -> float:
@@ -165,10 +163,8 @@ def output_path_for(home: Path, run: RunRecord) -> Path:
 
 
 def _attempts_this_round(run: RunRecord) -> int:
-    """Attempts since the run was last requeued by a backfill reprocess (see `requeue` there)."""
-    match = _REPROCESS_BASE.search(run.reason or "")
-    base = int(match.group(1)) if match else 0
-    return max(run.attempts - base, 0)
+    """Attempts since the run was last reopened by a backfill reprocess."""
+    return max(run.attempts - run.retry_base, 0)
 
 
 def retry_delay(job: JobRecord, run: RunRecord) -> float:

@@ -33,7 +33,7 @@ Policy:
 
 Tables:
     jobs(name PK, spec JSON, paused, created_at, updated_at, resumed_at)
-    runs(id PK, job, run_type, logical_date, state, attempts, pid, heartbeat,
+    runs(id PK, job, run_type, logical_date, state, attempts, retry_base, pid, heartbeat,
          queued_at, not_before, started_at, ended_at, duration, output_path,
          error, reason, parameters JSON)      UNIQUE(job, run_type, logical_date)
     sensor_files(job, path, content_digest, seen_at, run_id)
@@ -58,7 +58,7 @@ API at a glance (`store = RunStore()`; every `now=` is an aware datetime):
               set_output_path(id, path)
               finish_run(id, state, error=, reason=, output_path=) -> bool
               release_run(id, pid=) -> bool          running -> queued (SIGTERM hand-back)
-              requeue_run(id, from_states=, not_before=) -> bool   retry / reprocess
+              requeue_run(id, from_states=, not_before=, new_round=) -> bool   retry / reprocess
               mark_stale_crashed(older_than_seconds) -> [RunRecord]   the sweep
               get_run(id) · find_run(job, run_type, logical_date)
               list_runs(job, states=, run_types=, since=, until=, limit=, oldest_first=)
@@ -119,7 +119,7 @@ RUN_STATES: tuple[str, ...] = ACTIVE_STATES + TERMINAL_STATES
 RUN_TYPES: tuple[str, ...] = ("scheduled", "manual", "backfill", "sensor")
 RETRYABLE_STATES: tuple[str, ...] = ("failed", "crashed", "timed_out")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA = """
@@ -139,6 +139,7 @@ CREATE TABLE IF NOT EXISTS runs (
     state        TEXT NOT NULL CHECK (state IN ('queued','running','success','failed',
                                                'crashed','timed_out','missed','skipped')),
     attempts     INTEGER NOT NULL DEFAULT 0,
+    retry_base   INTEGER NOT NULL DEFAULT 0,
     pid          INTEGER,
     heartbeat    TEXT,
     queued_at    TEXT NOT NULL,
@@ -167,6 +168,10 @@ CREATE TABLE IF NOT EXISTS settings (
     value TEXT NOT NULL
 );
 """
+# Upgrades of an existing file, by the version it has (`PRAGMA user_version`).
+_MIGRATIONS = {
+    1: "ALTER TABLE runs ADD COLUMN retry_base INTEGER NOT NULL DEFAULT 0;",
+}
 
 
 # --- time ---------------------------------------------------------------------------
@@ -265,6 +270,9 @@ class RunRecord:
     logical_date: datetime
     state: str
     attempts: int
+    retry_base: int
+    """Attempts made before the current round: a backfill reprocess starts a new round,
+    with the job's whole retry budget (`attempts - retry_base` counts against `retries`)."""
     pid: int | None
     heartbeat: datetime | None
     queued_at: datetime
@@ -298,6 +306,7 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         logical_date=parse_utc(row["logical_date"]),
         state=row["state"],
         attempts=row["attempts"],
+        retry_base=row["retry_base"],
         pid=row["pid"],
         heartbeat=_opt_time(row["heartbeat"]),
         queued_at=parse_utc(row["queued_at"]),
@@ -359,15 +368,33 @@ class RunStore:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            # One script, one transaction: two processes creating the file at once
-            # queue on the write lock, and the schema statements are idempotent.
-            conn.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            )
-            os.chmod(self.path, 0o600)
+            self._create_or_upgrade(conn)
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
+
+    def _create_or_upgrade(self, conn: sqlite3.Connection) -> None:
+        """Create the tables, or upgrade an older file, in one transaction: two processes
+        doing it at once queue on the write lock, and the second finds it done."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            has_runs = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+            ).fetchone()
+            if has_runs:
+                for old in range(version, SCHEMA_VERSION):
+                    if old in _MIGRATIONS:
+                        conn.execute(_MIGRATIONS[old])
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        os.chmod(self.path, 0o600)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -636,15 +663,17 @@ class RunStore:
         from_states: Iterable[str] = RETRYABLE_STATES,
         not_before: datetime | None = None,
         reason: str | None = None,
+        new_round: bool = False,
         now: datetime | None = None,
     ) -> bool:
         """Reopen a finished run as `queued` (a retry, or a backfill reprocess).
 
         Only runs in `from_states` are reopened (default: failed, crashed,
         timed_out; pass e.g. `("success", ...)` for `--reprocess all`). `attempts`
-        is kept, so the caller compares it with the job's retries. `not_before`
-        delays the next claim (the retry delay). Returns False if the run was
-        in another state.
+        is kept, so the caller compares `attempts - retry_base` with the job's
+        retries; `new_round` (a reprocess) sets `retry_base = attempts`, giving
+        the run its whole retry budget again. `not_before` delays the next claim
+        (the retry delay). Returns False if the run was in another state.
         """
         states = tuple(from_states)
         for s in states:
@@ -653,12 +682,14 @@ class RunStore:
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE runs SET state = 'queued', pid = NULL, heartbeat = NULL, ended_at = NULL, "
-                "duration = NULL, queued_at = ?, not_before = ?, reason = COALESCE(?, reason) "
+                "duration = NULL, queued_at = ?, not_before = ?, reason = COALESCE(?, reason), "
+                "retry_base = CASE WHEN ? THEN attempts ELSE retry_base END "
                 f"WHERE id = ? AND state IN ({marks})",
                 (
                     utc_iso(now or utc_now()),
                     utc_iso(not_before) if not_before else None,
                     reason,
+                    new_round,
                     run_id,
                     *states,
                 ),

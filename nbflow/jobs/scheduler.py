@@ -521,8 +521,10 @@ def plan_backfill(
             reopen = (
                 ("success", *RETRYABLE_STATES) if reprocess == "all" else RETRYABLE_STATES
             ) + ("missed", "skipped")
-            why = f"reprocess requested by backfill (attempts before: {existing.attempts})"
-            if store.requeue_run(existing.id, from_states=reopen, reason=why, now=now):
+            why = f"reprocess requested by backfill (after {existing.attempts} attempt(s))"
+            if store.requeue_run(
+                existing.id, from_states=reopen, reason=why, new_round=True, now=now
+            ):
                 plan.run_ids.append(existing.id)
             continue
         run, _ = create_job_run(store, record, "backfill", tick, now=now)

@@ -260,3 +260,49 @@ def test_a_reader_is_not_blocked_by_an_open_write_transaction(store):
         assert [r.state for r in RunStore(store.path).list_runs()] == ["queued"]
     finally:
         writer.execute("ROLLBACK")
+
+
+def test_a_reprocess_starts_a_new_retry_round_and_a_retry_does_not(store):
+    from nbflow.jobs.execute import _attempts_this_round
+
+    run, _ = store.create_run("etl", "backfill", T0)
+    for pid in (1, 2):  # two failed attempts: a job with retries=1 has used its budget
+        store.claim_run(run.id, pid, now=T0)
+        store.finish_run(run.id, "failed", error="boom", now=T0)
+        store.requeue_run(run.id, now=T0)  # an ordinary retry keeps counting
+    store.claim_run(run.id, 3, now=T0)
+    store.finish_run(run.id, "failed", error="boom", now=T0)
+    assert _attempts_this_round(store.get_run(run.id)) == 3
+    assert store.requeue_run(run.id, new_round=True, reason="reprocess", now=T0)
+    store.claim_run(run.id, 4, now=T0)
+    again = store.get_run(run.id)
+    assert (again.attempts, again.retry_base) == (4, 3)  # the history keeps every attempt
+    assert _attempts_this_round(again) == 1
+
+
+def test_a_file_of_the_first_schema_is_upgraded_in_place(home: Path):
+    path = home / "nbflow.db"
+    home.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, run_type TEXT NOT NULL,
+            logical_date TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            pid INTEGER, heartbeat TEXT, queued_at TEXT NOT NULL, not_before TEXT,
+            started_at TEXT, ended_at TEXT, duration REAL, output_path TEXT, error TEXT,
+            reason TEXT, parameters TEXT NOT NULL DEFAULT '{}',
+            UNIQUE (job, run_type, logical_date));
+        INSERT INTO runs (job, run_type, logical_date, state, attempts, queued_at)
+            VALUES ('etl', 'scheduled', '2024-03-31T01:00:00+00:00', 'failed', 2,
+                    '2024-03-31T01:00:00.000000+00:00');
+        PRAGMA user_version = 1;
+        """
+    )
+    old.close()
+    store = RunStore(path)
+    (run,) = store.list_runs("etl")
+    assert (run.attempts, run.retry_base) == (2, 0)
+    assert store.requeue_run(run.id, new_round=True)
+    assert store.get_run(run.id).retry_base == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
