@@ -38,9 +38,6 @@ if TYPE_CHECKING:
 
 _STATIC = Path(__file__).parent / "static"
 
-# Events -> the state a node shows.
-_FINAL = {"done", "cached", "failed", "skipped", "upstream_failed"}
-
 
 class DagWidget(anywidget.AnyWidget):
     """The front-end half: SVG, states and per-node details, synced to the browser."""

@@ -239,7 +239,7 @@ def test_a_sub_pipeline_is_drawn_as_a_group_with_its_own_tasks_states(home, tmp_
     view = DagView(outer, interval=0)
     assert view.states["extracted/download"] == "never-run"
     svg = view.widget.svg
-    assert "sub&#45;pipeline `extract_flow`" in svg or "sub-pipeline `extract_flow`" in svg
+    assert ">sub&#45;pipeline `extract_flow`</text>" in svg  # the cluster's caption
     assert svg.count('class="cluster"') == 1
     outer.run()
     assert view.states["extracted/download"] == "done" and view.states["extracted/parse"] == "done"
