@@ -28,27 +28,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from _notebooks import write_trivial_notebook
+
 
 def main() -> None:
     pairs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["NBFLOW_HOME"] = str(work / "home")
-        import nbformat
         import papermill as pm
 
         import nbflow as nf
 
-        cell = nbformat.v4.new_code_cell("x = 1")
-        cell.metadata["tags"] = ["parameters"]
-        nb = nbformat.v4.new_notebook(
-            cells=[cell, nbformat.v4.new_code_cell("y = x + 1")],
-            metadata={
-                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-            },
-        )
-        source = work / "trivial.ipynb"
-        nbformat.write(nb, source)
+        source = write_trivial_notebook(work / "trivial.ipynb", "x = 1", "y = x + 1")
 
         def bare(i: int) -> float:
             start = time.perf_counter()

@@ -34,13 +34,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from _notebooks import write_trivial_notebook
+
 
 def main() -> None:
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 7
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["NBFLOW_HOME"] = str(work / "home")
-        import nbformat
 
         import nbflow as nf
         from nbflow.jobs.execute import run_in_foreground
@@ -48,16 +49,9 @@ def main() -> None:
         from nbflow.jobs.scheduler import Scheduler, trigger_run
         from nbflow.jobs.schedules import Schedule
 
-        cell = nbformat.v4.new_code_cell('day = "2024-01-01"')
-        cell.metadata["tags"] = ["parameters"]
-        nb = nbformat.v4.new_notebook(
-            cells=[cell, nbformat.v4.new_code_cell("y = len(day)")],
-            metadata={
-                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-            },
+        source = write_trivial_notebook(
+            work / "trivial.ipynb", 'day = "2024-01-01"', "y = len(day)"
         )
-        source = work / "trivial.ipynb"
-        nbformat.write(nb, source)
 
         # -- 1. one tick with 100 jobs
         store = RunStore()
