@@ -30,9 +30,7 @@ from .test_parallel import (
 
 @pytest.fixture
 def dask(dask_executor: DaskExecutor) -> DaskExecutor:
-    # A test that killed a worker leaves the nanny restarting it; start from two.
-    dask_executor.client.wait_for_workers(2, timeout=30)
-    return dask_executor
+    return dask_executor  # with both workers up (see conftest)
 
 
 def test_values_and_user_tracebacks_come_back(dask: DaskExecutor) -> None:
