@@ -6,9 +6,15 @@ Policy:
   and stores results; the cluster only computes. Each job becomes one
   `client.submit(..., pure=False)`: Dask must run it even if an identical
   call ran before, because nbflow already decided that it has to run.
-- **Three ways in.** `executor="dask"` starts a `LocalCluster` on 127.0.0.1
-  (worker processes, one thread each, no dashboard: nothing listens beyond
-  loopback) on the first job and closes it when the run ends.
+- **Three ways in.** `executor="dask"` uses this process's local cluster: a
+  `LocalCluster` on 127.0.0.1 (worker processes, one thread each, no
+  dashboard: nothing listens beyond loopback), started on the first job of
+  the first such run and kept for later ones, as a notebook's `Client()`
+  is kept for the kernel's life. Starting one costs about a second, which
+  would otherwise be paid by every run. It grows when a run asks for more
+  workers, and stops at exit or with `close_local_cluster()`.
+  `DaskExecutor(**cluster_kwargs)` starts a cluster of its own instead,
+  closed with the executor.
   `DaskExecutor(address="tcp://host:8786")` connects to a running scheduler;
   `executor=client` uses the user's `distributed.Client`. An executor or a
   client the user made outlives the run: nbflow cancels what the run left
@@ -35,9 +41,11 @@ Policy:
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -57,7 +65,7 @@ from nbflow.core.worker import (
 if TYPE_CHECKING:
     from distributed import Client, Future
 
-__all__ = ["DaskExecutor"]
+__all__ = ["DaskExecutor", "close_local_cluster"]
 
 _INLINE_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
@@ -73,19 +81,94 @@ def _import_distributed() -> Any:
 
 
 _STARTED = "nbflow-started"
-"""Scheduler metadata under which the worker wrapper marks a task as started."""
+"""Scheduler metadata under which the worker wrapper marks a task as started
+(one dict per executor run, since several runs may share the local cluster)."""
+
+
+def _start_local_cluster(distributed: Any, options: dict[str, Any]) -> tuple[Any, Client]:
+    """A LocalCluster on loopback, as nbflow runs it, and a client of it."""
+    import dask
+
+    settings: dict[str, Any] = {
+        "n_workers": os.cpu_count() or 1,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": None,
+        # The scheduler serves health checks over HTTP even without a
+        # dashboard: a free port on loopback, never a fixed 8787.
+        "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+    }
+    settings.update(options)
+    # The runner retries; Dask must not rerun a task that killed its worker.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(**settings)
+    return cluster, distributed.Client(cluster, set_as_default=False)
+
+
+class _LocalCluster:
+    """The process's local cluster behind `executor="dask"` (see the module docstring)."""
+
+    lock = threading.Lock()
+    cluster: Any = None
+    client: Client | None = None
+
+    @classmethod
+    def get(cls, distributed: Any, n_workers: int) -> Client:
+        with cls.lock:
+            if cls.client is None or not cls._alive():
+                cls._close()
+                cls.cluster, cls.client = _start_local_cluster(
+                    distributed, {"n_workers": n_workers}
+                )
+            elif len(cls.cluster.worker_spec) < n_workers:
+                cls.cluster.scale(n_workers)
+            return cls.client
+
+    @classmethod
+    def _alive(cls) -> bool:
+        return (
+            cls.client is not None
+            and cls.client.status == "running"
+            and (cls.cluster.status.name == "running")
+        )
+
+    @classmethod
+    def _close(cls) -> None:
+        client, cluster, cls.client, cls.cluster = cls.client, cls.cluster, None, None
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    @classmethod
+    def close(cls) -> None:
+        with cls.lock:
+            cls._close()
+
+
+def close_local_cluster() -> None:
+    """Stop the local cluster that `executor="dask"` keeps for this process.
+
+    It stops at exit anyway; call this to free its worker processes sooner.
+    The next `executor="dask"` run starts a new one.
+    """
+    _LocalCluster.close()
+
+
+atexit.register(close_local_cluster)
 
 
 def _run_on_worker(
     task: str,
     fn: Any,
     timeout: float | None,
-    mark_start: bool,
+    start_marks: str | None,
     kill_on_timeout: bool,
     kwargs: dict[str, Any],
 ) -> tuple[bool, Any, str, float]:
     """Runs on a Dask worker: the task, with its traceback formatted where it happened."""
-    if mark_start:
+    if start_marks is not None:
         # Dask blames every task assigned to a worker that dies, running or not.
         # A synchronous mark, set before the task's code runs, lets the driver
         # tell the task that killed its worker from the ones that waited there.
@@ -93,7 +176,7 @@ def _run_on_worker(
 
         worker = distributed.get_worker()
         key = worker.get_current_task()
-        distributed.get_client().set_metadata([_STARTED, str(key)], True)
+        distributed.get_client().set_metadata([_STARTED, start_marks, str(key)], True)
     outcome = execute_job(Job(id=0, task=task, fn=fn, kwargs=kwargs, timeout=timeout))
     if outcome.ok:
         return True, outcome.value, "", outcome.duration
@@ -116,19 +199,23 @@ class DaskExecutor:
         *,
         scatter_threshold: int = SCATTER_THRESHOLD,
         connect_timeout: float = 10.0,
-        close_on_shutdown: bool = False,
+        shared: bool = False,
         **cluster_kwargs: Any,
     ) -> None:
+        """`shared=True` uses the process's local cluster, as `executor="dask"` does."""
         self._distributed = _import_distributed()
         if address is not None and client is not None:
             raise NbflowError("pass either address= or client= to DaskExecutor, not both")
         if client is not None and not isinstance(client, self._distributed.Client):
             raise NbflowError(f"client= must be a distributed.Client, not {type(client).__name__}")
-        if (address is not None or client is not None) and cluster_kwargs:
+        if (address is not None or client is not None or shared) and cluster_kwargs:
             raise NbflowError(
                 f"cluster options {', '.join(sorted(cluster_kwargs))} only apply when "
-                "DaskExecutor starts its own LocalCluster; drop them or drop address=/client="
+                "DaskExecutor starts its own LocalCluster; drop them or drop "
+                "address=/client=/shared="
             )
+        if shared and (address is not None or client is not None):
+            raise NbflowError("shared=True uses the local cluster; drop address=/client=")
         if max_workers is not None and (
             not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
         ):
@@ -138,11 +225,13 @@ class DaskExecutor:
         self.own_cluster = client is None and address is None
         """True when this executor starts its cluster, and so may kill its workers."""
         self._client: Client | None = client
-        self._owns_client = client is None
+        self._owns_client = client is None and not shared
+        self._shared = shared
         self._cluster: Any = None
         self._cluster_kwargs = cluster_kwargs
         self._max_workers = max_workers
-        self._close_on_shutdown = close_on_shutdown
+        self._marks = uuid.uuid4().hex
+        """This run's key in the scheduler's start marks (`_STARTED`)."""
         self._futures: dict[str, _Submitted] = {}
         self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._scattered: dict[int, tuple[Any, Future]] = {}
@@ -174,23 +263,13 @@ class DaskExecutor:
     def client(self) -> Client:
         """The Dask client; the local cluster starts on first use."""
         if self._client is None:
-            import dask
-
-            options: dict[str, Any] = {
-                "n_workers": self._max_workers or os.cpu_count() or 1,
-                "threads_per_worker": 1,
-                "processes": True,
-                "host": "127.0.0.1",
-                "dashboard_address": None,
-                # The scheduler serves health checks over HTTP even without a
-                # dashboard: a free port on loopback, never a fixed 8787.
-                "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
-            }
-            options.update(self._cluster_kwargs)
-            # The runner retries; Dask must not rerun a task that killed its worker.
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                self._cluster = self._distributed.LocalCluster(**options)
-            self._client = self._distributed.Client(self._cluster, set_as_default=False)
+            n_workers = self._max_workers or os.cpu_count() or 1
+            if self._shared:
+                self._client = _LocalCluster.get(self._distributed, n_workers)
+            else:
+                self._cluster, self._client = _start_local_cluster(
+                    self._distributed, {"n_workers": n_workers, **self._cluster_kwargs}
+                )
         return self._client
 
     @property
@@ -218,7 +297,7 @@ class DaskExecutor:
             job.task,
             job.fn,
             job.timeout,
-            self.own_cluster,
+            self._marks if self.own_cluster else None,
             self._kills_on_timeout,
             kwargs,
             key=f"nbflow-{job.task}-{uuid.uuid4().hex[:12]}",
@@ -284,7 +363,7 @@ class DaskExecutor:
     def _started(self) -> set[str]:
         if not self.own_cluster:
             return set()
-        return set(self.client.get_metadata(_STARTED, default={}))
+        return set(self.client.get_metadata([_STARTED, self._marks], default={}))
 
     def _failure(self, entry: _Submitted, started: set[str]) -> Outcome | None:
         """A future that erred in Dask itself: its worker died, or a value it needed was lost.
@@ -325,7 +404,7 @@ class DaskExecutor:
         self._scattered.clear()
 
     def shutdown(self) -> None:
-        """Cancel what the run left running and free its scattered values; close an owned cluster."""
+        """Cancel what the run left running and free its scattered values; the cluster stays."""
         if self._client is not None and self._futures:
             self._client.cancel([s.future for s in self._futures.values()])
         self._futures.clear()
@@ -333,15 +412,16 @@ class DaskExecutor:
         self._release_scattered()
         while not self._done.empty():
             self._done.get_nowait()
-        if self._close_on_shutdown:
-            self.close()
-        elif self._client is not None and self.own_cluster:
-            self._client.set_metadata(_STARTED, {})
+        if self._client is not None and self.own_cluster:
+            self._client.set_metadata([_STARTED, self._marks], {})
+            self._marks = uuid.uuid4().hex
 
     def close(self) -> None:
-        """Disconnect; stop the local cluster if this executor started it (never a user's client)."""
+        """Disconnect; stop the local cluster if this executor started it (never a user's
+        client, nor the process's shared one: see `close_local_cluster`)."""
         if self._client is not None and self._owns_client:
             self._client.close()
+        if self._owns_client or self._shared:
             self._client = None
         if self._cluster is not None:
             self._cluster.close()
@@ -363,7 +443,7 @@ class _Submitted:
     resubmits: int
 
 
-register_executor("dask", lambda n: DaskExecutor(max_workers=n, close_on_shutdown=True))
+register_executor("dask", lambda n: DaskExecutor(max_workers=n, shared=True))
 register_executor(
     "dask-client",
     lambda client, max_workers=None: DaskExecutor(client=client, max_workers=max_workers),  # type: ignore[misc]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
 
-from nbflow.core.dask import DaskExecutor
+from nbflow.core.dask import DaskExecutor, close_local_cluster
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
 from nbflow.core.executors import resolve_executor
 
@@ -111,22 +112,79 @@ def test_a_client_passed_directly_stays_open(dask: DaskExecutor) -> None:
     assert dask.client.status == "running"
 
 
-def test_executor_by_name_starts_a_cluster_on_first_job_and_closes_it() -> None:
-    executor = resolve_executor("dask", 1)
-    assert isinstance(executor, DaskExecutor) and executor._cluster is None
-    executor.submit(job(square, "one", x=5))
-    assert executor._cluster is not None
-    workers = executor.client.scheduler_info()["workers"]
-    assert [w["host"] for w in workers.values()] == ["127.0.0.1"]
-    assert drain(executor)["one"].value == 25
-    processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
-    listening = {
-        c.laddr.ip for p in processes for c in p.net_connections("inet") if c.status == "LISTEN"
-    }
-    assert listening == {"127.0.0.1"}
-    cluster = executor._cluster
-    executor.shutdown()
-    assert executor._cluster is None and cluster.status.name == "closed"
+def test_executor_by_name_keeps_one_loopback_cluster_for_the_process() -> None:
+    try:
+        first = resolve_executor("dask", 1)
+        assert isinstance(first, DaskExecutor) and first._client is None  # nothing starts yet
+        first.submit(job(square, "one", x=5))
+        workers = first.client.scheduler_info()["workers"]
+        assert [w["host"] for w in workers.values()] == ["127.0.0.1"]
+        assert drain(first)["one"].value == 25
+        processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        listening = {
+            c.laddr.ip for p in processes for c in p.net_connections("inet") if c.status == "LISTEN"
+        }
+        assert listening == {"127.0.0.1"}
+        address = first.client.scheduler.address
+        first.shutdown()  # the end of the run: the cluster stays for the next one
+        first.close()
+
+        second = resolve_executor("dask", 2)
+        assert isinstance(second, DaskExecutor)
+        second.submit(job(square, "two", x=6))
+        assert second.client.scheduler.address == address  # the same cluster, not a new one
+        second.client.wait_for_workers(2, timeout=60)  # grown to what this run asks for
+        assert drain(second)["two"].value == 36
+        second.shutdown()
+        assert second.client.status == "running"
+    finally:
+        close_local_cluster()
+    third = resolve_executor("dask", 1)
+    assert isinstance(third, DaskExecutor)
+    try:
+        third.submit(job(square, "three", x=7))  # a new cluster after close_local_cluster()
+        assert drain(third)["three"].value == 49
+        assert third.client.scheduler.address != address
+        third.shutdown()
+    finally:
+        close_local_cluster()
+
+
+SCRIPT_WITH_DASK_BY_NAME = """
+import os, psutil
+import nbflow as nf
+
+def main():
+    pipe = nf.Pipeline("bydask", cache_dir={cache!r})
+
+    @pipe.task
+    def pid() -> int:
+        return os.getpid()
+
+    result = pipe.run(executor="dask", max_workers=1)
+    children = [c.pid for c in psutil.Process().children(recursive=True)]
+    print("worker", result["pid"], "children", *children, flush=True)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_the_local_cluster_stops_when_the_process_exits(tmp_path: Path) -> None:
+    script = tmp_path / "by_name.py"
+    script.write_text(SCRIPT_WITH_DASK_BY_NAME.format(cache=str(tmp_path / "cache")))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    worker, children = int(words[1]), [int(w) for w in words[3:]]
+    assert worker in children  # the task ran in a worker process, a child of the script
+    # None outlives the script (those still exiting get a few seconds).
+    deadline = time.monotonic() + 10
+    while (alive := [pid for pid in children if pid_alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive, [psutil.Process(pid).cmdline() for pid in alive]
 
 
 def test_unreachable_scheduler_is_named() -> None:
