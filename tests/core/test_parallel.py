@@ -63,6 +63,20 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
+def hold(started: str, gate: str) -> None:
+    """Say it started, then wait until `gate` exists (keeps a worker busy for as long as needed)."""
+    Path(started).touch()
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+
+
+def wait_for_path(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
 def meet(mine: str, other: str) -> int:
     """Create `mine`, then wait for `other`: both return only if they ran at the same time."""
     Path(mine).touch()
@@ -179,11 +193,15 @@ def test_waiting_jobs_start_by_priority(tmp_path: Path) -> None:
 
     for kind in (ThreadExecutor, ProcessExecutor):
         order.write_text("")
+        started, gate = tmp_path / f"{kind.__name__}.started", tmp_path / f"{kind.__name__}.gate"
         with kind(1) as ex:
-            ex.submit(job(nap, "blocker", seconds=0.3))
+            # The one worker is busy until all three wait: no timing involved.
+            ex.submit(job(hold, "blocker", started=str(started), gate=str(gate)))
+            wait_for_path(started)
             ex.submit(job(record, "low", name="low", priority=1))
             ex.submit(job(record, "high", name="high", priority=5))
             ex.submit(job(record, "mid", name="mid", priority=3))
+            gate.touch()
             drain(ex)
         assert order.read_text().split() == ["high", "mid", "low"], kind
 
