@@ -14,18 +14,28 @@ The story of one run:
    `NBFLOW_HEARTBEAT_INTERVAL` seconds (default 5). The sweep (`sweep`, run by
    the scheduler every tick and by trigger/backfill before they start) marks a
    run whose heartbeat is older than the heartbeat timeout (default 30 s,
-   `NBFLOW_HEARTBEAT_TIMEOUT`) `crashed`, and requeues it while retries remain.
+   `NBFLOW_HEARTBEAT_TIMEOUT`) `crashed`, and requeues it while retries remain,
+   in the same transaction (`RunStore.end_stale_attempts`); so does the
+   scheduler for a runner child it sees exit without finishing its run.
 3. The output notebook goes to `<home>/runs/JOB/<JOB>-<logical date>-<run id>.ipynb`
    (recorded before the notebook starts; every attempt of a run writes the
    same file, so a run has one output notebook).
 4. The parameters stored in the run row (rendered text, as `-p` values) are
    parsed against the notebook's declared types and `run_notebook` executes it
    with the job's timeout.
-5. `finish_run` with `success`, `failed` or `timed_out` and a one-line error.
-   A failure with retries left is requeued with `not_before` = now + delay
-   (`retry_delay`, times `backoff ** (attempt - 1)` when the job's spec has a
-   `backoff`), and the `retry` alert is sent; otherwise the `failure` or
-   `success` alert. Alerts never fail a run (`alerts.notify` never raises).
+5. `RunStore.end_attempt` with `success`, `failed` or `timed_out` and a
+   one-line error, and in the same write transaction the retry decision
+   (`retry_policy`): a failure with retries left is left `queued` with
+   `not_before` = the attempt's end + delay (`retry_delay`, times
+   `backoff ** (attempt - 1)` when the job's spec has a `backoff`), the
+   attempt's error still on the run. A process killed at any point leaves the
+   run either running (the sweep crashes and retries it) or ended with its
+   retry queued, never failed with retries unused.
+6. After that commit, the alerts: `retry` when a retry was queued, else
+   `failure` or `success`; each is sent at most once, and a process killed
+   after the commit but before sending it loses that alert (the run's state
+   and retry are not lost). Alerts never fail a run (`alerts.notify` never
+   raises).
 
 A runner started by the scheduler watches its parent (`NBFLOW_PARENT_PID`):
 if the scheduler disappears (SIGKILL), the runner hands its run back to the
@@ -34,8 +44,9 @@ exits when its parent dies), so no process is orphaned and the restarted
 scheduler runs the run again, into the same output notebook.
 
 Fault injection for the reliability tests: `NBFLOW_FAULT=runner:after-claim`
-(or `runner:kernel-started`, `runner:before-finish`, several separated by
-commas) makes this process SIGKILL itself at that point; with
+(or `runner:kernel-started`, `runner:before-finish`, `runner:after-finish` —
+right after the commit that ends the attempt, before the alerts —, several
+separated by commas) makes this process SIGKILL itself at that point; with
 `NBFLOW_FAULT_ONCE_DIR` set, each point fires once (a marker file in that folder
 remembers it), so a restarted process gets past it.
 """
@@ -59,7 +70,9 @@ from nbflow.core.home import ensure_private_dir
 from nbflow.jobs.runstore import (
     ACTIVE_STATES,
     RETRYABLE_STATES,
+    EndedAttempt,
     JobRecord,
+    RetryPolicy,
     RunRecord,
     RunStore,
     utc_now,
@@ -69,6 +82,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_HEARTBEAT_TIMEOUT",
     "Outcome",
+    "alert_attempt",
     "describe_outcome",
     "execute_run",
     "fault",
@@ -78,6 +92,7 @@ __all__ = [
     "parse_run_parameters",
     "render_run_parameters",
     "retry_delay",
+    "retry_policy",
     "run_in_foreground",
     "settle_failure",
     "sweep",
@@ -177,6 +192,47 @@ def retry_delay(job: JobRecord, run: RunRecord) -> float:
     return delay
 
 
+def _retry_at(record: JobRecord | None, run: RunRecord, now: datetime) -> datetime | None:
+    """When `run`, whose attempt ended failed/crashed/timed_out at `now`, may be tried again;
+    None when its job is gone or its retries (this round) are used up."""
+    if record is None or run.state not in RETRYABLE_STATES:
+        return None
+    retries = int(record.spec.get("retries", 0) or 0)
+    if _attempts_this_round(run) > retries:
+        return None
+    return now + timedelta(seconds=retry_delay(record, run))
+
+
+def retry_policy(store: RunStore) -> RetryPolicy:
+    """The retry decision `RunStore.end_attempt` / `end_stale_attempts` take inside the
+    transaction that ends an attempt: retry while the job (as stored then) has retries left
+    this round, `retry_delay` after the attempt's end."""
+
+    def retry_at(attempt: RunRecord) -> datetime | None:
+        try:
+            return _retry_at(store.find_job(attempt.job), attempt, attempt.ended_at or utc_now())
+        except Exception:  # an unreadable job spec must not keep the attempt from ending
+            return None
+
+    return retry_at
+
+
+def alert_attempt(store: RunStore, ended: EndedAttempt) -> None:
+    """After the commit that ended a failed/crashed/timed-out attempt: the `retry` alert if
+    its retry was queued, else the `failure` alert (the job's targets, if it still exists)."""
+    from nbflow.jobs.alerts import notify
+
+    record = store.find_job(ended.attempt.job)
+    if record is None:
+        return
+    schedule = record.schedule
+    if ended.retrying:
+        if schedule.on_retry:
+            notify("retry", ended.attempt.job, ended.attempt, schedule.on_retry, store=store)
+    elif schedule.on_failure:
+        notify("failure", ended.attempt.job, ended.attempt, schedule.on_failure, store=store)
+
+
 def settle_failure(
     store: RunStore,
     run: RunRecord,
@@ -185,35 +241,35 @@ def settle_failure(
     alerts: bool = True,
 ) -> tuple[RunRecord, bool]:
     """After `run` ended failed/crashed/timed_out: requeue it if retries remain (and send
-    `retry`), else send `failure`. Returns (the run as it is now, whether it was requeued)."""
-    from nbflow.jobs.alerts import notify
+    `retry`), else send `failure`. Returns (the run as it is now, whether it was requeued).
 
+    For a run already committed terminal, in a second transaction: `execute_run`,
+    the sweep and the scheduler end an attempt and queue its retry in one
+    (`RunStore.end_attempt` with `retry_policy`) instead."""
     now = now or utc_now()
     record = store.find_job(run.job)
     if record is None:
         return run, False
-    schedule = record.schedule
-    retries = int(record.spec.get("retries", 0) or 0)
-    if run.state in RETRYABLE_STATES and _attempts_this_round(run) <= retries:
-        delay = retry_delay(record, run)
-        requeued = store.requeue_run(run.id, not_before=now + timedelta(seconds=delay), now=now)
-        if requeued:
-            if alerts and schedule.on_retry:
-                notify("retry", run.job, run, schedule.on_retry, store=store)
-            return store.get_run(run.id), True
-    if alerts and schedule.on_failure:
-        notify("failure", run.job, run, schedule.on_failure, store=store)
-    return store.get_run(run.id), False
+    retry_at = _retry_at(record, run, now)
+    requeued = retry_at is not None and store.requeue_run(run.id, not_before=retry_at, now=now)
+    if alerts:
+        alert_attempt(store, EndedAttempt(run, retry_at if requeued else None))
+    return store.get_run(run.id), requeued
 
 
 def sweep(
     store: RunStore, timeout: float | None = None, *, now: datetime | None = None
 ) -> list[RunRecord]:
     """Mark runs whose heartbeat is older than `timeout` s `crashed`, and retry them while
-    retries remain. Returns the crashed runs (as they are after the retry decision)."""
+    retries remain (one transaction, `RunStore.end_stale_attempts`), then send their alerts.
+    Returns the crashed runs (as they are after the retry decision)."""
     now = now or utc_now()
-    crashed = store.mark_stale_crashed(heartbeat_timeout() if timeout is None else timeout, now=now)
-    return [settle_failure(store, run, now=now)[0] for run in crashed]
+    ended = store.end_stale_attempts(
+        heartbeat_timeout() if timeout is None else timeout, retry=retry_policy(store), now=now
+    )
+    for attempt in ended:
+        alert_attempt(store, attempt)
+    return [store.get_run(attempt.attempt.id) for attempt in ended]
 
 
 # --- one run ---------------------------------------------------------------------------
@@ -345,11 +401,16 @@ def execute_run(
         beat.stop()
     duration = time.monotonic() - started
     fault("runner:before-finish")
-    with finishing:
-        finished = store.finish_run(
-            run_id, state, error=error, output_path=out if out.exists() else None
+    with finishing:  # the attempt's end and, for a failure with retries left, its retry
+        ended = store.end_attempt(
+            run_id,
+            state,
+            error=error,
+            output_path=out if out.exists() else None,
+            retry=retry_policy(store),
         )
-    if not finished:  # swept as crashed meanwhile, or removed: its state stands
+    fault("runner:after-finish")
+    if ended is None:  # swept as crashed meanwhile, or removed: its state stands
         current = store.get_run(run_id)
         return Outcome(current, current.state, duration=duration)
     done = store.get_run(run_id)
@@ -357,8 +418,9 @@ def execute_run(
         if alerts and schedule.on_success:
             notify("success", run.job, done, schedule.on_success, store=store)
         return Outcome(done, state, duration=duration)
-    after, retrying = settle_failure(store, done, alerts=alerts)
-    return Outcome(after, state, retrying=retrying, duration=duration)
+    if alerts:
+        alert_attempt(store, ended)
+    return Outcome(done, state, retrying=ended.retrying, duration=duration)
 
 
 def describe_outcome(outcome: Outcome, tz: str = "UTC") -> str:

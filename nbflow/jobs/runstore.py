@@ -20,11 +20,17 @@ Policy:
   (`run_type="manual"`) have their own type and never take a scheduled slot.
 - **Claims are atomic**: `claim_run` is `UPDATE ... WHERE state='queued'`; of
   two processes claiming one run exactly one gets True.
-- **Terminal states are final.** `finish_run` and `mark_stale_crashed` only
-  move a run out of `queued` or `running`; a late signal after `success`
-  changes nothing. The only way out of a terminal state is an explicit
-  `requeue_run` (a retry of a failed/crashed/timed-out run, or a backfill that
-  asks to reprocess), which names the states it may reopen.
+- **Terminal states are final.** `finish_run`, `end_attempt` and
+  `mark_stale_crashed` only move a run out of `queued` or `running`; a late
+  signal after `success` changes nothing. The only way out of a terminal state
+  is an explicit `requeue_run` (a backfill that asks to reprocess, or a retry
+  of a run already ended), which names the states it may reopen.
+- **An attempt ends together with its retry.** `end_attempt` and
+  `end_stale_attempts` (the sweep) take a retry policy: in the same write
+  transaction that records the failed/crashed/timed-out attempt they ask it
+  whether and when to try again, and leave the run `queued` with `not_before`
+  when it says so. No process killed between two commits can leave a run
+  terminal with retries unused.
 - **Times are UTC.** Every timestamp column is ISO 8601 text in UTC with a
   `+00:00` offset and a fixed format per column, so text order is time order
   (timestamps to the microsecond; logical dates as `utc_iso(..., "seconds")`
@@ -57,9 +63,13 @@ API at a glance (`store = RunStore()`; every `now=` is an aware datetime):
               heartbeat(id, pid=) -> bool            False: stop, it is not yours
               set_output_path(id, path)
               finish_run(id, state, error=, reason=, output_path=) -> bool
+              end_attempt(id, state, error=, reason=, output_path=, retry=)
+                  -> EndedAttempt | None             finish, and queue the retry, atomically
               release_run(id, pid=) -> bool          running -> queued (SIGTERM hand-back)
               requeue_run(id, from_states=, not_before=, new_round=) -> bool   retry / reprocess
               mark_stale_crashed(older_than_seconds) -> [RunRecord]   the sweep
+              end_stale_attempts(older_than_seconds, retry=) -> [EndedAttempt]
+                                                     the sweep, retries queued atomically
               get_run(id) · find_run(job, run_type, logical_date)
               list_runs(job, states=, run_types=, since=, until=, limit=, oldest_first=)
               queued_runs(job, now=, limit=)         claimable, oldest logical date first
@@ -74,7 +84,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -90,8 +100,10 @@ __all__ = [
     "RUN_STATES",
     "RUN_TYPES",
     "TERMINAL_STATES",
+    "EndedAttempt",
     "JobExistsError",
     "JobRecord",
+    "RetryPolicy",
     "RunRecord",
     "RunStore",
     "UnknownJobError",
@@ -330,6 +342,30 @@ def _job_from_row(row: sqlite3.Row) -> JobRecord:
         updated_at=parse_utc(row["updated_at"]),
         resumed_at=_opt_time(row["resumed_at"]),
     )
+
+
+RetryPolicy = Callable[[RunRecord], datetime | None]
+"""When to try a run again, asked inside the transaction that ends its attempt: it gets the
+run as the attempt ended (failed/crashed/timed_out, with `ended_at`, `duration`, `error`)
+and returns the time of the next attempt, or None (no retry). It may read the store (same
+connection, same transaction) but must not write, and should not raise: an exception
+rolls the whole transaction back (the attempt is not ended) and propagates."""
+
+
+@dataclass(frozen=True)
+class EndedAttempt:
+    """An attempt that `end_attempt` or `end_stale_attempts` ended, as committed."""
+
+    attempt: RunRecord
+    """The run as this attempt ended: its terminal state, `ended_at`, `duration`, `error`
+    (what the alerts report)."""
+    retry_at: datetime | None = None
+    """When the retry queued in the same transaction may start (the stored run is then
+    `queued` with this `not_before`); None: the run stays in its terminal state."""
+
+    @property
+    def retrying(self) -> bool:
+        return self.retry_at is not None
 
 
 def _check_state(state: str, allowed: Iterable[str] = RUN_STATES) -> None:
@@ -616,6 +652,33 @@ class RunStore:
     ) -> bool:
         """Move a queued or running run to terminal `state`; False (nothing changes) if it is
         already terminal. `duration` is `ended_at - started_at` (None if it never started)."""
+        ended = self.end_attempt(
+            run_id, state, error=error, reason=reason, output_path=output_path, now=now
+        )
+        return ended is not None
+
+    def end_attempt(
+        self,
+        run_id: int,
+        state: str,
+        *,
+        error: str | None = None,
+        reason: str | None = None,
+        output_path: str | Path | None = None,
+        retry: RetryPolicy | None = None,
+        now: datetime | None = None,
+    ) -> EndedAttempt | None:
+        """`finish_run`, and for a failed/crashed/timed-out attempt the retry, in one write
+        transaction.
+
+        The attempt is recorded as `finish_run` records it; then, still in the
+        transaction, `retry(run as the attempt ended)` is asked for the time of
+        the next attempt. When it gives one, the run is reopened as `requeue_run`
+        (`not_before=` that time) reopens it: `queued`, `attempts` and
+        `retry_base` kept, the attempt's `error` kept, `ended_at`/`duration`
+        cleared. Success and skipped attempts never ask `retry`. Returns what was
+        committed, or None (nothing changes) if the run was already terminal.
+        """
         _check_state(state, TERMINAL_STATES)
         moment = now or utc_now()
         with self._write() as db:
@@ -623,13 +686,13 @@ class RunStore:
                 "SELECT started_at, state FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
             if row is None or row["state"] not in ACTIVE_STATES:
-                return False
+                return None
             duration = (
                 (moment - parse_utc(row["started_at"])).total_seconds()
                 if row["started_at"] and row["state"] == "running"
                 else None
             )
-            cursor = db.execute(
+            db.execute(
                 "UPDATE runs SET state = ?, ended_at = ?, duration = ?, error = ?, "
                 "reason = COALESCE(?, reason), output_path = COALESCE(?, output_path) "
                 "WHERE id = ? AND state IN ('queued', 'running')",
@@ -643,7 +706,24 @@ class RunStore:
                     run_id,
                 ),
             )
-            return cursor.rowcount == 1
+            return self._maybe_retry(db, run_id, retry, moment)
+
+    def _maybe_retry(
+        self,
+        db: sqlite3.Connection,
+        run_id: int,
+        retry: RetryPolicy | None,
+        now: datetime,
+    ) -> EndedAttempt:
+        """Inside a write transaction that just ended run `run_id`'s attempt: ask `retry`, and
+        reopen the run for the time it gives."""
+        attempt = _run_from_row(db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
+        retry_at = (
+            retry(attempt) if retry is not None and attempt.state in RETRYABLE_STATES else None
+        )
+        if retry_at is not None:
+            self._reopen(db, run_id, (attempt.state,), not_before=retry_at, now=now)
+        return EndedAttempt(attempt, retry_at)
 
     def set_output_path(self, run_id: int, output_path: str | Path) -> bool:
         """Record where a run's output notebook goes (before it starts; survives a crash)."""
@@ -678,23 +758,45 @@ class RunStore:
         states = tuple(from_states)
         for s in states:
             _check_state(s, TERMINAL_STATES)
-        marks = ",".join("?" * len(states))
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE runs SET state = 'queued', pid = NULL, heartbeat = NULL, ended_at = NULL, "
-                "duration = NULL, queued_at = ?, not_before = ?, reason = COALESCE(?, reason), "
-                "retry_base = CASE WHEN ? THEN attempts ELSE retry_base END "
-                f"WHERE id = ? AND state IN ({marks})",
-                (
-                    utc_iso(now or utc_now()),
-                    utc_iso(not_before) if not_before else None,
-                    reason,
-                    new_round,
-                    run_id,
-                    *states,
-                ),
+            return self._reopen(
+                db,
+                run_id,
+                states,
+                not_before=not_before,
+                reason=reason,
+                new_round=new_round,
+                now=now or utc_now(),
             )
-            return cursor.rowcount == 1
+
+    @staticmethod
+    def _reopen(
+        db: sqlite3.Connection,
+        run_id: int,
+        states: tuple[str, ...],
+        *,
+        not_before: datetime | None,
+        now: datetime,
+        reason: str | None = None,
+        new_round: bool = False,
+    ) -> bool:
+        """`requeue_run`'s update, inside the caller's write transaction."""
+        marks = ",".join("?" * len(states))
+        cursor = db.execute(
+            "UPDATE runs SET state = 'queued', pid = NULL, heartbeat = NULL, ended_at = NULL, "
+            "duration = NULL, queued_at = ?, not_before = ?, reason = COALESCE(?, reason), "
+            "retry_base = CASE WHEN ? THEN attempts ELSE retry_base END "
+            f"WHERE id = ? AND state IN ({marks})",
+            (
+                utc_iso(now),
+                utc_iso(not_before) if not_before else None,
+                reason,
+                new_round,
+                run_id,
+                *states,
+            ),
+        )
+        return cursor.rowcount == 1
 
     def release_run(self, run_id: int, *, pid: int | None = None) -> bool:
         """Hand a running run back to the queue (a scheduler stopping on SIGTERM before its
@@ -716,8 +818,25 @@ class RunStore:
     ) -> list[RunRecord]:
         """The sweep: `running` runs whose heartbeat is older than `older_than` seconds become
         `crashed` ("no heartbeat for N s"). Returns those runs (after the change)."""
+        return [ended.attempt for ended in self.end_stale_attempts(older_than, now=now)]
+
+    def end_stale_attempts(
+        self,
+        older_than: float,
+        *,
+        retry: RetryPolicy | None = None,
+        now: datetime | None = None,
+    ) -> list[EndedAttempt]:
+        """`mark_stale_crashed`, and each crashed run's retry, in one write transaction.
+
+        `retry` is asked for each crashed run as `end_attempt` asks it; a run it
+        gives a time for is reopened (`queued`, `not_before`) before the commit.
+        Returns the ended attempts (`attempt.state` is `crashed`, even for a run
+        whose retry was queued).
+        """
         moment = now or utc_now()
         cutoff = utc_iso(moment.astimezone(UTC) - timedelta(seconds=older_than))
+        ended: list[EndedAttempt] = []
         with self._write() as db:
             ids = [
                 r[0]
@@ -740,7 +859,8 @@ class RunStore:
                         run_id,
                     ),
                 )
-        return [self.get_run(i) for i in ids]
+                ended.append(self._maybe_retry(db, run_id, retry, moment))
+        return ended
 
     # -- runs: queries
 

@@ -5,9 +5,10 @@ One `Scheduler` per home, held by an OS lock (`fcntl.flock` on
 exits with a message naming that pid. Each `tick_once(now)`:
 
 (a) **sweeps**: running runs whose heartbeat is older than the heartbeat
-    timeout (30 s) become `crashed` and are requeued while retries remain;
-    a runner child the scheduler sees exit without finishing its run makes
-    that run `crashed` at once;
+    timeout (30 s) become `crashed` and are requeued while retries remain
+    (in the same transaction); a runner child the scheduler sees exit without
+    finishing its run makes that run `crashed` at once (and queues its retry
+    in the same transaction);
 (b) **records due runs** for every active cron/interval job, for the ticks
     after the later of its last recorded tick (`last_tick`), the moment it was
     added or resumed, and its `start`:
@@ -58,10 +59,11 @@ from typing import IO, Any
 from nbflow.core.errors import JobsError
 from nbflow.jobs.execute import (
     PARENT_ENV,
+    alert_attempt,
     fault,
     heartbeat_timeout,
     render_run_parameters,
-    settle_failure,
+    retry_policy,
     sweep,
 )
 from nbflow.jobs.runstore import (
@@ -323,8 +325,11 @@ class Scheduler:
             if run.state == "running" and run.pid == child.process.pid:
                 why = f"the runner process {child.process.pid} exited ({_exit_text(code)}) "
                 why += "without finishing the run"
-                if self.store.finish_run(run_id, "crashed", error=why, now=now):
-                    run, _ = settle_failure(self.store, self.store.get_run(run_id), now=now)
+                ended = self.store.end_attempt(  # crashed, and its retry, in one commit
+                    run_id, "crashed", error=why, retry=retry_policy(self.store), now=now
+                )
+                if ended is not None:
+                    alert_attempt(self.store, ended)
                     self.echo(f"run {run_id} {run.job}: crashed ({why})")
             finished.append(self.store.get_run(run_id))
         return finished

@@ -165,6 +165,113 @@ def test_sweep_marks_runs_without_heartbeat_crashed_and_retry_requeues_them(stor
     assert store.get_run(stale.id).attempts == 2
 
 
+def test_ending_a_failed_attempt_queues_its_retry_in_the_same_commit(store):
+    from nbflow.jobs.execute import retry_policy
+
+    store.add_job("etl", {"retries": 1, "retry_delay": 60}, now=T0)
+    run, _ = store.create_run("etl", "scheduled", T0)
+    store.claim_run(run.id, 4242, now=T0)
+    ended = store.end_attempt(
+        run.id,
+        "failed",
+        error="boom",
+        output_path="/out.ipynb",
+        retry=retry_policy(store),
+        now=T0 + timedelta(seconds=7),
+    )
+    # what the alerts report: the attempt as it ended
+    assert ended.retrying and ended.retry_at == T0 + timedelta(seconds=67)
+    assert (ended.attempt.state, ended.attempt.ended_at, ended.attempt.duration) == (
+        "failed",
+        T0 + timedelta(seconds=7),
+        7.0,
+    )
+    # what is stored: queued for its retry, attempts kept, the attempt's error visible
+    queued = store.get_run(run.id)
+    assert (queued.state, queued.not_before, queued.attempts, queued.retry_base) == (
+        "queued",
+        T0 + timedelta(seconds=67),
+        1,
+        0,
+    )
+    assert (queued.error, queued.output_path, queued.ended_at, queued.duration) == (
+        "boom",
+        "/out.ipynb",
+        None,
+        None,
+    )
+    assert not store.claim_run(run.id, 4343, now=T0 + timedelta(seconds=60))  # its delay
+    # the row is what finish_run and then requeue_run (two commits) leave
+    other, _ = store.create_run("etl", "scheduled", T0 + timedelta(hours=1))
+    store.claim_run(other.id, 4242, now=T0)
+    store.finish_run(
+        other.id, "failed", error="boom", output_path="/out.ipynb", now=ended.attempt.ended_at
+    )
+    store.requeue_run(other.id, not_before=ended.retry_at, now=ended.attempt.ended_at)
+    two_step = store.get_run(other.id)
+    assert {
+        **two_step.to_dict(),
+        "id": run.id,
+        "logical_date": queued.to_dict()["logical_date"],
+    } == queued.to_dict()
+
+    # the retry fails too: no retry is left, the run stays failed
+    assert store.claim_run(run.id, 4343, now=T0 + timedelta(seconds=67))
+    last = store.end_attempt(
+        run.id,
+        "failed",
+        error="boom again",
+        retry=retry_policy(store),
+        now=T0 + timedelta(seconds=70),
+    )
+    assert not last.retrying and last.retry_at is None
+    done = store.get_run(run.id)
+    assert (done.state, done.attempts, done.error) == ("failed", 2, "boom again")
+    assert done == last.attempt
+    # a terminal run is not ended again, and the policy is not asked
+    assert store.end_attempt(run.id, "crashed", retry=lambda r: 1 / 0) is None
+
+
+def test_the_retry_policy_is_asked_inside_the_transaction_and_only_for_failures(store):
+    run, _ = store.create_run("etl", "scheduled", T0)
+    store.claim_run(run.id, 1, now=T0)
+    asked = []
+
+    def policy(attempt):
+        asked.append(attempt.state)
+        # the attempt's end is not committed yet: another connection still sees it running
+        assert RunStore(store.path).get_run(run.id).state == "running"
+        raise RuntimeError("policy broke")
+
+    with pytest.raises(RuntimeError, match="policy broke"):
+        store.end_attempt(run.id, "timed_out", error="timeout", retry=policy, now=T0)
+    assert asked == ["timed_out"]
+    assert store.get_run(run.id).state == "running"  # rolled back: one transaction
+    assert store.end_attempt(run.id, "success", retry=policy, now=T0).attempt.state == "success"
+    assert asked == ["timed_out"]  # a success never asks for a retry
+
+
+def test_the_sweep_ends_stale_attempts_and_queues_their_retries_in_one_commit(store):
+    stale, _ = store.create_run("etl", "scheduled", T0)
+    spent, _ = store.create_run("etl", "scheduled", T0 + timedelta(hours=1))
+    store.claim_run(stale.id, 11, now=T0)
+    store.claim_run(spent.id, 12, now=T0)
+    later = T0 + timedelta(seconds=90)
+    ended = store.end_stale_attempts(
+        30,
+        retry=lambda a: later if a.id == stale.id else None,
+        now=T0 + timedelta(seconds=31),
+    )
+    assert [(e.attempt.id, e.attempt.state, e.retry_at) for e in ended] == [
+        (stale.id, "crashed", later),
+        (spent.id, "crashed", None),
+    ]
+    retried = store.get_run(stale.id)
+    assert (retried.state, retried.not_before, retried.attempts) == ("queued", later, 1)
+    assert "no heartbeat for 30 s" in retried.error
+    assert store.get_run(spent.id).state == "crashed"
+
+
 def test_release_hands_a_running_run_back_without_using_an_attempt(store):
     run, _ = store.create_run("etl", "scheduled", T0)
     store.claim_run(run.id, 7, now=T0)

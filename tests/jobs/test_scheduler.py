@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import pytest
 
 from nbflow.jobs.execute import execute_run, sweep
 from nbflow.jobs.runstore import RunStore
-from nbflow.jobs.scheduler import Scheduler, SchedulerLocked
+from nbflow.jobs.scheduler import Scheduler, SchedulerLocked, _Child
 from nbflow.jobs.schedules import Schedule
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "notebooks"
@@ -171,6 +174,63 @@ def test_the_sweep_marks_a_silent_run_crashed_and_retries_it_while_retries_remai
     store.claim_run(run.id, 999_999, now=T0 + 2 * H)
     (final,) = sweep(store, 30, now=T0 + 2 * H + timedelta(seconds=31))
     assert (final.state, final.attempts) == ("crashed", 2)
+
+
+class Killed(BaseException):
+    """The process dies here: nothing after this point runs (as after a SIGKILL)."""
+
+
+def die_after_the_next_commit(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`store`'s process 'dies' right after its next write transaction commits."""
+    write = store._write
+
+    @contextmanager
+    def then_die():
+        with write() as db:
+            yield db
+        raise Killed
+
+    monkeypatch.setattr(store, "_write", then_die)
+
+
+def test_a_sweep_killed_right_after_its_commit_has_already_queued_the_retry(
+    store, notebook, monkeypatch
+):
+    add_job(store, notebook, retries=1, retry_delay=60)
+    run, _ = store.create_run("hourly", "scheduled", T0 + H)
+    store.claim_run(run.id, 999_999, now=T0 + H)
+    die_after_the_next_commit(store, monkeypatch)
+    with pytest.raises(Killed):
+        sweep(store, 30, now=T0 + H + timedelta(seconds=31))
+    after = RunStore().get_run(run.id)  # crashed and requeued in that one commit
+    assert (after.state, after.attempts, after.not_before) == (
+        "queued",
+        1,
+        T0 + H + timedelta(seconds=91),
+    )
+    assert "no heartbeat for 30 s" in after.error
+
+
+def test_a_scheduler_killed_right_after_reaping_a_dead_runner_has_already_queued_the_retry(
+    store, notebook, monkeypatch
+):
+    add_job(store, notebook, retries=1, retry_delay=60)
+    run, _ = store.create_run("hourly", "scheduled", T0 + H)
+    runner = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, never finishing the run
+    runner.wait(timeout=30)
+    store.claim_run(run.id, runner.pid, now=T0 + H)
+    scheduler = Scheduler(store, echo=lambda line: None)
+    scheduler.children[run.id] = _Child(store.get_run(run.id), runner)
+    die_after_the_next_commit(store, monkeypatch)
+    with pytest.raises(Killed):
+        scheduler.reap(T0 + H + timedelta(seconds=5))
+    after = RunStore().get_run(run.id)
+    assert (after.state, after.attempts, after.not_before) == (
+        "queued",
+        1,
+        T0 + H + timedelta(seconds=65),
+    )
+    assert "without finishing the run" in after.error
 
 
 def test_terminal_states_are_final_for_the_sweep_the_runner_and_a_late_release(store, notebook):

@@ -154,6 +154,53 @@ def test_sigkill_at_a_fault_point_then_restart_gives_one_run_and_one_notebook_pe
     no_processes_left(home)
 
 
+def test_sigkill_right_after_a_failed_attempt_is_committed_still_retries_the_run(
+    home, notebook, tmp_path
+):
+    """The attempt's end and its retry are one commit: a runner killed right after it
+    (`runner:after-finish`) leaves the run queued for its retry, not failed."""
+    store = RunStore()
+    alerts = Path.cwd() / "alerts.txt"
+    job = Schedule(
+        name="job",
+        notebook=str(notebook),
+        cron="0 0 1 1 *",
+        retries=1,
+        retry_delay=1,
+        parameters={"fail_times": "1", "log": str(Path.cwd() / "log.txt")},
+        on_retry=(f'echo "retry $NBFLOW_STATE $NBFLOW_ATTEMPTS" >> {alerts}',),
+        on_success=(f'echo "success $NBFLOW_ATTEMPTS" >> {alerts}',),
+    )
+    store.add_job("job", job.to_dict())
+    run_id = _trigger_detached(store)
+    marks = tmp_path / "faults"
+    marks.mkdir()
+    fault = {"NBFLOW_FAULT": "runner:after-finish", "NBFLOW_FAULT_ONCE_DIR": str(marks)}
+
+    # the first attempt fails; its runner is SIGKILLed right after committing that
+    code, err = finish(scheduler(home, "--once", **fault))
+    assert code == 0, err
+    assert (marks / "runner-after-finish").exists(), err  # the fault did fire
+    killed = store.get_run(run_id)
+    assert (killed.state, killed.attempts) == ("queued", 1), (killed.state, killed.error, err)
+    assert "attempt 1 fails on purpose" in killed.error  # the failed attempt's error shows
+    assert killed.not_before >= killed.started_at + timedelta(seconds=1)  # its retry delay
+    assert "crashed" not in err  # the scheduler saw its child die, the run was already settled
+
+    # after the retry delay, the retry runs (and succeeds: only the first attempt fails)
+    time.sleep(max((killed.not_before - utc_now()).total_seconds(), 0.0) + 0.1)
+    code, err = finish(scheduler(home, "--once", **fault))
+    assert code == 0, err
+    done = store.get_run(run_id)
+    assert (done.state, done.attempts, done.error) == ("success", 2, None), err
+    assert len((Path.cwd() / "log.txt").read_text().splitlines()) == 2  # two attempts ran
+    assert len(list((home / "runs" / "job").glob("*.ipynb"))) == 1
+    # alerts are sent after the commit: the killed runner's `retry` alert is lost (at most
+    # once, never the retry itself)
+    assert alerts.read_text().splitlines() == ["success 2"]
+    no_processes_left(home)
+
+
 def start_long_run(home: Path, notebook: Path, *args: str) -> tuple[subprocess.Popen, int, int]:
     """A scheduler running a run whose first attempt sleeps; returns it, runner and kernel pid."""
     store = RunStore()
