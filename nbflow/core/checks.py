@@ -11,9 +11,15 @@ name; `pipe.check(...)` registers in an explicit pipeline.
 
 Policy:
 
-- A check runs in the driver right after its task ends `done` or `cached`
-  (a cached task's value is loaded for it), in every run that includes the
-  task. A check that raises has failed, with the exception as its message.
+- A check runs in the driver right after its task ends `done`, in every
+  run that executes the task. A check that raises has failed, with the
+  exception as its message.
+- When the task is `cached`, the check's last result is reused if the
+  check's code (fingerprinted like a task's) and the task's value (by digest)
+  are those it last judged: a fully cached rerun loads no value for its
+  checks. Otherwise the cached value is loaded and the check runs. A check
+  whose code cannot be fingerprinted (it reads an unhashable global) always
+  runs. The reused result says so (`CheckResult.cached`).
 - Results are in `RunResult.checks[check_name]` (`CheckResult`) and in
   `CheckFinished` events.
 - A failed **blocking** check (the default) stops the downstream: for their
@@ -48,6 +54,8 @@ class CheckResult:
     passed: bool
     message: str = ""
     blocking: bool = True
+    cached: bool = False
+    """Not run again: the task was cached and the check and value are those of its last run."""
 
     def __str__(self) -> str:
         verdict = "passed" if self.passed else "FAILED"

@@ -129,6 +129,8 @@ class CheckFinished(TaskEvent):
     passed: bool
     message: str = ""
     blocking: bool = True
+    cached: bool = False
+    """The result of an earlier run, reused: same check code, same value."""
 
 
 Listener = Callable[[Event], None]
@@ -173,7 +175,8 @@ class EventBus:
 
 
 class LoggingListener:
-    """Logs each event through the `nbflow` logger (INFO for progress, ERROR for failures)."""
+    """Logs each event through the `nbflow` logger (or `logger`): INFO for progress and
+    skipped tasks, WARNING for retries, ERROR for failures."""
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("nbflow")

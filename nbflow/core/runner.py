@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow.core import events as ev
 from nbflow.core.branching import BranchError, chosen_branches, describe_choice
-from nbflow.core.checks import Check, run_check
+from nbflow.core.checks import Check, CheckResult, run_check
 from nbflow.core.errors import (
     IntegrityError,
     NbflowError,
@@ -52,6 +52,7 @@ from nbflow.core.executors import (
     resolve_executor,
 )
 from nbflow.core.expansion import MapSteps
+from nbflow.core.fingerprint import fingerprint_function
 from nbflow.core.hashing import Unfingerprintable, digest_value
 from nbflow.core.mapping import MapRun, assemble, split
 from nbflow.core.planner import Decision, Planner
@@ -113,6 +114,7 @@ class Runner(MapSteps):
         )
         self.resources = ResourceScope(pipeline.resources)
         self._checks: dict[str, list[Check]] = {}
+        self._check_prints: dict[str, str] = {}
         for check in pipeline.checks.values():
             if check.task not in pipeline.tasks:
                 raise UnknownTaskError(check.task, pipeline.tasks, self.name)
@@ -324,7 +326,7 @@ class Runner(MapSteps):
             self._outputs[name] = record["digest"]
             result._loaders[name] = functools.partial(self._load, name, record)
             if name in self._checks:
-                self._run_checks(name)
+                self._run_checks(name, cached=True)
             if record.get("metadata"):
                 result.metadata[name] = record["metadata"]
             if task.options.map is not None:
@@ -556,10 +558,33 @@ class Runner(MapSteps):
             if down not in chosen:
                 self._gates.setdefault(down, []).append(("skipped", reason))
 
-    def _run_checks(self, name: str) -> None:
-        value = self._value(name)
+    def _run_checks(self, name: str, *, cached: bool = False) -> None:
+        """Judge `name`'s value. For a cached task, a check whose code and value are those of
+        its last run is not run again: its result is reused, and the value is not loaded."""
+        digest = self._outputs.get(name)
+        memos = self.planner.state.get("checks", {}) if cached else {}
+        remember: dict[str, dict[str, Any]] = {}
         for check in self._checks[name]:
-            outcome = run_check(check, value)
+            code = self._check_print(check)
+            memo = memos.get(check.name)
+            if (
+                code is not None
+                and memo is not None
+                and (memo["task"], memo["value"], memo["code"]) == (name, digest, code)
+            ):
+                outcome = CheckResult(
+                    check.name, name, memo["passed"], memo["message"], check.blocking, cached=True
+                )
+            else:
+                outcome = run_check(check, self._value(name))
+                if code is not None and digest is not None and not digest.startswith("volatile-"):
+                    remember[check.name] = {
+                        "task": name,
+                        "value": digest,
+                        "code": code,
+                        "passed": outcome.passed,
+                        "message": outcome.message,
+                    }
             self.result.checks[check.name] = outcome
             if not outcome.passed and check.blocking and name not in self._blocked:
                 self._blocked[name] = str(outcome).replace(" FAILED", " failed")
@@ -573,8 +598,24 @@ class Runner(MapSteps):
                         passed=outcome.passed,
                         message=outcome.message,
                         blocking=check.blocking,
+                        cached=outcome.cached,
                     )
                 )
+        if remember:
+            self.store.update_pipeline_state(self.name, checks=remember)
+
+    def _check_print(self, check: Check) -> str | None:
+        """The digest of a check's code, or None when it cannot be trusted unchanged."""
+        digest = self._check_prints.get(check.name)
+        if digest is None:
+            try:
+                fp = fingerprint_function(check.fn, f"check `{check.name}`")
+            except Exception:
+                return None
+            if fp.volatile:
+                return None
+            digest = self._check_prints[check.name] = str(fp.digest)
+        return digest
 
     def _gated(self, name: str, upstream: tuple[str, ...]) -> tuple[str, str]:
         """Verdict and reason for a task that a branch or a failed blocking check may stop."""
@@ -616,7 +657,7 @@ class Runner(MapSteps):
             return self._recompute(name)
 
     def _recompute(self, name: str) -> Any:
-        """Run a task again in this process because its cached value failed its checks."""
+        """Run a task again in this process because its cached value failed its integrity check."""
         task = self.pipe.tasks[name]
         kwargs = {p: self._value(u) for p, u in self.graph.deps[name].items()}
         for p in self.graph.run_params[name]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import nbflow as nf
@@ -80,9 +82,11 @@ def test_a_failed_blocking_check_stops_the_downstream(pipe: Pipeline, calls: Cal
     assert not r.ok and calls.names == []
     finished = [(e.check, e.passed) for e in seen if isinstance(e, ev.CheckFinished)]
     assert finished == [("unique_ids", False), ("no_nulls", True)]
-    # Checks run again when the task is cached, on its cached value.
+    # A cached task keeps its checks' verdict: the downstream stays stopped.
     r = pipe.run()
     assert r.states["customers"] == "cached" and r.states["report"] == "upstream_failed"
+    assert r.reasons["report"] == "check `unique_ids` of `customers` failed: 1 duplicate ids"
+    assert r.checks["unique_ids"].cached and not r.checks["unique_ids"].passed
 
 
 def test_a_failed_non_blocking_check_is_only_reported(pipe: Pipeline, calls: Calls) -> None:
@@ -134,3 +138,64 @@ def test_unknown_check_target(pipe: Pipeline) -> None:
     pipe.check("fiv", name="positive")(lambda v: v > 0)
     with pytest.raises(nf.UnknownTaskError, match="did you mean `five`"):
         pipe.run()
+
+
+class Unpickled:
+    """A value that notes each time it is unpickled (each time the cache loads it)."""
+
+    def __init__(self, rows: list[int], log: str) -> None:
+        self.rows, self.log = rows, log
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_unpickle, (self.rows, self.log))
+
+
+def _unpickle(rows: list[int], log: str) -> Unpickled:
+    with open(log, "a") as fh:
+        fh.write("loaded\n")
+    return Unpickled(rows, log)
+
+
+def test_a_cached_task_reuses_its_check_results_without_loading_its_value(
+    pipe: Pipeline, calls: Calls, tmp_path: Path
+) -> None:
+    log = tmp_path / "loads.txt"
+    log.write_text("")
+    pipe.task(lambda size: Unpickled(list(range(size)), str(log)), name="rows")
+
+    @pipe.check("rows")
+    def not_empty(rows):
+        calls("not_empty")
+        return len(rows.rows) > 0, f"{len(rows.rows)} rows"
+
+    seen: list[ev.Event] = []
+    first = pipe.run(params={"size": 3})
+    assert first.checks["not_empty"].passed and not first.checks["not_empty"].cached
+    assert calls.names == ["not_empty"]
+
+    log.write_text("")
+    again = pipe.run(params={"size": 3}, listeners=[seen.append])
+    assert again.states["rows"] == "cached"
+    result = again.checks["not_empty"]
+    assert (result.passed, result.message, result.cached) == (True, "3 rows", True)
+    assert calls.names == ["not_empty"]  # not called again
+    assert log.read_text() == ""  # and the cached value was not loaded for it
+    assert [(e.check, e.cached) for e in seen if isinstance(e, ev.CheckFinished)] == [
+        ("not_empty", True)
+    ]
+
+    # The check's code changed: it runs again, on the cached value.
+    @pipe.check("rows")
+    def not_empty(rows):  # noqa: F811 - the same check, edited
+        calls("not_empty")
+        return len(rows.rows) > 5, f"{len(rows.rows)} rows, want more than 5"
+
+    edited = pipe.run(params={"size": 3})
+    assert edited.states["rows"] == "cached" and not edited.checks["not_empty"].cached
+    assert not edited.checks["not_empty"].passed and calls.names == ["not_empty"] * 2
+    assert log.read_text() == "loaded\n"
+
+    # A different value (another parameter): the task and its check run.
+    bigger = pipe.run(params={"size": 8})
+    assert bigger.states["rows"] == "done" and bigger.checks["not_empty"].passed
+    assert calls.names == ["not_empty"] * 3
