@@ -16,28 +16,35 @@ imported only when used, so scripts and workers load the engine alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 from nbflow.core.errors import (
+    BranchError,
+    CacheError,
     CycleError,
     DuplicateOutputError,
     IntegrityError,
     JobsError,
+    MapInputError,
     MissingParameterError,
     NbflowError,
     NbflowWarning,
     ParameterError,
     PipelineError,
+    ResourceError,
     RunFailed,
+    SensorTimeout,
     TaskError,
     TaskTimeout,
     UnknownDependencyError,
+    UnknownPartitionError,
     UnknownTaskError,
     UnpicklableResult,
     UnpicklableTask,
     WorkerDied,
 )
-from nbflow.core.events import LoggingListener, ProgressListener
+from nbflow.core.events import Listener, LoggingListener, ProgressListener
 from nbflow.core.output import Output
 from nbflow.core.partitions import BackfillResult, DailyPartitions, StaticPartitions
 from nbflow.core.pipeline import (
@@ -57,6 +64,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackfillResult",
+    "BranchError",
+    "CacheError",
     "CycleError",
     "DailyPartitions",
     "DaskExecutor",
@@ -64,6 +73,7 @@ __all__ = [
     "IntegrityError",
     "JobsError",
     "LoggingListener",
+    "MapInputError",
     "MissingParameterError",
     "NbflowError",
     "NbflowWarning",
@@ -73,8 +83,10 @@ __all__ = [
     "PipelineError",
     "ProcessExecutor",
     "ProgressListener",
+    "ResourceError",
     "RunFailed",
     "RunResult",
+    "SensorTimeout",
     "StaticPartitions",
     "StatusReport",
     "TaskError",
@@ -82,6 +94,7 @@ __all__ = [
     "TaskTimeout",
     "ThreadExecutor",
     "UnknownDependencyError",
+    "UnknownPartitionError",
     "UnknownTaskError",
     "UnpicklableResult",
     "UnpicklableTask",
@@ -109,30 +122,98 @@ __all__ = [
 ]
 
 
-def run(targets: Any = None, **kwargs: Any) -> RunResult:
-    """Run the default pipeline (see `Pipeline.run`)."""
-    return default_pipeline().run(targets, **kwargs)
+# The calls below act on the default pipeline and take the options of the `Pipeline`
+# method of the same name (same names, same defaults), spelled out for help() and editors.
 
 
-def status(**kwargs: Any) -> StatusReport:
-    return default_pipeline().status(**kwargs)
+@overload
+def run(
+    targets: str | Iterable[str] | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    executor: Any = None,
+    max_workers: int | None = None,
+    force: bool | str | Collection[str] = False,
+    raise_on_failure: bool = True,
+    listeners: Iterable[Listener] = (),
+    assume: Collection[str] | Mapping[str, Any] = (),
+    partition: Any = None,
+    partitions: None = None,
+) -> RunResult: ...
+@overload
+def run(
+    targets: str | Iterable[str] | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    executor: Any = None,
+    max_workers: int | None = None,
+    force: bool | str | Collection[str] = False,
+    raise_on_failure: bool = True,
+    listeners: Iterable[Listener] = (),
+    assume: Collection[str] | Mapping[str, Any] = (),
+    partition: Any = None,
+    partitions: Sequence[Any] | slice | range,
+) -> BackfillResult: ...
 
 
-def explain(name: str, **kwargs: Any) -> str:
-    return default_pipeline().explain(name, **kwargs)
+def run(
+    targets: str | Iterable[str] | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    executor: Any = None,
+    max_workers: int | None = None,
+    force: bool | str | Collection[str] = False,
+    raise_on_failure: bool = True,
+    listeners: Iterable[Listener] = (),
+    assume: Collection[str] | Mapping[str, Any] = (),
+    partition: Any = None,
+    partitions: Any = None,
+) -> RunResult | BackfillResult:
+    """Run the default pipeline: `targets` (default: every sink) and the stale tasks they
+    need (see `Pipeline.run` for the options)."""
+    return default_pipeline().run(
+        targets,
+        params=params,
+        executor=executor,
+        max_workers=max_workers,
+        force=force,
+        raise_on_failure=raise_on_failure,
+        listeners=listeners,
+        assume=assume,
+        partition=partition,
+        partitions=partitions,
+    )
+
+
+def status(params: Mapping[str, Any] | None = None) -> StatusReport:
+    """Per task of the default pipeline: fresh, stale or never-run, and why, without running
+    anything (see `Pipeline.status`). Without `params`, those of its last run are used."""
+    return default_pipeline().status(params)
+
+
+def explain(name: str, params: Mapping[str, Any] | None = None) -> str:
+    """One line on why task `name` of the default pipeline is fresh or stale: "fresh: ..."
+    or "stale: <root cause>" (see `Pipeline.explain`)."""
+    return default_pipeline().explain(name, params)
 
 
 def invalidate(name: str) -> list[str]:
+    """Mark task `name` of the default pipeline and everything downstream stale, so the
+    next run reruns them; returns the tasks marked."""
     return default_pipeline().invalidate(name)
 
 
 def clear_cache() -> int:
+    """Delete every cached result of the default pipeline; returns how many were removed."""
     return default_pipeline().clear_cache()
 
 
-def show(pipeline: Pipeline | None = None, **kwargs: Any) -> Any:
-    """Show the live DAG widget of `pipeline` (default: the default pipeline)."""
-    return (pipeline or default_pipeline()).show(**kwargs)
+def show(
+    pipeline: Pipeline | None = None, *, interval: float = 0.1, widget: bool | None = None
+) -> Any:
+    """Show the live DAG widget of `pipeline` (default: the default pipeline); see
+    `Pipeline.show` for `interval` and `widget`."""
+    return (pipeline or default_pipeline()).show(interval=interval, widget=widget)
 
 
 # The jobs and Jupyter layers load on first use.

@@ -70,7 +70,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     nb = str(NOTEBOOKS / "typed_parameters.ipynb")
     result = invoke(nb, "-p", "rowz", "1")
     assert result.exit_code == 2
-    assert "no parameter `rowz`; did you mean `rows`?" in result.stderr
+    assert "no parameter `rowz` (did you mean `rows`?)" in result.stderr
     result = invoke(nb, "-p", "rows", "many")
     assert result.exit_code == 2
     assert "declared as int but was given a str ('many')" in result.stderr

@@ -80,8 +80,8 @@ def test_show_prints_five_run_times_in_the_zone_and_utc_and_the_time_rules(noteb
     ("args", "message"),
     [
         (["--cron", "61 * * * *"], "not a valid cron expression"),
-        (["--cron", "0 2 * * *", "--tz", "Europe/Berln"], "unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`"),
-        (["--cron", "0 2 * * *", "-p", "rowz", "3"], "has no parameter `rowz`; did you mean `rows`"),
+        (["--cron", "0 2 * * *", "--tz", "Europe/Berln"], "unknown time zone `Europe/Berln` (did you mean `Europe/Berlin`"),
+        (["--cron", "0 2 * * *", "-p", "rowz", "3"], "has no parameter `rowz` (did you mean `rows`"),
         (["--cron", "0 2 * * *", "-p", "rows", "many"], "declared as int"),
         (["--cron", "0 2 * * *", "-p", "day", "{{ dss }}"], "did you mean `ds`"),
         (["--every", "fortnightly"], "not an interval"),
@@ -100,7 +100,7 @@ def test_bad_input_is_a_clear_error_exit_2_and_nothing_stored(notebook, args, me
 def test_missing_notebook_is_refused_with_the_near_miss(notebook):
     result = nbflow("schedule", "add", "etl", "reprot.ipynb", "--cron", "0 2 * * *")
     assert result.exit_code == 2
-    assert "does not exist; did you mean `report.ipynb`?" in result.stderr
+    assert "does not exist (did you mean `report.ipynb`?)" in result.stderr
     assert stored_jobs() == []
 
 

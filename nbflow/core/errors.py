@@ -4,6 +4,7 @@
     ├── PipelineError                 the graph itself is wrong
     │   ├── CycleError                  .cycle: the path, first node repeated
     │   ├── UnknownDependencyError      .task, .dependency, .matches
+    │   ├── UnknownTaskError            .task, .matches (a target or a name given is not a task)
     │   └── DuplicateOutputError        .name, .cells (two %%task cells define one name)
     ├── ParameterError                a run or notebook parameter is missing or wrong
     │   ├── MissingParameterError       .task, .param
@@ -13,13 +14,13 @@
     │   ├── WorkerDied                  .task (the process running it vanished)
     │   ├── UnpicklableResult           .task, .type_name
     │   ├── UnpicklableTask             .task, .detail (its function or inputs can't reach a worker)
-    │   ├── BranchError                 .task, .choices (a branch chose no direct downstream task)
+    │   ├── BranchError                 .task, .choices (a branch chose a task not directly downstream)
     │   ├── SensorTimeout               .task, .timeout, .checks, .soft_fail
     │   ├── ResourceError               .task, .resource (its factory raised; chained)
-    │   └── MapInputError               .task (a mapped input is not a list, tuple or dict)
+    │   └── MapInputError               .task (a mapped input is not a list, tuple, range or dict)
     ├── CacheError                    the store could not do what was asked
     │   └── IntegrityError              .key (signature or digest mismatch; never unpickled)
-    ├── RunFailed                     a run finished with failed tasks: .result, .task, .traceback
+    ├── RunFailed                     a run finished with failed tasks: .result, .task, .error, .traceback
     └── JobsError                     papermill runs, schedules, the scheduler (nbflow.jobs)
 
 Foreign exceptions are translated at the boundary with ``raise ... from``, so the
@@ -71,10 +72,16 @@ def short_trace(error: BaseException) -> str:
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """The near misses of `word` as ' (did you mean `x` or `y`?)', else "": put it right
+    after the unknown name in a message."""
     matches = close_matches(word, candidates)
     if not matches:
         return ""
-    return "; did you mean " + " or ".join(f"`{m}`" for m in matches) + "?"
+    return f" (did you mean {_either(matches)}?)"
+
+
+def _either(names: Sequence[str]) -> str:
+    return " or ".join(f"`{n}`" for n in names)
 
 
 class PipelineError(NbflowError):
@@ -82,6 +89,8 @@ class PipelineError(NbflowError):
 
 
 class CycleError(PipelineError):
+    """The tasks depend on each other in a circle; raised when the pipeline is planned."""
+
     def __init__(self, cycle: Sequence[str]) -> None:
         self.cycle = list(cycle)
         path = " -> ".join(f"`{n}`" for n in self.cycle)
@@ -92,6 +101,8 @@ class CycleError(PipelineError):
 
 
 class UnknownDependencyError(PipelineError):
+    """`inputs=` binds a parameter to a task that does not exist."""
+
     def __init__(self, task: str, dependency: str, known: Iterable[str]) -> None:
         self.task = task
         self.dependency = dependency
@@ -101,6 +112,8 @@ class UnknownDependencyError(PipelineError):
 
 
 class UnknownTaskError(PipelineError):
+    """A run target, or a task name given to `explain`, `invalidate`, `remove`, ..., is not a task."""
+
     def __init__(self, task: str, known: Iterable[str], pipeline: str = "") -> None:
         self.task = task
         self.matches = close_matches(task, known)
@@ -110,6 +123,8 @@ class UnknownTaskError(PipelineError):
 
 
 class DuplicateOutputError(PipelineError):
+    """Two `%%task` cells define the same name; the new cell is not registered."""
+
     def __init__(self, name: str, cells: Sequence[str]) -> None:
         self.name = name
         self.cells = list(cells)
@@ -126,12 +141,14 @@ class ParameterError(NbflowError):
 
 
 class MissingParameterError(ParameterError):
+    """A task takes a run parameter that was not given and has no default; raised before anything runs."""
+
     def __init__(self, task: str, param: str, tasks: Iterable[str] = ()) -> None:
         self.task = task
         self.param = param
-        near = did_you_mean(param, tasks)
+        near = close_matches(param, tasks)
         hint = (
-            f" (no task is named `{param}` either{near})"
+            f" (no task is named `{param}` either; did you mean {_either(near)}?)"
             if near
             else f"; pass it with params={{'{param}': ...}} or give it a default"
         )
@@ -139,10 +156,12 @@ class MissingParameterError(ParameterError):
 
 
 class UnknownPartitionError(ParameterError):
+    """A partition key (`partition=`, `partitions=`) is not one of the task's partitions."""
+
     def __init__(self, key: Any, task: str, description: str, matches: str = "") -> None:
         self.key = key
         self.task = task
-        super().__init__(f"unknown partition {key!r} of task `{task}`; {description}{matches}")
+        super().__init__(f"unknown partition {key!r} of task `{task}`{matches}; {description}")
 
 
 class TaskError(NbflowError):
@@ -154,6 +173,8 @@ class TaskError(NbflowError):
 
 
 class TaskTimeout(TaskError):
+    """A task attempt took longer than its `timeout=`."""
+
     def __init__(self, task: str, timeout: float) -> None:
         self.timeout = timeout
         super().__init__(
@@ -164,6 +185,8 @@ class TaskTimeout(TaskError):
 
 
 class WorkerDied(TaskError):
+    """The process running a task vanished (killed, crashed, out of memory); only that task fails."""
+
     def __init__(self, task: str, detail: str = "") -> None:
         extra = f" ({detail})" if detail else ""
         super().__init__(
@@ -174,6 +197,8 @@ class WorkerDied(TaskError):
 
 
 class UnpicklableResult(TaskError):
+    """A cached task returned a value that cannot be pickled, so it cannot be stored or sent back."""
+
     def __init__(self, task: str, type_name: str, detail: str = "") -> None:
         self.type_name = type_name
         extra = f": {detail}" if detail else ""
@@ -240,6 +265,8 @@ class CacheError(NbflowError):
 
 
 class IntegrityError(CacheError):
+    """A cache entry failed its signature or digest check; the store treats it as a miss."""
+
     def __init__(self, key: str, detail: str) -> None:
         self.key = key
         super().__init__(

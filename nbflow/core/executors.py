@@ -175,6 +175,14 @@ class SequentialExecutor:
 
 ExecutorFactory = Callable[[int | None], Executor]
 _FACTORIES: dict[str, ExecutorFactory] = {"sequential": lambda max_workers: SequentialExecutor()}
+# Registered for internal use, not names for `run(executor=...)`: "dask-client"
+# (nbflow.core.dask) wraps a `distributed.Client` passed as the executor.
+_INTERNAL = frozenset({"dask-client"})
+
+
+def _public_names() -> list[str]:
+    """The names `run(executor=...)` accepts, sorted (the optional executors once imported)."""
+    return sorted(n for n in _FACTORIES if n not in _INTERNAL)
 
 
 def register_executor(name: str, factory: ExecutorFactory) -> None:
@@ -184,9 +192,9 @@ def register_executor(name: str, factory: ExecutorFactory) -> None:
 
 def check_executor(executor: Any) -> None:
     """Raise the error `resolve_executor` would, without starting anything (a cached run starts no worker)."""
-    if isinstance(executor, str) and executor not in _FACTORIES:
+    if isinstance(executor, str) and executor not in _public_names():
         _load_builtin_executors()
-        if executor not in _FACTORIES:
+        if executor not in _public_names():
             resolve_executor(executor, None)
 
 
@@ -197,16 +205,15 @@ def resolve_executor(executor: Any, max_workers: int | None) -> Executor:
     if isinstance(executor, str):
         if executor not in _FACTORIES:
             _load_builtin_executors()
-        try:
-            factory = _FACTORIES[executor]
-        except KeyError:
+        if executor not in _public_names():
             from nbflow.core.errors import did_you_mean
 
+            names = _public_names()
             raise NbflowError(
-                f"unknown executor `{executor}`{did_you_mean(executor, _FACTORIES)}; "
-                f"choose one of {', '.join(sorted(_FACTORIES))} or pass an executor object"
-            ) from None
-        return factory(max_workers)
+                f"unknown executor `{executor}`{did_you_mean(executor, names)}; "
+                f"choose one of {', '.join(names)} or pass an executor object"
+            )
+        return _FACTORIES[executor](max_workers)
     if type(executor).__module__.startswith("distributed") and type(executor).__name__ == "Client":
         _load_builtin_executors()
         client_factory: Any = _FACTORIES["dask-client"]  # takes (client, max_workers)

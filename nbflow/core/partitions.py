@@ -203,6 +203,7 @@ class BackfillResult(Mapping[str, RunResult]):
 
     @property
     def ok(self) -> bool:
+        """Every partition's run is ok (see `RunResult.ok`); an empty backfill is ok."""
         return all(r.ok for r in self.runs.values())
 
     @property

@@ -67,9 +67,25 @@ class Pipeline:
     # --- definition ------------------------------------------------------------
 
     @overload
-    def task(self, fn: Callable[..., Any], /, **options: Any) -> Task: ...
+    def task(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Task: ...
     @overload
-    def task(self, fn: None = None, /, **options: Any) -> Callable[[Callable[..., Any]], Task]: ...
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
         self,
@@ -99,18 +115,29 @@ class Pipeline:
 
         return register(fn) if fn is not None else register
 
-    def branch(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def branch(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Any:
         """Register a branch task: it returns the name(s) of the direct downstream tasks to follow.
 
-        See `nbflow.core.branching`. Bare (`@pipe.branch`) or with task options.
+        See `nbflow.core.branching`. Bare (`@pipe.branch`) or with `name`, `inputs`
+        (as in `task`) and task options.
         """
-        return self.task(fn, branch=True, **options)
+        return self.task(fn, name=name, inputs=inputs, branch=True, **options)
 
     def sensor(
         self,
         fn: Callable[..., Any] | None = None,
         /,
         *,
+        name: str | None = None,
+        inputs: Mapping[str, str] | None = None,
         interval: float = 60.0,
         timeout: float | None = 3600.0,
         soft_fail: bool = False,
@@ -120,10 +147,13 @@ class Pipeline:
 
         See `nbflow.core.sensors`. `timeout` counts from the first check; on
         timeout the sensor fails, or is `skipped` with `soft_fail=True`.
+        `name` and `inputs` are as in `task`.
         """
         from nbflow.core.sensors import sensor_options
 
-        return self.task(fn, **sensor_options(interval, timeout, soft_fail, options))
+        return self.task(
+            fn, name=name, inputs=inputs, **sensor_options(interval, timeout, soft_fail, options)
+        )
 
     def wait_for_file(
         self,
@@ -216,6 +246,8 @@ class Pipeline:
         return task
 
     def remove(self, name: str) -> None:
+        """Drop task `name` (e.g. one whose notebook cell was deleted); `UnknownTaskError` if
+        there is none. Its cached results stay in the store."""
         self.graph().check_known([name], self.name)
         del self.tasks[name]
         self._graph = None
@@ -227,22 +259,27 @@ class Pipeline:
         return self._graph
 
     def upstream(self, name: str) -> set[str]:
+        """Every task `name` depends on, directly or not (what a run of `name` may need)."""
         g = self.graph()
         g.check_known([name], self.name)
         return g.ancestors([name])
 
     def downstream(self, name: str) -> set[str]:
+        """Every task that depends on `name`, directly or not (what goes stale with it)."""
         g = self.graph()
         g.check_known([name], self.name)
         return g.descendants([name])
 
     def edges(self) -> list[tuple[str, str]]:
+        """The dependencies as `(upstream, downstream)` pairs, e.g. to draw the graph elsewhere."""
         return self.graph().edges()
 
     # --- cache -----------------------------------------------------------------
 
     @property
     def store(self) -> DiskStore:
+        """The cache store of this pipeline: in `cache_dir`, else in the nbflow home's cache
+        (followed if `$NBFLOW_HOME` changes)."""
         directory = self.cache_dir or home_dir() / "cache"
         if self._store is None or self._store_dir != directory:
             # The default pipeline follows $NBFLOW_HOME if it changes (tests, notebooks).
@@ -460,20 +497,26 @@ class Pipeline:
             self._listeners.append(listener)
 
     def remove_listener(self, listener: ev.Listener) -> None:
+        """Stop calling `listener` (added with `add_listener`); unknown listeners are ignored."""
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def show(self, **kwargs: Any) -> Any:
-        """The live DAG widget (Jupyter)."""
+    def show(self, *, interval: float = 0.1, widget: bool | None = None) -> Any:
+        """The live DAG widget (Jupyter), redrawn at most every `interval` s while tasks run.
+
+        `widget=False` draws a static graph only; the default uses the widget when a
+        browser front end is attached.
+        """
         from nbflow.jupyter.widget import show
 
-        return show(self, **kwargs)
+        return show(self, interval=interval, widget=widget)
 
-    def to_dot(self, **kwargs: Any) -> Any:
-        """The graph as a `graphviz.Digraph`, coloured by the current status."""
+    def to_dot(self, states: Mapping[str, str] | None = None) -> Any:
+        """The graph as a `graphviz.Digraph`, coloured by `states` (task -> state; default:
+        the current status)."""
         from nbflow.jupyter.render import pipeline_to_dot
 
-        return pipeline_to_dot(self, **kwargs)
+        return pipeline_to_dot(self, states)
 
 
 _DEFAULT: Pipeline | None = None
@@ -488,24 +531,96 @@ def default_pipeline() -> Pipeline:
     return _DEFAULT
 
 
-def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """`@nf.task` or `@nf.task(retries=3, ...)`: register in the default pipeline."""
-    return default_pipeline().task(fn, **options)
+# The module-level calls spell out the options of the `Pipeline` methods they forward
+# to (same names, same defaults), so help() and editors show them; `**options` are
+# the task options.
 
 
-def branch(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+@overload
+def task(
+    fn: Callable[..., Any],
+    /,
+    *,
+    name: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    **options: Any,
+) -> Task: ...
+@overload
+def task(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    **options: Any,
+) -> Callable[[Callable[..., Any]], Task]: ...
+
+
+def task(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    **options: Any,
+) -> Any:
+    """`@nf.task` or `@nf.task(retries=3, ...)`: register in the default pipeline (see `Pipeline.task`)."""
+    return default_pipeline().task(fn, name=name, inputs=inputs, **options)
+
+
+def branch(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    **options: Any,
+) -> Any:
     """`@nf.branch` or `@nf.branch(...)`: a branch task in the default pipeline (see `Pipeline.branch`)."""
-    return default_pipeline().branch(fn, **options)
+    return default_pipeline().branch(fn, name=name, inputs=inputs, **options)
 
 
-def sensor(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+def sensor(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    interval: float = 60.0,
+    timeout: float | None = 3600.0,
+    soft_fail: bool = False,
+    **options: Any,
+) -> Any:
     """`@nf.sensor(interval=, timeout=, soft_fail=)`: a sensor in the default pipeline (see `Pipeline.sensor`)."""
-    return default_pipeline().sensor(fn, **options)
+    return default_pipeline().sensor(
+        fn,
+        name=name,
+        inputs=inputs,
+        interval=interval,
+        timeout=timeout,
+        soft_fail=soft_fail,
+        **options,
+    )
 
 
-def wait_for_file(pattern: str, **options: Any) -> Task:
+def wait_for_file(
+    pattern: str,
+    *,
+    name: str = "wait_for_file",
+    interval: float = 60.0,
+    timeout: float | None = 3600.0,
+    soft_fail: bool = False,
+    **options: Any,
+) -> Task:
     """A file sensor in the default pipeline (see `Pipeline.wait_for_file`)."""
-    return default_pipeline().wait_for_file(pattern, **options)
+    return default_pipeline().wait_for_file(
+        pattern,
+        name=name,
+        interval=interval,
+        timeout=timeout,
+        soft_fail=soft_fail,
+        **options,
+    )
 
 
 def resource(

@@ -40,6 +40,8 @@ class StatusReport(Mapping[str, TaskStatus]):
         return len(self._statuses)
 
     def stale(self) -> list[str]:
+        """The tasks that are not fresh (stale or never run), in graph order: what a run of
+        the whole pipeline would execute."""
         return [n for n, s in self._statuses.items() if s.state != "fresh"]
 
     def __repr__(self) -> str:
@@ -65,6 +67,8 @@ class StatusReport(Mapping[str, TaskStatus]):
         )
 
     def to_frame(self) -> Any:
+        """The report as a pandas DataFrame indexed by task, with columns `state` and
+        `reason`, to filter or sort (needs pandas)."""
         import pandas as pd
 
         return pd.DataFrame(
@@ -129,6 +133,8 @@ class RunResult:
         return name in self._values or name in self._loaders
 
     def get(self, name: str, default: Any = None) -> Any:
+        """`r[name]` (loaded from the cache if needed) if the task has a value in this run,
+        else `default`: a failed, skipped or unknown task does not raise."""
         return self[name] if name in self else default  # noqa: SIM401 (this *is* get)
 
     def __repr__(self) -> str:

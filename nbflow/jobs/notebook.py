@@ -144,12 +144,16 @@ class NotebookFailed(JobsError):
 
 
 class NotebookReadError(JobsError):
+    """A notebook file is missing, is not a .ipynb file, or is not a valid notebook."""
+
     def __init__(self, path: Path, detail: str) -> None:
         self.path = path
         super().__init__(f"cannot read notebook `{path}`: {detail}")
 
 
 class KernelNotFound(JobsError):
+    """No Jupyter kernel of the requested name is installed."""
+
     def __init__(self, kernel: str, installed: list[str]) -> None:
         self.kernel = kernel
         self.installed = installed
@@ -162,6 +166,8 @@ class KernelNotFound(JobsError):
 
 
 class KernelStartError(JobsError):
+    """The kernel spec exists, but the kernel's program could not be started."""
+
     def __init__(self, kernel: str, detail: str) -> None:
         self.kernel = kernel
         super().__init__(

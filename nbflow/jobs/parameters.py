@@ -94,9 +94,7 @@ class UnknownParameterError(ParameterError):
         self.notebook = notebook
         if declared:
             listing = ", ".join(f"`{n}`" for n in declared)
-            hint = did_you_mean(param, declared) or f"; it declares {listing}"
-            if "did you mean" in hint:
-                hint += f" (it declares {listing})"
+            hint = f"{did_you_mean(param, declared)}; it declares {listing}"
         else:
             hint = "; it has no cell tagged `parameters`: tag the cell that assigns the defaults"
         super().__init__(f"notebook `{notebook}` has no parameter `{param}`{hint}")

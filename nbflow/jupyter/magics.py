@@ -22,7 +22,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from nbflow.core.errors import DuplicateOutputError, MissingParameterError, NbflowError
+from nbflow.core.errors import DuplicateOutputError, MissingParameterError
 from nbflow.core.pipeline import Pipeline, default_pipeline
 from nbflow.core.result import RunResult
 from nbflow.core.runner import raise_for_failures
@@ -167,7 +167,7 @@ class NbflowMagics(Magics):
     def task(self, line: str, cell: str) -> None:
         """Register this cell as a cached task, run it (and stale upstream cells), bind its outputs.
 
-        %%task [NAME] [--retries N] [--timeout S] [--no-cache] [--pipeline P]
+        %%task [NAME] [--retries N] [--retry-delay S] [--timeout S] [--no-cache] [--pipeline P]
         """
         try:
             args = shlex.split(line)
@@ -198,7 +198,7 @@ class NbflowMagics(Magics):
             elif arg.startswith("-"):
                 raise UsageError(
                     f"%%task: unknown option {arg}; usage: %%task [NAME] [--retries N] "
-                    "[--timeout S] [--no-cache] [--pipeline P]"
+                    "[--retry-delay S] [--timeout S] [--no-cache] [--pipeline P]"
                 )
             elif name is None:
                 if not arg.isidentifier():
@@ -377,4 +377,4 @@ _USAGE = (
     "explain NAME | invalidate NAME | remove NAME | clear  [--pipeline P]"
 )
 
-__all__ = ["CellTask", "NbflowError", "NbflowMagics"]
+__all__ = ["CellTask", "NbflowMagics"]

@@ -303,9 +303,15 @@ def test_tasks_defined_in_a_real_notebook_run_in_processes_and_on_dask(
 def test_an_unknown_executor_name_suggests_the_near_miss(pipe: Pipeline) -> None:
     pipe.task(lambda: 1, name="a")
     with pytest.raises(
-        nf.NbflowError, match=r"unknown executor `proceses`; did you mean `processes`"
+        nf.NbflowError, match=r"unknown executor `proceses` \(did you mean `processes`\?\); "
     ):
         pipe.run(executor="proceses")
+    # "dask-client" is registered for executor=<distributed.Client> only: not a name to use.
+    with pytest.raises(
+        nf.NbflowError, match=r"unknown executor `dask-client`; choose one of"
+    ) as info:
+        pipe.run(executor="dask-client")
+    assert str(info.value).count("dask-client") == 1
     with pytest.raises(
         nf.NbflowError, match="max_workers of the threads executor must be a positive"
     ):

@@ -88,7 +88,9 @@ def test_static_partitions(pipe: Pipeline) -> None:
     b = pipe.run(partitions=regions.keys())
     assert {k: r["sales"] for k, r in b.items()} == {"us": 3, "eu": 2, "asia": 1}
     with pytest.raises(
-        UnknownPartitionError, match="valid partitions: us, eu, asia; did you mean `eu`"
+        UnknownPartitionError,
+        match=r"unknown partition 'euu' of task `sales` \(did you mean `eu`\?\); "
+        "valid partitions: us, eu, asia",
     ):
         pipe.run(partition="euu")
 

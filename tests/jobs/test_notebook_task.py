@@ -133,7 +133,7 @@ def test_a_failing_notebook_fails_the_task_naming_the_cell(pipe: Pipeline) -> No
 
 def test_bad_definitions_fail_at_definition(pipe: Pipeline, notebook: Path) -> None:
     with pytest.raises(
-        UnknownParameterError, match=r"no parameter `valuez`; did you mean `values`"
+        UnknownParameterError, match=r"no parameter `valuez` \(did you mean `values`"
     ):
         nf.notebook_task(notebook, inputs={"valuez": "numbers"}, pipeline=pipe)
     with pytest.raises(ParameterError, match=r"`scale` .* declared as int"):

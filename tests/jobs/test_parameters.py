@@ -82,7 +82,7 @@ def test_malformed_notebook_names_the_file() -> None:
 
 
 def test_missing_notebook_suggests_a_near_name() -> None:
-    with pytest.raises(NotebookReadError, match=r"no such file; did you mean `typed_parameters"):
+    with pytest.raises(NotebookReadError, match=r"no such file \(did you mean `typed_parameters"):
         notebook_parameters(FIXTURES / "notebooks" / "typed_parameter.ipynb")
 
 

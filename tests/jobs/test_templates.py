@@ -65,7 +65,7 @@ def test_plain_values_are_left_exactly_as_given():
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"d": "{{ dss }}"}, "uses `dss`, which is not defined; did you mean `ds`?"),
+        ({"d": "{{ dss }}"}, r"uses `dss`, which is not defined \(did you mean `ds`\?\)"),
         ({"d": "{{ params.regoin }}", "region": "eu"}, "did you mean `region`?"),
         ({"a": "{{ params.b }}", "b": "{{ params.a }}"}, "`a` -> `b` -> `a`"),
         ({"d": "{{ ds "}, "not valid Jinja2"),
