@@ -572,8 +572,8 @@ def _setting_key(key: str) -> tuple[str, str]:
         from nbflow.core.errors import did_you_mean
 
         raise click.UsageError(
-            f"unknown setting `{key}`{did_you_mean(key, _SETTINGS) or '.'} "
-            f"Known settings: {', '.join(_SETTINGS)}"
+            f"unknown setting `{key}`{did_you_mean(key, _SETTINGS)}; "
+            f"known settings: {', '.join(_SETTINGS)}"
         )
     group, _, field = key.partition(".")
     return group, field

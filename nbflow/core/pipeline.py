@@ -20,7 +20,12 @@ from typing import Any, overload
 
 from nbflow.core import events as ev
 from nbflow.core.checks import Check, make_check
-from nbflow.core.errors import MissingParameterError, NbflowError, ParameterError
+from nbflow.core.errors import (
+    MissingParameterError,
+    NbflowError,
+    ParameterError,
+    UnknownTaskError,
+)
 from nbflow.core.graph import Graph, resolve_graph
 from nbflow.core.home import home_dir
 from nbflow.core.partitions import (
@@ -248,7 +253,9 @@ class Pipeline:
     def remove(self, name: str) -> None:
         """Drop task `name` (e.g. one whose notebook cell was deleted); `UnknownTaskError` if
         there is none. Its cached results stay in the store."""
-        self.graph().check_known([name], self.name)
+        if name not in self.tasks:
+            # Not through the graph: a task whose dependency is broken must stay removable.
+            raise UnknownTaskError(name, self.tasks, self.name)
         del self.tasks[name]
         self._graph = None
 

@@ -86,6 +86,8 @@ class NotebookParameter:
 
 
 class UnknownParameterError(ParameterError):
+    """A value was given for a parameter the notebook does not declare."""
+
     def __init__(
         self, param: str, declared: Mapping[str, NotebookParameter], notebook: str
     ) -> None:
@@ -101,6 +103,8 @@ class UnknownParameterError(ParameterError):
 
 
 class ParameterTypeError(ParameterError):
+    """A value does not have the type of the parameter's declared default."""
+
     def __init__(self, param: str, expected: str, value: Any, notebook: str) -> None:
         self.param = param
         self.expected = expected

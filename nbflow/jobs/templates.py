@@ -54,6 +54,8 @@ _ENV = jinja2.Environment(
 
 
 class TemplateError(JobsError):
+    """A parameter's template does not render: bad syntax or an undefined name."""
+
     def __init__(self, param: str, value: str, detail: str) -> None:
         self.param = param
         self.value = value

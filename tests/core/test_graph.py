@@ -56,6 +56,15 @@ def test_unknown_input_suggests_close_matches(pipe: Pipeline) -> None:
     assert "did you mean `clean`?" in str(info.value)
 
 
+def test_the_task_with_a_broken_dependency_can_be_removed(pipe: Pipeline) -> None:
+    pipe.task(lambda: 1, name="clean")
+    pipe.task(lambda df: df, name="report", inputs={"df": "claen"})
+    with pytest.raises(UnknownTaskError, match="no task named `reprot`.*did you mean `report`"):
+        pipe.remove("reprot")
+    pipe.remove("report")  # the graph does not resolve, but removing its culprit mends it
+    assert list(pipe.tasks) == ["clean"] and pipe.run()["clean"] == 1
+
+
 def test_inputs_must_name_a_parameter(pipe: Pipeline) -> None:
     with pytest.raises(NbflowError, match="does not take"):
         pipe.task(lambda df: df, name="report", inputs={"dff": "clean"})
