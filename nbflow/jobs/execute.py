@@ -7,30 +7,47 @@ thread per run).
 
 The story of one run:
 
-1. `claim_run` (atomic: `queued` -> `running`, attempts + 1, our pid). If the
-   claim fails, someone else has the run (or it waits for its retry time) and
-   nothing happens.
+1. `claim_attempt` (atomic: `queued` -> `running`, attempts + 1, our pid). If
+   the claim fails, someone else has the run (or it waits for its retry time)
+   and nothing happens. Our pid and the attempt number the claim took identify
+   our attempt from then on: every later write of ours (heartbeat, output
+   path, the attempt's end, a hand-back) passes both and changes nothing once
+   the run is no longer running under that claim.
 2. A heartbeat thread refreshes the run's heartbeat every
    `NBFLOW_HEARTBEAT_INTERVAL` seconds (default 5). The sweep (`sweep`, run by
    the scheduler every tick and by trigger/backfill before they start) marks a
    run whose heartbeat is older than the heartbeat timeout (default 30 s,
    `NBFLOW_HEARTBEAT_TIMEOUT`) `crashed`, and requeues it while retries remain,
    in the same transaction (`RunStore.end_stale_attempts`); so does the
-   scheduler for a runner child it sees exit without finishing its run.
-3. The output notebook goes to `<home>/runs/JOB/<JOB>-<logical date>-<run id>.ipynb`
-   (recorded before the notebook starts; every attempt of a run writes the
-   same file, so a run has one output notebook).
+   scheduler for a runner child it sees exit without finishing its run. A
+   runner that was only stalled (a long GC pause, a suspended VM) may wake up
+   after that, even while another process runs the next attempt: see 5.
+3. The run's output notebook is `<home>/runs/JOB/<JOB>-<logical date>-<run id>.ipynb`
+   (`output_path_for`). The attempt writes its own working copy,
+   `<home>/runs/JOB/.attempts/<that name without .ipynb>.attempt-N.ipynb`
+   (`attempt_path_for`), recorded as the run's output path before the notebook
+   starts, so a crashed attempt's partial notebook can be found; ending the
+   attempt moves it onto the run's notebook (5), so a run has one output
+   notebook, written by the attempt that ended it.
 4. The parameters stored in the run row (rendered text, as `-p` values) are
    parsed against the notebook's declared types and `run_notebook` executes it
    with the job's timeout.
 5. `RunStore.end_attempt` with `success`, `failed` or `timed_out` and a
-   one-line error, and in the same write transaction the retry decision
-   (`retry_policy`): a failure with retries left is left `queued` with
-   `not_before` = the attempt's end + delay (`retry_delay`, times
-   `backoff ** (attempt - 1)` when the job's spec has a `backoff`), the
-   attempt's error still on the run. A process killed at any point leaves the
-   run either running (the sweep crashes and retries it) or ended with its
-   retry queued, never failed with retries unused.
+   one-line error, our pid and attempt number, and in the same write
+   transaction the retry decision (`retry_policy`): a failure with retries
+   left is left `queued` with `not_before` = the attempt's end + delay
+   (`retry_delay`, times `backoff ** (attempt - 1)` when the job's spec has a
+   `backoff`), the attempt's error still on the run. Still inside that
+   transaction, and only when the attempt was ours, the working copy replaces
+   the run's output notebook (and earlier attempts' working copies are
+   removed). A process killed at any point leaves the run either running (the
+   sweep crashes and retries it) or ended with its retry queued, never failed
+   with retries unused. If our attempt was already ended by someone else (we
+   stalled past the heartbeat timeout and were swept as crashed; the run may
+   be queued again, or claimed and running or ended by a later attempt),
+   nothing is recorded: the outcome is `taken over`, no alert is sent, and
+   our working copy is deleted unless the run still points at it (swept and
+   not claimed since: it is the only notebook the run has).
 6. After that commit, the alerts: `retry` when a retry was queued, else
    `failure` or `success`; each is sent at most once, and a process killed
    after the commit but before sending it loses that alert (the run's state
@@ -83,6 +100,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT_TIMEOUT",
     "Outcome",
     "alert_attempt",
+    "attempt_path_for",
     "describe_outcome",
     "execute_run",
     "fault",
@@ -172,6 +190,24 @@ def output_path_for(home: Path, run: RunRecord) -> Path:
     folder = ensure_private_dir(home / "runs" / run.job)
     stamp = run.logical_date.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return folder / f"{run.job}-{stamp}-{run.id}.ipynb"
+
+
+def attempt_path_for(out: Path, attempt: int) -> Path:
+    """Where attempt number `attempt` writes its notebook before it becomes the run's output
+    notebook `out`: `<out's folder>/.attempts/<out's stem>.attempt-<attempt>.ipynb`."""
+    return out.parent / ".attempts" / f"{out.stem}.attempt-{attempt}.ipynb"
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Our attempt's notebook becomes the run's (`os.replace`: atomic, same file system), and
+    the working copies earlier attempts left (crashed, or taken over) are removed."""
+    if not work.exists():
+        return
+    os.replace(work, out)
+    prefix = f"{out.stem}.attempt-"
+    for stale in work.parent.iterdir():
+        if stale.name.startswith(prefix) and stale.suffix == ".ipynb":
+            stale.unlink(missing_ok=True)
 
 
 # --- retries, the sweep ---------------------------------------------------------------
@@ -282,9 +318,16 @@ class Outcome:
     run: RunRecord
     """The run after this attempt (queued again when a retry was scheduled)."""
     state: str
-    """This attempt's final state: success, failed, timed_out, skipped; or `not claimed`."""
+    """This attempt's final state: success, failed, timed_out, skipped; `not claimed`; or
+    `taken over`: the attempt had already been ended by another process (the sweep, after
+    this one stalled past the heartbeat timeout), so its result was not recorded and `run`
+    is the run as the others left it (crashed, queued, or running/ended by a later attempt)."""
     retrying: bool = False
     duration: float | None = None
+    attempt: int | None = None
+    """The attempt number this process's claim took (None: it claimed none)."""
+    discarded: str | None = None
+    """For `taken over`: the state this process's notebook run reached, not recorded."""
 
 
 class _Heartbeat(threading.Thread):
@@ -295,12 +338,13 @@ class _Heartbeat(threading.Thread):
         store: RunStore,
         run_id: int,
         pid: int,
+        attempt: int,
         interval: float,
         parent_pid: int | None,
         finishing: threading.Lock,
     ) -> None:
         super().__init__(name=f"nbflow-heartbeat-{run_id}", daemon=True)
-        self.store, self.run_id, self.pid = store, run_id, pid
+        self.store, self.run_id, self.pid, self.attempt = store, run_id, pid, attempt
         self.interval = interval
         self.parent_pid = parent_pid
         self.finishing = finishing
@@ -310,11 +354,11 @@ class _Heartbeat(threading.Thread):
         next_beat = time.monotonic() + self.interval
         while not self.stopped.wait(0.25 if self.parent_pid else self.interval):
             if self.parent_pid and _parent_gone(self.parent_pid):
-                _hand_back_and_exit(self.store, self.run_id, self.pid, self.finishing)
+                _hand_back_and_exit(self.store, self.run_id, self.pid, self.attempt, self.finishing)
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + self.interval
                 try:
-                    if not self.store.heartbeat(self.run_id, pid=self.pid):
+                    if not self.store.heartbeat(self.run_id, pid=self.pid, attempt=self.attempt):
                         return  # no longer ours (swept as crashed): stop beating
                 except Exception:  # a locked database for 30 s: try again next beat
                     pass
@@ -327,11 +371,13 @@ def _parent_gone(parent_pid: int) -> bool:
     return os.getppid() != parent_pid
 
 
-def _hand_back_and_exit(store: RunStore, run_id: int, pid: int, finishing: threading.Lock) -> None:
+def _hand_back_and_exit(
+    store: RunStore, run_id: int, pid: int, attempt: int, finishing: threading.Lock
+) -> None:
     """The scheduler that started us died: give the run back and exit (the kernel follows)."""
     finishing.acquire()  # never released: the main thread must not finish the run now
     try:
-        store.release_run(run_id, pid=pid)
+        store.release_run(run_id, pid=pid, attempt=attempt)
     finally:
         os._exit(EXIT_HANDED_BACK)
 
@@ -358,7 +404,8 @@ def execute_run(
         return Outcome(store.get_run(run_id), "skipped")
     if parent_pid and _parent_gone(parent_pid):
         return Outcome(run, "not claimed")
-    if not store.claim_run(run_id, pid):
+    attempt = store.claim_attempt(run_id, pid)
+    if attempt is None:
         return Outcome(store.get_run(run_id), "not claimed")
     fault("runner:after-claim")
     finishing = threading.Lock()
@@ -366,6 +413,7 @@ def execute_run(
         store,
         run_id,
         pid,
+        attempt,
         heartbeat_interval() if interval is None else interval,
         parent_pid,
         finishing,
@@ -373,7 +421,8 @@ def execute_run(
     beat.start()
     schedule = record.schedule
     out = output_path_for(store.path.parent, run)
-    store.set_output_path(run_id, out)
+    work = attempt_path_for(out, attempt)
+    store.set_output_path(run_id, work, pid=pid, attempt=attempt)
     started = time.monotonic()
     error: str | None = None
     state = "failed"
@@ -385,7 +434,7 @@ def execute_run(
     try:
         values = parse_run_parameters(schedule.notebook, run.parameters)
         nr = run_notebook(
-            schedule.notebook, values, output=out, timeout=schedule.timeout, progress=progress
+            schedule.notebook, values, output=work, timeout=schedule.timeout, progress=progress
         )
         if nr.ok:
             state = "success"
@@ -401,26 +450,31 @@ def execute_run(
         beat.stop()
     duration = time.monotonic() - started
     fault("runner:before-finish")
-    with finishing:  # the attempt's end and, for a failure with retries left, its retry
+    with finishing:  # our attempt's end, its retry and its notebook, if it is still ours
         ended = store.end_attempt(
             run_id,
             state,
             error=error,
-            output_path=out if out.exists() else None,
+            output_path=out,
             retry=retry_policy(store),
+            pid=pid,
+            attempt=attempt,
+            before_commit=lambda: _publish(work, out),
         )
     fault("runner:after-finish")
-    if ended is None:  # swept as crashed meanwhile, or removed: its state stands
+    if ended is None:  # ended by another meanwhile (swept as crashed): its state stands
         current = store.get_run(run_id)
-        return Outcome(current, current.state, duration=duration)
+        if current.output_path != str(work):
+            work.unlink(missing_ok=True)
+        return Outcome(current, "taken over", duration=duration, attempt=attempt, discarded=state)
     done = store.get_run(run_id)
     if state == "success":
         if alerts and schedule.on_success:
             notify("success", run.job, done, schedule.on_success, store=store)
-        return Outcome(done, state, duration=duration)
+        return Outcome(done, state, duration=duration, attempt=attempt)
     if alerts:
         alert_attempt(store, ended)
-    return Outcome(done, state, retrying=ended.retrying, duration=duration)
+    return Outcome(done, state, retrying=ended.retrying, duration=duration, attempt=attempt)
 
 
 def describe_outcome(outcome: Outcome, tz: str = "UTC") -> str:
@@ -434,6 +488,12 @@ def describe_outcome(outcome: Outcome, tz: str = "UTC") -> str:
     line = f"run {run.id} {run.job} {when}: {outcome.state}{took}"
     if run.output_path:
         line += f" -> {run.output_path}"
+    if outcome.state == "taken over":
+        later = f", attempt {run.attempts}" if run.attempts != outcome.attempt else ""
+        line += (
+            f"\n    attempt {outcome.attempt} was ended by another process meanwhile (the run "
+            f"is {run.state}{later}); its result ({outcome.discarded}) was not recorded"
+        )
     if outcome.state not in ("success", "skipped") and run.error:
         line += f"\n    {' '.join(run.error.split())[:300]}"
     if outcome.retrying and run.not_before is not None:
@@ -515,8 +575,9 @@ def run_in_foreground(
 def main(argv: list[str] | None = None) -> int:
     """`python -m nbflow.jobs.execute RUN_ID`: execute one run (the scheduler's child).
 
-    Exit status: 0 success (or the run was not ours to take), 1 the attempt failed,
-    3 handed back because the scheduler died."""
+    Exit status: 0 success (or the run was not ours to take, or our attempt was taken over:
+    its state is the other process's to record), 1 the attempt failed, 3 handed back because
+    the scheduler died."""
     from nbflow.jobs.startup import skip_unused_imports
 
     skip_unused_imports()
@@ -533,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     if record is not None:
         tz = record.spec.get("tz", "UTC")
     print(describe_outcome(outcome, tz), flush=True)
-    return 0 if outcome.state in ("success", "skipped") else 1
+    return 0 if outcome.state in ("success", "skipped", "taken over") else 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,20 @@ Policy:
   (`run_type="manual"`) have their own type and never take a scheduled slot.
 - **Claims are atomic**: `claim_run` is `UPDATE ... WHERE state='queued'`; of
   two processes claiming one run exactly one gets True.
+- **An attempt is identified by (pid, attempt number).** `claim_attempt`
+  returns the attempt number its claim took (`attempts` after the increment).
+  A runner passes `pid=` and `attempt=` to `heartbeat`, `set_output_path`,
+  `end_attempt` / `finish_run` and `release_run`, which then change nothing
+  unless the run is still `running` under that very claim: a runner that
+  stalled past the heartbeat timeout, was swept as crashed and whose run was
+  claimed again (a later attempt, perhaps by a process with the same pid)
+  cannot end or touch the attempt that replaced its own. Pids repeat; attempt
+  numbers repeat only when an attempt is given back (`release_run`, by a
+  process that then exits), so the pair is unique among live claims. The
+  scheduler reaping a dead child passes that child's pid and attempt; the
+  sweep (`end_stale_attempts`) goes by heartbeat age alone; callers without
+  `pid=` (a removed job's run skipped, a run failed at creation) end whatever
+  attempt the run has, as before.
 - **Terminal states are final.** `finish_run`, `end_attempt` and
   `mark_stale_crashed` only move a run out of `queued` or `running`; a late
   signal after `success` changes nothing. The only way out of a terminal state
@@ -60,12 +74,14 @@ API at a glance (`store = RunStore()`; every `now=` is an aware datetime):
                   -> (RunRecord, created)            idempotent per identity
               record_missed(job, logical_date, reason)
               claim_run(id, pid) -> bool             queued -> running, attempts + 1
-              heartbeat(id, pid=) -> bool            False: stop, it is not yours
-              set_output_path(id, path)
-              finish_run(id, state, error=, reason=, output_path=) -> bool
-              end_attempt(id, state, error=, reason=, output_path=, retry=)
+              claim_attempt(id, pid) -> int | None   the same, returning the attempt number
+              heartbeat(id, pid=, attempt=) -> bool  False: stop, it is not yours
+              set_output_path(id, path, pid=, attempt=)
+              finish_run(id, state, error=, reason=, output_path=, pid=, attempt=) -> bool
+              end_attempt(id, state, error=, reason=, output_path=, retry=, pid=, attempt=,
+                          before_commit=)
                   -> EndedAttempt | None             finish, and queue the retry, atomically
-              release_run(id, pid=) -> bool          running -> queued (SIGTERM hand-back)
+              release_run(id, pid=, attempt=) -> bool   running -> queued (SIGTERM hand-back)
               requeue_run(id, from_states=, not_before=, new_round=) -> bool   retry / reprocess
               mark_stale_crashed(older_than_seconds) -> [RunRecord]   the sweep
               end_stale_attempts(older_than_seconds, retry=) -> [EndedAttempt]
@@ -368,6 +384,18 @@ class EndedAttempt:
         return self.retry_at is not None
 
 
+def _claim_clause(pid: int | None, attempt: int | None) -> tuple[str, tuple[int, ...]]:
+    """SQL (` AND pid = ? AND attempts = ?`, each part when given) and its arguments: the
+    rows of runs whose current claim is `pid`'s `attempt`-th attempt."""
+    parts: list[str] = []
+    args: list[int] = []
+    for column, value in (("pid", pid), ("attempts", attempt)):
+        if value is not None:
+            parts.append(f" AND {column} = ?")
+            args.append(value)
+    return "".join(parts), tuple(args)
+
+
 def _check_state(state: str, allowed: Iterable[str] = RUN_STATES) -> None:
     allowed = tuple(allowed)
     if state not in allowed:
@@ -617,6 +645,16 @@ class RunStore:
         True for exactly one claimer; False if the run was not `queued` (taken,
         finished or skipped) or waits for its retry time (`not_before` > now).
         """
+        return self.claim_attempt(run_id, pid, now=now) is not None
+
+    def claim_attempt(self, run_id: int, pid: int, *, now: datetime | None = None) -> int | None:
+        """`claim_run`, returning the number of the attempt the claim took (the run's
+        `attempts` after it, read in the same transaction), or None when it took none.
+
+        `(pid, attempt)` identifies this claim: pass both to `heartbeat`,
+        `set_output_path`, `end_attempt` and `release_run` to act only while the
+        run is still this claim's.
+        """
         stamp = utc_iso(now or utc_now())
         with self._write() as db:
             cursor = db.execute(
@@ -625,20 +663,25 @@ class RunStore:
                 "WHERE id = ? AND state = 'queued' AND (not_before IS NULL OR not_before <= ?)",
                 (pid, stamp, stamp, run_id, stamp),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return None
+            row = db.execute("SELECT attempts FROM runs WHERE id = ?", (run_id,)).fetchone()
+            return int(row[0])
 
     def heartbeat(
-        self, run_id: int, *, pid: int | None = None, now: datetime | None = None
+        self,
+        run_id: int,
+        *,
+        pid: int | None = None,
+        attempt: int | None = None,
+        now: datetime | None = None,
     ) -> bool:
-        """Refresh a running run's heartbeat. False when it is no longer running (or not `pid`'s):
-        the caller should stop working on it."""
-        sql = "UPDATE runs SET heartbeat = ? WHERE id = ? AND state = 'running'"
-        args: tuple[Any, ...] = (utc_iso(now or utc_now()), run_id)
-        if pid is not None:
-            sql += " AND pid = ?"
-            args += (pid,)
+        """Refresh a running run's heartbeat. False when it is no longer running (or no longer
+        the claim `pid`/`attempt` names): the caller should stop working on it."""
+        owner, owner_args = _claim_clause(pid, attempt)
+        sql = "UPDATE runs SET heartbeat = ? WHERE id = ? AND state = 'running'" + owner
         with self._write() as db:
-            return db.execute(sql, args).rowcount == 1
+            return db.execute(sql, (utc_iso(now or utc_now()), run_id, *owner_args)).rowcount == 1
 
     def finish_run(
         self,
@@ -648,12 +691,26 @@ class RunStore:
         error: str | None = None,
         reason: str | None = None,
         output_path: str | Path | None = None,
+        pid: int | None = None,
+        attempt: int | None = None,
         now: datetime | None = None,
     ) -> bool:
         """Move a queued or running run to terminal `state`; False (nothing changes) if it is
-        already terminal. `duration` is `ended_at - started_at` (None if it never started)."""
+        already terminal. `duration` is `ended_at - started_at` (None if it never started).
+
+        With `pid` and/or `attempt` (a runner ending its own attempt), only a run
+        still `running` under that claim is ended (see `end_attempt`); without
+        them, any queued or running run is (the scheduler skipping a removed
+        job's run, a run failed at creation)."""
         ended = self.end_attempt(
-            run_id, state, error=error, reason=reason, output_path=output_path, now=now
+            run_id,
+            state,
+            error=error,
+            reason=reason,
+            output_path=output_path,
+            pid=pid,
+            attempt=attempt,
+            now=now,
         )
         return ended is not None
 
@@ -666,6 +723,9 @@ class RunStore:
         reason: str | None = None,
         output_path: str | Path | None = None,
         retry: RetryPolicy | None = None,
+        pid: int | None = None,
+        attempt: int | None = None,
+        before_commit: Callable[[], None] | None = None,
         now: datetime | None = None,
     ) -> EndedAttempt | None:
         """`finish_run`, and for a failed/crashed/timed-out attempt the retry, in one write
@@ -678,12 +738,31 @@ class RunStore:
         `retry_base` kept, the attempt's `error` kept, `ended_at`/`duration`
         cleared. Success and skipped attempts never ask `retry`. Returns what was
         committed, or None (nothing changes) if the run was already terminal.
+
+        **Whose attempt.** A runner ending its own attempt passes `pid` and
+        `attempt` (what `claim_attempt` returned): the run is ended only if it
+        is still `running` with that pid and that attempt number; otherwise
+        (swept as crashed while the runner stalled, perhaps queued again and
+        claimed by another process, or ended by anyone else) nothing changes,
+        `retry` and `before_commit` are not called, and None is returned. The
+        sweep (`end_stale_attempts`), the scheduler reaping a dead child (with
+        the child's pid and attempt) and the commands that skip or fail a run
+        pass neither and end whatever attempt the run has.
+
+        `before_commit()` is called last inside the transaction, once the attempt
+        is ended (and its retry decided) and so known to be the caller's, e.g. to
+        move the attempt's output notebook into place: no other claim or end can
+        come between the check and it. If it raises, the transaction is rolled
+        back (the attempt is not ended) and the exception propagates.
         """
         _check_state(state, TERMINAL_STATES)
         moment = now or utc_now()
+        owner, owner_args = _claim_clause(pid, attempt)
         with self._write() as db:
             row = db.execute(
-                "SELECT started_at, state FROM runs WHERE id = ?", (run_id,)
+                "SELECT started_at, state FROM runs WHERE id = ?"
+                + (" AND state = 'running'" + owner if owner else ""),
+                (run_id, *owner_args),
             ).fetchone()
             if row is None or row["state"] not in ACTIVE_STATES:
                 return None
@@ -706,7 +785,10 @@ class RunStore:
                     run_id,
                 ),
             )
-            return self._maybe_retry(db, run_id, retry, moment)
+            ended = self._maybe_retry(db, run_id, retry, moment)
+            if before_commit is not None:
+                before_commit()
+            return ended
 
     def _maybe_retry(
         self,
@@ -725,13 +807,24 @@ class RunStore:
             self._reopen(db, run_id, (attempt.state,), not_before=retry_at, now=now)
         return EndedAttempt(attempt, retry_at)
 
-    def set_output_path(self, run_id: int, output_path: str | Path) -> bool:
-        """Record where a run's output notebook goes (before it starts; survives a crash)."""
+    def set_output_path(
+        self,
+        run_id: int,
+        output_path: str | Path,
+        *,
+        pid: int | None = None,
+        attempt: int | None = None,
+    ) -> bool:
+        """Record where a run's output notebook goes (before it starts; survives a crash).
+
+        With `pid`/`attempt`, only while the run is `running` under that claim."""
+        owner, owner_args = _claim_clause(pid, attempt)
+        states = "state = 'running'" if owner else "state IN ('queued','running')"
         with self._write() as db:
             return (
                 db.execute(
-                    "UPDATE runs SET output_path = ? WHERE id = ? AND state IN ('queued','running')",
-                    (str(output_path), run_id),
+                    f"UPDATE runs SET output_path = ? WHERE id = ? AND {states}{owner}",
+                    (str(output_path), run_id, *owner_args),
                 ).rowcount
                 == 1
             )
@@ -798,20 +891,19 @@ class RunStore:
         )
         return cursor.rowcount == 1
 
-    def release_run(self, run_id: int, *, pid: int | None = None) -> bool:
+    def release_run(
+        self, run_id: int, *, pid: int | None = None, attempt: int | None = None
+    ) -> bool:
         """Hand a running run back to the queue (a scheduler stopping on SIGTERM before its
         notebook finished): `queued` again, and the attempt it had taken is given back.
-        Only from `running` (and only `pid`'s claim when given)."""
+        Only from `running` (and only the claim `pid`/`attempt` names, when given)."""
+        owner, owner_args = _claim_clause(pid, attempt)
         sql = (
             "UPDATE runs SET state = 'queued', pid = NULL, heartbeat = NULL, started_at = NULL, "
-            "attempts = MAX(attempts - 1, 0) WHERE id = ? AND state = 'running'"
+            "attempts = MAX(attempts - 1, 0) WHERE id = ? AND state = 'running'" + owner
         )
-        args: tuple[Any, ...] = (run_id,)
-        if pid is not None:
-            sql += " AND pid = ?"
-            args += (pid,)
         with self._write() as db:
-            return db.execute(sql, args).rowcount == 1
+            return db.execute(sql, (run_id, *owner_args)).rowcount == 1
 
     def mark_stale_crashed(
         self, older_than: float, *, now: datetime | None = None

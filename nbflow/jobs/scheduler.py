@@ -326,7 +326,13 @@ class Scheduler:
                 why = f"the runner process {child.process.pid} exited ({_exit_text(code)}) "
                 why += "without finishing the run"
                 ended = self.store.end_attempt(  # crashed, and its retry, in one commit
-                    run_id, "crashed", error=why, retry=retry_policy(self.store), now=now
+                    run_id,
+                    "crashed",
+                    error=why,
+                    retry=retry_policy(self.store),
+                    pid=child.process.pid,  # still that child's claim, as just read
+                    attempt=run.attempts,
+                    now=now,
                 )
                 if ended is not None:
                     alert_attempt(self.store, ended)

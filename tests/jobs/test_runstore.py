@@ -286,6 +286,115 @@ def test_release_hands_a_running_run_back_without_using_an_attempt(store):
     assert not store.release_run(run.id)  # terminal states are final
 
 
+def test_an_attempt_taken_over_by_another_claim_is_not_ended_by_its_old_owner(store):
+    """Runner A (pid 11) stalls past the heartbeat timeout; the sweep crashes its attempt and
+    queues the retry; B (pid 12) claims the run. A, waking up, ends nothing of B's."""
+    run, _ = store.create_run("etl", "scheduled", T0)
+    assert store.claim_attempt(run.id, 11, now=T0) == 1
+    (swept,) = store.end_stale_attempts(
+        30, retry=lambda a: a.ended_at, now=T0 + timedelta(seconds=31)
+    )
+    assert swept.retrying
+    called: list[str] = []
+
+    def policy(attempt):
+        called.append("retry")
+        return None
+
+    def late_end(state: str = "failed") -> object:
+        return store.end_attempt(
+            run.id,
+            state,
+            error="A's late result",
+            output_path="/a.ipynb",
+            retry=policy,
+            pid=11,
+            attempt=1,
+            before_commit=lambda: called.append("commit"),
+            now=T0 + timedelta(seconds=40),
+        )
+
+    queued = store.get_run(run.id)
+    assert late_end() is None  # queued for its retry: nobody's attempt, A's least of all
+    assert store.get_run(run.id) == queued
+    assert store.claim_attempt(run.id, 12, now=T0 + timedelta(seconds=32)) == 2
+    taken = store.get_run(run.id)
+    assert late_end() is None and late_end("success") is None
+    assert not store.finish_run(run.id, "success", pid=11, attempt=1)
+    assert not store.finish_run(run.id, "success", pid=11)  # the pid alone says so too
+    assert not store.heartbeat(run.id, pid=11, attempt=1)
+    assert not store.set_output_path(run.id, "/a.ipynb", pid=11, attempt=1)
+    assert not store.release_run(run.id, pid=11, attempt=1)
+    assert called == [] and store.get_run(run.id) == taken  # nothing changed, nothing asked
+    # the current owner's calls work, and its end commits with its notebook moved in place
+    assert store.heartbeat(run.id, pid=12, attempt=2, now=T0 + timedelta(seconds=33))
+    assert store.set_output_path(run.id, "/b.partial.ipynb", pid=12, attempt=2)
+    ended = store.end_attempt(
+        run.id,
+        "success",
+        output_path="/b.ipynb",
+        pid=12,
+        attempt=2,
+        before_commit=lambda: called.append("commit"),
+        now=T0 + timedelta(seconds=42),
+    )
+    assert ended is not None and called == ["commit"]
+    done = store.get_run(run.id)
+    assert (done.state, done.attempts, done.pid, done.error, done.output_path, done.duration) == (
+        "success",
+        2,
+        12,
+        None,
+        "/b.ipynb",
+        10.0,
+    )
+
+
+def test_pids_repeat_so_an_attempt_is_its_pid_and_its_attempt_number(store):
+    run, _ = store.create_run("etl", "scheduled", T0)
+    assert store.claim_attempt(run.id, 11, now=T0) == 1
+    store.end_stale_attempts(30, retry=lambda a: a.ended_at, now=T0 + timedelta(seconds=31))
+    # the retry is claimed by another process that happens to have the same pid
+    assert store.claim_attempt(run.id, 11, now=T0 + timedelta(seconds=32)) == 2
+    assert not store.heartbeat(run.id, pid=11, attempt=1)
+    assert not store.finish_run(run.id, "failed", error="late", pid=11, attempt=1)
+    assert store.get_run(run.id).state == "running"
+    assert store.finish_run(run.id, "success", pid=11, attempt=2)
+    assert store.get_run(run.id).state == "success"
+    assert store.claim_attempt(run.id, 13) is None  # claimed by nobody: terminal
+
+
+def test_before_commit_runs_inside_the_transaction_and_its_failure_rolls_back(store):
+    run, _ = store.create_run("etl", "scheduled", T0)
+    attempt = store.claim_attempt(run.id, 5, now=T0)
+
+    def publish():
+        # the end is not committed yet: another connection still sees the run running
+        assert RunStore(store.path).get_run(run.id).state == "running"
+        raise OSError("no space left on device")
+
+    with pytest.raises(OSError, match="no space"):
+        store.end_attempt(run.id, "success", pid=5, attempt=attempt, before_commit=publish, now=T0)
+    assert store.get_run(run.id).state == "running"  # rolled back: the attempt goes on
+    assert store.end_attempt(run.id, "success", pid=5, attempt=attempt, now=T0) is not None
+
+
+def test_the_sweep_and_callers_without_a_claim_end_whatever_attempt_the_run_has(store):
+    stale, _ = store.create_run("etl", "scheduled", T0)
+    other, _ = store.create_run("etl", "scheduled", T0 + timedelta(hours=1))
+    store.claim_attempt(stale.id, 11, now=T0)
+    store.claim_attempt(other.id, 12, now=T0)
+    assert store.heartbeat(other.id, pid=12, attempt=1, now=T0 + timedelta(seconds=25))
+    # the sweep goes by the heartbeat only, whoever's claim it is
+    ended = store.end_stale_attempts(30, now=T0 + timedelta(seconds=31))
+    assert [(e.attempt.id, e.attempt.state, e.attempt.pid) for e in ended] == [
+        (stale.id, "crashed", 11)
+    ]
+    # the scheduler skipping a removed job's run, a run failed at creation: no pid, any claim
+    assert store.finish_run(other.id, "skipped", reason="job removed")
+    assert store.get_run(other.id).state == "skipped"
+
+
 def test_missed_ticks_and_last_tick(store):
     assert store.last_tick("etl") is None
     store.record_missed("etl", T0, "scheduler was down; catch-up is off")

@@ -9,9 +9,11 @@ steps the clock past them on purpose.
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,10 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from nbflow.jobs.execute import execute_run, sweep
+from nbflow.jobs.execute import (
+    Outcome,
+    attempt_path_for,
+    describe_outcome,
+    execute_run,
+    output_path_for,
+    sweep,
+)
 from nbflow.jobs.runstore import RunStore
-from nbflow.jobs.scheduler import Scheduler, SchedulerLocked, _Child
+from nbflow.jobs.scheduler import Scheduler, SchedulerLocked, _Child, trigger_run
 from nbflow.jobs.schedules import Schedule
+from tests.jobs.notebooks import write_notebook
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "notebooks"
 T0 = datetime(2024, 1, 1, 0, 10, tzinfo=UTC)  # the job is added at 00:10 UTC
@@ -243,6 +253,134 @@ def test_terminal_states_are_final_for_the_sweep_the_runner_and_a_late_release(s
     assert not store.release_run(run.id)
     assert execute_run(run.id, store=store).state == "not claimed"  # a late second runner
     assert store.get_run(run.id) == done
+
+
+def eventually(check, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+GATED_CELL = """\
+import os, time
+with open(log, "a") as fh:
+    fh.write(f"{os.getpid()}\\n")
+with open(log) as fh:
+    attempt = len(fh.read().split())
+print(f"attempt {attempt} ran this notebook")
+deadline = time.monotonic() + 120
+while not os.path.exists(f"{gate}.{attempt}"):  # the test lets each attempt go on its own
+    assert time.monotonic() < deadline, "never let go"
+    time.sleep(0.05)
+if attempt == 1:
+    raise RuntimeError("attempt 1 fails, late")
+"""
+
+
+@pytest.mark.parametrize("first_to_end", ["stalled runner", "new owner"])
+def test_a_stalled_runner_whose_attempt_was_taken_over_records_nothing_when_it_wakes(
+    store, home, first_to_end
+):
+    """Runner A claims the run, then looks stalled (it never beats again); the sweep crashes
+    its attempt and queues the retry; runner B claims and runs it. A's late end (a failure)
+    must not end B's attempt, send an alert, or put A's notebook in the run's place."""
+    work = Path.cwd()
+    log, gate, alerts = work / "log.txt", work / "gate", work / "alerts.txt"
+    notebook = write_notebook(work / "gated.ipynb", 'log = ""\ngate = ""', [GATED_CELL])
+    record = f'echo "$NBFLOW_STATE $NBFLOW_ATTEMPTS" >> {alerts}'
+    job = Schedule(
+        name="gated",
+        notebook=str(notebook),
+        cron="0 0 1 1 *",
+        retries=1,
+        retry_delay=0,
+        parameters={"log": str(log), "gate": str(gate)},
+        on_success=(record,),
+        on_failure=(record,),
+        on_retry=(record,),
+    )
+    store.add_job("gated", job.to_dict())
+    run = trigger_run(store, "gated")
+    outcomes: dict[str, Outcome] = {}
+
+    def runner(name: str, pid: int, interval: float | None) -> threading.Thread:
+        def work() -> None:
+            outcomes[name] = execute_run(run.id, store=store, pid=pid, interval=interval)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        return thread
+
+    def attempts_in_the_notebook() -> int:
+        return len(log.read_text().split()) if log.exists() else 0
+
+    a = runner("A", 4_000_001, 3600.0)  # claims, then never refreshes its heartbeat
+    eventually(lambda: attempts_in_the_notebook() == 1, "attempt 1's kernel")
+    # a sweep with a heartbeat timeout of 0.2 s finds A silent: crashed, retry queued
+    (crashed,) = eventually(lambda: sweep(store, 0.2), "the sweep to find A stale")
+    assert (crashed.state, crashed.attempts) == ("queued", 1)
+    b = runner("B", 4_000_002, None)
+    eventually(lambda: attempts_in_the_notebook() == 2, "attempt 2's kernel")
+    taken = store.get_run(run.id)
+    assert (taken.state, taken.pid, taken.attempts) == ("running", 4_000_002, 2)
+
+    if first_to_end == "stalled runner":  # A wakes while B runs
+        Path(f"{gate}.1").touch()
+        a.join(60)
+        after = store.get_run(run.id)
+        assert (after.state, after.pid, after.attempts, after.ended_at) == (
+            "running",
+            4_000_002,
+            2,
+            None,
+        )
+        assert after.output_path == str(attempt_path_for(output_path_for(home, run), 2))
+        Path(f"{gate}.2").touch()
+        b.join(60)
+    else:  # B ends the run, then A wakes
+        Path(f"{gate}.2").touch()
+        b.join(60)
+        ended_by_b = store.get_run(run.id)
+        Path(f"{gate}.1").touch()
+        a.join(60)
+        assert store.get_run(run.id) == ended_by_b
+
+    late, owner = outcomes["A"], outcomes["B"]
+    assert (late.state, late.attempt, late.discarded) == ("taken over", 1, "failed")
+    assert (owner.state, owner.attempt) == ("success", 2)
+    assert "taken over" in describe_outcome(late) and "(failed) was not recorded" in (
+        describe_outcome(late)
+    )
+    done = store.get_run(run.id)
+    assert (done.state, done.attempts, done.pid, done.error) == ("success", 2, 4_000_002, None)
+    out = output_path_for(home, run)
+    assert done.output_path == str(out)
+    text = "".join(
+        "".join(o.get("text", "")) for c in json.loads(out.read_text())["cells"]
+        for o in c.get("outputs", [])
+    )  # fmt: skip
+    assert "attempt 2 ran this notebook" in text and "attempt 1" not in text  # B's notebook
+    assert list((out.parent / ".attempts").iterdir()) == []  # A's working copy is gone
+    # the sweep's alert for A's crash, then B's success; nothing from A
+    assert alerts.read_text().splitlines() == ["crashed 1", "success 2"]
+
+
+def test_reap_leaves_a_run_its_dead_child_no_longer_holds(store, notebook):
+    add_job(store, notebook, retries=1, retry_delay=0)
+    run, _ = store.create_run("hourly", "scheduled", T0 + H)
+    runner = subprocess.Popen([sys.executable, "-c", "pass"])
+    runner.wait(timeout=30)
+    store.claim_run(run.id, runner.pid, now=T0 + H)
+    scheduler = Scheduler(store, echo=lambda line: None)
+    scheduler.children[run.id] = _Child(store.get_run(run.id), runner)
+    # before the scheduler reaps it, the sweep crashed that attempt and another took the retry
+    sweep(store, 30, now=T0 + H + timedelta(seconds=31))
+    assert store.claim_attempt(run.id, 999_999, now=T0 + 2 * H) == 2
+    taken = store.get_run(run.id)
+    scheduler.reap(T0 + 2 * H)
+    assert store.get_run(run.id) == taken  # still the new claim's, running
 
 
 def test_one_scheduler_per_home(store):
