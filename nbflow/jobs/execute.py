@@ -112,7 +112,6 @@ __all__ = [
     "retry_delay",
     "retry_policy",
     "run_in_foreground",
-    "settle_failure",
     "sweep",
 ]
 
@@ -267,30 +266,6 @@ def alert_attempt(store: RunStore, ended: EndedAttempt) -> None:
             notify("retry", ended.attempt.job, ended.attempt, schedule.on_retry, store=store)
     elif schedule.on_failure:
         notify("failure", ended.attempt.job, ended.attempt, schedule.on_failure, store=store)
-
-
-def settle_failure(
-    store: RunStore,
-    run: RunRecord,
-    *,
-    now: datetime | None = None,
-    alerts: bool = True,
-) -> tuple[RunRecord, bool]:
-    """After `run` ended failed/crashed/timed_out: requeue it if retries remain (and send
-    `retry`), else send `failure`. Returns (the run as it is now, whether it was requeued).
-
-    For a run already committed terminal, in a second transaction: `execute_run`,
-    the sweep and the scheduler end an attempt and queue its retry in one
-    (`RunStore.end_attempt` with `retry_policy`) instead."""
-    now = now or utc_now()
-    record = store.find_job(run.job)
-    if record is None:
-        return run, False
-    retry_at = _retry_at(record, run, now)
-    requeued = retry_at is not None and store.requeue_run(run.id, not_before=retry_at, now=now)
-    if alerts:
-        alert_attempt(store, EndedAttempt(run, retry_at if requeued else None))
-    return store.get_run(run.id), requeued
 
 
 def sweep(
