@@ -46,10 +46,16 @@ def spin(n: int) -> int:
 
 
 def calibrate(seconds: float = 1.0) -> int:
-    """Loop iterations that take `seconds` of one core here."""
+    """Loop iterations that take `seconds` of one core here.
+
+    Measured twice: a short probe, then a run of about `seconds` itself (a
+    short probe alone was off by up to 30% on this shared machine, which made
+    the tasks shorter and start-up costs look larger).
+    """
     n = 500_000
     fastest = min(timed(lambda: spin(n)) for _ in range(3))
-    return int(n * seconds / fastest)
+    n = int(n * seconds / fastest)
+    return int(n * seconds / statistics.median(timed(lambda: spin(n)) for _ in range(3)))
 
 
 def timed(fn: Callable[[], Any]) -> float:
