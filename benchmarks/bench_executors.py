@@ -9,6 +9,8 @@ Workloads, all through `Pipeline.run` (planning, storing and events included):
          Dask by name (`executor="dask"`) twice: the first run in the
          process, which starts the local cluster inside the timed run, and
          the next runs, which reuse it (as later runs in a notebook do).
+         Sequential, processes and the later dask runs are measured in
+         three interleaved rounds; medians.
   SLEEP  8 independent tasks sleeping 1 s: sequential vs threads (8 workers).
   NOOP   400 independent tasks returning a small int, forced to run: time
          per task with each executor.
@@ -98,14 +100,30 @@ def main() -> None:
         # Other processes share this machine: the best of a few runs is the honest figure.
         return min(timed(fn) for _ in range(repeats))
 
-    # --- CPU, on this machine's processes -----------------------------------------
+    # --- CPU ---------------------------------------------------------------------
     cpu = cpu_pipeline(os.path.join(workdir, "cpu"))
     params = {"n_iter": n_iter}
+
+    def cpu_run(executor: str) -> float:
+        workers = None if executor == "sequential" else cores
+        return timed(
+            lambda: cpu.run(params=params, force=True, executor=executor, max_workers=workers)
+        )
+
+    # The first executor="dask" run of this process starts the local cluster.
+    first_dask = cpu_run("dask")
+    # Then interleaved rounds, medians: this machine's speed drifts by tens of
+    # percent over a minute, and a ratio is only fair between neighbours.
+    kinds = {"sequential": "sequential", "processes": "processes", "dask": "dask"}
+    samples: dict[str, list[float]] = {name: [] for name in kinds}
+    for _ in range(3):
+        for name, executor in kinds.items():
+            samples[name].append(cpu_run(executor))
     cpu_times = {
-        "sequential": best(lambda: cpu.run(params=params, force=True)),
-        "processes": best(
-            lambda: cpu.run(params=params, force=True, executor="processes", max_workers=cores)
-        ),
+        "sequential": statistics.median(samples["sequential"]),
+        "processes": statistics.median(samples["processes"]),
+        "dask, first run (starts the cluster)": first_dask,
+        "dask, next runs (cluster kept)": statistics.median(samples["dask"]),
     }
 
     # --- SLEEP -------------------------------------------------------------------
@@ -125,13 +143,6 @@ def main() -> None:
 
     per_task = {name: per_noop(name) for name in ("sequential", "threads", "processes")}
 
-    # --- Dask by name: the first run starts the process's local cluster, later runs reuse it
-    cpu_times["dask, first run (starts the cluster)"] = timed(
-        lambda: cpu.run(params=params, force=True, executor="dask", max_workers=cores)
-    )
-    cpu_times["dask, next runs (cluster kept)"] = best(
-        lambda: cpu.run(params=params, force=True, executor="dask", max_workers=cores)
-    )
     per_task["dask (cluster kept)"] = per_noop("dask")
     close_local_cluster()
 
