@@ -27,9 +27,13 @@ def home_dir(create: bool = True) -> Path:
 def ensure_private_dir(path: Path) -> Path:
     """Create `path` (and parents) if needed, with mode 0700 on the folders nbflow creates."""
     if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # mkdir's mode is filtered by the umask; set it explicitly.
-        os.chmod(path, 0o700)
+        # Every missing folder is made here, parents first (mkdir(parents=True) would
+        # give the parents the umask's mode, e.g. 0755); folders that exist keep theirs.
+        missing = [path, *(p for p in path.parents if not p.is_dir())][::-1]
+        for folder in missing:
+            folder.mkdir(exist_ok=True, mode=0o700)
+            # mkdir's mode is filtered by the umask; set it explicitly.
+            os.chmod(folder, 0o700)
     return path
 
 

@@ -125,3 +125,17 @@ def test_store_survives_reopening(tmp_path: Path) -> None:
     s1.close()
     s2 = DiskStore(tmp_path / "c")
     assert s2.info()["records"] == 0
+
+
+def test_private_folders_are_private_all_the_way_down(tmp_path: Path) -> None:
+    from nbflow.core.home import ensure_private_dir
+
+    tmp_path.chmod(0o755)
+    ensure_private_dir(tmp_path / "home" / "runs" / "job")
+    for folder in (
+        tmp_path / "home",
+        tmp_path / "home" / "runs",
+        tmp_path / "home" / "runs" / "job",
+    ):
+        assert mode(folder) == 0o700, folder
+    assert mode(tmp_path) == 0o755  # a folder that existed keeps its mode
