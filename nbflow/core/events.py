@@ -18,6 +18,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
@@ -133,7 +134,26 @@ class CheckFinished(TaskEvent):
     """The result of an earlier run, reused: same check code, same value."""
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SubpipelineEvent(TaskEvent):
+    """An event of the inner run of sub-pipeline task `task`, forwarded while that task runs.
+
+    Forwarded only when the sub-pipeline task runs in the driver's own thread
+    (the sequential executor, the default); elsewhere the outer run learns the
+    inner states from the task's metadata when it ends.
+    """
+
+    event: Event
+
+
 Listener = Callable[[Event], None]
+
+forward_inner: ContextVar[Callable[[str, Event], None] | None] = ContextVar(
+    "nbflow_forward_inner", default=None
+)
+"""Set by a run for its own thread: how a sub-pipeline task running there hands its inner
+events to the outer run (`forward(outer_task, event)`). Threads and processes that run tasks
+do not inherit it, so events only ever reach listeners from the run's own thread."""
 
 
 class SupportsEvents(Protocol):

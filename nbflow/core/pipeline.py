@@ -235,7 +235,10 @@ class Pipeline:
         if inner is self:
             raise NbflowError(f"pipeline `{self.name}` cannot be a task of itself")
         options.setdefault("always_run", ALWAYS_RUN_REASON)
-        t = Task.create(SubpipelineCall(inner), name or inner.name, inputs, make_options(**options))
+        task_name = name or inner.name
+        t = Task.create(
+            SubpipelineCall(inner, task_name), task_name, inputs, make_options(**options)
+        )
         return self.add(t)
 
     def __getstate__(self) -> dict[str, Any]:

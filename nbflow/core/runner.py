@@ -184,6 +184,7 @@ class Runner(MapSteps):
         backlog = self._backlog
         executor = None
         in_flight = 0
+        forwarding = ev.forward_inner.set(self._forward_inner if emit else None)
         try:
             while True:
                 blocked: list[tuple[int, int, str]] = []
@@ -256,6 +257,7 @@ class Runner(MapSteps):
                     elif instance is None:
                         self._release(job.task, waiting, ready, index)
         finally:
+            ev.forward_inner.reset(forwarding)
             if executor is not None:
                 executor.shutdown()
             self.resources.close()
@@ -547,6 +549,13 @@ class Runner(MapSteps):
         if now - self._last_flush > _FLUSH_INTERVAL:
             self.store.flush()
             self._last_flush = now
+
+    def _forward_inner(self, task: str, event: ev.Event) -> None:
+        """An event of sub-pipeline task `task`'s inner run, running in this thread."""
+        assert self.bus is not None
+        self.bus.emit(
+            ev.SubpipelineEvent(pipeline=self.name, run_id=self.run_id, task=task, event=event)
+        )
 
     # --- gates: branches and blocking checks ----------------------------------
 

@@ -24,13 +24,20 @@ Policy:
   names the inner task and carries its traceback).
 - The outer result's metadata for the task names the inner pipeline and the
   inner tasks that ran and were cached, for displays.
+- While the task runs in the driver's own thread (the sequential executor),
+  the inner run's events reach the outer run's listeners as they happen,
+  wrapped in `SubpipelineEvent`, so the DAG widget colours the inner tasks
+  live. With other executors the task runs elsewhere and the displays learn
+  the inner states from the metadata when it ends.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from nbflow.core.events import forward_inner
 from nbflow.core.fingerprint import FunctionPrint, fingerprint_function
 from nbflow.core.hashing import hash_bytes
 from nbflow.core.output import Output
@@ -44,14 +51,18 @@ ALWAYS_RUN_REASON = "a sub-pipeline runs on every run; its own tasks are cached"
 class SubpipelineCall:
     """The function of a sub-pipeline task: run the inner pipeline, return its sink values."""
 
-    def __init__(self, inner: Pipeline) -> None:
+    def __init__(self, inner: Pipeline, task: str) -> None:
         self.inner = inner
+        self.task = task
+        """The outer task's name, under which inner events are forwarded."""
         self.__name__ = inner.name
         self.__signature__ = _signature(inner)
 
     def __call__(self, **params: Any) -> Output:
         inner = self.inner
-        result = inner.run(params=params)
+        forward = forward_inner.get()
+        listeners = [functools.partial(forward, self.task)] if forward is not None else []
+        result = inner.run(params=params, listeners=listeners)
         values = {}
         for sink in inner.graph().sinks():
             record = inner.store.last_record(inner.name, sink)

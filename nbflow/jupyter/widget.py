@@ -188,6 +188,8 @@ class DagView:
             case ev.MapInstance():
                 instances = self.info.setdefault(event.task, {}).setdefault("instances", {})
                 instances[str(event.label)] = event.state
+            case ev.SubpipelineEvent():
+                self._inner_event(event.task, event.event)
             case ev.RunFinished():
                 self.progress.update(active=False, elapsed=event.duration)
                 self.push()
@@ -197,6 +199,30 @@ class DagView:
                 return
         if event.time - self._last_push >= self.interval:
             self.push()
+
+    def _inner_event(self, task: str, inner: ev.Event) -> None:
+        """Recolour an inner task of sub-pipeline task `task` while the sub-pipeline runs."""
+        if isinstance(inner, ev.RunStarted):
+            changes = {n: "queued" for n in inner.stale}
+        elif isinstance(inner, ev.TaskStarted):
+            changes = {inner.task: "running"}
+        elif isinstance(inner, ev.TaskRetrying):
+            changes = {inner.task: "retrying"}
+        elif isinstance(inner, ev.TaskFinished):
+            changes = {inner.task: "done"}
+        elif isinstance(inner, ev.TaskCached):
+            changes = {inner.task: "cached"}
+        elif isinstance(inner, ev.TaskFailed):
+            changes = {inner.task: "failed"}
+            self.info.setdefault(f"{task}/{inner.task}", {})["error"] = inner.error
+        elif isinstance(inner, ev.TaskSkipped):
+            changes = {inner.task: inner.state}
+        else:
+            return
+        for name, state in changes.items():
+            node = f"{task}/{name}"
+            if node in self.states:
+                self.states[node] = state
 
     def _inner_states(self, task: str, metadata: dict[str, Any]) -> None:
         """A sub-pipeline task reports which of its inner tasks ran and which were cached."""

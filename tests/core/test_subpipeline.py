@@ -9,6 +9,7 @@ import pytest
 
 import nbflow as nf
 from nbflow import Pipeline, RunFailed
+from nbflow.core import events as ev
 
 from ..conftest import Calls
 
@@ -102,3 +103,51 @@ def test_sub_pipelines_run_in_worker_processes(tmp_path: Path, calls: Calls, exe
 def test_a_pipeline_is_not_a_task_of_itself(pipe: Pipeline) -> None:
     with pytest.raises(nf.NbflowError, match="cannot be a task of itself"):
         pipe.subpipeline(pipe)
+
+
+def test_inner_events_reach_the_outer_listeners_while_the_sub_pipeline_runs(
+    tmp_path: Path, calls: Calls
+) -> None:
+    _, _, main = flows(tmp_path, calls)
+    seen: list[ev.Event] = []
+    main.run(listeners=[seen.append])
+
+    def position(kind: type, task: str) -> int:
+        return next(i for i, e in enumerate(seen) if isinstance(e, kind) and e.task == task)
+
+    forwarded = [
+        i
+        for i, e in enumerate(seen)
+        if isinstance(e, ev.SubpipelineEvent) and e.task == "transformed"
+    ]
+    # In order: the outer task starts, its inner run happens, then it finishes.
+    assert forwarded
+    assert position(ev.TaskStarted, "transformed") < forwarded[0]
+    assert forwarded[-1] < position(ev.TaskFinished, "transformed")
+    inner = [
+        (type(e.event).__name__, getattr(e.event, "task", None))
+        for e in seen
+        if isinstance(e, ev.SubpipelineEvent) and e.task == "transformed"
+    ]
+    assert inner == [
+        ("RunStarted", None),
+        ("TaskQueued", "transform_customers"),
+        ("TaskStarted", "transform_customers"),
+        ("TaskFinished", "transform_customers"),
+        ("RunFinished", None),
+    ]
+    assert all(e.pipeline == "main_etl_flow" for e in seen if isinstance(e, ev.SubpipelineEvent))
+    assert {e.event.pipeline for e in seen if isinstance(e, ev.SubpipelineEvent)} == {
+        "extract_flow",
+        "transform_flow",
+    }
+
+
+def test_inner_events_are_not_forwarded_from_other_threads(tmp_path: Path, calls: Calls) -> None:
+    _, _, main = flows(tmp_path, calls)
+    seen: list[ev.Event] = []
+    main.run(listeners=[seen.append], executor="threads")
+    assert not [e for e in seen if isinstance(e, ev.SubpipelineEvent)]
+    # The displays learn the inner states when the task ends, from its metadata.
+    finished = [e for e in seen if isinstance(e, ev.TaskFinished) and e.task == "transformed"]
+    assert finished[0].metadata["executed"] == ["transform_customers"]

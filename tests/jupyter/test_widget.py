@@ -9,6 +9,7 @@ import graphviz
 import pytest
 
 import nbflow as nf
+from nbflow.core import events as ev
 from nbflow.jupyter import render
 from nbflow.jupyter.widget import DagView
 
@@ -248,3 +249,34 @@ def test_a_sub_pipeline_is_drawn_as_a_group_with_its_own_tasks_states(home, tmp_
     assert view.states["extracted/download"] == "cached", "the inner pipeline keeps its own cache"
     colours = fills(view.static_svg())
     assert colours["extracted/parse"] == render.colour("cached")
+
+
+def test_a_sub_pipelines_tasks_are_coloured_while_it_runs(home, tmp_path):
+    inner = nf.Pipeline("extract_flow", cache_dir=tmp_path / "inner")
+
+    @inner.task
+    def download(day: str = "2024-01-01"):
+        return [day] * 3
+
+    @inner.task
+    def parse(download):
+        return len(download)
+
+    outer = nf.Pipeline("main", cache_dir=tmp_path / "outer")
+    outer.subpipeline(inner, name="extracted")
+    view = DagView(outer, interval=0)
+    seen = []
+
+    def snapshot(event):
+        # DagView is the first listener: at each forwarded event it has already recoloured.
+        if isinstance(event, ev.SubpipelineEvent) and isinstance(event.event, ev.TaskEvent):
+            seen.append((type(event.event).__name__, event.event.task, dict(view.states)))
+
+    outer.run(listeners=[snapshot])
+    started = [(kind, task, s) for kind, task, s in seen if kind == "TaskStarted"]
+    assert [task for _, task, _ in started] == ["download", "parse"]
+    # While `parse` runs, `download` is already done, and the outer task is still running.
+    _, _, states = started[1]
+    assert states["extracted/download"] == "done" and states["extracted/parse"] == "running"
+    assert states["extracted"] == "running"
+    assert view.states["extracted/parse"] == "done" and view.states["extracted"] == "done"
