@@ -8,7 +8,8 @@ Policy:
   call ran before, because nbflow already decided that it has to run.
 - **Three ways in.** `executor="dask"` uses this process's local cluster: a
   `LocalCluster` on 127.0.0.1 (worker processes, one thread each, no
-  dashboard: nothing listens beyond loopback), started on the first job of
+  dashboard: nothing listens beyond loopback; TLS with credentials made for
+  the cluster, so no other local user can submit work), started on the first job of
   the first such run and kept for later ones, as a notebook's `Client()`
   is kept for the kernel's life. Starting one costs about a second, which
   would otherwise be paid by every run. It grows when a run asks for more
@@ -98,8 +99,21 @@ def _start_local_cluster(distributed: Any, options: dict[str, Any]) -> tuple[Any
         # The scheduler serves health checks over HTTP even without a
         # dashboard: a free port on loopback, never a fixed 8787.
         "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+        # Loopback is shared by every user of the machine, and whoever reaches a
+        # scheduler runs code as us: TLS with credentials made for this cluster
+        # (kept in memory) is the token that keeps them out.
+        "security": True,
     }
     settings.update(options)
+    if settings["security"] is True:
+        try:
+            import cryptography  # noqa: F401  (Dask makes the credentials with it)
+        except ImportError as exc:
+            raise NbflowError(
+                "the local Dask cluster makes TLS credentials with the `cryptography` "
+                'package: pip install "nbflow[dask]" (or pass security=False to '
+                "DaskExecutor for a cluster without them)"
+            ) from exc
     # The runner retries; Dask must not rerun a task that killed its worker. No
     # dashboard shows the statistical profiler's samples, and taking them every
     # 10 ms costs a CPU-bound task's worker about a tenth of its time: off.
@@ -203,10 +217,13 @@ class DaskExecutor:
         *,
         scatter_threshold: int = SCATTER_THRESHOLD,
         connect_timeout: float = 10.0,
+        security: Any = None,
         shared: bool = False,
         **cluster_kwargs: Any,
     ) -> None:
-        """`shared=True` uses the process's local cluster, as `executor="dask"` does."""
+        """`shared=True` uses the process's local cluster, as `executor="dask"` does;
+        `security=` (a `distributed.Security`) connects to a scheduler at `address` that
+        requires TLS credentials."""
         self._distributed = _import_distributed()
         if address is not None and client is not None:
             raise NbflowError("pass either address= or client= to DaskExecutor, not both")
@@ -220,6 +237,11 @@ class DaskExecutor:
             )
         if shared and (address is not None or client is not None):
             raise NbflowError("shared=True uses the local cluster; drop address=/client=")
+        if security is not None and address is None:
+            raise NbflowError(
+                "security= is for connecting to a scheduler at address=; a client= has its "
+                "own, and the cluster DaskExecutor starts makes its own credentials"
+            )
         if max_workers is not None and (
             not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
         ):
@@ -242,7 +264,7 @@ class DaskExecutor:
         self._unsent: list[Outcome] = []
         """Outcomes of jobs that never reached Dask (they did not pickle)."""
         if address is not None:
-            self._connect(address, connect_timeout)
+            self._connect(address, connect_timeout, security)
         if max_workers is not None:
             self.max_workers = max_workers
         elif self.own_cluster:
@@ -254,9 +276,23 @@ class DaskExecutor:
 
     # --- the cluster -----------------------------------------------------------
 
-    def _connect(self, address: str, timeout: float) -> None:
+    def _connect(self, address: str, timeout: float, security: Any) -> None:
+        if (
+            address.startswith("tls://")
+            and security is None
+            and self._distributed.Security().get_connection_args("client")["ssl_context"] is None
+        ):
+            # Refused here: a Client left to fail in its TLS set-up can leave Dask's
+            # event loop unusable for the next client of this process.
+            raise NbflowError(
+                f"the Dask scheduler at {address} speaks TLS: pass its credentials as "
+                "security=distributed.Security(tls_ca_file=..., tls_client_cert=..., "
+                "tls_client_key=...), or set them in Dask's configuration (distributed.comm.tls)"
+            )
         try:
-            self._client = self._distributed.Client(address, set_as_default=False, timeout=timeout)
+            self._client = self._distributed.Client(
+                address, set_as_default=False, timeout=timeout, security=security
+            )
         except OSError as exc:
             raise NbflowError(
                 f"cannot reach the Dask scheduler at {address} ({exc}); "

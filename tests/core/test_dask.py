@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from distributed import Security
+from distributed.comm import connect
 
 from nbflow.core.dask import DaskExecutor, close_local_cluster
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
@@ -27,6 +30,25 @@ from .test_parallel import (
     sleep_and_record,
     square,
 )
+
+
+def speaks_to(address: str, connection_args: dict) -> bool:
+    """Whether a Dask comm with these connection arguments gets an answer from `address`."""
+
+    async def identify() -> bool:
+        try:
+            comm = await connect(address, timeout=2, **connection_args)
+        except OSError:
+            return False
+        try:
+            await comm.write({"op": "identity"})
+            return isinstance(await comm.read(), dict)
+        except OSError:
+            return False
+        finally:
+            comm.abort()
+
+    return asyncio.run(identify())
 
 
 @pytest.fixture
@@ -94,8 +116,10 @@ def test_a_large_value_travels_once_per_worker(dask: DaskExecutor, tmp_path: Pat
 
 def test_connects_to_a_running_scheduler(dask: DaskExecutor) -> None:
     address = dask.client.scheduler.address
-    assert address.startswith("tcp://127.0.0.1:")
-    with DaskExecutor(address=address) as remote:
+    assert address.startswith("tls://127.0.0.1:")
+    with pytest.raises(NbflowError, match=r"speaks TLS: pass its credentials as security="):
+        DaskExecutor(address=address, connect_timeout=2)
+    with DaskExecutor(address=address, security=dask.client.security) as remote:
         assert remote.max_workers == 2 and not remote.own_cluster
         remote.submit(job(square, "remote", x=6))
         assert drain(remote)["remote"].value == 36
@@ -126,6 +150,13 @@ def test_executor_by_name_keeps_one_loopback_cluster_for_the_process() -> None:
         }
         assert listening == {"127.0.0.1"}
         address = first.client.scheduler.address
+        # Loopback is shared with the machine's other users: without this cluster's
+        # credentials, nobody can talk to its scheduler (which would run their code as us),
+        # neither in plain TCP nor in TLS with credentials of their own.
+        assert address.startswith("tls://127.0.0.1:")
+        assert not speaks_to(address.replace("tls://", "tcp://"), {})
+        assert not speaks_to(address, Security.temporary().get_connection_args("client"))
+        assert speaks_to(address, first.client.security.get_connection_args("client"))
         first.shutdown()  # the end of the run: the cluster stays for the next one
         first.close()
 

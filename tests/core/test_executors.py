@@ -284,10 +284,23 @@ def test_tasks_defined_in_a_real_notebook_run_in_processes_and_on_dask(
     monkeypatch.delenv("PYTEST_CURRENT_TEST")
 
     notebook = FIXTURES / "notebooks" / "tasks_defined_in_cells_run_in_workers.ipynb"
+    # The cluster speaks TLS: the notebook connects with its credentials, as files.
+    tls = dask_executor.client.security
+    credentials = tmp_path / "credentials"
+    credentials.mkdir(mode=0o700)
+    for name, pem in (
+        ("ca.pem", tls.tls_ca_file),
+        ("client.pem", tls.tls_client_cert),
+        ("client.key", tls.tls_client_key),
+    ):
+        (credentials / name).write_text(pem)
     executed = papermill.execute_notebook(
         str(notebook),
         str(tmp_path / "out.ipynb"),
-        parameters={"scheduler": dask_executor.client.scheduler.address},
+        parameters={
+            "scheduler": dask_executor.client.scheduler.address,
+            "credentials": str(credentials),
+        },
         kernel_name="python3",
         cwd=str(tmp_path),
         progress_bar=False,
