@@ -375,6 +375,8 @@ def execute_run(
     run = store.get_run(run_id)
     record = store.find_job(run.job)
     if record is None:
+        if run.state != "queued":  # someone else's attempt, or already ended: not ours to end
+            return Outcome(run, "not claimed")
         store.finish_run(run_id, "skipped", reason="job removed")
         return Outcome(store.get_run(run_id), "skipped")
     if parent_pid and _parent_gone(parent_pid):

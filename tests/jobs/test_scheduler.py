@@ -255,6 +255,22 @@ def test_terminal_states_are_final_for_the_sweep_the_runner_and_a_late_release(s
     assert store.get_run(run.id) == done
 
 
+def test_a_removed_jobs_running_attempt_is_left_to_its_runner(store, notebook):
+    add_job(store, notebook)
+    queued, _ = store.create_run("hourly", "scheduled", T0 + H)
+    running, _ = store.create_run("hourly", "scheduled", T0 + 2 * H)
+    assert store.claim_run(running.id, 4242)  # another runner's attempt
+    store.remove_job("hourly")  # skips its queued runs itself
+    assert (store.get_run(queued.id).state, store.get_run(queued.id).reason) == (
+        "skipped",
+        "job removed",
+    )
+    assert execute_run(queued.id, store=store).state == "not claimed"
+    # A runner handed a run whose job is gone leaves another runner's attempt alone.
+    assert execute_run(running.id, store=store).state == "not claimed"
+    assert (store.get_run(running.id).state, store.get_run(running.id).pid) == ("running", 4242)
+
+
 def eventually(check, what: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while not (value := check()):
