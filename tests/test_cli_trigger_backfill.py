@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nbformat
 import pytest
 from click.testing import CliRunner, Result
 
@@ -49,6 +50,8 @@ def test_backfill_runs_one_run_per_tick_and_a_second_backfill_skips_them(noteboo
         out = Path(run.output_path)
         assert out.parent == home / "runs" / "etl" and out.is_file()
         assert out.name == f"etl-{run.logical_date:%Y%m%dT%H%M%SZ}-{run.id}.ipynb"
+        # papermill's record of where the notebook is: where it was published
+        assert nbformat.read(out, as_version=4).metadata.papermill.output_path == str(out)
     for folder in (home / "runs", home / "runs" / "etl"):  # output notebooks may hold data
         assert folder.stat().st_mode & 0o777 == 0o700, folder
     assert Path("log.txt").read_text().split()[::2] == ["2024-01-01", "2024-01-02", "2024-01-03"]

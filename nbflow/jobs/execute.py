@@ -197,6 +197,19 @@ def attempt_path_for(out: Path, attempt: int) -> Path:
     return out.parent / ".attempts" / f"{out.stem}.attempt-{attempt}.ipynb"
 
 
+def _name_output_path(work: Path, out: Path) -> None:
+    """Papermill wrote the working copy's path into the notebook's metadata: name the path
+    it is published under instead (best effort: a notebook it cannot read stays as it is)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(work, as_version=4)
+        nb.metadata.setdefault("papermill", {})["output_path"] = str(out)
+        nbformat.write(nb, work)
+    except Exception:  # no notebook (it never started), or not one nbformat can read
+        pass
+
+
 def _publish(work: Path, out: Path) -> None:
     """Our attempt's notebook becomes the run's (`os.replace`: atomic, same file system), and
     the working copies earlier attempts left (crashed, or taken over) are removed."""
@@ -426,6 +439,7 @@ def execute_run(
     finally:
         beat.stop()
     duration = time.monotonic() - started
+    _name_output_path(work, out)
     fault("runner:before-finish")
     with finishing:  # our attempt's end, its retry and its notebook, if it is still ours
         ended = store.end_attempt(
