@@ -218,7 +218,8 @@ def test_mapped_instances_are_grouped_under_their_task(pipe):
     assert view.widget.info["process"]["instances"]["2"] == "failed"
 
 
-def test_a_sub_pipeline_is_drawn_as_a_group_with_its_own_tasks_states(home, tmp_path):
+def with_sub_pipeline(tmp_path) -> nf.Pipeline:
+    """Pipeline `main`: sub-pipeline task `extracted` (download -> parse), then `report`."""
     inner = nf.Pipeline("extract_flow", cache_dir=tmp_path / "inner")
 
     @inner.task
@@ -236,6 +237,11 @@ def test_a_sub_pipeline_is_drawn_as_a_group_with_its_own_tasks_states(home, tmp_
     def report(extracted):
         return extracted["parse"] * 2
 
+    return outer
+
+
+def test_a_sub_pipeline_is_drawn_as_a_group_with_its_own_tasks_states(home, tmp_path):
+    outer = with_sub_pipeline(tmp_path)
     render.layout.cache_clear()
     view = DagView(outer, interval=0)
     assert view.states["extracted/download"] == "never-run"
@@ -252,18 +258,7 @@ def test_a_sub_pipeline_is_drawn_as_a_group_with_its_own_tasks_states(home, tmp_
 
 
 def test_a_sub_pipelines_tasks_are_coloured_while_it_runs(home, tmp_path):
-    inner = nf.Pipeline("extract_flow", cache_dir=tmp_path / "inner")
-
-    @inner.task
-    def download(day: str = "2024-01-01"):
-        return [day] * 3
-
-    @inner.task
-    def parse(download):
-        return len(download)
-
-    outer = nf.Pipeline("main", cache_dir=tmp_path / "outer")
-    outer.subpipeline(inner, name="extracted")
+    outer = with_sub_pipeline(tmp_path)
     view = DagView(outer, interval=0)
     seen = []
 
