@@ -55,6 +55,7 @@ class MapSteps:
         def _fail(self, name: str, error: BaseException, trace: str, attempts: int) -> None: ...
         def _done(self, name: str, duration: float, attempts: int) -> None: ...
         def _maybe_flush(self) -> None: ...
+        def _emit(self, kind: type[ev.TaskEvent], task: str, **fields: Any) -> None: ...
         def _store_result(
             self, name: str, value: Any, duration: float, extra: Mapping[str, Any] | None = None
         ) -> None: ...
@@ -125,18 +126,9 @@ class MapSteps:
             self._instances[job_name] = (mrun, i)
         mrun.pending = len(jobs)
         if self.bus:
-            self.bus.emit(
-                ev.MapExpanded(
-                    pipeline=self.name,
-                    run_id=self.run_id,
-                    task=name,
-                    size=n,
-                    labels=tuple(labels),
-                    cached=tuple(cached),
-                )
-            )
+            self._emit(ev.MapExpanded, name, size=n, labels=tuple(labels), cached=tuple(cached))
             if jobs:
-                self.bus.emit(ev.TaskStarted(pipeline=self.name, run_id=self.run_id, task=name))
+                self._emit(ev.TaskStarted, name)
         if not jobs:
             self._finish_map(mrun)
             return None
@@ -226,20 +218,16 @@ class MapSteps:
         outcome: Outcome,
         error: BaseException | None,
     ) -> None:
-        if self.bus:
-            self.bus.emit(
-                ev.MapInstance(
-                    pipeline=self.name,
-                    run_id=self.run_id,
-                    task=mrun.task,
-                    index=i,
-                    label=mrun.labels[i],
-                    state=state,
-                    duration=outcome.duration,
-                    attempt=outcome.job.attempt,
-                    error=f"{type(error).__name__}: {error}" if error is not None else "",
-                )
-            )
+        self._emit(
+            ev.MapInstance,
+            mrun.task,
+            index=i,
+            label=mrun.labels[i],
+            state=state,
+            duration=outcome.duration,
+            attempt=outcome.job.attempt,
+            error=f"{type(error).__name__}: {error}" if error is not None else "",
+        )
 
     def _finish_map(self, mrun: MapRun) -> None:
         """Every instance settled: fail the task, or assemble and store its value."""

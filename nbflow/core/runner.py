@@ -335,15 +335,7 @@ class Runner(MapSteps):
                 labels = record.get("map_labels") or range(record.get("map_size", 0))
                 result.map_states[name] = dict.fromkeys(labels, "cached")
                 result.map_executed[name] = []
-            if self.bus:
-                self.bus.emit(
-                    ev.TaskCached(
-                        pipeline=self.name,
-                        run_id=self.run_id,
-                        task=name,
-                        metadata=record.get("metadata"),
-                    )
-                )
+            self._emit(ev.TaskCached, name, metadata=record.get("metadata"))
             return None
         result.reasons[name] = decision.reason
         kwargs: dict[str, Any] = {}
@@ -359,12 +351,7 @@ class Runner(MapSteps):
             except ResourceError as exc:
                 self._fail(name, exc, format_user_traceback(exc.__cause__ or exc), 1)
                 return None
-        if self.bus:
-            self.bus.emit(
-                ev.TaskQueued(
-                    pipeline=self.name, run_id=self.run_id, task=name, reason=decision.reason
-                )
-            )
+        self._emit(ev.TaskQueued, name, reason=decision.reason)
         if task.options.map is not None:
             return self._expand(name, decision, kwargs)
         fn = task.fn
@@ -390,12 +377,7 @@ class Runner(MapSteps):
         self.result.states[name] = state
         self.result.reasons[name] = reason
         self._outputs[name] = None
-        if self.bus:
-            self.bus.emit(
-                ev.TaskSkipped(
-                    pipeline=self.name, run_id=self.run_id, task=name, state=state, reason=reason
-                )
-            )
+        self._emit(ev.TaskSkipped, name, state=state, reason=reason)
 
     def _decision(self, name: str) -> Decision:
         static = self.static[name]
@@ -413,12 +395,8 @@ class Runner(MapSteps):
     def _submit(self, executor: Any, job: Job) -> None:
         if job.pool:
             self._pool_use[job.pool] += 1
-        if self.bus and job.task not in self._instances:
-            self.bus.emit(
-                ev.TaskStarted(
-                    pipeline=self.name, run_id=self.run_id, task=job.task, attempt=job.attempt
-                )
-            )
+        if job.task not in self._instances:
+            self._emit(ev.TaskStarted, job.task, attempt=job.attempt)
         executor.submit(job)
 
     def _complete(self, outcome: Outcome) -> tuple[float, int, Job] | None:
@@ -445,17 +423,13 @@ class Runner(MapSteps):
             return None
         if job.attempt <= task.options.retries and not isinstance(error, _NOT_RETRIED):
             delay = task.options.retry_delay_for(job.attempt)
-            if self.bus:
-                self.bus.emit(
-                    ev.TaskRetrying(
-                        pipeline=self.name,
-                        run_id=self.run_id,
-                        task=name,
-                        attempt=job.attempt,
-                        delay=delay,
-                        error=f"{type(error).__name__}: {error}",
-                    )
-                )
+            self._emit(
+                ev.TaskRetrying,
+                name,
+                attempt=job.attempt,
+                delay=delay,
+                error=f"{type(error).__name__}: {error}",
+            )
             self._job_ids += 1
             retry = job.next_attempt(self._job_ids)
             return (time.monotonic() + delay, retry.id, retry)
@@ -467,17 +441,13 @@ class Runner(MapSteps):
         result = self.result
         result.states[name] = "done"
         result.executed.append(name)
-        if self.bus:
-            self.bus.emit(
-                ev.TaskFinished(
-                    pipeline=self.name,
-                    run_id=self.run_id,
-                    task=name,
-                    duration=duration,
-                    attempts=attempts,
-                    metadata=result.metadata.get(name),
-                )
-            )
+        self._emit(
+            ev.TaskFinished,
+            name,
+            duration=duration,
+            attempts=attempts,
+            metadata=result.metadata.get(name),
+        )
         if name in self._checks:
             self._run_checks(name)
 
@@ -492,18 +462,14 @@ class Runner(MapSteps):
         self.store.update_pipeline_state(
             self.name, failed={name: {"key": key, "error": summary[:300]}}
         )
-        if self.bus:
-            self.bus.emit(
-                ev.TaskFailed(
-                    pipeline=self.name,
-                    run_id=self.run_id,
-                    task=name,
-                    error=summary,
-                    traceback=trace,
-                    attempts=attempts,
-                    duration=result.durations.get(name, 0.0),
-                )
-            )
+        self._emit(
+            ev.TaskFailed,
+            name,
+            error=summary,
+            traceback=trace,
+            attempts=attempts,
+            duration=result.durations.get(name, 0.0),
+        )
 
     def _store_result(
         self, name: str, value: Any, duration: float, extra: Mapping[str, Any] | None = None
@@ -550,12 +516,14 @@ class Runner(MapSteps):
             self.store.flush()
             self._last_flush = now
 
+    def _emit(self, kind: type[ev.TaskEvent], task: str, **fields: Any) -> None:
+        """Tell the listeners, if there are any, that `kind` happened to `task`."""
+        if self.bus:
+            self.bus.emit(kind(pipeline=self.name, run_id=self.run_id, task=task, **fields))
+
     def _forward_inner(self, task: str, event: ev.Event) -> None:
         """An event of sub-pipeline task `task`'s inner run, running in this thread."""
-        assert self.bus is not None
-        self.bus.emit(
-            ev.SubpipelineEvent(pipeline=self.name, run_id=self.run_id, task=task, event=event)
-        )
+        self._emit(ev.SubpipelineEvent, task, event=event)
 
     # --- gates: branches and blocking checks ----------------------------------
 
@@ -597,19 +565,15 @@ class Runner(MapSteps):
             self.result.checks[check.name] = outcome
             if not outcome.passed and check.blocking and name not in self._blocked:
                 self._blocked[name] = str(outcome).replace(" FAILED", " failed")
-            if self.bus:
-                self.bus.emit(
-                    ev.CheckFinished(
-                        pipeline=self.name,
-                        run_id=self.run_id,
-                        task=name,
-                        check=check.name,
-                        passed=outcome.passed,
-                        message=outcome.message,
-                        blocking=check.blocking,
-                        cached=outcome.cached,
-                    )
-                )
+            self._emit(
+                ev.CheckFinished,
+                name,
+                check=check.name,
+                passed=outcome.passed,
+                message=outcome.message,
+                blocking=check.blocking,
+                cached=outcome.cached,
+            )
         if remember:
             self.store.update_pipeline_state(self.name, checks=remember)
 
