@@ -35,7 +35,7 @@ Policy:
   `pid=` (a removed job's run skipped, a run failed at creation) end whatever
   attempt the run has, as before.
 - **Terminal states are final.** `finish_run`, `end_attempt` and
-  `mark_stale_crashed` only move a run out of `queued` or `running`; a late
+  `end_stale_attempts` only move a run out of `queued` or `running`; a late
   signal after `success` changes nothing. The only way out of a terminal state
   is an explicit `requeue_run` (a backfill that asks to reprocess, or a retry
   of a run already ended), which names the states it may reopen.
@@ -83,9 +83,8 @@ API at a glance (`store = RunStore()`; every `now=` is an aware datetime):
                   -> EndedAttempt | None             finish, and queue the retry, atomically
               release_run(id, pid=, attempt=) -> bool   running -> queued (SIGTERM hand-back)
               requeue_run(id, from_states=, not_before=, new_round=) -> bool   retry / reprocess
-              mark_stale_crashed(older_than_seconds) -> [RunRecord]   the sweep
               end_stale_attempts(older_than_seconds, retry=) -> [EndedAttempt]
-                                                     the sweep, retries queued atomically
+                                                     the sweep: crashed, retries queued atomically
               get_run(id) · find_run(job, run_type, logical_date)
               list_runs(job, states=, run_types=, since=, until=, limit=, oldest_first=)
               queued_runs(job, now=, limit=)         claimable, oldest logical date first
@@ -905,13 +904,6 @@ class RunStore:
         with self._write() as db:
             return db.execute(sql, (run_id, *owner_args)).rowcount == 1
 
-    def mark_stale_crashed(
-        self, older_than: float, *, now: datetime | None = None
-    ) -> list[RunRecord]:
-        """The sweep: `running` runs whose heartbeat is older than `older_than` seconds become
-        `crashed` ("no heartbeat for N s"). Returns those runs (after the change)."""
-        return [ended.attempt for ended in self.end_stale_attempts(older_than, now=now)]
-
     def end_stale_attempts(
         self,
         older_than: float,
@@ -919,7 +911,9 @@ class RunStore:
         retry: RetryPolicy | None = None,
         now: datetime | None = None,
     ) -> list[EndedAttempt]:
-        """`mark_stale_crashed`, and each crashed run's retry, in one write transaction.
+        """The sweep: `running` runs whose heartbeat is older than `older_than` seconds become
+        `crashed` ("no heartbeat for N s"), and each one's retry is decided, in one write
+        transaction.
 
         `retry` is asked for each crashed run as `end_attempt` asks it; a run it
         gives a time for is reopened (`queued`, `not_before`) before the commit.
@@ -930,17 +924,12 @@ class RunStore:
         cutoff = utc_iso(moment.astimezone(UTC) - timedelta(seconds=older_than))
         ended: list[EndedAttempt] = []
         with self._write() as db:
-            ids = [
-                r[0]
-                for r in db.execute(
-                    "SELECT id FROM runs WHERE state = 'running' AND heartbeat < ?", (cutoff,)
-                )
-            ]
-            for run_id in ids:
-                row = db.execute("SELECT started_at FROM runs WHERE id = ?", (run_id,)).fetchone()
-                duration = (
-                    (moment - parse_utc(row[0])).total_seconds() if row[0] is not None else None
-                )
+            stale = db.execute(
+                "SELECT id, started_at FROM runs WHERE state = 'running' AND heartbeat < ?",
+                (cutoff,),
+            ).fetchall()
+            for run_id, started_at in stale:
+                duration = (moment - parse_utc(started_at)).total_seconds() if started_at else None
                 db.execute(
                     "UPDATE runs SET state = 'crashed', ended_at = ?, duration = ?, "
                     "error = COALESCE(error, ?) WHERE id = ? AND state = 'running'",

@@ -124,7 +124,7 @@ def test_terminal_states_are_final(store):
     # a late signal, a late sweep, a late heartbeat: nothing changes
     assert not store.finish_run(run.id, "crashed", error="late")
     assert not store.heartbeat(run.id)
-    assert store.mark_stale_crashed(1, now=T0 + timedelta(days=1)) == []
+    assert store.end_stale_attempts(1, now=T0 + timedelta(days=1)) == []
     assert not store.claim_run(run.id, 2)
     assert not store.requeue_run(run.id)  # success is not retryable
     done = store.get_run(run.id)
@@ -151,7 +151,7 @@ def test_sweep_marks_runs_without_heartbeat_crashed_and_retry_requeues_them(stor
     store.claim_run(alive.id, 12, now=T0)
     assert store.heartbeat(alive.id, pid=12, now=T0 + timedelta(seconds=25))
     assert not store.heartbeat(alive.id, pid=99, now=T0 + timedelta(seconds=25))  # not its run
-    crashed = store.mark_stale_crashed(30, now=T0 + timedelta(seconds=31))
+    crashed = [e.attempt for e in store.end_stale_attempts(30, now=T0 + timedelta(seconds=31))]
     assert [r.id for r in crashed] == [stale.id]
     assert crashed[0].state == "crashed" and "no heartbeat for 30 s" in crashed[0].error
     assert store.get_run(alive.id).state == "running"
