@@ -161,18 +161,14 @@ def test_sigkill_right_after_a_failed_attempt_is_committed_still_retries_the_run
     (`runner:after-finish`) leaves the run queued for its retry, not failed."""
     store = RunStore()
     alerts = Path.cwd() / "alerts.txt"
-    job = Schedule(
-        name="job",
-        notebook=str(notebook),
-        cron="0 0 1 1 *",
-        retries=1,
+    run_id = _one_manual_run(
+        store,
+        notebook,
         retry_delay=1,
-        parameters={"fail_times": "1", "log": str(Path.cwd() / "log.txt")},
+        parameters={"fail_times": "1"},
         on_retry=(f'echo "retry $NBFLOW_STATE $NBFLOW_ATTEMPTS" >> {alerts}',),
         on_success=(f'echo "success $NBFLOW_ATTEMPTS" >> {alerts}',),
     )
-    store.add_job("job", job.to_dict())
-    run_id = _trigger_detached(store)
     marks = tmp_path / "faults"
     marks.mkdir()
     fault = {"NBFLOW_FAULT": "runner:after-finish", "NBFLOW_FAULT_ONCE_DIR": str(marks)}
@@ -205,17 +201,15 @@ def start_long_run(home: Path, notebook: Path, *args: str) -> tuple[subprocess.P
     """A scheduler running a run whose first attempt sleeps; returns it, runner and kernel pid."""
     store = RunStore()
     alerts = Path.cwd() / "alerts.txt"
-    job = Schedule(
-        name="job",
-        notebook=str(notebook),
-        cron="0 0 1 1 *",
-        retries=1,
-        retry_delay=0,
-        parameters={"seconds": "120", "log": str(Path.cwd() / "log.txt")},
-        on_retry=(f'echo "$NBFLOW_STATE $NBFLOW_ATTEMPTS" >> {alerts}',),
+    run = store.get_run(
+        _one_manual_run(
+            store,
+            notebook,
+            retry_delay=0,
+            parameters={"seconds": "120"},
+            on_retry=(f'echo "$NBFLOW_STATE $NBFLOW_ATTEMPTS" >> {alerts}',),
+        )
     )
-    store.add_job("job", job.to_dict())
-    (run,) = [store.get_run(i) for i in [_trigger_detached(store)]]
     daemon = scheduler(home, *args)
     log = Path.cwd() / "log.txt"
     eventually(lambda: log.exists() and log.read_text().strip(), 60, "the kernel to start")
@@ -225,9 +219,28 @@ def start_long_run(home: Path, notebook: Path, *args: str) -> tuple[subprocess.P
     return daemon, runner, kernel
 
 
-def _trigger_detached(store: RunStore) -> int:
+def _one_manual_run(
+    store: RunStore,
+    notebook: Path,
+    *,
+    retry_delay: float,
+    parameters: dict[str, str],
+    **alerts: tuple[str, ...],
+) -> int:
+    """Job `job` (one retry; logs to log.txt; never due by itself) and one queued manual run
+    of it, for a scheduler to pick up. Returns the run's id."""
     from nbflow.jobs.scheduler import trigger_run
 
+    job = Schedule(
+        name="job",
+        notebook=str(notebook),
+        cron="0 0 1 1 *",
+        retries=1,
+        retry_delay=retry_delay,
+        parameters={**parameters, "log": str(Path.cwd() / "log.txt")},
+        **alerts,
+    )
+    store.add_job("job", job.to_dict())
     return trigger_run(store, "job").id
 
 
