@@ -148,7 +148,7 @@ class _LocalCluster:
         return (
             cls.client is not None
             and cls.client.status == "running"
-            and (cls.cluster.status.name == "running")
+            and cls.cluster.status.name == "running"
         )
 
     @classmethod
@@ -221,9 +221,10 @@ class DaskExecutor:
         shared: bool = False,
         **cluster_kwargs: Any,
     ) -> None:
-        """`shared=True` uses the process's local cluster, as `executor="dask"` does;
-        `security=` (a `distributed.Security`) connects to a scheduler at `address` that
-        requires TLS credentials."""
+        """`shared=True` uses the process's local cluster, as `executor="dask"` does.
+        `security=`: with `address`, the `distributed.Security` that scheduler requires;
+        for the cluster this executor starts, what it uses instead of credentials of its
+        own (`False`: none, plain TCP on loopback)."""
         self._distributed = _import_distributed()
         if address is not None and client is not None:
             raise NbflowError("pass either address= or client= to DaskExecutor, not both")
@@ -237,10 +238,10 @@ class DaskExecutor:
             )
         if shared and (address is not None or client is not None):
             raise NbflowError("shared=True uses the local cluster; drop address=/client=")
-        if security is not None and address is None:
+        if security is not None and (client is not None or shared):
             raise NbflowError(
-                "security= is for connecting to a scheduler at address=; a client= has its "
-                "own, and the cluster DaskExecutor starts makes its own credentials"
+                "security= is for a scheduler at address= or the cluster DaskExecutor starts; "
+                "a client= has its own, and the shared local cluster makes its own credentials"
             )
         if max_workers is not None and (
             not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
@@ -255,9 +256,12 @@ class DaskExecutor:
         self._shared = shared
         self._cluster: Any = None
         self._cluster_kwargs = cluster_kwargs
+        if security is not None and self.own_cluster:
+            # LocalCluster takes True (credentials of its own), a Security, or None (none).
+            self._cluster_kwargs["security"] = security or None
         self._max_workers = max_workers
         self._marks = uuid.uuid4().hex
-        """This run's key in the scheduler's start marks (`_STARTED`)."""
+        """This executor's key in the scheduler's start marks (`_STARTED`)."""
         self._futures: dict[str, _Submitted] = {}
         self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._scattered: dict[int, tuple[Any, Future]] = {}
@@ -454,7 +458,6 @@ class DaskExecutor:
             self._done.get_nowait()
         if self._client is not None and self.own_cluster:
             self._client.set_metadata([_STARTED, self._marks], {})
-            self._marks = uuid.uuid4().hex
 
     def close(self) -> None:
         """Disconnect; stop the local cluster if this executor started it (never a user's

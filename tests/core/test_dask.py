@@ -232,6 +232,17 @@ def test_conflicting_arguments_are_refused(dask: DaskExecutor) -> None:
         DaskExecutor(client=dask.client, n_workers=3)
     with pytest.raises(NbflowError, match="client= must be a distributed.Client"):
         DaskExecutor(client="tcp://127.0.0.1:9")  # type: ignore[arg-type]
+    with pytest.raises(NbflowError, match="a client= has its own"):
+        DaskExecutor(client=dask.client, security=False)
+
+
+def test_a_cluster_of_its_own_can_go_without_credentials_when_asked() -> None:
+    with DaskExecutor(max_workers=1, security=False) as plain:
+        plain.submit(job(square, "plain", x=3))
+        assert drain(plain)["plain"].value == 9
+        address = plain.client.scheduler.address
+        assert address.startswith("tcp://127.0.0.1:")  # loopback still, no TLS
+        assert speaks_to(address, {})
 
 
 def test_missing_distributed_names_the_extra_to_install() -> None:
