@@ -16,8 +16,7 @@ imported only when used, so scripts and workers load the engine alone.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from nbflow.core.errors import (
     BranchError,
@@ -44,16 +43,21 @@ from nbflow.core.errors import (
     UnpicklableTask,
     WorkerDied,
 )
-from nbflow.core.events import Listener, LoggingListener, ProgressListener
+from nbflow.core.events import LoggingListener, ProgressListener
 from nbflow.core.output import Output
 from nbflow.core.partitions import BackfillResult, DailyPartitions, StaticPartitions
 from nbflow.core.pipeline import (
     Pipeline,
     branch,
     check,
+    clear_cache,
     default_pipeline,
+    explain,
+    invalidate,
     resource,
+    run,
     sensor,
+    status,
     task,
     wait_for_file,
 )
@@ -120,92 +124,6 @@ __all__ = [
     "task",
     "wait_for_file",
 ]
-
-
-# The calls below act on the default pipeline and take the options of the `Pipeline`
-# method of the same name (same names, same defaults), spelled out for help() and editors.
-
-
-@overload
-def run(
-    targets: str | Iterable[str] | None = None,
-    *,
-    params: Mapping[str, Any] | None = None,
-    executor: Any = None,
-    max_workers: int | None = None,
-    force: bool | str | Collection[str] = False,
-    raise_on_failure: bool = True,
-    listeners: Iterable[Listener] = (),
-    assume: Collection[str] | Mapping[str, Any] = (),
-    partition: Any = None,
-    partitions: None = None,
-) -> RunResult: ...
-@overload
-def run(
-    targets: str | Iterable[str] | None = None,
-    *,
-    params: Mapping[str, Any] | None = None,
-    executor: Any = None,
-    max_workers: int | None = None,
-    force: bool | str | Collection[str] = False,
-    raise_on_failure: bool = True,
-    listeners: Iterable[Listener] = (),
-    assume: Collection[str] | Mapping[str, Any] = (),
-    partition: Any = None,
-    partitions: Sequence[Any] | slice | range,
-) -> BackfillResult: ...
-
-
-def run(
-    targets: str | Iterable[str] | None = None,
-    *,
-    params: Mapping[str, Any] | None = None,
-    executor: Any = None,
-    max_workers: int | None = None,
-    force: bool | str | Collection[str] = False,
-    raise_on_failure: bool = True,
-    listeners: Iterable[Listener] = (),
-    assume: Collection[str] | Mapping[str, Any] = (),
-    partition: Any = None,
-    partitions: Any = None,
-) -> RunResult | BackfillResult:
-    """Run the default pipeline: `targets` (default: every sink) and the stale tasks they
-    need (see `Pipeline.run` for the options)."""
-    return default_pipeline().run(
-        targets,
-        params=params,
-        executor=executor,
-        max_workers=max_workers,
-        force=force,
-        raise_on_failure=raise_on_failure,
-        listeners=listeners,
-        assume=assume,
-        partition=partition,
-        partitions=partitions,
-    )
-
-
-def status(params: Mapping[str, Any] | None = None) -> StatusReport:
-    """Per task of the default pipeline: fresh, stale or never-run, and why, without running
-    anything (see `Pipeline.status`). Without `params`, those of its last run are used."""
-    return default_pipeline().status(params)
-
-
-def explain(name: str, params: Mapping[str, Any] | None = None) -> str:
-    """One line on why task `name` of the default pipeline is fresh or stale: "fresh: ..."
-    or "stale: <root cause>" (see `Pipeline.explain`)."""
-    return default_pipeline().explain(name, params)
-
-
-def invalidate(name: str) -> list[str]:
-    """Mark task `name` of the default pipeline and everything downstream stale, so the
-    next run reruns them; returns the tasks marked."""
-    return default_pipeline().invalidate(name)
-
-
-def clear_cache() -> int:
-    """Delete every cached result of the default pipeline; returns how many were removed."""
-    return default_pipeline().clear_cache()
 
 
 def show(

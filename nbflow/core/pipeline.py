@@ -11,12 +11,14 @@ Responsibilities:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from nbflow.core import events as ev
 from nbflow.core.checks import Check, make_check
@@ -541,106 +543,41 @@ def default_pipeline() -> Pipeline:
     return _DEFAULT
 
 
-# The module-level calls spell out the options of the `Pipeline` methods they forward
-# to (same names, same defaults), so help() and editors show them; `**options` are
-# the task options.
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-@overload
-def task(
-    fn: Callable[..., Any],
-    /,
-    *,
-    name: str | None = None,
-    inputs: Mapping[str, str] | None = None,
-    **options: Any,
-) -> Task: ...
-@overload
-def task(
-    fn: None = None,
-    /,
-    *,
-    name: str | None = None,
-    inputs: Mapping[str, str] | None = None,
-    **options: Any,
-) -> Callable[[Callable[..., Any]], Task]: ...
+def on_default_pipeline(method: Callable[Concatenate[Pipeline, P], R]) -> Callable[P, R]:
+    """`method` as a module-level call on the default pipeline (`nf.run`, `@nf.task`, ...).
 
+    It keeps the method's signature, so help(), editors and mypy (overloads
+    included) show the same options with the same defaults, written once.
+    """
 
-def task(
-    fn: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    inputs: Mapping[str, str] | None = None,
-    **options: Any,
-) -> Any:
-    """`@nf.task` or `@nf.task(retries=3, ...)`: register in the default pipeline (see `Pipeline.task`)."""
-    return default_pipeline().task(fn, name=name, inputs=inputs, **options)
+    @functools.wraps(method)
+    def on_default(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(default_pipeline(), *args, **kwargs)
 
-
-def branch(
-    fn: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    inputs: Mapping[str, str] | None = None,
-    **options: Any,
-) -> Any:
-    """`@nf.branch` or `@nf.branch(...)`: a branch task in the default pipeline (see `Pipeline.branch`)."""
-    return default_pipeline().branch(fn, name=name, inputs=inputs, **options)
-
-
-def sensor(
-    fn: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    inputs: Mapping[str, str] | None = None,
-    interval: float = 60.0,
-    timeout: float | None = 3600.0,
-    soft_fail: bool = False,
-    **options: Any,
-) -> Any:
-    """`@nf.sensor(interval=, timeout=, soft_fail=)`: a sensor in the default pipeline (see `Pipeline.sensor`)."""
-    return default_pipeline().sensor(
-        fn,
-        name=name,
-        inputs=inputs,
-        interval=interval,
-        timeout=timeout,
-        soft_fail=soft_fail,
-        **options,
+    signature = inspect.signature(method)
+    on_default.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]  # without `self`
     )
-
-
-def wait_for_file(
-    pattern: str,
-    *,
-    name: str = "wait_for_file",
-    interval: float = 60.0,
-    timeout: float | None = 3600.0,
-    soft_fail: bool = False,
-    **options: Any,
-) -> Task:
-    """A file sensor in the default pipeline (see `Pipeline.wait_for_file`)."""
-    return default_pipeline().wait_for_file(
-        pattern,
-        name=name,
-        interval=interval,
-        timeout=timeout,
-        soft_fail=soft_fail,
-        **options,
+    on_default.__doc__ = (
+        f"`Pipeline.{method.__name__}` on the default pipeline.\n\n{method.__doc__}"
     )
+    return on_default
 
 
-def resource(
-    name: str | Callable[[], Any],
-    factory: Callable[[], Any] | None = None,
-    *,
-    version: str | None = None,
-) -> Any:
-    """Register a resource in the default pipeline (see `Pipeline.resource`)."""
-    return default_pipeline().resource(name, factory, version=version)
+task = on_default_pipeline(Pipeline.task)
+branch = on_default_pipeline(Pipeline.branch)
+sensor = on_default_pipeline(Pipeline.sensor)
+wait_for_file = on_default_pipeline(Pipeline.wait_for_file)
+resource = on_default_pipeline(Pipeline.resource)
+run = on_default_pipeline(Pipeline.run)
+status = on_default_pipeline(Pipeline.status)
+explain = on_default_pipeline(Pipeline.explain)
+invalidate = on_default_pipeline(Pipeline.invalidate)
+clear_cache = on_default_pipeline(Pipeline.clear_cache)
 
 
 def check(target: Any, *, name: str | None = None, blocking: bool = True) -> Any:
