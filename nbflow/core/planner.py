@@ -105,15 +105,15 @@ class Planner:
     # --- parts of a key ------------------------------------------------------
 
     def code_print(self, task: Task) -> FunctionPrint:
-        fp = self._prints.get(id(task.fn))
+        return self.function_print(task.fn, f"function `{task.name}`")
+
+    def function_print(self, fn: Any, label: str) -> FunctionPrint:
+        """The fingerprint of `fn` (a task's function, a check), once per run."""
+        fp = self._prints.get(id(fn))
         if fp is None:
-            own = getattr(task.fn, "__nbflow_fingerprint__", None)
-            fp = (
-                own()
-                if own is not None
-                else fingerprint_function(task.fn, f"function `{task.name}`")
-            )
-            self._prints[id(task.fn)] = fp
+            own = getattr(fn, "__nbflow_fingerprint__", None)
+            fp = own() if own is not None else fingerprint_function(fn, label)
+            self._prints[id(fn)] = fp
         return fp
 
     def param_value(self, task: Task, param: str) -> Any:

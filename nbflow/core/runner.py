@@ -52,7 +52,6 @@ from nbflow.core.executors import (
     resolve_executor,
 )
 from nbflow.core.expansion import MapSteps
-from nbflow.core.fingerprint import fingerprint_function
 from nbflow.core.hashing import Unfingerprintable, digest_value
 from nbflow.core.mapping import MapRun, assemble, split
 from nbflow.core.planner import Decision, Planner
@@ -114,7 +113,6 @@ class Runner(MapSteps):
         )
         self.resources = ResourceScope(pipeline.resources)
         self._checks: dict[str, list[Check]] = {}
-        self._check_prints: dict[str, str] = {}
         for check in pipeline.checks.values():
             if check.task not in pipeline.tasks:
                 raise UnknownTaskError(check.task, pipeline.tasks, self.name)
@@ -579,16 +577,11 @@ class Runner(MapSteps):
 
     def _check_print(self, check: Check) -> str | None:
         """The digest of a check's code, or None when it cannot be trusted unchanged."""
-        digest = self._check_prints.get(check.name)
-        if digest is None:
-            try:
-                fp = fingerprint_function(check.fn, f"check `{check.name}`")
-            except Exception:
-                return None
-            if fp.volatile:
-                return None
-            digest = self._check_prints[check.name] = str(fp.digest)
-        return digest
+        try:
+            fp = self.planner.function_print(check.fn, f"check `{check.name}`")
+        except Exception:
+            return None
+        return None if fp.volatile else str(fp.digest)
 
     def _gated(self, name: str, upstream: tuple[str, ...]) -> tuple[str, str]:
         """Verdict and reason for a task that a branch or a failed blocking check may stop."""
