@@ -39,6 +39,16 @@ if TYPE_CHECKING:
 _STATIC = Path(__file__).parent / "static"
 
 
+_INNER_STATES: dict[type, str] = {
+    ev.TaskStarted: "running",
+    ev.TaskRetrying: "retrying",
+    ev.TaskFinished: "done",
+    ev.TaskCached: "cached",
+    ev.TaskFailed: "failed",
+}
+"""A sub-pipeline's inner task events -> the state their node shows."""
+
+
 class DagWidget(anywidget.AnyWidget):
     """The front-end half: SVG, states and per-node details, synced to the browser."""
 
@@ -203,20 +213,13 @@ class DagView:
     def _inner_event(self, task: str, inner: ev.Event) -> None:
         """Recolour an inner task of sub-pipeline task `task` while the sub-pipeline runs."""
         if isinstance(inner, ev.RunStarted):
-            changes = {n: "queued" for n in inner.stale}
-        elif isinstance(inner, ev.TaskStarted):
-            changes = {inner.task: "running"}
-        elif isinstance(inner, ev.TaskRetrying):
-            changes = {inner.task: "retrying"}
-        elif isinstance(inner, ev.TaskFinished):
-            changes = {inner.task: "done"}
-        elif isinstance(inner, ev.TaskCached):
-            changes = {inner.task: "cached"}
-        elif isinstance(inner, ev.TaskFailed):
-            changes = {inner.task: "failed"}
-            self.info.setdefault(f"{task}/{inner.task}", {})["error"] = inner.error
+            changes = dict.fromkeys(inner.stale, "queued")
         elif isinstance(inner, ev.TaskSkipped):
             changes = {inner.task: inner.state}
+        elif type(inner) in _INNER_STATES:
+            changes = {inner.task: _INNER_STATES[type(inner)]}  # type: ignore[attr-defined]
+            if isinstance(inner, ev.TaskFailed):
+                self.info.setdefault(f"{task}/{inner.task}", {})["error"] = inner.error
         else:
             return
         for name, state in changes.items():
