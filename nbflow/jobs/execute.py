@@ -86,7 +86,6 @@ from nbflow.core.errors import NbflowError
 from nbflow.core.home import ensure_private_dir
 from nbflow.jobs.runstore import (
     ACTIVE_STATES,
-    RETRYABLE_STATES,
     EndedAttempt,
     JobRecord,
     RetryPolicy,
@@ -240,25 +239,21 @@ def retry_delay(job: JobRecord, run: RunRecord) -> float:
     return delay
 
 
-def _retry_at(record: JobRecord | None, run: RunRecord, now: datetime) -> datetime | None:
-    """When `run`, whose attempt ended failed/crashed/timed_out at `now`, may be tried again;
-    None when its job is gone or its retries (this round) are used up."""
-    if record is None or run.state not in RETRYABLE_STATES:
-        return None
-    retries = int(record.spec.get("retries", 0) or 0)
-    if _attempts_this_round(run) > retries:
-        return None
-    return now + timedelta(seconds=retry_delay(record, run))
-
-
 def retry_policy(store: RunStore) -> RetryPolicy:
     """The retry decision `RunStore.end_attempt` / `end_stale_attempts` take inside the
-    transaction that ends an attempt: retry while the job (as stored then) has retries left
-    this round, `retry_delay` after the attempt's end."""
+    transaction that ends a failed, crashed or timed-out attempt: retry while the job (as
+    stored then) has retries left this round, `retry_delay` after the attempt's end; None
+    when its job is gone or its retries are used up."""
 
     def retry_at(attempt: RunRecord) -> datetime | None:
         try:
-            return _retry_at(store.find_job(attempt.job), attempt, attempt.ended_at or utc_now())
+            record = store.find_job(attempt.job)
+            if record is None or _attempts_this_round(attempt) > int(
+                record.spec.get("retries", 0) or 0
+            ):
+                return None
+            ended = attempt.ended_at or utc_now()
+            return ended + timedelta(seconds=retry_delay(record, attempt))
         except Exception:  # an unreadable job spec must not keep the attempt from ending
             return None
 
