@@ -88,15 +88,47 @@ def cache_info(cache_dir: str | None, as_json: bool) -> None:
 @click.option("--cache-dir", help="A pipeline's own cache_dir (default: the home's cache).")
 @click.option("--older-than", type=float, help="Also drop results older than this many days.")
 @click.option("--max-size", help="Also drop the oldest results until the cache fits, e.g. 10GB.")
-def cache_gc(cache_dir: str | None, older_than: float | None, max_size: str | None) -> None:
-    """Remove orphan value files and temp files left by crashes (and old results if asked)."""
-    removed = _store(cache_dir).gc(
+@click.option(
+    "--drop-unverified",
+    is_flag=True,
+    help="Delete results whose signature fails (tampered) instead of refusing to collect.",
+)
+def cache_gc(
+    cache_dir: str | None, older_than: float | None, max_size: str | None, drop_unverified: bool
+) -> None:
+    """Remove orphan, truncated and corrupt value files and temp files left by crashes
+    (and old results if asked). Refuses, deleting nothing, while some result fails its
+    signature check: that cache belongs to another home's secret."""
+    from nbflow.core.home import home_dir
+
+    if older_than is not None and not 0 <= older_than < float("inf"):
+        raise click.BadParameter(
+            f"{older_than} is not a number of days; give 0 or more", param_hint="--older-than"
+        )
+    size_limit = _parse_size(max_size) if max_size is not None else None
+    # Opened without creating anything: a gc refused for want of the right secret must not
+    # leave a new home (with a fresh secret) behind.
+    home = home_dir(create=False)
+    directory = Path(cache_dir).absolute() if cache_dir else home / "cache"
+    if not (directory / "meta").is_dir():
+        click.echo(f"no nbflow cache at {directory}; nothing to collect")
+        return
+    store = DiskStore(directory, home=home, create_secret=False)
+    removed = store.gc(
         older_than=older_than * 86400 if older_than is not None else None,
-        size_limit=_parse_size(max_size) if max_size else None,
+        size_limit=size_limit,
+        refuse_unverified=True,
+        drop_unverified=drop_unverified,
+        verify=True,
     )
     click.echo(
         f"removed {removed['records']} results, {removed['files']} orphan value files, "
-        f"{removed['tmp']} temp files"
+        f"{removed['corrupt']} corrupt value files, {removed['tmp']} temp files"
+        + (
+            f", {removed['dropped_unverified']} unverified results"
+            if removed["dropped_unverified"]
+            else ""
+        )
     )
 
 
@@ -113,9 +145,14 @@ def _parse_size(text: str) -> int:
     raw = text.strip().upper().replace(" ", "")
     number = raw.rstrip("KMGTB")
     try:
-        return int(float(number) * units[raw[len(number) :]])
+        size = float(number) * units[raw[len(number) :]]
     except (KeyError, ValueError):
         raise click.BadParameter(f"{text!r} is not a size; write e.g. 500MB or 10GB") from None
+    if not 0 <= size < 2**63:
+        raise click.BadParameter(
+            f"{text!r} is not a size; give 0 or more, e.g. 500MB or 10GB", param_hint="--max-size"
+        )
+    return int(size)
 
 
 # --- run (jobs: notebook runs) ----------------------------------------------

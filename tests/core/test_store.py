@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import stat
 from pathlib import Path
 
+import diskcache
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +16,7 @@ import nbflow as nf
 from nbflow import Pipeline
 from nbflow.core.store import INLINE_LIMIT, DiskStore
 
-from ..conftest import Calls
+from ..conftest import FIXTURES, Calls
 
 
 def mode(path: Path) -> int:
@@ -139,3 +142,129 @@ def test_private_folders_are_private_all_the_way_down(tmp_path: Path) -> None:
     ):
         assert mode(folder) == 0o700, folder
     assert mode(tmp_path) == 0o755  # a folder that existed keeps its mode
+
+
+# --- attacks on the metadata database (issue 22: 1, 6, 7) ---------------------
+
+
+class _TouchOnUnpickle:
+    """Unpickling this creates `path`: the proof that a planted pickle's code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.path,))
+
+
+def test_a_raw_pickle_planted_on_the_index_key_is_never_unpickled(
+    pipe: Pipeline, calls: Calls, tmp_path: Path
+) -> None:
+    @pipe.task
+    def a():
+        calls("a")
+        return 1
+
+    pipe.run()
+    marker = tmp_path / "pwned"
+    # A plain diskcache on the same folder, in its default (pickle) mode: what an
+    # attacker who can write the database file would do.
+    planted = diskcache.Cache(str(pipe.store.directory / "meta"))
+    planted.set("index:test", _TouchOnUnpickle(marker))
+    planted.set("state:test", _TouchOnUnpickle(marker))
+    planted.set(("a", "pickled", "key"), b"x")  # a key diskcache stores pickled
+    planted.close()
+    assert not marker.exists()
+    with pytest.warns(nf.NbflowWarning, match="not signed bytes.*not loaded"):
+        r = pipe.run()
+    assert not marker.exists()
+    assert r.ok and r["a"] == 1
+    pipe.store.info()
+    pipe.store.gc()
+    pipe.clear_cache()
+    assert not marker.exists()
+
+
+def test_records_swapped_between_keys_are_refused(tmp_path: Path, home: Path, calls: Calls) -> None:
+    def a():
+        calls("a")
+        return "value of a"
+
+    def b():
+        calls("b")
+        return "value of b"
+
+    pipe = Pipeline("swap", cache_dir=tmp_path / "c")
+    pipe.task(a)
+    pipe.task(b)
+    pipe.run()
+    key_a, key_b = pipe.store.index("swap")["a"]["key"], pipe.store.index("swap")["b"]["key"]
+    pipe.store.close()
+    # Swap the two signed rows in the real database file, as an attacker would.
+    db = sqlite3.connect(tmp_path / "c" / "meta" / "cache.db")
+    rows = {k: v for k, v in db.execute("SELECT key, value FROM Cache WHERE key LIKE 'r:swap:%'")}
+    name_a, name_b = f"r:swap:{key_a}", f"r:swap:{key_b}"
+    db.execute("UPDATE Cache SET value = ? WHERE key = ?", (rows[name_b], name_a))
+    db.execute("UPDATE Cache SET value = ? WHERE key = ?", (rows[name_a], name_b))
+    db.commit()
+    db.close()
+
+    again = Pipeline("swap", cache_dir=tmp_path / "c")
+    again.task(a)
+    again.task(b)
+    with pytest.warns(nf.NbflowWarning, match="bad signature"):
+        r = again.run()
+        assert r["a"] == "value of a" and r["b"] == "value of b"
+    assert calls.count("a") == 2 and calls.count("b") == 2
+
+
+def test_pipelines_whose_names_prefix_each_other_stay_apart(tmp_path: Path) -> None:
+    cache = tmp_path / "shared"
+    pipes = {name: Pipeline(name, cache_dir=cache) for name in ("sales", "sales2", "sales:eu")}
+    for name, p in pipes.items():
+        p.task(lambda name=name: f"total of {name}", name="total")
+        p.task(lambda total: total.upper(), name="report")
+        p.run()
+    pipes["sales2"].invalidate("report")
+    assert pipes["sales2"].status()["report"].state == "stale"
+
+    assert pipes["sales"].clear_cache() == 2
+    assert pipes["sales"].status()["total"].state == "never-run"
+    # sales:eu keeps its results, sales2 keeps its results and its invalidation.
+    assert pipes["sales:eu"].run().cached == ["total", "report"]
+    assert pipes["sales:eu"].run()["total"] == "total of sales:eu"
+    assert pipes["sales2"].status()["total"].state == "fresh"
+    assert pipes["sales2"].status()["report"].state == "stale"
+    assert DiskStore(cache).info()["pipelines"] == {"sales2": 2, "sales:eu": 2}
+
+
+def test_a_cache_written_before_keys_were_escaped_and_bound_is_still_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Written by nbflow before this change (NBS1 signatures, unescaped keys): records of
+    # `sales`, `sales2` and `sales:eu`, and an invalidation in the state of `sales2`.
+    old_home = tmp_path / "old-home"
+    shutil.copytree(FIXTURES / "caches" / "v1-home", old_home)
+    monkeypatch.setenv("NBFLOW_HOME", str(old_home))
+    store = DiskStore(old_home / "cache")
+    for name in ("sales", "sales2", "sales:eu"):
+        entry = store.index(name)["x"]
+        assert store.load(entry) == f"value of {name}"
+    assert store.pipeline_state("sales2")["invalidated"] == {"x": "invalidated by hand"}
+    assert store.clear("sales") == 1
+    assert store.index("sales") == {} and store.index("sales:eu") != {}
+    assert store.pipeline_state("sales2")["invalidated"]
+    assert store.clear("sales:eu") == 1 and store.info()["pipelines"] == {"sales2": 1}
+
+
+def test_named_bytes_are_signed_with_their_name(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path / "c")
+    store.put_bytes("memo", "f:1", b'{"x": 1}')
+    store.put_bytes("memo", "f:2", b'{"x": 2}')
+    assert store.get_bytes("memo", "f:1") == b'{"x": 1}'
+    assert store.get_bytes("memo", "missing") is None
+    # Moving one signed entry onto the other's key is refused.
+    raw = store._meta.get("b:memo:f%3A1")
+    store._meta.set("b:memo:f%3A2", raw)
+    with pytest.warns(nf.NbflowWarning, match="bad signature"):
+        assert store.get_bytes("memo", "f:2") is None
