@@ -76,6 +76,11 @@ def cache_info(cache_dir: str | None, as_json: bool) -> None:
         return
     click.echo(f"cache:        {info['directory']}")
     click.echo(f"results:      {info['records']}")
+    if info["unverified_records"]:
+        click.echo(
+            f"unverified:   {info['unverified_records']} (not signed with this home's secret;"
+            " see `nbflow cache gc`)"
+        )
     for name, count in sorted(info["pipelines"].items()):
         click.echo(f"  {name}: {count}")
     click.echo(f"value files:  {info['value_files']} ({_size(info['value_bytes'])})")

@@ -91,7 +91,9 @@ def test_gc_under_another_home_refuses_and_deletes_nothing(tmp_path: Path, home:
 
     # A home with a secret of its own: refused too.
     other = tmp_path / "other-home"
-    assert nbflow_cli("cache", "info", env={"NBFLOW_HOME": str(other)}).returncode == 0
+    info = nbflow_cli("cache", "info", "--cache-dir", str(cache), env={"NBFLOW_HOME": str(other)})
+    assert info.returncode == 0 and "results:      0" in info.stdout
+    assert "unverified:   2" in info.stdout
     out = nbflow_cli("cache", "gc", "--cache-dir", str(cache), env={"NBFLOW_HOME": str(other)})
     assert out.returncode == 2 and f"secret of home `{other}`" in out.stderr
     assert sorted((cache / "values").glob("*/*.nbv")) == files
