@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 
 from nbflow import Pipeline
 from nbflow.core.store import INLINE_LIMIT
+
+from .conftest import FIXTURES
 
 
 def nbflow_cli(
@@ -133,3 +136,22 @@ def test_gc_of_a_missing_cache_creates_nothing(tmp_path: Path) -> None:
     out = nbflow_cli("cache", "gc", env={"NBFLOW_HOME": str(tmp_path / "nowhere")})
     assert out.returncode == 0 and "nothing to collect" in out.stdout
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_gc_names_the_home_of_a_cache_from_before_signer_files(tmp_path: Path) -> None:
+    old_home = tmp_path / "old-home"
+    shutil.copytree(FIXTURES / "caches" / "v1-home", old_home)
+    out = nbflow_cli(
+        "cache",
+        "gc",
+        "--cache-dir",
+        str(old_home / "cache"),
+        env={"NBFLOW_HOME": str(tmp_path / "new-home")},
+    )
+    assert out.returncode == 2 and "3 results cannot be judged" in out.stderr
+    assert f"NBFLOW_HOME={old_home} nbflow cache gc" in out.stderr
+    assert not (tmp_path / "new-home").exists()
+    out = nbflow_cli(
+        "cache", "gc", "--cache-dir", str(old_home / "cache"), env={"NBFLOW_HOME": str(old_home)}
+    )
+    assert out.returncode == 0 and "removed 0 results" in out.stdout

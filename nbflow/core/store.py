@@ -174,6 +174,8 @@ class Store(Protocol):
     def pipeline_state(self, pipeline: str) -> dict[str, Any]: ...
     def update_pipeline_state(self, pipeline: str, **changes: Any) -> None: ...
     def clear(self, pipeline: str) -> int: ...
+    def get_bytes(self, namespace: str, name: str) -> bytes | None: ...
+    def put_bytes(self, namespace: str, name: str, data: bytes) -> None: ...
 
 
 class DiskStore:
@@ -314,11 +316,18 @@ class DiskStore:
                 fh.write(f"{self.home}\n")
 
     def signer(self) -> str | None:
-        """The home this cache says signs it (from `signer.txt`; a hint, not trusted)."""
+        """The home this cache says signs it (from `signer.txt`; a hint, not trusted).
+
+        A cache from before `signer.txt` existed that sits in a home's
+        `cache/` folder names that home.
+        """
         try:
             return (self.directory / SIGNER_FILE).read_text().strip() or None
         except (OSError, UnicodeDecodeError):
-            return None
+            pass
+        if self.directory.name == "cache" and (self.directory.parent / "secret.key").exists():
+            return str(self.directory.parent)
+        return None
 
     # --- records -----------------------------------------------------------
 
@@ -698,9 +707,12 @@ class DiskStore:
             mine = f"they do not verify with the secret of home `{self.home}`"
         else:
             mine = "they do not verify with the secret given"
+        source = (
+            f"per {SIGNER_FILE}" if (self.directory / SIGNER_FILE).exists() else "the home it is in"
+        )
         if signer and signer != str(self.home):
             hint = (
-                f"the cache was signed under home `{signer}` (per {SIGNER_FILE}): run "
+                f"the cache was signed under home `{signer}` ({source}): run "
                 f"`NBFLOW_HOME={signer} nbflow cache gc {where}`"
             )
         else:
