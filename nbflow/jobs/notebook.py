@@ -3,7 +3,7 @@
 The story of one run, top to bottom:
 
 1. Read the notebook (an unreadable or malformed file is a `NotebookReadError`
-   naming it) and refuse to execute it in place: the output is another file,
+   naming it), upgraded to nbformat 4.5 as papermill does, and refuse to execute it in place: the output is another file,
    by default `<home>/runs/adhoc/<stem>-<UTC timestamp>.ipynb`.
 2. Check the parameters against the ones the notebook declares and render them
    ourselves (`nbflow.jobs.parameters`) into a cell tagged
@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import nbformat
+import papermill
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from papermill.clientwrap import PapermillNotebookClient
@@ -210,6 +211,9 @@ def run_notebook(
 
     nb, origin = _inject_parameters(nb, params)
     nb.metadata.papermill["input_path"] = str(source)
+    # The papermill that ran it (papermill writes it only into a notebook it never ran;
+    # the input may be an older output).
+    nb.metadata.papermill["version"] = papermill.__version__
     nb.metadata.papermill["output_path"] = str(out)
     home = home_dir()
     runs = home / "runs"
@@ -272,6 +276,10 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
         raise NotebookReadError(
             path, f"it is not a valid notebook ({detail}); open it in Jupyter to repair it"
         ) from exc
+    # Upgrade to the current 4.x minor, as papermill's own reader does: nbformat 4.5
+    # gave cells ids, and the cells a run adds (injected parameters, error banner)
+    # get one, which a 4.4 notebook's schema rejects ("'id' was unexpected").
+    nb = nbformat.v4.upgrade(nb) or nb
     nb.metadata.setdefault(
         "papermill", {"default_parameters": {}, "parameters": {}, "environment_variables": {}}
     )

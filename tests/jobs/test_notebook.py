@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import papermill
 import pytest
 
 from nbflow.core.errors import JobsError, ParameterError
@@ -123,6 +124,25 @@ def test_a_failing_cell_is_reported_with_its_index_and_traceback(tmp_path: Path)
     assert nb.cells[-1].execution_count is None  # nothing after the failure ran
     with pytest.raises(NotebookFailed, match=r"broken_cell\.ipynb` failed: exception in cell 2"):
         nr.raise_for_failure()
+
+
+def test_an_nbformat_4_4_notebook_is_upgraded_so_its_output_validates_and_runs_again(
+    tmp_path: Path,
+) -> None:
+    source = NOTEBOOKS / "nbformat_4_4.ipynb"
+    assert executed(source).nbformat_minor == 4  # the fixture has no cell ids
+    first = run_notebook(source, {"n": 2}, output=tmp_path / "first.ipynb")
+    assert first.ok, first.error
+    nb = executed(first.output_path)
+    nbformat.validate(nb)  # the injected cell's id would be unexpected in 4.4
+    assert nb.nbformat_minor == 5 and all(c.get("id") for c in nb.cells)  # as papermill does
+    assert nb.metadata.papermill["version"] == papermill.__version__
+
+    # the output is itself a valid input: run it again, its injected cell replaced
+    again = run_notebook(first.output_path, {"n": 3}, output=tmp_path / "again.ipynb")
+    assert again.ok, again.error
+    assert again.outputs == {"n": 3}
+    nbformat.validate(executed(again.output_path))
 
 
 def test_the_timeout_bounds_the_whole_run_kills_the_kernel_and_keeps_what_ran(
