@@ -146,10 +146,18 @@ def run_command(
     values = notebook_values(notebook, parameters)
     live = sys.stderr.isatty()
 
-    def progress(done: int, total: int) -> None:
+    width = 0
+
+    def progress(done: int, total: int, *, cell: int | None, first_line: str) -> None:
         # On a terminal one line is rewritten in place; in a log, one line per cell.
+        # The cell is named by its number in the notebook, as errors and timeouts name it.
+        nonlocal width
+        name = f"cell {cell} `{first_line}`" if cell is not None else "injected parameters"
+        line = f"{done}/{total} code cells: {name}"
         start = "\r" if live else ""
-        click.echo(f"{start}cells {done}/{total}", err=True, nl=not live or done == total)
+        pad = " " * max(width - len(line), 0) if live else ""
+        width = len(line)
+        click.echo(f"{start}{line}{pad}", err=True, nl=not live or done == total)
 
     nr = run_notebook(
         notebook, values, output=output, timeout=timeout, kernel=kernel, cwd=cwd, progress=progress

@@ -37,7 +37,12 @@ def test_run_parses_literals_and_reports_progress_and_output(tmp_path: Path) -> 
     assert re.fullmatch(summary + re.escape(f"output: {out}"), first)
     # Then each value the notebook recorded with nf.record, one per line.
     assert "  computed: 3" in recorded and "  folder: PosixPath('data')" in recorded
-    assert result.stderr.splitlines() == ["cells 1/3", "cells 2/3", "cells 3/3"]
+    # cells named by their number in the notebook, as errors name them
+    assert result.stderr.splitlines()[:2] == [
+        "1/3 code cells: cell 1 `import datetime`",
+        "2/3 code cells: injected parameters",
+    ]
+    assert result.stderr.splitlines()[2].startswith("3/3 code cells: cell 2 `")
     source = injected_source(out)
     assert "rows = 3\n" in source
     assert "tags = [1, 'x']\n" in source
@@ -52,7 +57,10 @@ def test_a_failed_run_exits_non_zero_naming_the_cell_and_the_output(tmp_path: Pa
     result = invoke(str(NOTEBOOKS / "broken_cell.ipynb"), "-o", str(out))
     assert result.exit_code == 1
     assert result.stdout.startswith("failed: ")
-    assert "exception in cell 2: ZeroDivisionError: division by zero" in result.stdout
+    assert (
+        "exception in cell 2 `import nbflow as nf`: ZeroDivisionError: division by zero"
+        in result.stdout
+    )
     assert result.stdout.rstrip().endswith(f"output: {out}")
     assert "----> 3 result = 1 / divisor" in result.stderr
     assert out.exists()

@@ -32,6 +32,12 @@ The story of one run, top to bottom:
 5. Collect the result: `NotebookRun.ok`, the failure (cell index in the input
    notebook, exception name, message, traceback) and the recorded outputs.
 
+Cells have one numbering everywhere — progress, errors, timeouts, a dead
+kernel: the cell's index in the input notebook as the user has it (from 0;
+markdown cells and papermill's error-marker cells of an earlier run count, the
+injected cell has no number), shown with the cell's first line
+(`cell 5 `result = 1 / divisor``).
+
 A failing notebook is a result (`ok` False), not an exception; bad input
 (parameters, kernel name, paths, a malformed file) raises.
 """
@@ -49,7 +55,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import nbformat
 import papermill
@@ -82,8 +88,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
 
-Progress = Callable[[int, int], None]
-"""Called after each code cell with (code cells done, code cells in all)."""
+
+class Progress(Protocol):
+    """Called after each code cell: (code cells done, code cells in all), and which cell it was.
+
+    `cell` is the cell's number as everywhere else (its index in the input
+    notebook; None for the injected cell), `first_line` its first line of code.
+    """
+
+    def __call__(self, done: int, total: int, *, cell: int | None, first_line: str) -> None: ...
 
 
 # --- results and errors -----------------------------------------------------------------
@@ -95,15 +108,19 @@ class NotebookFailure:
 
     reason: Literal["exception", "timeout", "kernel died"]
     cell_index: int | None
-    """Index of the failing cell in the input notebook (None: the injected cell or no cell)."""
+    """Index of the failing cell in the input notebook, as the user wrote it (None: the
+    injected cell, or no cell ran)."""
     ename: str
     evalue: str
     traceback: str
     execution_count: int | None = None
+    first_line: str = ""
+    """The failing cell's first line of code, shown beside its number."""
 
     def __str__(self) -> str:
-        where = f" in cell {self.cell_index}" if self.cell_index is not None else ""
-        return f"{self.reason}{where}: {self.ename}: {self.evalue}"
+        return (
+            f"{self.reason}{_where(self.cell_index, self.first_line)}: {self.ename}: {self.evalue}"
+        )
 
 
 @dataclass(frozen=True)
@@ -235,6 +252,7 @@ def run_notebook(
         socket_prefix=str(sockets / "kernel"),
         deadline=deadline,
         progress=progress,
+        origin=origin,
         total=sum(1 for c in nb.cells if c.cell_type == "code"),
     )
     try:
@@ -323,9 +341,18 @@ def _output_path(source: Path, output: str | Path | None) -> Path:
 def _inject_parameters(
     nb: nbformat.NotebookNode, params: dict[str, Any]
 ) -> tuple[nbformat.NotebookNode, list[int | None]]:
-    """The notebook with the injected cell, and each cell's index in the input (None: injected)."""
+    """The notebook with the injected cell, and each cell's index in the input (None: injected).
+
+    The index is counted in the input as the user has it, before papermill's
+    error-marker cells of an earlier run are removed: the numbers reported are
+    the ones the user sees when opening their notebook.
+    """
+    origin: list[int | None] = [
+        i
+        for i, c in enumerate(nb.cells)
+        if "papermill-error-cell-tag" not in c.metadata.get("tags", [])
+    ]
     nb = remove_error_markers(nb)
-    origin: list[int | None] = list(range(len(nb.cells)))
     if not params:
         return nb, origin
     cell = nbformat.v4.new_code_cell(source=render_parameters(params))
@@ -361,6 +388,8 @@ class _RunControl:
     socket_prefix: str
     deadline: float | None
     progress: Progress | None
+    origin: list[int | None]
+    """Each cell's number: its index in the input notebook (None: the injected cell)."""
     total: int
     done: int = 0
     current: int | None = None
@@ -415,7 +444,12 @@ class _Client(PapermillNotebookClient):
                 if cell.cell_type == "code":
                     control.done += 1
                     if control.progress is not None:
-                        control.progress(control.done, control.total)
+                        control.progress(
+                            control.done,
+                            control.total,
+                            cell=control.origin[index],
+                            first_line=_first_line(cell.source),
+                        )
 
 
 class NbflowEngine(NBClientEngine):
@@ -493,6 +527,7 @@ def _failure(
     """Add papermill's error banner to the output notebook and describe the failure."""
     if stopped is not None:
         return _stopped_failure(nb, out, origin, stopped, timeout)
+    cells = list(nb.cells)  # papermill inserts its banner cells into `nb` before raising
     try:
         # Writes the output with papermill's banner before raising.
         raise_for_execution_errors(nb, str(out))
@@ -504,6 +539,7 @@ def _failure(
             evalue=exc.evalue,
             traceback=_ANSI.sub("", "\n".join(exc.traceback)),
             execution_count=exc.exec_count,
+            first_line=_first_line(cells[exc.cell_index].source),
         )
     write_ipynb(nb, str(out))
     return None
@@ -521,7 +557,8 @@ def _stopped_failure(
         (i for i, c in enumerate(nb.cells) if c.metadata.get("papermill", {}).get("exception")),
         None,
     )
-    position = f"cell {origin[index]}" if index is not None else "start-up"
+    line = _first_line(nb.cells[index].source) if index is not None else ""
+    position = _where(origin[index], line).removeprefix(" in ") if index is not None else "start-up"
     if isinstance(stopped, DeadKernelError):
         reason: Literal["timeout", "kernel died"] = "kernel died"
         ename = "DeadKernelError"
@@ -554,4 +591,19 @@ def _stopped_failure(
         evalue=evalue,
         traceback=evalue,
         execution_count=nb.cells[index].get("execution_count") if index is not None else None,
+        first_line=line,
     )
+
+
+def _first_line(source: str, limit: int = 60) -> str:
+    """A cell's first non-blank line, shortened to `limit` characters: what names it beside its number."""
+    line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _where(index: int | None, line: str) -> str:
+    """ " in cell 5 `x = 1`" — one numbering for errors, timeouts and progress (module docstring)."""
+    if index is None:
+        # No number: the injected cell (which has a first line), or no cell at all.
+        return " in the injected-parameters cell" if line else ""
+    return f" in cell {index} `{line}`" if line else f" in cell {index}"

@@ -82,7 +82,7 @@ def test_recorded_outputs_and_the_kernels_environment(home: Path, tmp_path: Path
         {"n": 2},
         output=tmp_path / "out.ipynb",
         cwd=work,
-        progress=lambda done, total: seen.append((done, total)),
+        progress=lambda done, total, **cell: seen.append((done, total)),
     )
     assert nr.ok, nr.error
     out = nr.outputs
@@ -117,13 +117,45 @@ def test_a_failing_cell_is_reported_with_its_index_and_traceback(tmp_path: Path)
     assert err is not None and err.reason == "exception"
     assert err.cell_index == 2  # in the input notebook (the markdown cell counts)
     assert err.ename == "ZeroDivisionError" and err.evalue == "division by zero"
+    assert err.first_line == "import nbflow as nf"  # the failing cell's, not its neighbour's
     assert "result = 1 / divisor" in err.traceback and "\x1b[" not in err.traceback
     assert nr.outputs == {"before": "ran"}  # what was recorded before the failure
     nb = executed(out)
     assert len(banner_cells(nb)) == 2  # papermill's banner on top and its anchor
     assert nb.cells[-1].execution_count is None  # nothing after the failure ran
-    with pytest.raises(NotebookFailed, match=r"broken_cell\.ipynb` failed: exception in cell 2"):
+    with pytest.raises(
+        NotebookFailed,
+        match=r"broken_cell\.ipynb` failed: exception in cell 2 `import nbflow as nf`",
+    ):
         nr.raise_for_failure()
+
+
+def test_cells_are_numbered_as_in_the_input_also_when_it_carries_error_markers(
+    tmp_path: Path,
+) -> None:
+    # The output notebook of an earlier failed run: papermill's banner is cell 0 and its
+    # anchor cell 4, the failing cell is cell 5 (3 once the markers are taken out).
+    source = NOTEBOOKS / "carries_error_markers.ipynb"
+    cells = executed(source).cells
+    assert banner_cells(executed(source)) == [0, 4]
+    assert cells[5].source.startswith("import nbflow as nf")
+    seen: list[tuple[int | None, str]] = []
+    nr = run_notebook(
+        source,
+        {"divisor": 0},
+        output=tmp_path / "again.ipynb",
+        progress=lambda done, total, *, cell, first_line: seen.append((cell, first_line)),
+    )
+    assert nr.error is not None and nr.error.reason == "exception"
+    assert nr.error.cell_index == 5
+    assert str(nr.error).startswith("exception in cell 5 `import nbflow as nf`: ZeroDivisionError")
+    # progress names the same cells by the same numbers; the injected cell has none
+    assert seen == [
+        (2, "divisor = 0  # 0 makes cell 5 fail"),
+        (None, "# Parameters"),
+        (5, "import nbflow as nf"),
+    ]
+    assert len(banner_cells(executed(nr.output_path))) == 2  # the old markers replaced, not kept
 
 
 def test_an_nbformat_4_4_notebook_is_upgraded_so_its_output_validates_and_runs_again(
@@ -153,6 +185,9 @@ def test_the_timeout_bounds_the_whole_run_kills_the_kernel_and_keeps_what_ran(
     assert not nr.ok
     assert nr.error is not None and nr.error.reason == "timeout"
     assert nr.error.cell_index == 2 and "timeout of 2 s" in nr.error.evalue
+    # the same numbering as errors and progress, with the cell's first line
+    assert "(stopped in cell 2 `import time`)" in nr.error.evalue
+    assert str(nr.error).startswith("timeout in cell 2 `import time`: TimeoutError")
     assert nr.outputs["started"] is True and "finished" not in nr.outputs
     with pytest.raises(ProcessLookupError):
         os.kill(nr.outputs["pid"], 0)  # the kernel is gone, not left sleeping
@@ -169,6 +204,7 @@ def test_a_kernel_killed_with_sigkill_is_reported_not_hung(tmp_path: Path) -> No
     assert not nr.ok
     assert nr.error is not None and nr.error.reason == "kernel died"
     assert nr.error.cell_index == 2 and "kernel died" in nr.error.evalue
+    assert "while running cell 2 `" in nr.error.evalue
     nb = executed(out)
     assert banner_cells(nb)
     assert nb.cells[-1].execution_count is None
