@@ -169,7 +169,9 @@ def run_command(
             f"failed: {notebook}: {nr.error} ({nr.duration:.1f} s); output: {nr.output_path}"
         )
         sys.exit(1)
-    click.echo(f"ok: {notebook} ran in {nr.duration:.1f} s; output: {nr.output_path}")
+    # A clean sys.exit() is a success, but the cells after it did not run: say so.
+    stop = f", stopped by sys.exit() in cell {nr.exited_at}" if nr.exited_at is not None else ""
+    click.echo(f"ok: {notebook} ran in {nr.duration:.1f} s{stop}; output: {nr.output_path}")
     for name, value in nr.outputs.items():
         click.echo(f"  {name}: {_short_repr(value)}")
 

@@ -66,6 +66,17 @@ def test_a_failed_run_exits_non_zero_naming_the_cell_and_the_output(tmp_path: Pa
     assert out.exists()
 
 
+def test_a_clean_sys_exit_succeeds_and_says_where_it_stopped(tmp_path: Path) -> None:
+    notebook = NOTEBOOKS / "exits_early.ipynb"
+    result = invoke(str(notebook), "-p", "exit_args", "[0]", "-o", str(tmp_path / "e.ipynb"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"ok: {notebook} ran in ")
+    assert ", stopped by sys.exit() in cell 3; output: " in result.stdout
+    failed = invoke(str(notebook), "-p", "exit_args", "[2]", "-o", str(tmp_path / "f.ipynb"))
+    assert failed.exit_code == 1
+    assert "exception in cell 3 `sys.exit(*exit_args)`: SystemExit: 2" in failed.stdout
+
+
 def test_the_whole_run_timeout_is_an_option(tmp_path: Path) -> None:
     result = invoke(
         str(NOTEBOOKS / "sleeps_forever.ipynb"), "--timeout", "2", "-o", str(tmp_path / "s.ipynb")

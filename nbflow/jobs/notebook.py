@@ -51,7 +51,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,6 +128,7 @@ class NotebookRun:
     """The result of `run_notebook`."""
 
     ok: bool
+    """No cell failed: every cell ran, or the notebook stopped itself cleanly (`exited_at`)."""
     output_path: Path
     duration: float
     """Seconds, from reading the notebook to reading back its outputs."""
@@ -136,6 +137,10 @@ class NotebookRun:
     """Values the notebook recorded with `nf.record(name, value)`."""
     input_path: Path | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    exited_at: int | None = None
+    """The number of the cell whose `sys.exit()` with a clean code (none, 0, None,
+    False) stopped the notebook; the cells after it did not run. None when every
+    cell ran, or when the run failed."""
 
     def raise_for_failure(self) -> NotebookRun:
         """Raise `NotebookFailed` if the run failed; return the run otherwise."""
@@ -257,7 +262,7 @@ def run_notebook(
     )
     try:
         stopped = _execute(nb, out, kernel_name, control, start_timeout)
-        failure = _failure(nb, out, origin, stopped, timeout)
+        failure, exited_at = _outcome(nb, out, origin, stopped, timeout)
         outputs = read_records(records)
     finally:
         shutil.rmtree(records, ignore_errors=True)
@@ -270,6 +275,7 @@ def run_notebook(
         outputs=outputs,
         input_path=source,
         parameters=params,
+        exited_at=exited_at,
     )
 
 
@@ -517,16 +523,46 @@ def _execute(
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _failure(
+# `sys.exit(code)` with these codes ends a Python program with exit status 0. IPython
+# reports the SystemExit as an error output whose evalue is `str(code)`; papermill
+# itself lets only "" and "0" pass, so None and False are recognised here.
+_CLEAN_EXIT = frozenset({"", "0", "None", "False"})
+
+
+def _outcome(
     nb: nbformat.NotebookNode,
     out: Path,
     origin: list[int | None],
     stopped: BaseException | None,
     timeout: float | None,
+) -> tuple[NotebookFailure | None, int | None]:
+    """Write the output notebook; return the failure, if any, and the cell a clean `sys.exit()` stopped at."""
+    if stopped is not None:
+        return _stopped_failure(nb, out, origin, stopped, timeout), None
+    exited = _clean_exit(nb)
+    if exited is not None:
+        # A deliberate stop: no banner, and `ok` — with the cell it stopped at recorded,
+        # since the cells after it did not run.
+        write_ipynb(nb, str(out))
+        return None, origin[exited]
+    return _failure(nb, out, origin), None
+
+
+def _clean_exit(nb: nbformat.NotebookNode) -> int | None:
+    """Index of the cell that stopped the run with a clean `sys.exit()`, if that is what stopped it."""
+    for index, cell in enumerate(nb.cells):
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if errors:
+            first = errors[0]
+            clean = first.get("ename") == "SystemExit" and first.get("evalue") in _CLEAN_EXIT
+            return index if clean else None
+    return None
+
+
+def _failure(
+    nb: nbformat.NotebookNode, out: Path, origin: list[int | None]
 ) -> NotebookFailure | None:
     """Add papermill's error banner to the output notebook and describe the failure."""
-    if stopped is not None:
-        return _stopped_failure(nb, out, origin, stopped, timeout)
     cells = list(nb.cells)  # papermill inserts its banner cells into `nb` before raising
     try:
         # Writes the output with papermill's banner before raising.

@@ -8,6 +8,7 @@ import os
 import threading
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pandas as pd
@@ -175,6 +176,41 @@ def test_an_nbformat_4_4_notebook_is_upgraded_so_its_output_validates_and_runs_a
     assert again.ok, again.error
     assert again.outputs == {"n": 3}
     nbformat.validate(executed(again.output_path))
+
+
+@pytest.mark.parametrize("exit_args", [[], [0], [None], [False]])
+def test_sys_exit_with_a_clean_code_stops_the_notebook_and_says_where(
+    tmp_path: Path, exit_args: list[Any]
+) -> None:
+    out = tmp_path / "exits.ipynb"
+    nr = run_notebook(NOTEBOOKS / "exits_early.ipynb", {"exit_args": exit_args}, output=out)
+    # A deliberate stop is no failure, but the result says that not every cell ran.
+    assert nr.ok and nr.error is None
+    assert nr.exited_at == 3
+    assert nr.outputs == {"before": "ran"}
+    nb = executed(out)
+    assert not banner_cells(nb)
+    # the output has the injected cell after cell 1: cell 3 of the input is its fifth
+    assert nb.cells[4].outputs[0].ename == "SystemExit"
+    assert nb.cells[5].execution_count is None
+
+
+@pytest.mark.parametrize(("exit_args", "evalue"), [([3], "3"), (["bye"], "bye"), ([True], "True")])
+def test_sys_exit_with_a_non_zero_code_is_a_failure(
+    tmp_path: Path, exit_args: list[Any], evalue: str
+) -> None:
+    nr = run_notebook(
+        NOTEBOOKS / "exits_early.ipynb", {"exit_args": exit_args}, output=tmp_path / "o.ipynb"
+    )
+    assert not nr.ok and nr.exited_at is None
+    assert nr.error is not None and nr.error.reason == "exception"
+    assert (nr.error.cell_index, nr.error.ename, nr.error.evalue) == (3, "SystemExit", evalue)
+    assert nr.outputs == {"before": "ran"}
+
+
+def test_a_notebook_that_runs_to_its_end_has_not_exited(tmp_path: Path) -> None:
+    nr = run_notebook(NOTEBOOKS / "trivial.ipynb", output=tmp_path / "o.ipynb")
+    assert nr.ok and nr.exited_at is None
 
 
 def test_the_timeout_bounds_the_whole_run_kills_the_kernel_and_keeps_what_ran(
