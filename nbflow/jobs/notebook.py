@@ -80,6 +80,7 @@ __all__ = [
     "NotebookReadError",
     "NotebookRun",
     "read_notebook",
+    "read_notebook_bytes",
     "run_notebook",
 ]
 
@@ -279,16 +280,29 @@ def run_notebook(
     )
 
 
-def read_notebook(path: Path) -> nbformat.NotebookNode:
-    """Read and validate a notebook, with papermill's metadata slots; errors name the file."""
+def read_notebook_bytes(path: Path) -> bytes:
+    """The bytes of the notebook file at `path`; errors name the file (and a near miss)."""
     if path.suffix != ".ipynb" and path.is_file():
         raise NotebookReadError(path, "it is not a .ipynb file")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
         near = did_you_mean(path.name, [p.name for p in path.parent.glob("*.ipynb")])
         raise NotebookReadError(path, f"no such file{near}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise NotebookReadError(path, str(exc)) from exc
+
+
+def read_notebook(path: Path, data: bytes | None = None) -> nbformat.NotebookNode:
+    """Read and validate a notebook, with papermill's metadata slots; errors name the file.
+
+    `data`: the file's bytes, when the caller has read them already.
+    """
+    if data is None:
+        data = read_notebook_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise NotebookReadError(path, str(exc)) from exc
     try:
         nb = nbformat.reads(text, as_version=4)

@@ -80,7 +80,9 @@ def test_a_quoted_annotation_means_the_same_as_the_unquoted_one() -> None:
     assert params["day"].type == "datetime.date"
     for name in ("limit", "cap"):
         check_parameters({name: 5}, params, "quoted.ipynb")
-        with pytest.raises(ParameterTypeError, match=f"`{name}` .* declared as int but was given a str"):
+        with pytest.raises(
+            ParameterTypeError, match=f"`{name}` .* declared as int but was given a str"
+        ):
             check_parameters({name: "ten"}, params, "quoted.ipynb")
     with pytest.raises(ParameterTypeError, match="declared as date"):
         check_parameters({"day": "2024-01-01"}, params, "quoted.ipynb")
