@@ -607,7 +607,9 @@ def _stopped_failure(
         (i for i, c in enumerate(nb.cells) if c.metadata.get("papermill", {}).get("exception")),
         None,
     )
-    line = _first_line(nb.cells[index].source) if index is not None else ""
+    # Taken before papermill inserts its banner cells into `nb`, which shifts the indices.
+    cell = nb.cells[index] if index is not None else None
+    line = _first_line(cell.source) if cell is not None else ""
     position = _where(origin[index], line).removeprefix(" in ") if index is not None else "start-up"
     if isinstance(stopped, DeadKernelError):
         reason: Literal["timeout", "kernel died"] = "kernel died"
@@ -623,8 +625,7 @@ def _stopped_failure(
             f"the notebook did not finish within its timeout of {timeout:g} s "
             f"(stopped in {position}); the kernel was stopped"
         )
-    if index is not None:
-        cell = nb.cells[index]
+    if cell is not None:
         cell.outputs.append(
             nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[evalue])
         )
@@ -640,7 +641,7 @@ def _stopped_failure(
         ename=ename,
         evalue=evalue,
         traceback=evalue,
-        execution_count=nb.cells[index].get("execution_count") if index is not None else None,
+        execution_count=cell.get("execution_count") if cell is not None else None,
         first_line=line,
     )
 
@@ -652,7 +653,7 @@ def _first_line(source: str, limit: int = 60) -> str:
 
 
 def _where(index: int | None, line: str) -> str:
-    """ " in cell 5 `x = 1`" — one numbering for errors, timeouts and progress (module docstring)."""
+    """Where a cell is, for messages: `in cell 5 `x = 1``, numbered as the module docstring says."""
     if index is None:
         # No number: the injected cell (which has a first line), or no cell at all.
         return " in the injected-parameters cell" if line else ""

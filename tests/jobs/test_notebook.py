@@ -230,6 +230,9 @@ def test_the_timeout_bounds_the_whole_run_kills_the_kernel_and_keeps_what_ran(
     nb = executed(out)
     assert banner_cells(nb)  # shifts the cells by one in the output
     assert nb.cells[2].execution_count is not None  # the cell before the slow one was saved
+    stopped = next(c for c in nb.cells if c.get("outputs") and c.outputs[-1].get("ename"))
+    assert stopped.source.startswith("import time")
+    assert nr.error.execution_count == stopped.execution_count  # its own, not a neighbour's
     assert nb.cells[-1].execution_count is None
 
 
