@@ -3,8 +3,9 @@
 The story of one run, top to bottom:
 
 1. Read the notebook (an unreadable or malformed file is a `NotebookReadError`
-   naming it), upgraded to nbformat 4.5 as papermill does, and refuse to execute it in place: the output is another file,
-   by default `<home>/runs/adhoc/<stem>-<UTC timestamp>.ipynb`.
+   naming it), upgraded to nbformat 4.5 as papermill does, and refuse to
+   execute it in place: the output is another file, by default
+   `<home>/runs/adhoc/<stem>-<UTC timestamp>.ipynb`.
 2. Check the parameters against the ones the notebook declares and render them
    ourselves (`nbflow.jobs.parameters`) into a cell tagged
    `injected-parameters`, placed where papermill puts it (after the cell
@@ -30,13 +31,15 @@ The story of one run, top to bottom:
    - the working directory is given to the kernel process, not set with
      `chdir` in ours, so threads running notebooks do not race on it.
 5. Collect the result: `NotebookRun.ok`, the failure (cell index in the input
-   notebook, exception name, message, traceback) and the recorded outputs.
+   notebook, exception name, message, traceback) and the recorded outputs. A
+   `sys.exit()` with a clean code (none, 0, None, False) is a deliberate early
+   stop, not a failure: `ok`, with `exited_at` naming the cell.
 
 Cells have one numbering everywhere — progress, errors, timeouts, a dead
 kernel: the cell's index in the input notebook as the user has it (from 0;
 markdown cells and papermill's error-marker cells of an earlier run count, the
 injected cell has no number), shown with the cell's first line
-(`cell 5 `result = 1 / divisor``).
+(cell 5 `result = 1 / divisor`).
 
 A failing notebook is a result (`ok` False), not an exception; bad input
 (parameters, kernel name, paths, a malformed file) raises.
