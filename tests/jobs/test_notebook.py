@@ -336,6 +336,9 @@ def test_bad_parameters_fail_before_any_kernel_starts(tmp_path: Path) -> None:
         run_notebook(NOTEBOOKS / "typed_parameters.ipynb", {"rows": "1"}, output=out)
     with pytest.raises(ParameterError, match=r"`region` is a `builtins\.object`"):
         run_notebook(NOTEBOOKS / "typed_parameters.ipynb", {"region": object()}, output=out)
+    # a quoted annotation checks like an unquoted one
+    with pytest.raises(ParameterError, match=r"`limit` .* declared as int but was given a str"):
+        run_notebook(NOTEBOOKS / "quoted_annotations.ipynb", {"limit": "ten"}, output=out)
     assert not out.exists()
 
 
