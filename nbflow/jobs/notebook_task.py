@@ -32,6 +32,11 @@ Policy:
   notebook is read for a plan or a run, not when the task was registered
   (unless `kernel=` fixes it): switching the kernelspec makes the task stale
   ("notebook kernel changed"), and the run — forced or not — uses the new one.
+- **What runs is what was planned.** When the notebook's code or kernel
+  changed between planning and running (saved during a long run), the task
+  fails with a `JobsError` saying so instead of running the new code under
+  the key of the old one — a result that undoing the edit would serve.
+  Edits that do not count (markdown, outputs) run as usual.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nbflow.core.errors import JobsError
 from nbflow.core.hashing import digest_value, hash_bytes
 from nbflow.core.home import home_dir
 from nbflow.core.pipeline import Pipeline, default_pipeline
@@ -164,6 +170,19 @@ class _NotebookSpec:
         return self._last
 
     def execute(self, values: dict[str, Any]) -> dict[str, Any]:
+        # The key was made from the reading at planning (the last one: a plan reads the
+        # notebook right before it submits the task, or at the start of the run when
+        # nothing upstream has to run first). Run only that code: a result of other
+        # code stored under that key would be served when the edit is undone.
+        planned = self._last
+        now = self.read()
+        if planned is not None and (now.code, now.kernel) != (planned.code, planned.kernel):
+            raise JobsError(
+                f"notebook `{self.path.name}` changed after this run was planned "
+                f"(its {'code' if now.code != planned.code else 'kernel'} is not what task "
+                f"`{self.name}`'s cache key was made from), so it was not run; run the "
+                "pipeline again to run the new version"
+            )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.name)
         output = home_dir() / "runs" / "tasks" / f"{safe}-{stamp}.ipynb"
@@ -172,9 +191,7 @@ class _NotebookSpec:
             {**self.fixed, **values},
             output=output,
             timeout=self.timeout,
-            # The registered kernel, or None: run_notebook reads the kernelspec of the
-            # notebook it runs, as the plan did.
-            kernel=self.kernel,
+            kernel=now.kernel,  # the registered one, or the kernelspec's as planned
             cwd=self.cwd,
         )
         nr.raise_for_failure()

@@ -242,3 +242,36 @@ def test_a_kernel_given_at_registration_stays_fixed(
 
     edit(edited, switch)
     assert pipe.status()["constant"].state == "fresh"  # the notebook's kernelspec does not count
+
+
+def test_an_edit_between_planning_and_running_never_caches_under_the_old_key(
+    pipe: Pipeline, edited: Path
+) -> None:
+    # A task that runs first edits the notebook, as a person saving it in Jupyter during
+    # a long run would: the notebook task's key was made at planning, from `a = 1`.
+    @pipe.task
+    def save_an_edit() -> None:
+        edited.write_bytes(edited.read_bytes().replace(b'"a = 1"', b'"a = 2"'))
+
+    nf.notebook_task(edited, name="constant", pipeline=pipe)
+    with pytest.raises(RunFailed, match=r"`edited\.ipynb` changed after this run was planned"):
+        pipe.run(["save_an_edit", "constant"])
+
+    # Had `a = 2` run under the key of `a = 1`, undoing the edit would now serve 2.
+    edited.write_bytes(edited.read_bytes().replace(b'"a = 2"', b'"a = 1"'))
+    assert pipe.run(["constant"])["constant"]["a"] == 1
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_an_edit_between_runs_runs_the_new_code_with_any_executor(
+    pipe: Pipeline, edited: Path, executor: str
+) -> None:
+    # The check above compares with the reading the plan made, which travels with the
+    # task to a worker process: an edit made before planning is never mistaken for one after.
+    nf.notebook_task(edited, name="constant", pipeline=pipe)
+    assert pipe.run(["constant"], executor=executor)["constant"]["a"] == 1
+    edited.write_bytes(edited.read_bytes().replace(b'"a = 1"', b'"a = 2"'))
+    assert pipe.run(["constant"], executor=executor)["constant"]["a"] == 2
+    edited.write_bytes(edited.read_bytes().replace(b'"a = 2"', b'"a = 1"'))
+    r = pipe.run(["constant"], executor=executor)
+    assert r.cached == ["constant"] and r["constant"]["a"] == 1  # the older result, found again
