@@ -309,6 +309,12 @@ def read_notebook(path: Path, data: bytes | None = None) -> nbformat.NotebookNod
         raise NotebookReadError(path, str(exc)) from exc
     try:
         nb = nbformat.reads(text, as_version=4)
+        # Upgrade to the current 4.x minor, as papermill's own reader does: nbformat 4.5
+        # gave cells ids, and the cells a run adds (injected parameters, error banner)
+        # get one, which a 4.4 notebook's schema rejects ("'id' was unexpected"). Done
+        # before validating, so a 4.4 output that an earlier nbflow wrote with such an
+        # id (invalid as 4.4) is repaired, not refused.
+        nb = nbformat.v4.upgrade(nb) or nb
         nbformat.validate(nb)
     # nbformat raises NotJSONError (ValueError), jsonschema's ValidationError,
     # or plain TypeError/KeyError/AttributeError on JSON of the wrong shape.
@@ -317,10 +323,6 @@ def read_notebook(path: Path, data: bytes | None = None) -> nbformat.NotebookNod
         raise NotebookReadError(
             path, f"it is not a valid notebook ({detail}); open it in Jupyter to repair it"
         ) from exc
-    # Upgrade to the current 4.x minor, as papermill's own reader does: nbformat 4.5
-    # gave cells ids, and the cells a run adds (injected parameters, error banner)
-    # get one, which a 4.4 notebook's schema rejects ("'id' was unexpected").
-    nb = nbformat.v4.upgrade(nb) or nb
     nb.metadata.setdefault(
         "papermill", {"default_parameters": {}, "parameters": {}, "environment_variables": {}}
     )

@@ -213,6 +213,22 @@ def test_a_notebook_that_runs_to_its_end_has_not_exited(tmp_path: Path) -> None:
     assert nr.ok and nr.exited_at is None
 
 
+def test_a_4_4_output_with_an_id_written_by_an_earlier_nbflow_runs_again(tmp_path: Path) -> None:
+    # Before the upgrade, the injected cell of a 4.4 notebook got an id its schema rejects.
+    broken = json.loads((NOTEBOOKS / "nbformat_4_4.ipynb").read_text())
+    injected = {"cell_type": "code", "execution_count": 1, "id": "0a1b2c3d", "outputs": []}
+    injected["metadata"] = {"tags": ["injected-parameters"]}
+    injected["source"] = "n = 5\n"
+    broken["cells"].insert(2, injected)
+    old = tmp_path / "old_output.ipynb"
+    old.write_text(json.dumps(broken))
+    with pytest.raises(nbformat.ValidationError, match="'id' was unexpected"):
+        nbformat.validate(nbformat.reads(old.read_text(), as_version=4))
+    nr = run_notebook(old, {"n": 6}, output=tmp_path / "again.ipynb")
+    assert nr.ok, nr.error
+    assert nr.outputs == {"n": 6}
+
+
 def test_the_timeout_bounds_the_whole_run_kills_the_kernel_and_keeps_what_ran(
     tmp_path: Path,
 ) -> None:
