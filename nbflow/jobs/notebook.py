@@ -308,7 +308,9 @@ def read_notebook(path: Path, data: bytes | None = None) -> nbformat.NotebookNod
     except UnicodeDecodeError as exc:
         raise NotebookReadError(path, str(exc)) from exc
     try:
-        nb = nbformat.reads(text, as_version=4)
+        # nbformat.reads would validate before the upgrade below, and log a repaired
+        # notebook as invalid: read and convert without it, validate once after.
+        nb = nbformat.convert(nbformat.reader.reads(text), 4)
         # Upgrade to the current 4.x minor, as papermill's own reader does: nbformat 4.5
         # gave cells ids, and the cells a run adds (injected parameters, error banner)
         # get one, which a 4.4 notebook's schema rejects ("'id' was unexpected"). Done

@@ -223,7 +223,7 @@ def test_a_4_4_output_with_an_id_written_by_an_earlier_nbflow_runs_again(tmp_pat
     old = tmp_path / "old_output.ipynb"
     old.write_text(json.dumps(broken))
     with pytest.raises(nbformat.ValidationError, match="'id' was unexpected"):
-        nbformat.validate(nbformat.reads(old.read_text(), as_version=4))
+        nbformat.validate(nbformat.reader.reads(old.read_text()))
     nr = run_notebook(old, {"n": 6}, output=tmp_path / "again.ipynb")
     assert nr.ok, nr.error
     assert nr.outputs == {"n": 6}
