@@ -147,12 +147,14 @@ def run_command(
     live = sys.stderr.isatty()
 
     width = 0
+    names: dict[int | None, str] = {}
 
     def progress(done: int, total: int, *, cell: int | None, first_line: str) -> None:
         # On a terminal one line is rewritten in place; in a log, one line per cell.
         # The cell is named by its number in the notebook, as errors and timeouts name it.
         nonlocal width
         name = f"cell {cell} `{first_line}`" if cell is not None else "injected parameters"
+        names[cell] = name
         line = f"{done}/{total} code cells: {name}"
         start = "\r" if live else ""
         pad = " " * max(width - len(line), 0) if live else ""
@@ -170,7 +172,9 @@ def run_command(
         )
         sys.exit(1)
     # A clean sys.exit() is a success, but the cells after it did not run: say so.
-    stop = f", stopped by sys.exit() in cell {nr.exited_at}" if nr.exited_at is not None else ""
+    stop = ""
+    if nr.exited_at is not None:
+        stop = f", stopped by sys.exit() in {names.get(nr.exited_at, f'cell {nr.exited_at}')}"
     click.echo(f"ok: {notebook} ran in {nr.duration:.1f} s{stop}; output: {nr.output_path}")
     for name, value in nr.outputs.items():
         click.echo(f"  {name}: {_short_repr(value)}")

@@ -71,7 +71,7 @@ def test_a_clean_sys_exit_succeeds_and_says_where_it_stopped(tmp_path: Path) -> 
     result = invoke(str(notebook), "-p", "exit_args", "[0]", "-o", str(tmp_path / "e.ipynb"))
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"ok: {notebook} ran in ")
-    assert ", stopped by sys.exit() in cell 3; output: " in result.stdout
+    assert ", stopped by sys.exit() in cell 3 `sys.exit(*exit_args)`; output: " in result.stdout
     failed = invoke(str(notebook), "-p", "exit_args", "[2]", "-o", str(tmp_path / "f.ipynb"))
     assert failed.exit_code == 1
     assert "exception in cell 3 `sys.exit(*exit_args)`: SystemExit: 2" in failed.stdout
