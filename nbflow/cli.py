@@ -188,10 +188,20 @@ def run_command(
     values = notebook_values(notebook, parameters)
     live = sys.stderr.isatty()
 
-    def progress(done: int, total: int) -> None:
+    width = 0
+    names: dict[int | None, str] = {}
+
+    def progress(done: int, total: int, *, cell: int | None, first_line: str) -> None:
         # On a terminal one line is rewritten in place; in a log, one line per cell.
+        # The cell is named by its number in the notebook, as errors and timeouts name it.
+        nonlocal width
+        name = f"cell {cell} `{first_line}`" if cell is not None else "injected parameters"
+        names[cell] = name
+        line = f"{done}/{total} code cells: {name}"
         start = "\r" if live else ""
-        click.echo(f"{start}cells {done}/{total}", err=True, nl=not live or done == total)
+        pad = " " * max(width - len(line), 0) if live else ""
+        width = len(line)
+        click.echo(f"{start}{line}{pad}", err=True, nl=not live or done == total)
 
     nr = run_notebook(
         notebook, values, output=output, timeout=timeout, kernel=kernel, cwd=cwd, progress=progress
@@ -203,7 +213,11 @@ def run_command(
             f"failed: {notebook}: {nr.error} ({nr.duration:.1f} s); output: {nr.output_path}"
         )
         sys.exit(1)
-    click.echo(f"ok: {notebook} ran in {nr.duration:.1f} s; output: {nr.output_path}")
+    # A clean sys.exit() is a success, but the cells after it did not run: say so.
+    stop = ""
+    if nr.exited_at is not None:
+        stop = f", stopped by sys.exit() in {names.get(nr.exited_at, f'cell {nr.exited_at}')}"
+    click.echo(f"ok: {notebook} ran in {nr.duration:.1f} s{stop}; output: {nr.output_path}")
     for name, value in nr.outputs.items():
         click.echo(f"  {name}: {_short_repr(value)}")
 

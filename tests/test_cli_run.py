@@ -37,7 +37,12 @@ def test_run_parses_literals_and_reports_progress_and_output(tmp_path: Path) -> 
     assert re.fullmatch(summary + re.escape(f"output: {out}"), first)
     # Then each value the notebook recorded with nf.record, one per line.
     assert "  computed: 3" in recorded and "  folder: PosixPath('data')" in recorded
-    assert result.stderr.splitlines() == ["cells 1/3", "cells 2/3", "cells 3/3"]
+    # cells named by their number in the notebook, as errors name them
+    assert result.stderr.splitlines()[:2] == [
+        "1/3 code cells: cell 1 `import datetime`",
+        "2/3 code cells: injected parameters",
+    ]
+    assert result.stderr.splitlines()[2].startswith("3/3 code cells: cell 2 `")
     source = injected_source(out)
     assert "rows = 3\n" in source
     assert "tags = [1, 'x']\n" in source
@@ -52,10 +57,24 @@ def test_a_failed_run_exits_non_zero_naming_the_cell_and_the_output(tmp_path: Pa
     result = invoke(str(NOTEBOOKS / "broken_cell.ipynb"), "-o", str(out))
     assert result.exit_code == 1
     assert result.stdout.startswith("failed: ")
-    assert "exception in cell 2: ZeroDivisionError: division by zero" in result.stdout
+    assert (
+        "exception in cell 2 `import nbflow as nf`: ZeroDivisionError: division by zero"
+        in result.stdout
+    )
     assert result.stdout.rstrip().endswith(f"output: {out}")
     assert "----> 3 result = 1 / divisor" in result.stderr
     assert out.exists()
+
+
+def test_a_clean_sys_exit_succeeds_and_says_where_it_stopped(tmp_path: Path) -> None:
+    notebook = NOTEBOOKS / "exits_early.ipynb"
+    result = invoke(str(notebook), "-p", "exit_args", "[0]", "-o", str(tmp_path / "e.ipynb"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"ok: {notebook} ran in ")
+    assert ", stopped by sys.exit() in cell 3 `sys.exit(*exit_args)`; output: " in result.stdout
+    failed = invoke(str(notebook), "-p", "exit_args", "[2]", "-o", str(tmp_path / "f.ipynb"))
+    assert failed.exit_code == 1
+    assert "exception in cell 3 `sys.exit(*exit_args)`: SystemExit: 2" in failed.stdout
 
 
 def test_the_whole_run_timeout_is_an_option(tmp_path: Path) -> None:

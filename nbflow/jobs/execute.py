@@ -412,7 +412,7 @@ def execute_run(
     error: str | None = None
     state = "failed"
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, **cell: object) -> None:
         if done == 1:
             fault("runner:kernel-started")
 

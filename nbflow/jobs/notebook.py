@@ -3,8 +3,9 @@
 The story of one run, top to bottom:
 
 1. Read the notebook (an unreadable or malformed file is a `NotebookReadError`
-   naming it) and refuse to execute it in place: the output is another file,
-   by default `<home>/runs/adhoc/<stem>-<UTC timestamp>.ipynb`.
+   naming it), upgraded to nbformat 4.5 as papermill does, and refuse to
+   execute it in place: the output is another file, by default
+   `<home>/runs/adhoc/<stem>-<UTC timestamp>.ipynb`.
 2. Check the parameters against the ones the notebook declares and render them
    ourselves (`nbflow.jobs.parameters`) into a cell tagged
    `injected-parameters`, placed where papermill puts it (after the cell
@@ -30,7 +31,15 @@ The story of one run, top to bottom:
    - the working directory is given to the kernel process, not set with
      `chdir` in ours, so threads running notebooks do not race on it.
 5. Collect the result: `NotebookRun.ok`, the failure (cell index in the input
-   notebook, exception name, message, traceback) and the recorded outputs.
+   notebook, exception name, message, traceback) and the recorded outputs. A
+   `sys.exit()` with a clean code (none, 0, None, False) is a deliberate early
+   stop, not a failure: `ok`, with `exited_at` naming the cell.
+
+Cells have one numbering everywhere — progress, errors, timeouts, a dead
+kernel: the cell's index in the input notebook as the user has it (from 0;
+markdown cells and papermill's error-marker cells of an earlier run count, the
+injected cell has no number), shown with the cell's first line
+(cell 5 `result = 1 / divisor`).
 
 A failing notebook is a result (`ok` False), not an exception; bad input
 (parameters, kernel name, paths, a malformed file) raises.
@@ -45,13 +54,14 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import nbformat
+import papermill
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from papermill.clientwrap import PapermillNotebookClient
@@ -73,6 +83,7 @@ __all__ = [
     "NotebookReadError",
     "NotebookRun",
     "read_notebook",
+    "read_notebook_bytes",
     "run_notebook",
 ]
 
@@ -81,8 +92,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())
 
-Progress = Callable[[int, int], None]
-"""Called after each code cell with (code cells done, code cells in all)."""
+
+class Progress(Protocol):
+    """Called after each code cell: (code cells done, code cells in all), and which cell it was.
+
+    `cell` is the cell's number as everywhere else (its index in the input
+    notebook; None for the injected cell), `first_line` its first line of code.
+    """
+
+    def __call__(self, done: int, total: int, *, cell: int | None, first_line: str) -> None: ...
 
 
 # --- results and errors -----------------------------------------------------------------
@@ -94,15 +112,19 @@ class NotebookFailure:
 
     reason: Literal["exception", "timeout", "kernel died"]
     cell_index: int | None
-    """Index of the failing cell in the input notebook (None: the injected cell or no cell)."""
+    """Index of the failing cell in the input notebook, as the user wrote it (None: the
+    injected cell, or no cell ran)."""
     ename: str
     evalue: str
     traceback: str
     execution_count: int | None = None
+    first_line: str = ""
+    """The failing cell's first line of code, shown beside its number."""
 
     def __str__(self) -> str:
-        where = f" in cell {self.cell_index}" if self.cell_index is not None else ""
-        return f"{self.reason}{where}: {self.ename}: {self.evalue}"
+        return (
+            f"{self.reason}{_where(self.cell_index, self.first_line)}: {self.ename}: {self.evalue}"
+        )
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,7 @@ class NotebookRun:
     """The result of `run_notebook`."""
 
     ok: bool
+    """No cell failed: every cell ran, or the notebook stopped itself cleanly (`exited_at`)."""
     output_path: Path
     duration: float
     """Seconds, from reading the notebook to reading back its outputs."""
@@ -118,6 +141,10 @@ class NotebookRun:
     """Values the notebook recorded with `nf.record(name, value)`."""
     input_path: Path | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    exited_at: int | None = None
+    """The number of the cell whose `sys.exit()` with a clean code (none, 0, None,
+    False) stopped the notebook; the cells after it did not run. None when every
+    cell ran, or when the run failed."""
 
     def raise_for_failure(self) -> NotebookRun:
         """Raise `NotebookFailed` if the run failed; return the run otherwise."""
@@ -210,6 +237,9 @@ def run_notebook(
 
     nb, origin = _inject_parameters(nb, params)
     nb.metadata.papermill["input_path"] = str(source)
+    # The papermill that ran it (papermill writes it only into a notebook it never ran;
+    # the input may be an older output).
+    nb.metadata.papermill["version"] = papermill.__version__
     nb.metadata.papermill["output_path"] = str(out)
     home = home_dir()
     runs = home / "runs"
@@ -231,11 +261,12 @@ def run_notebook(
         socket_prefix=str(sockets / "kernel"),
         deadline=deadline,
         progress=progress,
+        origin=origin,
         total=sum(1 for c in nb.cells if c.cell_type == "code"),
     )
     try:
         stopped = _execute(nb, out, kernel_name, control, start_timeout)
-        failure = _failure(nb, out, origin, stopped, timeout)
+        failure, exited_at = _outcome(nb, out, origin, stopped, timeout)
         outputs = read_records(records)
     finally:
         shutil.rmtree(records, ignore_errors=True)
@@ -248,22 +279,44 @@ def run_notebook(
         outputs=outputs,
         input_path=source,
         parameters=params,
+        exited_at=exited_at,
     )
 
 
-def read_notebook(path: Path) -> nbformat.NotebookNode:
-    """Read and validate a notebook, with papermill's metadata slots; errors name the file."""
+def read_notebook_bytes(path: Path) -> bytes:
+    """The bytes of the notebook file at `path`; errors name the file (and a near miss)."""
     if path.suffix != ".ipynb" and path.is_file():
         raise NotebookReadError(path, "it is not a .ipynb file")
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
         near = did_you_mean(path.name, [p.name for p in path.parent.glob("*.ipynb")])
         raise NotebookReadError(path, f"no such file{near}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise NotebookReadError(path, str(exc)) from exc
+
+
+def read_notebook(path: Path, data: bytes | None = None) -> nbformat.NotebookNode:
+    """Read and validate a notebook, with papermill's metadata slots; errors name the file.
+
+    `data`: the file's bytes, when the caller has read them already.
+    """
+    if data is None:
+        data = read_notebook_bytes(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise NotebookReadError(path, str(exc)) from exc
     try:
-        nb = nbformat.reads(text, as_version=4)
+        # nbformat.reads would validate before the upgrade below, and log a repaired
+        # notebook as invalid: read and convert without it, validate once after.
+        nb = nbformat.convert(nbformat.reader.reads(text), 4)
+        # Upgrade to the current 4.x minor, as papermill's own reader does: nbformat 4.5
+        # gave cells ids, and the cells a run adds (injected parameters, error banner)
+        # get one, which a 4.4 notebook's schema rejects ("'id' was unexpected"). Done
+        # before validating, so a 4.4 output that an earlier nbflow wrote with such an
+        # id (invalid as 4.4) is repaired, not refused.
+        nb = nbformat.v4.upgrade(nb) or nb
         nbformat.validate(nb)
     # nbformat raises NotJSONError (ValueError), jsonschema's ValidationError,
     # or plain TypeError/KeyError/AttributeError on JSON of the wrong shape.
@@ -315,9 +368,18 @@ def _output_path(source: Path, output: str | Path | None) -> Path:
 def _inject_parameters(
     nb: nbformat.NotebookNode, params: dict[str, Any]
 ) -> tuple[nbformat.NotebookNode, list[int | None]]:
-    """The notebook with the injected cell, and each cell's index in the input (None: injected)."""
+    """The notebook with the injected cell, and each cell's index in the input (None: injected).
+
+    The index is counted in the input as the user has it, before papermill's
+    error-marker cells of an earlier run are removed: the numbers reported are
+    the ones the user sees when opening their notebook.
+    """
+    origin: list[int | None] = [
+        i
+        for i, c in enumerate(nb.cells)
+        if "papermill-error-cell-tag" not in c.metadata.get("tags", [])
+    ]
     nb = remove_error_markers(nb)
-    origin: list[int | None] = list(range(len(nb.cells)))
     if not params:
         return nb, origin
     cell = nbformat.v4.new_code_cell(source=render_parameters(params))
@@ -353,6 +415,8 @@ class _RunControl:
     socket_prefix: str
     deadline: float | None
     progress: Progress | None
+    origin: list[int | None]
+    """Each cell's number: its index in the input notebook (None: the injected cell)."""
     total: int
     done: int = 0
     current: int | None = None
@@ -407,7 +471,12 @@ class _Client(PapermillNotebookClient):
                 if cell.cell_type == "code":
                     control.done += 1
                     if control.progress is not None:
-                        control.progress(control.done, control.total)
+                        control.progress(
+                            control.done,
+                            control.total,
+                            cell=control.origin[index],
+                            first_line=_first_line(cell.source),
+                        )
 
 
 class NbflowEngine(NBClientEngine):
@@ -475,16 +544,47 @@ def _execute(
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def _failure(
+# `sys.exit(code)` with these codes ends a Python program with exit status 0. IPython
+# reports the SystemExit as an error output whose evalue is `str(code)`; papermill
+# itself lets only "" and "0" pass, so None and False are recognised here.
+_CLEAN_EXIT = frozenset({"", "0", "None", "False"})
+
+
+def _outcome(
     nb: nbformat.NotebookNode,
     out: Path,
     origin: list[int | None],
     stopped: BaseException | None,
     timeout: float | None,
+) -> tuple[NotebookFailure | None, int | None]:
+    """Write the output notebook; return the failure, if any, and the cell a clean `sys.exit()` stopped at."""
+    if stopped is not None:
+        return _stopped_failure(nb, out, origin, stopped, timeout), None
+    exited = _clean_exit(nb)
+    if exited is not None:
+        # A deliberate stop: no banner, and `ok` — with the cell it stopped at recorded,
+        # since the cells after it did not run.
+        write_ipynb(nb, str(out))
+        return None, origin[exited]
+    return _failure(nb, out, origin), None
+
+
+def _clean_exit(nb: nbformat.NotebookNode) -> int | None:
+    """Index of the cell that stopped the run with a clean `sys.exit()`, if that is what stopped it."""
+    for index, cell in enumerate(nb.cells):
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if errors:
+            first = errors[0]
+            clean = first.get("ename") == "SystemExit" and first.get("evalue") in _CLEAN_EXIT
+            return index if clean else None
+    return None
+
+
+def _failure(
+    nb: nbformat.NotebookNode, out: Path, origin: list[int | None]
 ) -> NotebookFailure | None:
     """Add papermill's error banner to the output notebook and describe the failure."""
-    if stopped is not None:
-        return _stopped_failure(nb, out, origin, stopped, timeout)
+    cells = list(nb.cells)  # papermill inserts its banner cells into `nb` before raising
     try:
         # Writes the output with papermill's banner before raising.
         raise_for_execution_errors(nb, str(out))
@@ -496,6 +596,7 @@ def _failure(
             evalue=exc.evalue,
             traceback=_ANSI.sub("", "\n".join(exc.traceback)),
             execution_count=exc.exec_count,
+            first_line=_first_line(cells[exc.cell_index].source),
         )
     write_ipynb(nb, str(out))
     return None
@@ -513,7 +614,10 @@ def _stopped_failure(
         (i for i, c in enumerate(nb.cells) if c.metadata.get("papermill", {}).get("exception")),
         None,
     )
-    position = f"cell {origin[index]}" if index is not None else "start-up"
+    # Taken before papermill inserts its banner cells into `nb`, which shifts the indices.
+    cell = nb.cells[index] if index is not None else None
+    line = _first_line(cell.source) if cell is not None else ""
+    position = _where(origin[index], line).removeprefix(" in ") if index is not None else "start-up"
     if isinstance(stopped, DeadKernelError):
         reason: Literal["timeout", "kernel died"] = "kernel died"
         ename = "DeadKernelError"
@@ -528,8 +632,7 @@ def _stopped_failure(
             f"the notebook did not finish within its timeout of {timeout:g} s "
             f"(stopped in {position}); the kernel was stopped"
         )
-    if index is not None:
-        cell = nb.cells[index]
+    if cell is not None:
         cell.outputs.append(
             nbformat.v4.new_output("error", ename=ename, evalue=evalue, traceback=[evalue])
         )
@@ -545,5 +648,20 @@ def _stopped_failure(
         ename=ename,
         evalue=evalue,
         traceback=evalue,
-        execution_count=nb.cells[index].get("execution_count") if index is not None else None,
+        execution_count=cell.get("execution_count") if cell is not None else None,
+        first_line=line,
     )
+
+
+def _first_line(source: str, limit: int = 60) -> str:
+    """A cell's first non-blank line, shortened to `limit` characters: what names it beside its number."""
+    line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _where(index: int | None, line: str) -> str:
+    """Where a cell is, for messages: `in cell 5 `x = 1``, numbered as the module docstring says."""
+    if index is None:
+        # No number: the injected cell (which has a first line), or no cell at all.
+        return " in the injected-parameters cell" if line else ""
+    return f" in cell {index} `{line}`" if line else f" in cell {index}"

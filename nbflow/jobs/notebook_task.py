@@ -21,6 +21,22 @@ Policy:
   (executablebooks/jupyter-cache keys notebooks the same way).
   The runner code in this module does not count: the fingerprint is pointed at
   a stub, otherwise editing nbflow itself would invalidate every notebook task.
+- **Freshness follows the content.** Each plan reads the file and digests its
+  bytes; only when they differ from the last reading are the cells parsed
+  again. The file's (mtime, size) decides nothing: `cp -p`, `rsync -a`, some
+  `git checkout`s and a same-size edit (`a = 1` -> `a = 2`) with its mtime
+  restored keep both, and trusting them served the old result. Reading and
+  digesting a notebook costs far less than a kernel start (blake3; about a
+  millisecond for a megabyte of outputs).
+- **The kernel** is the one named in the notebook's kernelspec when the
+  notebook is read for a plan or a run, not when the task was registered
+  (unless `kernel=` fixes it): switching the kernelspec makes the task stale
+  ("notebook kernel changed"), and the run — forced or not — uses the new one.
+- **What runs is what was planned.** When the notebook's code or kernel
+  changed between planning and running (saved during a long run), the task
+  fails with a `JobsError` saying so instead of running the new code under
+  the key of the old one — a result that undoing the edit would serve.
+  Edits that do not count (markdown, outputs) run as usual.
 """
 
 from __future__ import annotations
@@ -34,11 +50,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nbflow.core.errors import JobsError
 from nbflow.core.hashing import digest_value, hash_bytes
 from nbflow.core.home import home_dir
 from nbflow.core.pipeline import Pipeline, default_pipeline
 from nbflow.core.task import Task
-from nbflow.jobs.notebook import read_notebook, run_notebook
+from nbflow.jobs.notebook import read_notebook, read_notebook_bytes, run_notebook
 from nbflow.jobs.parameters import (
     NOT_A_LITERAL,
     UnknownParameterError,
@@ -77,10 +94,9 @@ def notebook_task(
     for param in bound:
         if param not in declared:
             raise UnknownParameterError(param, declared, source.name)
-    kernel_name = kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
     task_name = name or source.stem
 
-    spec = _NotebookSpec(source, task_name, fixed, kernel_name, timeout, cwd)
+    spec = _NotebookSpec(source, task_name, fixed, kernel, timeout, cwd)
     signature = inspect.Signature(
         [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY) for p in bound]
         + [
@@ -112,31 +128,61 @@ def _notebook_code() -> None:
     """Stands for a notebook task's code, which counts through `identity=` (see module docstring)."""
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """What a notebook's bytes say about the task: its code digest and kernel name."""
+
+    content: str
+    """Digest of the file's bytes: the reading is reused only for the same bytes."""
+    code: str
+    kernel: str
+
+
 @dataclass
 class _NotebookSpec:
     path: Path
     name: str
     fixed: dict[str, Any]
-    kernel: str
+    kernel: str | None
+    """The kernel given at registration; None: the notebook's kernelspec, read each time."""
     timeout: float | None
     cwd: str | Path | None
-    _code: tuple[float, int, str] | None = field(default=None, repr=False)
+    _last: _Reading | None = field(default=None, repr=False)
 
     def identity(self) -> dict[str, str]:
+        reading = self.read()
         return {
-            "notebook code": self.code_digest(),
-            "notebook kernel": hash_bytes(self.kernel),
+            "notebook code": reading.code,
+            "notebook kernel": hash_bytes(reading.kernel),
             "notebook parameters": digest_value(self.fixed),
         }
 
-    def code_digest(self) -> str:
-        # Planning reads it on every run: re-read the file only when it changed.
-        stat = self.path.stat()
-        if self._code is None or self._code[:2] != (stat.st_mtime, stat.st_size):
-            self._code = (stat.st_mtime, stat.st_size, notebook_code_digest(self.path))
-        return self._code[2]
+    def read(self) -> _Reading:
+        """The notebook as it is now (see the module docstring: content, never mtime)."""
+        data = read_notebook_bytes(self.path)
+        content = hash_bytes(data)
+        last = self._last
+        if last is not None and last.content == content:
+            return last
+        nb = read_notebook(self.path, data)
+        kernel = self.kernel or _kernelspec_name(nb)
+        self._last = _Reading(content, _code_digest(nb), kernel)
+        return self._last
 
     def execute(self, values: dict[str, Any]) -> dict[str, Any]:
+        # The key was made from the reading at planning (the last one: a plan reads the
+        # notebook right before it submits the task, or at the start of the run when
+        # nothing upstream has to run first). Run only that code: a result of other
+        # code stored under that key would be served when the edit is undone.
+        planned = self._last
+        now = self.read()
+        if planned is not None and (now.code, now.kernel) != (planned.code, planned.kernel):
+            raise JobsError(
+                f"notebook `{self.path.name}` changed after this run was planned "
+                f"(its {'code' if now.code != planned.code else 'kernel'} is not what task "
+                f"`{self.name}`'s cache key was made from), so it was not run; run the "
+                "pipeline again to run the new version"
+            )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.name)
         output = home_dir() / "runs" / "tasks" / f"{safe}-{stamp}.ipynb"
@@ -145,7 +191,7 @@ class _NotebookSpec:
             {**self.fixed, **values},
             output=output,
             timeout=self.timeout,
-            kernel=self.kernel,
+            kernel=now.kernel,  # the registered one, or the kernelspec's as planned
             cwd=self.cwd,
         )
         nr.raise_for_failure()
@@ -154,7 +200,15 @@ class _NotebookSpec:
 
 def notebook_code_digest(path: Path) -> str:
     """Digest of the normalized source of the notebook's code cells (see module docstring)."""
-    nb = read_notebook(path)
+    return _code_digest(read_notebook(path))
+
+
+def _kernelspec_name(nb: Any) -> str:
+    # The same default as run_notebook's.
+    return str(nb.metadata.get("kernelspec", {}).get("name") or "python3")
+
+
+def _code_digest(nb: Any) -> str:
     parts = [
         _normalized(cell.source)
         for cell in nb.cells

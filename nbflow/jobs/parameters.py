@@ -6,8 +6,9 @@ Policy:
   expression: every top-level `name = value` (or `name: type = value`) is a
   parameter. Its default is the real value (`ast.literal_eval`, plus a few safe
   constructors: `date(...)`, `datetime(...)`, `timedelta(...)`, `Decimal("...")`,
-  `Path("...")`, `set()`), its type is the annotation or the default's type, and
-  its comment is the inline comment on its line (read with `tokenize`).
+  `Path("...")`, `set()`), its type is the annotation (a quoted one,
+  `x: "int"`, read as unquoted) or the default's type, and its comment is
+  the inline comment on its line (read with `tokenize`).
   A default that is not a literal (`date.today()`) is `NOT_A_LITERAL`, and
   accepts any value.
 - **Checking**: an unknown name is an error listing the declared ones (with a
@@ -159,7 +160,7 @@ def _parse_parameters_cell(source: str, label: str) -> dict[str, NotebookParamet
             continue
         default = _literal_value(value)
         if annotation is not None:
-            type_name: str | None = ast.unparse(annotation)
+            type_name: str | None = _annotation_text(annotation)
         elif default is NOT_A_LITERAL or default is None:
             type_name = None
         else:
@@ -170,6 +171,16 @@ def _parse_parameters_cell(source: str, label: str) -> dict[str, NotebookParamet
             if isinstance(target, ast.Name):
                 found[target.id] = NotebookParameter(target.id, default, type_name, comment, text)
     return found
+
+
+def _annotation_text(annotation: ast.expr) -> str:
+    """An annotation as source, a quoted one unquoted: `x: "int"` means `x: int` (PEP 563)."""
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        try:
+            return ast.unparse(ast.parse(annotation.value.strip(), mode="eval").body)
+        except SyntaxError:
+            return annotation.value.strip()  # not an expression: the text is all there is
+    return ast.unparse(annotation)
 
 
 def _inline_comments(source: str) -> dict[int, str]:

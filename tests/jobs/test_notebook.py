@@ -8,9 +8,11 @@ import os
 import threading
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pandas as pd
+import papermill
 import pytest
 
 from nbflow.core.errors import JobsError, ParameterError
@@ -81,7 +83,7 @@ def test_recorded_outputs_and_the_kernels_environment(home: Path, tmp_path: Path
         {"n": 2},
         output=tmp_path / "out.ipynb",
         cwd=work,
-        progress=lambda done, total: seen.append((done, total)),
+        progress=lambda done, total, **cell: seen.append((done, total)),
     )
     assert nr.ok, nr.error
     out = nr.outputs
@@ -116,13 +118,115 @@ def test_a_failing_cell_is_reported_with_its_index_and_traceback(tmp_path: Path)
     assert err is not None and err.reason == "exception"
     assert err.cell_index == 2  # in the input notebook (the markdown cell counts)
     assert err.ename == "ZeroDivisionError" and err.evalue == "division by zero"
+    assert err.first_line == "import nbflow as nf"  # the failing cell's, not its neighbour's
     assert "result = 1 / divisor" in err.traceback and "\x1b[" not in err.traceback
     assert nr.outputs == {"before": "ran"}  # what was recorded before the failure
     nb = executed(out)
     assert len(banner_cells(nb)) == 2  # papermill's banner on top and its anchor
     assert nb.cells[-1].execution_count is None  # nothing after the failure ran
-    with pytest.raises(NotebookFailed, match=r"broken_cell\.ipynb` failed: exception in cell 2"):
+    with pytest.raises(
+        NotebookFailed,
+        match=r"broken_cell\.ipynb` failed: exception in cell 2 `import nbflow as nf`",
+    ):
         nr.raise_for_failure()
+
+
+def test_cells_are_numbered_as_in_the_input_also_when_it_carries_error_markers(
+    tmp_path: Path,
+) -> None:
+    # The output notebook of an earlier failed run: papermill's banner is cell 0 and its
+    # anchor cell 4, the failing cell is cell 5 (3 once the markers are taken out).
+    source = NOTEBOOKS / "carries_error_markers.ipynb"
+    cells = executed(source).cells
+    assert banner_cells(executed(source)) == [0, 4]
+    assert cells[5].source.startswith("import nbflow as nf")
+    seen: list[tuple[int | None, str]] = []
+    nr = run_notebook(
+        source,
+        {"divisor": 0},
+        output=tmp_path / "again.ipynb",
+        progress=lambda done, total, *, cell, first_line: seen.append((cell, first_line)),
+    )
+    assert nr.error is not None and nr.error.reason == "exception"
+    assert nr.error.cell_index == 5
+    assert str(nr.error).startswith("exception in cell 5 `import nbflow as nf`: ZeroDivisionError")
+    # progress names the same cells by the same numbers; the injected cell has none
+    assert seen == [
+        (2, "divisor = 0  # 0 makes cell 5 fail"),
+        (None, "# Parameters"),
+        (5, "import nbflow as nf"),
+    ]
+    assert len(banner_cells(executed(nr.output_path))) == 2  # the old markers replaced, not kept
+
+
+def test_an_nbformat_4_4_notebook_is_upgraded_so_its_output_validates_and_runs_again(
+    tmp_path: Path,
+) -> None:
+    source = NOTEBOOKS / "nbformat_4_4.ipynb"
+    assert executed(source).nbformat_minor == 4  # the fixture has no cell ids
+    first = run_notebook(source, {"n": 2}, output=tmp_path / "first.ipynb")
+    assert first.ok, first.error
+    nb = executed(first.output_path)
+    nbformat.validate(nb)  # the injected cell's id would be unexpected in 4.4
+    assert nb.nbformat_minor == 5 and all(c.get("id") for c in nb.cells)  # as papermill does
+    assert nb.metadata.papermill["version"] == papermill.__version__
+
+    # the output is itself a valid input: run it again, its injected cell replaced
+    again = run_notebook(first.output_path, {"n": 3}, output=tmp_path / "again.ipynb")
+    assert again.ok, again.error
+    assert again.outputs == {"n": 3}
+    nbformat.validate(executed(again.output_path))
+
+
+@pytest.mark.parametrize("exit_args", [[], [0], [None], [False]])
+def test_sys_exit_with_a_clean_code_stops_the_notebook_and_says_where(
+    tmp_path: Path, exit_args: list[Any]
+) -> None:
+    out = tmp_path / "exits.ipynb"
+    nr = run_notebook(NOTEBOOKS / "exits_early.ipynb", {"exit_args": exit_args}, output=out)
+    # A deliberate stop is no failure, but the result says that not every cell ran.
+    assert nr.ok and nr.error is None
+    assert nr.exited_at == 3
+    assert nr.outputs == {"before": "ran"}
+    nb = executed(out)
+    assert not banner_cells(nb)
+    # the output has the injected cell after cell 1: cell 3 of the input is its fifth
+    assert nb.cells[4].outputs[0].ename == "SystemExit"
+    assert nb.cells[5].execution_count is None
+
+
+@pytest.mark.parametrize(("exit_args", "evalue"), [([3], "3"), (["bye"], "bye"), ([True], "True")])
+def test_sys_exit_with_a_non_zero_code_is_a_failure(
+    tmp_path: Path, exit_args: list[Any], evalue: str
+) -> None:
+    nr = run_notebook(
+        NOTEBOOKS / "exits_early.ipynb", {"exit_args": exit_args}, output=tmp_path / "o.ipynb"
+    )
+    assert not nr.ok and nr.exited_at is None
+    assert nr.error is not None and nr.error.reason == "exception"
+    assert (nr.error.cell_index, nr.error.ename, nr.error.evalue) == (3, "SystemExit", evalue)
+    assert nr.outputs == {"before": "ran"}
+
+
+def test_a_notebook_that_runs_to_its_end_has_not_exited(tmp_path: Path) -> None:
+    nr = run_notebook(NOTEBOOKS / "trivial.ipynb", output=tmp_path / "o.ipynb")
+    assert nr.ok and nr.exited_at is None
+
+
+def test_a_4_4_output_with_an_id_written_by_an_earlier_nbflow_runs_again(tmp_path: Path) -> None:
+    # Before the upgrade, the injected cell of a 4.4 notebook got an id its schema rejects.
+    broken = json.loads((NOTEBOOKS / "nbformat_4_4.ipynb").read_text())
+    injected = {"cell_type": "code", "execution_count": 1, "id": "0a1b2c3d", "outputs": []}
+    injected["metadata"] = {"tags": ["injected-parameters"]}
+    injected["source"] = "n = 5\n"
+    broken["cells"].insert(2, injected)
+    old = tmp_path / "old_output.ipynb"
+    old.write_text(json.dumps(broken))
+    with pytest.raises(nbformat.ValidationError, match="'id' was unexpected"):
+        nbformat.validate(nbformat.reader.reads(old.read_text()))
+    nr = run_notebook(old, {"n": 6}, output=tmp_path / "again.ipynb")
+    assert nr.ok, nr.error
+    assert nr.outputs == {"n": 6}
 
 
 def test_the_timeout_bounds_the_whole_run_kills_the_kernel_and_keeps_what_ran(
@@ -133,12 +237,18 @@ def test_the_timeout_bounds_the_whole_run_kills_the_kernel_and_keeps_what_ran(
     assert not nr.ok
     assert nr.error is not None and nr.error.reason == "timeout"
     assert nr.error.cell_index == 2 and "timeout of 2 s" in nr.error.evalue
+    # the same numbering as errors and progress, with the cell's first line
+    assert "(stopped in cell 2 `import time`)" in nr.error.evalue
+    assert str(nr.error).startswith("timeout in cell 2 `import time`: TimeoutError")
     assert nr.outputs["started"] is True and "finished" not in nr.outputs
     with pytest.raises(ProcessLookupError):
         os.kill(nr.outputs["pid"], 0)  # the kernel is gone, not left sleeping
     nb = executed(out)
     assert banner_cells(nb)  # shifts the cells by one in the output
     assert nb.cells[2].execution_count is not None  # the cell before the slow one was saved
+    stopped = next(c for c in nb.cells if c.get("outputs") and c.outputs[-1].get("ename"))
+    assert stopped.source.startswith("import time")
+    assert nr.error.execution_count == stopped.execution_count  # its own, not a neighbour's
     assert nb.cells[-1].execution_count is None
 
 
@@ -149,6 +259,7 @@ def test_a_kernel_killed_with_sigkill_is_reported_not_hung(tmp_path: Path) -> No
     assert not nr.ok
     assert nr.error is not None and nr.error.reason == "kernel died"
     assert nr.error.cell_index == 2 and "kernel died" in nr.error.evalue
+    assert "while running cell 2 `" in nr.error.evalue
     nb = executed(out)
     assert banner_cells(nb)
     assert nb.cells[-1].execution_count is None
@@ -241,6 +352,9 @@ def test_bad_parameters_fail_before_any_kernel_starts(tmp_path: Path) -> None:
         run_notebook(NOTEBOOKS / "typed_parameters.ipynb", {"rows": "1"}, output=out)
     with pytest.raises(ParameterError, match=r"`region` is a `builtins\.object`"):
         run_notebook(NOTEBOOKS / "typed_parameters.ipynb", {"region": object()}, output=out)
+    # a quoted annotation checks like an unquoted one
+    with pytest.raises(ParameterError, match=r"`limit` .* declared as int but was given a str"):
+        run_notebook(NOTEBOOKS / "quoted_annotations.ipynb", {"limit": "ten"}, output=out)
     assert not out.exists()
 
 

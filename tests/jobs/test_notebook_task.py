@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import nbformat
@@ -128,7 +131,7 @@ def test_a_failing_notebook_fails_the_task_naming_the_cell(pipe: Pipeline) -> No
     with pytest.raises(RunFailed) as info:
         pipe.run(["broken"])
     assert isinstance(info.value.error, NotebookFailed)
-    assert "exception in cell 2: ZeroDivisionError" in str(info.value)
+    assert "exception in cell 2 `import nbflow as nf`: ZeroDivisionError" in str(info.value)
 
 
 def test_bad_definitions_fail_at_definition(pipe: Pipeline, notebook: Path) -> None:
@@ -165,3 +168,110 @@ def test_the_code_digest_ignores_everything_but_code(notebook: Path, tmp_path: P
 
     edit(notebook, magic_reformatted)
     assert notebook_code_digest(notebook) == with_magic
+
+
+EDITED = FIXTURES / "notebooks" / "edited_in_place.ipynb"
+
+
+@pytest.fixture
+def edited(tmp_path: Path) -> Path:
+    copy = tmp_path / "edited.ipynb"
+    shutil.copy(EDITED, copy)
+    return copy
+
+
+def test_a_same_size_edit_whose_mtime_is_kept_still_reruns(pipe: Pipeline, edited: Path) -> None:
+    nf.notebook_task(edited, name="constant", pipeline=pipe)
+    assert pipe.run(["constant"])["constant"]["a"] == 1
+
+    # What `cp -p`, `rsync -a` or some `git checkout`s do: new content, same size, same mtime.
+    before = edited.stat()
+    text = edited.read_bytes()
+    assert text.count(b'"a = 1"') == 1
+    edited.write_bytes(text.replace(b'"a = 1"', b'"a = 2"'))
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = edited.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    assert pipe.status()["constant"].state == "stale"
+    assert pipe.explain("constant").endswith("notebook code changed")
+    r = pipe.run(["constant"])
+    assert r.executed == ["constant"] and r["constant"]["a"] == 2  # never the old value
+
+
+@pytest.fixture
+def marked_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A second installed kernel, `marked`: this Python, with NBFLOW_TEST_KERNEL=marked."""
+    spec = tmp_path / "jupyter" / "kernels" / "marked"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    kernel = {"argv": argv, "display_name": "Marked", "language": "python"}
+    kernel["env"] = {"NBFLOW_TEST_KERNEL": "marked"}
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return "marked"
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_the_kernelspec_is_read_at_each_run_not_at_registration(
+    pipe: Pipeline, edited: Path, marked_kernel: str, force: bool
+) -> None:
+    nf.notebook_task(edited, name="constant", pipeline=pipe)
+    assert pipe.run(["constant"])["constant"]["kernel"] == "default"
+
+    def switch(nb: nbformat.NotebookNode) -> None:
+        nb.metadata["kernelspec"] = {**nb.metadata["kernelspec"], "name": marked_kernel}
+
+    edit(edited, switch)
+    if not force:
+        assert pipe.explain("constant").endswith("notebook kernel changed")
+    r = pipe.run(["constant"], force=force)
+    assert r.executed == ["constant"]
+    assert r["constant"]["kernel"] == "marked"  # the kernel the notebook names now
+    assert pipe.status()["constant"].state == "fresh"
+
+
+def test_a_kernel_given_at_registration_stays_fixed(
+    pipe: Pipeline, edited: Path, marked_kernel: str
+) -> None:
+    nf.notebook_task(edited, name="constant", pipeline=pipe, kernel=marked_kernel)
+    assert pipe.run(["constant"])["constant"]["kernel"] == "marked"
+
+    def switch(nb: nbformat.NotebookNode) -> None:
+        nb.metadata["kernelspec"] = {**nb.metadata["kernelspec"], "name": "python3"}
+
+    edit(edited, switch)
+    assert pipe.status()["constant"].state == "fresh"  # the notebook's kernelspec does not count
+
+
+def test_an_edit_between_planning_and_running_never_caches_under_the_old_key(
+    pipe: Pipeline, edited: Path
+) -> None:
+    # A task that runs first edits the notebook, as a person saving it in Jupyter during
+    # a long run would: the notebook task's key was made at planning, from `a = 1`.
+    @pipe.task
+    def save_an_edit() -> None:
+        edited.write_bytes(edited.read_bytes().replace(b'"a = 1"', b'"a = 2"'))
+
+    nf.notebook_task(edited, name="constant", pipeline=pipe)
+    with pytest.raises(RunFailed, match=r"`edited\.ipynb` changed after this run was planned"):
+        pipe.run(["save_an_edit", "constant"])
+
+    # Had `a = 2` run under the key of `a = 1`, undoing the edit would now serve 2.
+    edited.write_bytes(edited.read_bytes().replace(b'"a = 2"', b'"a = 1"'))
+    assert pipe.run(["constant"])["constant"]["a"] == 1
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_an_edit_between_runs_runs_the_new_code_with_any_executor(
+    pipe: Pipeline, edited: Path, executor: str
+) -> None:
+    # The check above compares with the reading the plan made, which travels with the
+    # task to a worker process: an edit made before planning is never mistaken for one after.
+    nf.notebook_task(edited, name="constant", pipeline=pipe)
+    assert pipe.run(["constant"], executor=executor)["constant"]["a"] == 1
+    edited.write_bytes(edited.read_bytes().replace(b'"a = 1"', b'"a = 2"'))
+    assert pipe.run(["constant"], executor=executor)["constant"]["a"] == 2
+    edited.write_bytes(edited.read_bytes().replace(b'"a = 2"', b'"a = 1"'))
+    r = pipe.run(["constant"], executor=executor)
+    assert r.cached == ["constant"] and r["constant"]["a"] == 1  # the older result, found again

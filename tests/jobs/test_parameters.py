@@ -70,6 +70,25 @@ def test_annotations_name_the_type(tmp_path: Path) -> None:
     assert params["a"].default == params["b"].default == "x"
 
 
+QUOTED = FIXTURES / "notebooks" / "quoted_annotations.ipynb"
+
+
+def test_a_quoted_annotation_means_the_same_as_the_unquoted_one() -> None:
+    params = notebook_parameters(QUOTED)
+    assert params["limit"].type == params["cap"].type == "int"
+    assert params["nothing"].type == "NoneType"  # not "'NoneType'", with its quotes
+    assert params["day"].type == "datetime.date"
+    for name in ("limit", "cap"):
+        check_parameters({name: 5}, params, "quoted.ipynb")
+        with pytest.raises(
+            ParameterTypeError, match=f"`{name}` .* declared as int but was given a str"
+        ):
+            check_parameters({name: "ten"}, params, "quoted.ipynb")
+    with pytest.raises(ParameterTypeError, match="declared as date"):
+        check_parameters({"day": "2024-01-01"}, params, "quoted.ipynb")
+    assert parse_cli_value("2024-01-01", params["day"]) == dt.date(2024, 1, 1)
+
+
 def test_a_notebook_without_a_parameters_cell_declares_none(tmp_path: Path) -> None:
     from tests.jobs.notebooks import write_notebook
 
