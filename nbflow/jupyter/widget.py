@@ -391,6 +391,11 @@ def progress_text(progress: dict[str, Any]) -> str:
 def _jsonable(value: Any) -> Any:
     import json
 
+    if isinstance(value, dict) and isinstance(value.get("display"), dict):
+        # A task cell's shown value (cells.with_display): its text, not its whole bundle
+        # (HTML, images) in every update sent to the browser.
+        text = value["display"].get("data", {}).get("text/plain", "")
+        value = {**value, "display": str(text)[:200]}
     try:
         json.dumps(value)
         return value
