@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import html
 import os
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,10 @@ class DagWidget(anywidget.AnyWidget):
         self._layout: render.Layout | None = None
         self._run_tasks: set[str] = set()
         self._closed = False
+        self._lock = threading.RLock()
+        """Held while an event is applied and while the state is copied for the browser."""
+        self._dirty = False
+        self._timer: threading.Timer | None = None
         self.placement = display.Placement(self, self.mimebundle)
         self.on_msg(self._on_message)
         self.refresh()
@@ -155,6 +160,10 @@ class DagWidget(anywidget.AnyWidget):
 
     def __call__(self, event: ev.Event) -> None:
         """Receive one run event; recolour at most every `interval` seconds."""
+        with self._lock:
+            self._receive(event)
+
+    def _receive(self, event: ev.Event) -> None:
         match event:
             case ev.RunStarted():
                 self._relayout()
@@ -230,6 +239,29 @@ class DagWidget(anywidget.AnyWidget):
                 return
         if event.time - self._last_push >= self.interval:
             self.push()
+        else:
+            self._push_later()
+
+    def _push_later(self) -> None:
+        """An event arrived too soon after the last push: send it `interval` after that push.
+
+        Without this, a task that starts right after another finishes would show
+        `queued` for as long as it runs, since its next event is its end. The timer
+        thread only copies the state under the lock; the run goes on meanwhile.
+        """
+        self._dirty = True
+        if self._timer is not None:
+            return
+        delay = max(0.0, self._last_push + self.interval - time.time())
+        self._timer = threading.Timer(delay, self._push_pending)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _push_pending(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._dirty and not self._closed:
+                self.push()
 
     def _inner_event(self, task: str, inner: ev.Event) -> None:
         """Recolour an inner task of sub-pipeline task `task` while the sub-pipeline runs."""
@@ -263,6 +295,14 @@ class DagWidget(anywidget.AnyWidget):
 
     def push(self) -> None:
         """Send the current states to the browser (one message per changed trait)."""
+        with self._lock:
+            self._push()
+
+    def _push(self) -> None:
+        self._dirty = False
+        if self._timer is not None:  # this push sends what the timer was waiting to send
+            self._timer.cancel()
+            self._timer = None
         self._last_push = time.time()
         progress = self._progress
         if progress.get("active") and progress.get("started"):
@@ -368,6 +408,8 @@ class DagWidget(anywidget.AnyWidget):
         if getattr(self, "_closed", True):
             return  # closed already, or __init__ did not finish (ipywidgets calls close in __del__)
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
         pipe = getattr(self, "pipe", None)
         if pipe is not None:
             pipe.remove_listener(self)

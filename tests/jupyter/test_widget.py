@@ -359,3 +359,28 @@ def test_the_legend_groups_states_before_a_run_and_in_a_run(etl):
     assert groups[:3] == ["before a run"] * 3 and set(groups[3:]) == {"in a run"}
     html = render.legend_html()
     assert html.index("before a run:") < html.index("fresh (up to date)") < html.index("in a run:")
+
+
+def test_a_task_that_starts_right_after_another_is_shown_running_while_it_runs(pipe):
+    """The throttle drops events that come too soon after a push; the last of them is
+    still sent, `interval` later, not only when the next event comes (here: the end of
+    a long task)."""
+    seen: dict[str, str] = {}
+
+    @pipe.task
+    def quick():
+        return 1
+
+    @pipe.task
+    def slow(quick):
+        # Wait (up to 30 s, the run goes on meanwhile) for the browser's copy to say so.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and w.states.get("slow") != "running":
+            time.sleep(0.01)
+        seen["slow"] = w.states.get("slow", "")
+        return quick
+
+    w = DagWidget(pipe, interval=0.2)
+    pipe.run()
+    assert seen["slow"] == "running"
+    assert w.states["slow"] == "done"
