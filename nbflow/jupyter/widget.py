@@ -143,6 +143,10 @@ class DagWidget(anywidget.AnyWidget):
 
     def refresh(self) -> None:
         """Show the pipeline as it stands: each task fresh, stale (and why) or never run."""
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         self._relayout()
         status = self.pipe.status()
         self._states = {n: s.state for n, s in status.items()}
