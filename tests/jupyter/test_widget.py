@@ -263,7 +263,7 @@ def test_a_sub_pipelines_tasks_are_coloured_while_it_runs(home, tmp_path):
     seen = []
 
     def snapshot(event):
-        # DagView is the first listener: at each forwarded event it has already recoloured.
+        # The widget is the first listener: at each forwarded event it has already recoloured.
         if isinstance(event, ev.SubpipelineEvent) and isinstance(event.event, ev.TaskEvent):
             seen.append((type(event.event).__name__, event.event.task, dict(view.states)))
 
