@@ -49,7 +49,7 @@ def bench_updates() -> None:
     import nbflow as nf
     from nbflow.core import events as ev
     from nbflow.jupyter import render
-    from nbflow.jupyter.widget import DagView
+    from nbflow.jupyter.widget import DagWidget
 
     with tempfile.TemporaryDirectory() as d:
         pipe = nf.Pipeline("w500", cache_dir=d)
@@ -57,7 +57,7 @@ def bench_updates() -> None:
         start = time.perf_counter()
         render.layout(*render.shape_of(pipe))
         layout_s = time.perf_counter() - start
-        view = DagView(pipe, interval=0.1)
+        view = DagWidget(pipe, interval=0.1)
         names = list(pipe.tasks)
         view(ev.RunStarted(pipeline="w500", run_id="b", tasks=tuple(names), stale={}))
         pushed = []
@@ -66,7 +66,7 @@ def bench_updates() -> None:
             view(ev.TaskStarted(pipeline="w500", run_id="b", task=names[i]))
             view.push()
             # What the kernel's comm would put on the wire for this update.
-            json.dumps(view.widget.get_state(["states", "info", "progress"]))
+            json.dumps(view.get_state(["states", "info", "progress"]))
             pushed.append(time.perf_counter() - t0)
         throttled = []
         for i in range(200, 400):
@@ -95,7 +95,7 @@ def bench_updates() -> None:
 
 def bench_run() -> None:
     import nbflow as nf
-    from nbflow.jupyter.widget import DagView
+    from nbflow.jupyter.widget import DagWidget
 
     def chain(d: str, name: str):
         pipe = nf.Pipeline(name, cache_dir=d)
@@ -114,7 +114,7 @@ def bench_run() -> None:
             with tempfile.TemporaryDirectory() as d:
                 pipe = chain(d, f"r{rep}{attach}")
                 if attach:
-                    DagView(pipe)
+                    DagWidget(pipe)
                 start = time.perf_counter()
                 pipe.run()
                 times.append(time.perf_counter() - start)

@@ -22,8 +22,13 @@ where folds interleave. Intervals (`--every`) are plain UTC durations anchored a
 (or at the Unix epoch, so `--every 15m` ticks on the quarter hour) and never
 see DST.
 
-A job is *frequent* when its cron hour field is `*` or has a step (`*/2`,
-`8-18/2`), or when its interval is under an hour; otherwise *fixed-time*.
+A job is *frequent* when its cron hour field is `*`, a range or has a step
+(`*/2`, `1-6`, `8-18/2`, also as one item of a list: `0,8-18`), or when its
+interval is under an hour; otherwise *fixed-time*. The hour field decides
+because it is the one a DST change moves: a range names a span of the day
+("every minute from 01:00 to 06:59"), so its repeated hour must run twice and
+no real hour may be left without runs, as for `*`; only single hours (and lists
+of them) name moments of the day, which run once.
 """
 
 from __future__ import annotations
@@ -54,17 +59,18 @@ TIME_RULES = """\
 Time rules
 - Times are stored in UTC together with the job's IANA zone name; cron
   expressions are read in the job's local wall-clock time.
-- Fixed-time jobs (a cron whose hour field is a number or list, e.g. 30 2 * * *):
+- Fixed-time jobs (a cron whose hour field is one hour or a list of single hours,
+  e.g. 30 2 * * * or 0 6,18 * * *):
   * a local time that does not exist on a spring-forward day (02:30 in
     Europe/Berlin on the last Sunday of March) runs once, at the first instant
     after the gap (03:00 local);
   * a local time that happens twice on a fall-back day runs once, at its first
     occurrence (the summer-time one).
-- Frequent jobs (cron hour field * or with a step, e.g. 0 * * * * or */15 * * * *,
-  and intervals under an hour) run at every real occurrence: on a fall-back day
-  the repeated hour runs twice (once per real UTC hour), on a spring-forward day
-  the wall times that do not exist are skipped, and no real hour is left without
-  its run.
+- Frequent jobs (a cron whose hour field is *, a range or has a step, e.g.
+  0 * * * *, */15 * * * *, * 1-6 * * * or 0 8-18/2 * * *, and intervals under
+  an hour) run at every real occurrence: on a fall-back day the repeated hour
+  runs twice (once per real UTC hour), on a spring-forward day the wall times
+  that do not exist are skipped, and no real hour is left without its run.
 - Intervals (--every 30m) are fixed durations in UTC, anchored at --start (or at
   1970-01-01T00:00Z), and ignore daylight saving.
 - The logical date of a scheduled run is its tick; {{ ds }} is that tick's date
@@ -391,8 +397,10 @@ class Schedule:
             return self.every < 3600
         if self.cron is None:
             return False
+        # `*`, a range (`1-6`) or a step (`*/2`, `8-18/2`) anywhere in the hour field's
+        # list names a span of hours; only single hours are moments (module docstring).
         hour = self.cron.split()[1]
-        return hour == "*" or "/" in hour
+        return any(mark in hour for mark in "*-/")
 
     @property
     def zone(self) -> ZoneInfo:

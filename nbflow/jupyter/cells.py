@@ -19,6 +19,14 @@ The function copies its inputs before the body runs (a cell that mutates an
 upstream output in place never changes the upstream value) and returns a
 dict of its outputs; imported modules travel as a reference, not a pickle.
 Names starting with `_` are private to the cell and never outputs.
+
+A cell that ends with an expression (`df.describe()`, not followed by `;`)
+shows its value as a plain cell would. The value is not an output: it goes
+into the task's `nf.Output` metadata as its display (the mime bundle IPython's
+formatters make of it), so a cache hit shows it again without unpickling
+anything and it never counts in the cell's output digest. The object itself
+is kept in this kernel (`shown_value`) when the body ran here, so `_` and
+`Out` hold it as they would.
 """
 
 from __future__ import annotations
@@ -220,11 +228,12 @@ def make_cell_function(
     lines.append("            return __value")
     for name in sorted(inputs):
         lines.append(f"    {name} = __take({arg_for[inputs[name]]}[{name!r}])")
+    source, shows = _capture_trailing_expression(source)
     body = textwrap.indent(source.rstrip() or "pass", "    ")
     lines.append(body)
     lines.append("    __scope = locals()")
     lines.append("    import types as __types")
-    lines.append("    return {")
+    lines.append("    __outputs = {")
     lines.append("        __k: (")
     lines.append(f"            ({MODULE_MARK!r}, __scope[__k].__name__)")
     lines.append("            if isinstance(__scope[__k], __types.ModuleType)")
@@ -233,6 +242,11 @@ def make_cell_function(
     lines.append(f"        for __k in {tuple(outputs)!r}")
     lines.append("        if __k in __scope")
     lines.append("    }")
+    if shows:
+        lines.append("    from nbflow.jupyter.cells import with_display as __with_display")
+        lines.append(f"    return __with_display(__outputs, {_SHOWN_NAME}, {task_name!r})")
+    else:
+        lines.append("    return __outputs")
     text = "\n".join(lines) + "\n"
     filename = f"<nbflow-cell {task_name} #{next(_counter)}>"
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
@@ -243,6 +257,94 @@ def make_cell_function(
     # Defined with `namespace` as its globals: notebook globals it reads are
     # fingerprinted by value, and it pickles by value (it lives in __main__).
     return fn
+
+
+_SHOWN_NAME = "__nbflow_shown__"
+_shown: dict[str, tuple[str, Any]] = {}
+"""task -> (display token, the value its last run in this kernel showed)."""
+
+
+def _capture_trailing_expression(source: str) -> tuple[str, bool]:
+    """The cell body with its trailing expression assigned to `__nbflow_shown__`, and whether
+    it has one. As in IPython, a trailing `;` means "show nothing"."""
+    from IPython.core.displayhook import DisplayHook
+
+    tree = ast.parse(source)
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return source, False
+    if DisplayHook.semicolon_at_end_of_expression(source):
+        return source, False
+    last = tree.body[-1]
+    lines = source.splitlines(keepends=True)
+    start = sum(len(line) for line in lines[: last.lineno - 1]) + _char_offset(
+        lines[last.lineno - 1], last.col_offset
+    )
+    assert last.end_lineno is not None and last.end_col_offset is not None
+    end = sum(len(line) for line in lines[: last.end_lineno - 1]) + _char_offset(
+        lines[last.end_lineno - 1], last.end_col_offset
+    )
+    # Parentheses let the expression keep its own line breaks.
+    return f"{source[:start]}{_SHOWN_NAME} = (\n{source[start:end]}\n){source[end:]}", True
+
+
+def _char_offset(line: str, utf8_offset: int) -> int:
+    """ast's column offsets count UTF-8 bytes; string slicing counts characters."""
+    return len(line.encode()[:utf8_offset].decode(errors="ignore"))
+
+
+def display_bundle(value: Any) -> dict[str, Any]:
+    """The mime bundle IPython shows for `value` (text/plain at least), JSON-able."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        data, metadata = shell.display_formatter.format(value)
+    else:  # run in a worker process: the formatters without a shell
+        from IPython.core.formatters import DisplayFormatter
+
+        data, metadata = DisplayFormatter().format(value)
+    # A widget's live view needs its model, which a replay from the cache does not have.
+    data = {k: v for k, v in data.items() if k != "application/vnd.jupyter.widget-view+json"}
+    return {"data": data or {"text/plain": repr(value)}, "metadata": metadata or {}}
+
+
+def with_display(outputs: dict[str, Any], value: Any, task: str) -> Any:
+    """What a cell with a trailing expression returns: its outputs, with the value's display
+    as metadata (nothing when the value is None, as in IPython)."""
+    import uuid
+
+    from nbflow.core.output import Output
+
+    if value is None:
+        return outputs
+    token = uuid.uuid4().hex
+    _shown[task] = (token, value)
+    return Output(outputs, metadata={"display": {**display_bundle(value), "token": token}})
+
+
+class ShownValue:
+    """A trailing expression's value as it was shown, replayed from the cache."""
+
+    def __init__(self, bundle: Mapping[str, Any]) -> None:
+        self.bundle = bundle
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        return dict(self.bundle["data"]), dict(self.bundle.get("metadata") or {})
+
+    def __repr__(self) -> str:
+        return str(self.bundle["data"].get("text/plain", "<shown value>"))
+
+
+def shown_value(task: str, metadata: Mapping[str, Any] | None) -> Any:
+    """The value a cell's trailing expression showed, for IPython to display again: the object
+    when its run happened in this kernel, else its stored display; None when there is none."""
+    display = (metadata or {}).get("display")
+    if not display:
+        return None
+    token, value = _shown.get(task, ("", None))
+    if token == display.get("token"):
+        return value
+    return ShownValue(display)
 
 
 def unpack_outputs(value: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,9 @@ A `%%task` cell registers its body as a task (see `nbflow.jupyter.cells` for
 what counts as its inputs and outputs), runs it with whatever upstream task
 cells are stale, binds its outputs into the notebook namespace and prints one
 status line. Re-executing an unchanged cell loads its outputs from the cache
-without executing the body.
+without executing the body. A cell ending with an expression returns its
+value, so IPython displays it after the status line as it would for a plain
+cell (from the cache: its stored display; see `cells.with_display`).
 
 Cells are linked again before every run: a cell that read a name no task
 cell defined yet (so it looked like a run parameter) picks up the cell that
@@ -31,6 +33,7 @@ from nbflow.jupyter.cells import (
     CellError,
     analyze,
     make_cell_function,
+    shown_value,
     unpack_outputs,
 )
 
@@ -164,7 +167,7 @@ class NbflowMagics(Magics):
     # --- %%task ----------------------------------------------------------------
 
     @cell_magic
-    def task(self, line: str, cell: str) -> None:
+    def task(self, line: str, cell: str) -> Any:
         """Register this cell as a cached task, run it (and stale upstream cells), bind its outputs.
 
         %%task [NAME] [--retries N] [--retry-delay S] [--timeout S] [--no-cache] [--pipeline P]
@@ -207,11 +210,13 @@ class NbflowMagics(Magics):
             else:
                 raise UsageError(f"%%task: unexpected argument {arg!r}; give one NAME at most")
         pipe = self._pipeline(pipeline_name)
-        self._register(pipe, cell, name, options)
+        return self._register(pipe, cell, name, options)
 
     def _register(
         self, pipe: Pipeline, source: str, name: str | None, options: dict[str, Any]
-    ) -> RunResult:
+    ) -> Any:
+        """Register and run the cell; return its trailing expression's value, which IPython
+        then displays after the status line, as for a plain cell (None: nothing)."""
         started = time.perf_counter()
         analysis = analyze(source)
         cell_id = self.current_cell_id
@@ -261,7 +266,7 @@ class NbflowMagics(Magics):
         elapsed = time.perf_counter() - started
         print(self._status_line(name, result, elapsed))
         raise_for_failures(result)
-        return result
+        return shown_value(name, result.metadata.get(name))
 
     def _checked_run(self, pipe: Pipeline, targets: list[str] | None, force: bool) -> RunResult:
         """Run; a name a task cell reads that nothing defines is explained in notebook terms."""

@@ -30,20 +30,25 @@ from nbflow.core.errors import NbflowError
 if TYPE_CHECKING:
     from nbflow.core.pipeline import Pipeline
 
-# State -> (fill colour, label). The order is the legend's.
+# State -> (fill colour, label). The order is the legend's. The colours differ in hue
+# *and* lightness, so neighbours in meaning stay apart: before a run, "fresh" is a
+# pale green; in a run, "ran" is a strong green and "loaded from cache" cyan;
+# "never run" is white and "skipped" a mid grey.
 STATES: dict[str, tuple[str, str]] = {
-    "never-run": ("#f3f4f6", "never run"),
-    "stale": ("#fde68a", "stale (would rerun)"),
-    "fresh": ("#d1fae5", "fresh (cached)"),
-    "queued": ("#e0e7ff", "queued"),
-    "running": ("#93c5fd", "running"),
-    "retrying": ("#fdba74", "retrying"),
-    "done": ("#4ade80", "done"),
-    "cached": ("#a7f3d0", "loaded from cache"),
-    "failed": ("#f87171", "failed"),
-    "skipped": ("#e5e7eb", "skipped"),
-    "upstream_failed": ("#fca5a5", "upstream failed"),
+    "never-run": ("#ffffff", "never run"),
+    "stale": ("#fcd34d", "stale (would rerun)"),
+    "fresh": ("#bbf7d0", "fresh (up to date)"),
+    "queued": ("#c4b5fd", "queued"),
+    "running": ("#3b82f6", "running"),
+    "retrying": ("#fb923c", "retrying"),
+    "done": ("#16a34a", "ran"),
+    "cached": ("#22d3ee", "loaded from cache"),
+    "failed": ("#dc2626", "failed"),
+    "skipped": ("#9ca3af", "skipped"),
+    "upstream_failed": ("#fda4af", "upstream failed"),
 }
+BEFORE_A_RUN = ("never-run", "stale", "fresh")
+"""States a task shows between runs (from `status()`); the others are states within a run."""
 _SENTINEL = "#fefefd"
 _NODE_RE = re.compile(r'<g id="nbfn(\d+)" class="node')
 
@@ -207,14 +212,25 @@ def pipeline_to_dot(pipe: Pipeline, states: Mapping[str, str] | None = None) -> 
     return graph_to_dot(*shape_of(pipe), states=states)
 
 
+def legend_group(state: str) -> str:
+    """The legend's heading for `state`: between runs, or within a run."""
+    return "before a run" if state in BEFORE_A_RUN else "in a run"
+
+
 def legend_html(states: Iterable[str] = STATES) -> str:
-    items = "".join(
-        f'<span class="nbflow-key"><i style="background:{STATES[s][0]}"></i>'
-        f"{html.escape(STATES[s][1])}</span>"
-        for s in states
-        if s in STATES
-    )
-    return f'<div class="nbflow-legend">{items}</div>'
+    items: list[str] = []
+    group = ""
+    for s in states:
+        if s not in STATES:
+            continue
+        if legend_group(s) != group:
+            group = legend_group(s)
+            items.append(f'<span class="nbflow-group">{group}:</span>')
+        items.append(
+            f'<span class="nbflow-key"><i style="background:{STATES[s][0]}"></i>'
+            f"{html.escape(STATES[s][1])}</span>"
+        )
+    return f'<div class="nbflow-legend">{"".join(items)}</div>'
 
 
 def fallback_html(

@@ -1,6 +1,7 @@
 """End to end in a real browser: JupyterLab on 127.0.0.1 with a token, headless Chromium
 (Debian's `chromium`, driven by Playwright), the quickstart notebook run from the
-Run menu, and the live DAG widget checked in the page: every task node done.
+Run menu, and the live DAG widget checked in the page: every task node done; and the
+widget inside an `ipywidgets.VBox`, live while a run goes on, shown once per cell.
 
 A screenshot of the page is saved in `test-artifacts/` for a person to look at.
 """
@@ -17,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,9 +39,21 @@ def _free_port() -> int:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A JupyterLab server on loopback, serving a copy of the quickstart notebook."""
+    yield from _serve(ROOT / "notebooks" / "quickstart.ipynb", tmp_path)
+
+
+@pytest.fixture
+def dashboard_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A JupyterLab server serving the notebook that puts the widget into a VBox."""
+    yield from _serve(
+        ROOT / "tests" / "fixtures" / "notebooks" / "widget_in_a_vbox.ipynb", tmp_path
+    )
+
+
+def _serve(notebook: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
     root = tmp_path / "lab"
     root.mkdir()
-    shutil.copy(ROOT / "notebooks" / "quickstart.ipynb", root / "quickstart.ipynb")
+    shutil.copy(notebook, root / notebook.name)
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
@@ -64,6 +78,10 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
     settings = tmp_path / "user-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    # No "get notified about Jupyter news?" toast over the page (and the screenshots).
+    notices = tmp_path / "user-settings" / "@jupyterlab" / "apputils-extension"
+    notices.mkdir(parents=True)
+    (notices / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     cmd.append(f"--LabApp.user_settings_dir={tmp_path / 'user-settings'}")
     if os.geteuid() == 0:
         cmd.append("--allow-root")
@@ -91,6 +109,80 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+def _run_all(page: Any, base: str, token: str, notebook: str) -> None:
+    page.goto(f"{base}/lab/tree/{notebook}?token={token}")
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    # Wait for the kernel before running everything.
+    page.get_by_text("| Idle").wait_for(timeout=60_000)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_text("Run All Cells", exact=True).click()
+
+
+def _all_cells_ran(page: Any) -> None:
+    """Wait until every code cell has run (each prompt shows its number)."""
+    page.wait_for_function(
+        r"""() => {
+            const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+            return prompts.length > 0 && prompts.every(p => /\[\d+\]/.test(p.textContent));
+        }""",
+        timeout=180_000,
+    )
+
+
+def test_the_widget_inside_a_vbox_is_live_and_shown_once(dashboard_lab):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's `chromium` is missing: run scripts/setup.sh (it installs it)"
+    base, token = dashboard_lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            _run_all(page, base, token, "widget_in_a_vbox.ipynb")
+            in_box = ".widget-vbox .nbflow-dag"
+            try:
+                # While `pipe.run()` runs in the next cell, the widget in the box shows it.
+                page.wait_for_selector(
+                    f"{in_box} svg g.node[data-task='clean'][data-state='running']",
+                    timeout=120_000,
+                )
+                page.screenshot(path=str(ARTIFACTS / "dag-widget-in-vbox-running.png"))
+                _all_cells_ran(page)
+                # The second run loaded everything from the cache.
+                page.wait_for_function(
+                    """sel => document.querySelectorAll(sel).length === 3""",
+                    arg=f"{in_box} svg g.node[data-state='cached']",
+                    timeout=30_000,
+                )
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "dag-widget-in-vbox-failure.png"))
+                raise
+            cells = page.locator(".jp-CodeCell")
+            box_cell = cells.nth(1)
+            assert box_cell.locator(".nbflow-dag").count() == 1, "the box shows it; no copy"
+            widget = box_cell.locator(".widget-vbox .nbflow-dag")
+            assert widget.locator(".nbflow-progress").inner_text().startswith("last run: 3 cached")
+            assert "ETL dashboard" in box_cell.locator(".widget-vbox").inner_text()
+            # `pipe.show()` in the middle of a cell: shown there, once, above what follows it.
+            middle = cells.nth(4).locator(".jp-OutputArea")
+            assert middle.locator(".nbflow-dag").count() == 1
+            text = middle.inner_text()
+            assert "the widget is shown above this line" in text
+            assert text.index("pipeline dashboard") < text.index("the widget is shown above")
+            # A %%task cell's trailing expression is shown after its status line.
+            task_out = cells.nth(6).locator(".jp-OutputArea")
+            assert "[nbflow] answer: ran in" in task_out.inner_text()
+            result = task_out.locator(".jp-OutputArea-executeResult")
+            assert result.locator(".jp-OutputArea-output").inner_text().strip() == "42"
+            assert result.locator(".jp-OutputPrompt").inner_text().strip() == "[7]:"
+            box_cell.scroll_into_view_if_needed()
+            box_cell.screenshot(path=str(ARTIFACTS / "dag-widget-in-vbox.png"))
+        finally:
+            browser.close()
 
 
 def test_quickstart_runs_in_jupyterlab_and_the_widget_shows_every_task_done(lab):
@@ -138,7 +230,7 @@ def test_quickstart_runs_in_jupyterlab_and_the_widget_shows_every_task_done(lab)
             # The legend and a node's tooltip tell the states apart.
             assert "loaded from cache" in widget.locator(".nbflow-legend").inner_text()
             title = widget.locator("svg g.node[data-task='enrich'] title").first.text_content()
-            assert "enrich: done" in title and "duration" in title
+            assert "enrich: ran" in title and "duration" in title
             # Select a node and ask why it is what it is (a message to the kernel and back).
             widget.locator("svg g.node[data-task='clean']").click()
             widget.get_by_role("button", name="Explain").click()

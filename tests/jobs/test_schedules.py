@@ -138,13 +138,70 @@ def test_hourly_job_on_spring_forward_day_skips_only_the_missing_wall_hour():
     assert hours == [h for h in range(24) if h != 2]
 
 
-def test_step_in_the_hour_field_makes_a_job_frequent():
+def test_a_range_or_step_in_the_hour_field_makes_a_job_frequent():
     assert job("0 */2 * * *").frequent
     assert job("0 8-18/2 * * *").frequent
+    assert job("0 1-5 * * *").frequent
+    assert job("* 1-6 * * *").frequent
+    assert job("0 0,8-18 * * *").frequent  # a range inside a list
     assert not job("0 2,14 * * *").frequent
-    assert not job("0 1-5 * * *").frequent
+    assert not job("0 1,2,3 * * *").frequent  # single hours, even when consecutive
+    assert not job("* 3 * * *").frequent  # the minute field does not decide
     assert job(every="59m").frequent
     assert not job(every="1h").frequent
+
+
+RIGA_SPRING, RIGA_FALL = date(2021, 3, 28), date(2021, 10, 31)  # 03:00 -> 04:00, 04:00 -> 03:00
+
+
+def real_instants_with_local_hour(day: date, tz: str, hours: range, step: timedelta):
+    """Every real instant of local `day`, one `step` apart from local midnight, whose wall
+    hour is in `hours`: the oracle for a frequent cron, computed without cron or the rules."""
+    start, end = local_day_bounds(day, tz)
+    zone, moment = ZoneInfo(tz), start + timedelta(microseconds=1)
+    found = []
+    while moment <= end:
+        if moment.astimezone(zone).hour in hours:
+            found.append(moment)
+        moment += step
+    return found
+
+
+@pytest.mark.parametrize(
+    ("tz", "cron", "day", "hours", "step", "count"),
+    [
+        # the issue's case: the repeated 03:00-03:59 runs twice, every minute of it
+        ("Europe/Riga", "* 1-6 * * *", RIGA_FALL, range(1, 7), timedelta(minutes=1), 420),
+        # spring forward: 03:00-03:59 does not exist; the other five real hours all run
+        ("Europe/Riga", "* 1-6 * * *", RIGA_SPRING, range(1, 7), timedelta(minutes=1), 300),
+        ("Europe/Berlin", "0 1-3 * * *", BERLIN_FALL, range(1, 4), timedelta(hours=1), 4),
+        ("Europe/Berlin", "0 1-3 * * *", BERLIN_SPRING, range(1, 4), timedelta(hours=1), 2),
+        ("America/New_York", "*/30 0-3 * * *", NY_FALL, range(4), timedelta(minutes=30), 10),
+        ("America/New_York", "*/30 0-3 * * *", NY_SPRING, range(4), timedelta(minutes=30), 6),
+    ],
+)
+def test_an_hour_range_runs_at_every_real_occurrence_on_dst_days(tz, cron, day, hours, step, count):
+    ticks = ticks_on(job(cron, tz=tz), day)
+    assert len(ticks) == count
+    assert ticks == real_instants_with_local_hour(day, tz, hours, step)
+
+
+def test_a_list_of_single_hours_keeps_the_fixed_time_rules():
+    zone = ZoneInfo("Europe/Riga")
+    fall = ticks_on(job("0 1,2,3 * * *", tz=zone.key), RIGA_FALL)
+    # 03:00 happens twice that night; as a fixed time it runs once, in summer time
+    assert [(t.astimezone(zone).hour, t.astimezone(zone).tzname()) for t in fall] == [
+        (1, "EEST"),
+        (2, "EEST"),
+        (3, "EEST"),
+    ]
+    spring = ticks_on(job("0 1,2,3 * * *", tz=zone.key), RIGA_SPRING)
+    # 03:00 does not exist that night; it runs at the end of the gap, 04:00 EEST
+    assert [t.astimezone(zone).strftime("%H:%M %Z") for t in spring] == [
+        "01:00 EET",
+        "02:00 EET",
+        "04:00 EEST",
+    ]
 
 
 # --- intervals, bounds, navigation ----------------------------------------------------------

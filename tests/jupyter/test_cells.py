@@ -56,3 +56,35 @@ def test_reading_a_name_before_assigning_it_is_a_rebind():
 def test_cells_that_cannot_be_tasks_say_why(source, message):
     with pytest.raises(CellError, match=message.replace("*", r"\*")):
         analyze(source)
+
+
+def test_a_trailing_expression_is_captured_keeping_its_own_line_breaks():
+    from nbflow.jupyter.cells import _capture_trailing_expression
+
+    source = "x = [1, 2]\nlen(\n    x  # how many\n)  # done\n"
+    captured, shows = _capture_trailing_expression(source)
+    assert shows
+    namespace: dict = {}
+    exec(captured, namespace)
+    assert namespace["__nbflow_shown__"] == 2
+    assert _capture_trailing_expression("x = 1\nx;\n") == ("x = 1\nx;\n", False)
+    assert _capture_trailing_expression("x = 1\n") == ("x = 1\n", False)
+    # Columns count characters, not UTF-8 bytes.
+    captured, _ = _capture_trailing_expression("é = 'ü'; é + 'x'\n")
+    namespace = {}
+    exec(captured, namespace)
+    assert namespace["__nbflow_shown__"] == "üx"
+
+
+def test_a_value_shown_in_a_worker_process_has_its_display_without_a_shell():
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json\n"
+        "from nbflow.jupyter.cells import display_bundle\n"
+        "print(json.dumps(display_bundle({'rows': 3})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["data"]["text/plain"] == "{'rows': 3}"

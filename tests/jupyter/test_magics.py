@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -254,3 +255,72 @@ def test_decorator_api_works_without_the_extension(home, capsys):
     result.raise_error()
     assert sh.user_ns["r"]["double"] == 40
     assert sh.user_ns["r"].executed == ["base", "double"]
+
+
+# --- a trailing expression is shown as in a plain cell (issue 17, item 9) ---------------------
+
+
+def shown(sh: InteractiveShell, source: str, capsys: pytest.CaptureFixture[str]) -> tuple[str, Any]:
+    """Run one cell; return what it printed and the value IPython's displayhook showed."""
+    capsys.readouterr()
+    result = sh.run_cell(source, store_history=True)
+    out = capsys.readouterr().out
+    result.raise_error()
+    return out, result.result
+
+
+SUMMARY = """%%task summary
+open(LOG, "a").write("summary\\n")
+totals = {"rows": 3, "amount": 60}
+f"{totals['rows']} rows, {totals['amount']} in total"
+"""
+
+
+def test_a_trailing_expression_is_displayed_after_the_status_line(shell, capsys):
+    out, value = shown(shell, SUMMARY, capsys)
+    assert value == "3 rows, 60 in total", "the cell's value is the expression's own value"
+    assert shell.user_ns["_"] == value, "and IPython keeps it as `_`, as for a plain cell"
+    status = out.index("[nbflow] summary: ran in")
+    assert out.index("'3 rows, 60 in total'") > status, "shown after the status line"
+    assert "totals" in shell.user_ns and "__nbflow_shown__" not in shell.user_ns
+
+
+def test_a_cache_hit_shows_the_stored_display_of_the_trailing_expression(shell, capsys):
+    shown(shell, SUMMARY, capsys)
+    # Another kernel (or a restart) has no object: the display comes from the cache record.
+    from nbflow.jupyter import cells
+
+    cells._shown.clear()
+    out, value = shown(shell, SUMMARY, capsys)
+    assert "loaded from cache" in out and executions(shell) == ["summary"]
+    assert repr(value) == "'3 rows, 60 in total'"
+    assert out.index("'3 rows, 60 in total'") > out.index("loaded from cache")
+
+
+def test_the_shown_value_is_not_an_output_and_does_not_change_the_cache_key(shell, capsys):
+    shown(shell, SUMMARY, capsys)
+    # The same outputs with another trailing expression: downstream cells stay cached.
+    run(shell, "%%task report\nline = totals['rows']\n", capsys)
+    out, value = shown(shell, SUMMARY.replace("in total", "altogether"), capsys)
+    assert value == "3 rows, 60 altogether" and "ran in" in out
+    out = run(shell, "%%task report\nline = totals['rows']\n", capsys)
+    assert "loaded from cache" in out, "the cell's outputs did not change"
+
+
+def test_a_trailing_semicolon_or_a_none_value_shows_nothing(shell, capsys):
+    _, value = shown(shell, SUMMARY.rstrip() + ";\n", capsys)
+    assert value is None
+    _, value = shown(shell, "%%task printer\nmsg = 'hi'\nprint(msg)\n", capsys)
+    assert value is None
+    _, value = shown(
+        shell, "%%task multi\nx = [\n    1,\n    2,\n]; y = 2\nlen(\n    x\n)\n", capsys
+    )
+    assert value == 2
+
+
+def test_the_widget_shows_a_cells_value_as_text_in_its_tooltip(shell, capsys):
+    from nbflow.jupyter.widget import DagWidget
+
+    w = DagWidget(default_pipeline(), interval=0)
+    shown(shell, SUMMARY, capsys)
+    assert w.info["summary"]["metadata"]["display"] == "'3 rows, 60 in total'"

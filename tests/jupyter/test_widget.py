@@ -11,7 +11,7 @@ import pytest
 import nbflow as nf
 from nbflow.core import events as ev
 from nbflow.jupyter import render
-from nbflow.jupyter.widget import DagView
+from nbflow.jupyter.widget import DagWidget
 
 
 @pytest.fixture
@@ -48,10 +48,10 @@ def fills(svg: str) -> dict[str, str]:
 
 
 def test_before_a_run_the_graph_shows_what_would_rerun(etl):
-    view = DagView(etl)
+    view = DagWidget(etl)
     assert view.states == dict.fromkeys(["extract", "clean", "report", "archive"], "never-run")
     etl.run()
-    fresh = DagView(etl)
+    fresh = DagWidget(etl)
     assert set(fresh.states.values()) == {"fresh"}
     etl.invalidate("report")
     fresh.refresh()
@@ -66,11 +66,11 @@ def test_before_a_run_the_graph_shows_what_would_rerun(etl):
 
 
 def test_node_states_follow_runs_done_cached_failed_upstream_failed(etl):
-    view = DagView(etl, interval=0)
+    view = DagWidget(etl, interval=0)
     etl.run()
     assert view.states == dict.fromkeys(["extract", "clean", "report", "archive"], "done")
     assert view.progress["done"] == 4 and view.progress["total"] == 4
-    assert view.widget.states == view.states, "the browser got the final states"
+    assert view.states == view._states, "the browser got the final states"
     etl.run(params={"n": 10}, raise_on_failure=False)
     assert view.states == {
         "extract": "done",
@@ -86,7 +86,7 @@ def test_node_states_follow_runs_done_cached_failed_upstream_failed(etl):
 
 
 def test_per_node_details_duration_attempts_reason(etl):
-    view = DagView(etl, interval=0)
+    view = DagWidget(etl, interval=0)
     etl.run()
     info = view.info["clean"]
     assert info["attempts"] == 1 and info["duration"] >= 0
@@ -104,7 +104,7 @@ def test_retrying_state_is_shown_while_a_task_retries(pipe, tmp_path):
             raise RuntimeError("first try")
         return 1
 
-    view = DagView(pipe, interval=0)
+    view = DagWidget(pipe, interval=0)
     pipe.add_listener(lambda e: seen.append(view.states.get("flaky", "")))
     pipe.run()
     assert "retrying" in seen
@@ -112,7 +112,7 @@ def test_retrying_state_is_shown_while_a_task_retries(pipe, tmp_path):
 
 
 def test_static_svg_is_coloured_by_state_and_refreshed_at_run_end(etl):
-    view = DagView(etl, interval=0)
+    view = DagWidget(etl, interval=0)
     etl.run(params={"n": 10}, raise_on_failure=False)
     bundle = view.mimebundle()
     assert "application/vnd.jupyter.widget-view+json" in bundle
@@ -129,11 +129,11 @@ def test_static_svg_is_coloured_by_state_and_refreshed_at_run_end(etl):
 
 def test_layout_runs_once_per_graph_shape(etl):
     render.layout.cache_clear()
-    view = DagView(etl, interval=0)
+    view = DagWidget(etl, interval=0)
     for _ in range(3):
         etl.run(force=True)
     assert render.layout.cache_info().misses == 1
-    first_svg = view.widget.svg
+    first_svg = view.svg
 
     @etl.task
     def extra(archive):
@@ -141,11 +141,11 @@ def test_layout_runs_once_per_graph_shape(etl):
 
     etl.run()
     assert render.layout.cache_info().misses == 2, "a new task is a new shape"
-    assert view.widget.svg != first_svg and "extra" in view.widget.node_ids
+    assert view.svg != first_svg and "extra" in view.node_ids
 
 
 def test_actions_run_run_downstream_invalidate_explain(etl):
-    view = DagView(etl, interval=0)
+    view = DagWidget(etl, interval=0)
     assert view.act("run", "clean").startswith("ran 2 (extract, clean)")
     assert view.states["clean"] == "done" and view.states["report"] == "never-run"
     assert view.act("run_downstream", "clean").startswith("ran 2 (report, archive)")
@@ -153,7 +153,7 @@ def test_actions_run_run_downstream_invalidate_explain(etl):
     assert view.states["report"] == "stale"
     assert view.act("explain", "report") == "report: stale: invalidated"
     assert "UnknownTaskError" in view.act("explain", "nope")
-    assert view.widget.message.startswith("UnknownTaskError")
+    assert view.message.startswith("UnknownTaskError")
 
 
 def test_pipeline_to_dot_is_a_digraph_coloured_by_status(etl):
@@ -169,13 +169,13 @@ def test_without_dot_the_widget_says_how_to_install_graphviz_and_shows_a_table(e
     monkeypatch.setenv("PATH", "/nonexistent")
     render.layout.cache_clear()
     try:
-        view = DagView(etl, interval=0)
+        view = DagWidget(etl, interval=0)
         etl.run()
         bundle = view.mimebundle()
         assert "image/svg+xml" not in bundle
         assert "apt-get install graphviz" in bundle["text/html"]
         assert "<td><code>archive</code></td>" in bundle["text/html"]
-        assert "apt-get install graphviz" in view.widget.fallback
+        assert "apt-get install graphviz" in view.fallback
         with pytest.raises(render.GraphvizMissing, match="conda install -c conda-forge graphviz"):
             render.layout(("a",), ())
     finally:
@@ -185,7 +185,7 @@ def test_without_dot_the_widget_says_how_to_install_graphviz_and_shows_a_table(e
 def test_updates_are_throttled_during_a_run(pipe):
     for i in range(200):
         pipe.task(lambda i=i: i, name=f"t{i}")
-    view = DagView(pipe, interval=3600)
+    view = DagWidget(pipe, interval=3600)
     pushes: list[float] = []
     original = view.push
 
@@ -197,7 +197,7 @@ def test_updates_are_throttled_during_a_run(pipe):
     pipe.run()
     # One push when the run starts and one when it ends, none per task.
     assert len(pushes) == 2
-    assert set(view.widget.states.values()) == {"done"}
+    assert set(view.states.values()) == {"done"}
 
 
 def test_mapped_instances_are_grouped_under_their_task(pipe):
@@ -211,11 +211,11 @@ def test_mapped_instances_are_grouped_under_their_task(pipe):
             raise ValueError("bad customer")
         return customer_id * 10
 
-    view = DagView(pipe, interval=0)
+    view = DagWidget(pipe, interval=0)
     pipe.run(raise_on_failure=False)
     assert view.info["process"]["instances"] == {"0": "done", "1": "done", "2": "failed"}
     assert view.states["process"] == "failed"
-    assert view.widget.info["process"]["instances"]["2"] == "failed"
+    assert view.info["process"]["instances"]["2"] == "failed"
 
 
 def with_sub_pipeline(tmp_path) -> nf.Pipeline:
@@ -243,9 +243,9 @@ def with_sub_pipeline(tmp_path) -> nf.Pipeline:
 def test_a_sub_pipeline_is_drawn_as_a_group_with_its_own_tasks_states(home, tmp_path):
     outer = with_sub_pipeline(tmp_path)
     render.layout.cache_clear()
-    view = DagView(outer, interval=0)
+    view = DagWidget(outer, interval=0)
     assert view.states["extracted/download"] == "never-run"
-    svg = view.widget.svg
+    svg = view.svg
     assert ">sub&#45;pipeline `extract_flow`</text>" in svg  # the cluster's caption
     assert svg.count('class="cluster"') == 1
     outer.run()
@@ -259,11 +259,11 @@ def test_a_sub_pipeline_is_drawn_as_a_group_with_its_own_tasks_states(home, tmp_
 
 def test_a_sub_pipelines_tasks_are_coloured_while_it_runs(home, tmp_path):
     outer = with_sub_pipeline(tmp_path)
-    view = DagView(outer, interval=0)
+    view = DagWidget(outer, interval=0)
     seen = []
 
     def snapshot(event):
-        # DagView is the first listener: at each forwarded event it has already recoloured.
+        # The widget is the first listener: at each forwarded event it has already recoloured.
         if isinstance(event, ev.SubpipelineEvent) and isinstance(event.event, ev.TaskEvent):
             seen.append((type(event.event).__name__, event.event.task, dict(view.states)))
 
@@ -275,3 +275,112 @@ def test_a_sub_pipelines_tasks_are_coloured_while_it_runs(home, tmp_path):
     assert states["extracted/download"] == "done" and states["extracted/parse"] == "running"
     assert states["extracted"] == "running"
     assert view.states["extracted/parse"] == "done" and view.states["extracted"] == "done"
+
+
+# --- the widget is an ipywidgets widget (issue 13, item 8) ----------------------------------
+
+
+def test_show_returns_a_dom_widget_that_composes_and_stays_live(etl):
+    import ipywidgets
+
+    w = etl.show()
+    assert isinstance(w, ipywidgets.DOMWidget)
+    box = ipywidgets.VBox([ipywidgets.HTML("<b>ETL</b>"), w])
+    tabs = ipywidgets.Tab(children=[box])
+    assert tabs.children[0].children[1] is w
+    etl.run(params={"n": 10}, raise_on_failure=False)
+    # Inside the containers it still follows the runs: the synced state the browser reads.
+    assert w.states["report"] == "failed" and w.states["archive"] == "upstream_failed"
+    assert w.progress["failed"] == 1
+
+
+def test_close_detaches_the_widget_from_the_pipelines_events(etl):
+    w = nf.show(etl)
+    assert etl._listeners == [w]
+    w.close()
+    assert etl._listeners == [], "no listener of the closed widget remains"
+    assert w.comm is None, "the front-end model is closed too"
+    etl.run()
+    assert set(w.states.values()) == {"never-run"}, "a closed widget no longer changes"
+    w.close()  # closing twice is harmless
+
+
+def test_a_headless_widget_has_no_front_end_model_and_shows_the_static_graph(etl):
+    w = etl.show(widget=False)
+    assert w.comm is None
+    etl.run()
+    bundle = w.mimebundle()
+    assert "application/vnd.jupyter.widget-view+json" not in bundle
+    assert set(fills(bundle["image/svg+xml"]).values()) == {render.colour("done")}
+
+
+# --- what the widget says (issue 17, item 10) -------------------------------------------------
+
+
+def test_the_header_says_cached_when_everything_came_from_the_cache(etl):
+    w = DagWidget(etl, interval=0)
+    etl.run()
+    assert w.progress["text"] == "4/4 done"
+    etl.run()
+    assert w.progress["text"] == "4 cached"
+    etl.invalidate("report")
+    etl.run()
+    assert w.progress["text"] == "4/4 done (2 cached)"
+    etl.run(params={"n": 10}, raise_on_failure=False)
+    assert w.progress["text"] == "4/4 done (1 failed)"
+
+
+def _distance(a: str, b: str) -> float:
+    """Colour distance in RGB (0..441): under ~60 two fills look alike at a glance."""
+    rgb = [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in (a, b)]
+    return sum((x - y) ** 2 for x, y in zip(*rgb, strict=True)) ** 0.5
+
+
+def test_every_state_has_its_own_label_and_a_colour_apart_from_the_others():
+    labels = [label for _, label in render.STATES.values()]
+    assert len(set(labels)) == len(labels)
+    # "fresh (cached)" and "loaded from cache" read as the same thing: one says cache.
+    assert sum("cache" in label for label in labels) == 1
+    colours = {state: fill for state, (fill, _) in render.STATES.items()}
+    close = [
+        (a, b, round(_distance(colours[a], colours[b])))
+        for i, a in enumerate(colours)
+        for b in list(colours)[i + 1 :]
+        if _distance(colours[a], colours[b]) < 60
+    ]
+    assert close == []
+    assert _distance(colours["fresh"], colours["cached"]) > 100
+    assert _distance(colours["never-run"], colours["skipped"]) > 100
+
+
+def test_the_legend_groups_states_before_a_run_and_in_a_run(etl):
+    w = DagWidget(etl)
+    groups = [group for _, _, _, group in w.legend]
+    assert groups[:3] == ["before a run"] * 3 and set(groups[3:]) == {"in a run"}
+    html = render.legend_html()
+    assert html.index("before a run:") < html.index("fresh (up to date)") < html.index("in a run:")
+
+
+def test_a_task_that_starts_right_after_another_is_shown_running_while_it_runs(pipe):
+    """The throttle drops events that come too soon after a push; the last of them is
+    still sent, `interval` later, not only when the next event comes (here: the end of
+    a long task)."""
+    seen: dict[str, str] = {}
+
+    @pipe.task
+    def quick():
+        return 1
+
+    @pipe.task
+    def slow(quick):
+        # Wait (up to 30 s, the run goes on meanwhile) for the browser's copy to say so.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and w.states.get("slow") != "running":
+            time.sleep(0.01)
+        seen["slow"] = w.states.get("slow", "")
+        return quick
+
+    w = DagWidget(pipe, interval=0.2)
+    pipe.run()
+    assert seen["slow"] == "running"
+    assert w.states["slow"] == "done"

@@ -44,17 +44,32 @@ function render({ model, el }) {
   let timer = null;
   const labels = {};
 
+  const colours = {};
+
   function drawLegend() {
     const items = model.get("legend") || [];
-    $(".nbflow-legend").innerHTML = "";
-    for (const [state, colour, label] of items) {
+    const legend = $(".nbflow-legend");
+    legend.innerHTML = "";
+    let group = null;
+    for (const [state, colour, label, heading] of items) {
       labels[state] = label;
+      colours[state] = colour;
+      if (heading && heading !== group) {
+        group = heading;
+        const head = document.createElement("span");
+        head.className = "nbflow-group";
+        head.textContent = `${heading}:`;
+        legend.appendChild(head);
+      }
       const key = document.createElement("span");
       key.className = "nbflow-key";
+      key.dataset.state = state;
       key.innerHTML = `<i style="background:${colour}"></i>`;
       key.appendChild(document.createTextNode(label));
-      $(".nbflow-legend").appendChild(key);
+      legend.appendChild(key);
     }
+    for (const g of Object.values(nodes)) delete g.dataset.state;  // repaint with new colours
+    recolour();
   }
 
   function drawGraph() {
@@ -76,7 +91,13 @@ function render({ model, el }) {
     const info = model.get("info") || {};
     for (const [name, g] of Object.entries(nodes)) {
       const state = states[name] || "never-run";
-      if (g.dataset.state !== state) g.dataset.state = state;
+      if (g.dataset.state !== state) {
+        g.dataset.state = state;
+        // The colours come from Python's one table (render.STATES), like the static SVG's.
+        for (const shape of g.querySelectorAll("path, polygon, ellipse")) {
+          shape.style.fill = colours[state] || "#ffffff";
+        }
+      }
       let title = g.querySelector("title");
       if (!title) {
         title = document.createElementNS("http://www.w3.org/2000/svg", "title");
@@ -92,11 +113,12 @@ function render({ model, el }) {
     const p = model.get("progress") || {};
     $(".nbflow-title").textContent = `pipeline ${model.get("pipeline")}`;
     let text;
+    // p.text is worded in Python (widget.progress_text): "4/4 done (2 cached)", "4 cached".
     if (p.active) {
       const elapsed = p.started ? Date.now() / 1000 - p.started : 0;
-      text = `running: ${p.done}/${p.total} done · ${fmtSeconds(elapsed)}`;
+      text = `running: ${p.text} · ${fmtSeconds(elapsed)}`;
     } else if (p.started) {
-      text = `last run: ${p.done}/${p.total} done${p.failed ? `, ${p.failed} failed` : ""} in ${fmtSeconds(p.elapsed)}`;
+      text = `last run: ${p.text} in ${fmtSeconds(p.elapsed)}`;
     } else {
       text = `${p.total} tasks, ${p.stale || 0} would run`;
     }
