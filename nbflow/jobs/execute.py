@@ -83,7 +83,7 @@ from pathlib import Path
 from typing import Any
 
 from nbflow.core.errors import NbflowError
-from nbflow.core.home import ensure_private_dir
+from nbflow.core.home import private_subdir
 from nbflow.jobs.runstore import (
     ACTIVE_STATES,
     EndedAttempt,
@@ -185,7 +185,8 @@ def parse_run_parameters(notebook: str | Path, texts: Mapping[str, Any]) -> dict
 
 def output_path_for(home: Path, run: RunRecord) -> Path:
     """`<home>/runs/JOB/<JOB>-<logical date, UTC, compact>-<run id>.ipynb`."""
-    folder = ensure_private_dir(home / "runs" / run.job)
+    # Made without following links: a planted `runs/JOB` link must not redirect output.
+    folder = private_subdir(home, "runs", run.job)
     stamp = run.logical_date.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return folder / f"{run.job}-{stamp}-{run.id}.ipynb"
 
