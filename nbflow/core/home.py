@@ -250,7 +250,7 @@ def _read_secret(path: Path) -> bytes | None:
             raise HomeError(
                 path,
                 f"the signing secret `{path}` belongs to {_user(info.st_uid)}, not to you "
-                f"({_user(os.geteuid())}): whoever owns it can sign cache entries that nbflow "
+                f"({_name(os.geteuid())}): whoever owns it can sign cache entries that nbflow "
                 "unpickles. Use a home of your own (set NBFLOW_HOME), or remove the file",
             )
         if info.st_mode & _OTHERS:
@@ -287,7 +287,7 @@ def _check_dir(path: Path, what: str, *, follow_link: bool) -> None:
             raise HomeError(
                 path,
                 f"{what}: `{path}` is a symbolic link (to `{link}`) made by {_user(info.st_uid)}, "
-                f"not by you ({_user(me)}): remove it, or set NBFLOW_HOME to a folder of yours",
+                f"not by you ({_name(me)}): remove it, or set NBFLOW_HOME to a folder of yours",
             )
         target = path.resolve()
         try:
@@ -301,7 +301,7 @@ def _check_dir(path: Path, what: str, *, follow_link: bool) -> None:
     if info.st_uid != me:
         raise HomeError(
             path,
-            f"{what}: `{target}` belongs to {_user(info.st_uid)}, not to you ({_user(me)}). "
+            f"{what}: `{target}` belongs to {_user(info.st_uid)}, not to you ({_name(me)}). "
             "nbflow only uses folders of its user, because it unpickles what it finds there: "
             "set NBFLOW_HOME (or cache_dir) to a folder of yours",
         )
@@ -321,6 +321,13 @@ def _check_dir(path: Path, what: str, *, follow_link: bool) -> None:
 def _user(uid: int) -> str:
     try:
         return f"user `{pwd.getpwuid(uid).pw_name}` (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _name(uid: int) -> str:
+    try:
+        return f"`{pwd.getpwuid(uid).pw_name}`"
     except KeyError:
         return f"uid {uid}"
 

@@ -246,7 +246,7 @@ def test_an_unprivileged_user_refuses_a_home_root_left_open(other_user):
 
     code, output = other_user.call(nbflow_home, NBFLOW_HOME=str(home))
     assert code == 2
-    assert "belongs to user `root` (uid 0), not to you" in output
+    assert "belongs to user `root` (uid 0), not to you (`" in output
     # and a private home of their own is fine
     own = other_user.shared / f"own-{uuid.uuid4().hex[:6]}"
     code, output = other_user.call(nbflow_home, NBFLOW_HOME=str(own))
