@@ -11,6 +11,7 @@ import os
 import pickle
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import traceback
@@ -58,6 +59,9 @@ class OtherUser:
         if pid == 0:  # the child: never returns into pytest
             status = 0
             try:
+                # Forked from a process that may have other threads (a Dask loop): if one
+                # held a lock the child needs, the child would wait forever; it dies instead.
+                signal.alarm(120)
                 os.close(read)
                 os.environ.update(env)
                 os.chdir(self.shared)
@@ -77,7 +81,9 @@ class OtherUser:
         os.close(write)
         with os.fdopen(read, "rb") as fh:
             data = fh.read()
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
+        if not data:
+            raise ChildFailed(f"the child ended (wait status {status}) without a result")
         ok, value = pickle.loads(data)
         if not ok:
             raise ChildFailed(value)

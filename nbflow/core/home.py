@@ -151,8 +151,7 @@ def ensure_private_dir(path: Path, *, what: str | None = None) -> Path:
                 folder.mkdir(mode=0o700)
             except FileExistsError:  # made meanwhile by another process: checked below
                 continue
-            # mkdir's mode is filtered by the umask; set it explicitly.
-            os.chmod(folder, 0o700, follow_symlinks=False)
+            _make_private(folder)
     _check_dir(path, what or f"folder `{path}`", follow_link=True)
     return path
 
@@ -174,7 +173,7 @@ def private_subdir(base: Path, *parts: str) -> Path:
         except FileExistsError:
             pass
         else:
-            os.chmod(folder, 0o700, follow_symlinks=False)
+            _make_private(folder)
         _check_dir(folder, f"run folder `{folder}`", follow_link=False)
     return folder
 
@@ -261,6 +260,16 @@ def _read_secret(path: Path) -> bytes | None:
                 f"have used it, run `chmod 600 {path}`; else remove it and the home's cache",
             )
         return fh.read()
+
+
+def _make_private(folder: Path) -> None:
+    """Mode 0700 on a folder just made (mkdir's mode is filtered by the umask), through a
+    descriptor opened without following links, so a link swapped in is never changed."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def _check_dir(path: Path, what: str, *, follow_link: bool) -> None:
