@@ -79,7 +79,6 @@ class HomeLocation:
     path: Path
     rule: Literal["env", "found", "project", "cwd"]
     reason: str
-    exists: bool
 
 
 def locate_home(cwd: str | os.PathLike[str] | None = None) -> HomeLocation:
@@ -87,7 +86,7 @@ def locate_home(cwd: str | os.PathLike[str] | None = None) -> HomeLocation:
     raw = os.environ.get(HOME_ENV)
     if raw:
         path = Path(raw).expanduser().absolute()
-        return HomeLocation(path, "env", f"$NBFLOW_HOME is set to {raw}", path.exists())
+        return HomeLocation(path, "env", f"$NBFLOW_HOME is set to {raw}")
     start = Path(cwd if cwd is not None else os.getcwd()).absolute()
     for folder in (start, *start.parents):
         candidate = folder / HOME_FOLDER
@@ -98,7 +97,7 @@ def locate_home(cwd: str | os.PathLike[str] | None = None) -> HomeLocation:
                 else f"{folder}, above the working directory"
             )
             return HomeLocation(
-                candidate, "found", f"the nearest {HOME_FOLDER} folder is in {where}", True
+                candidate, "found", f"the nearest {HOME_FOLDER} folder is in {where}"
             )
     for folder in (start, *start.parents):
         marker = next((m for m in PROJECT_MARKERS if (folder / m).exists()), None)
@@ -108,14 +107,12 @@ def locate_home(cwd: str | os.PathLike[str] | None = None) -> HomeLocation:
                 "project",
                 f"no {HOME_FOLDER} folder at or above the working directory; "
                 f"{folder} is the project root (it holds {marker})",
-                False,
             )
     return HomeLocation(
         start / HOME_FOLDER,
         "cwd",
         f"no {HOME_FOLDER} folder and no project root (pyproject.toml or .git) at or above "
         "the working directory",
-        False,
     )
 
 
