@@ -736,6 +736,28 @@ def dag_command(
     click.echo(f"pipeline `{name}`: {len(graph['nodes'])} tasks ({summary}) -> {target}")
 
 
+# --- home (core) ------------------------------------------------------------
+
+
+@cli.command("home")
+@click.option("--path", "path_only", is_flag=True, help="Print only the home's path.")
+def home_command(path_only: bool) -> None:
+    """Which nbflow home is in use, and why (it is not created here)."""
+    from nbflow.core.home import home_dir, locate_home
+
+    location = locate_home()
+    home_dir(create=False)  # an existing home is checked: one that is not safe is refused
+    if path_only:
+        click.echo(location.path)
+        return
+    click.echo(f"home:  {location.path}")
+    click.echo(f"why:   {location.reason}")
+    if location.path.exists():
+        click.echo("state: in use")
+    else:
+        click.echo("state: not created yet; the first command that needs it creates it (0700)")
+
+
 def main() -> None:
     from nbflow.jobs.startup import skip_unused_imports
 

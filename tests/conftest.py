@@ -9,6 +9,9 @@ import pytest
 import nbflow.core.pipeline as pipeline_module
 from nbflow import Pipeline
 
+# The `other_user` fixture: a second, unprivileged user, for tests of who may own a home.
+pytest_plugins = ["tests.other_user"]
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

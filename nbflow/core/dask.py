@@ -7,9 +7,11 @@ Policy:
   `client.submit(..., pure=False)`: Dask must run it even if an identical
   call ran before, because nbflow already decided that it has to run.
 - **Three ways in.** `executor="dask"` uses this process's local cluster: a
-  `LocalCluster` on 127.0.0.1 (worker processes, one thread each, no
-  dashboard: nothing listens beyond loopback; TLS with credentials made for
-  the cluster, so no other local user can submit work), started on the first job of
+  `LocalCluster` on 127.0.0.1 (worker processes, one thread each; nothing
+  listens beyond loopback; TLS with credentials made for the cluster, so no
+  other local user can submit work; and no HTTP server at all, not even the
+  health and metrics pages Dask serves without a dashboard, which would show
+  any local user the workers' logs and call stacks: `dask_nodes`), started on the first job of
   the first such run and kept for later ones, as a notebook's `Client()`
   is kept for the kernel's life. Starting one costs about a second, which
   would otherwise be paid by every run. It grows when a run asks for more
@@ -96,15 +98,20 @@ def _start_local_cluster(distributed: Any, options: dict[str, Any]) -> tuple[Any
         "processes": True,
         "host": "127.0.0.1",
         "dashboard_address": None,
-        # The scheduler serves health checks over HTTP even without a
-        # dashboard: a free port on loopback, never a fixed 8787.
-        "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
         # Loopback is shared by every user of the machine, and whoever reaches a
         # scheduler runs code as us: TLS with credentials made for this cluster
         # (kept in memory) is the token that keeps them out.
         "security": True,
     }
     settings.update(options)
+    # Dask's scheduler and workers serve HTTP (logs, call stacks, task keys) to anyone
+    # on loopback, dashboard or not: the nodes of `dask_nodes` start no HTTP server.
+    # A caller who asks for a dashboard gets Dask's own classes, and so the dashboard.
+    quiet = settings.get("dashboard_address") is None and "worker_class" not in settings
+    if quiet:
+        from nbflow.core.dask_nodes import QuietLocalCluster, QuietNanny, QuietWorker
+
+        settings["worker_class"] = QuietNanny if settings["processes"] else QuietWorker
     if settings["security"] is True:
         try:
             import cryptography  # noqa: F401  (Dask makes the credentials with it)
@@ -120,7 +127,7 @@ def _start_local_cluster(distributed: Any, options: dict[str, Any]) -> tuple[Any
     with dask.config.set(
         {"distributed.scheduler.allowed-failures": 0, "distributed.worker.profile.enabled": False}
     ):
-        cluster = distributed.LocalCluster(**settings)
+        cluster = (QuietLocalCluster if quiet else distributed.LocalCluster)(**settings)
     return cluster, distributed.Client(cluster, set_as_default=False)
 
 

@@ -23,7 +23,9 @@ The story of one run:
    runner that was only stalled (a long GC pause, a suspended VM) may wake up
    after that, even while another process runs the next attempt: see 5.
 3. The run's output notebook is `<home>/runs/JOB/<JOB>-<logical date>-<run id>.ipynb`
-   (`output_path_for`). The attempt writes its own working copy,
+   (`output_path_for`; `runs/` and `runs/JOB` are private folders made without
+   following links, so a planted link fails the run instead of redirecting its
+   notebook, and notebooks are written 0600). The attempt writes its own working copy,
    `<home>/runs/JOB/.attempts/<that name without .ipynb>.attempt-N.ipynb`
    (`attempt_path_for`), recorded as the run's output path before the notebook
    starts, so a crashed attempt's partial notebook can be found; ending the
@@ -83,7 +85,7 @@ from pathlib import Path
 from typing import Any
 
 from nbflow.core.errors import NbflowError
-from nbflow.core.home import ensure_private_dir
+from nbflow.core.home import HomeError, private_subdir
 from nbflow.jobs.runstore import (
     ACTIVE_STATES,
     EndedAttempt,
@@ -185,7 +187,8 @@ def parse_run_parameters(notebook: str | Path, texts: Mapping[str, Any]) -> dict
 
 def output_path_for(home: Path, run: RunRecord) -> Path:
     """`<home>/runs/JOB/<JOB>-<logical date, UTC, compact>-<run id>.ipynb`."""
-    folder = ensure_private_dir(home / "runs" / run.job)
+    # Made without following links: a planted `runs/JOB` link must not redirect output.
+    folder = private_subdir(home, "runs", run.job)
     stamp = run.logical_date.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return folder / f"{run.job}-{stamp}-{run.id}.ipynb"
 
@@ -393,6 +396,11 @@ def execute_run(
     if attempt is None:
         return Outcome(store.get_run(run_id), "not claimed")
     fault("runner:after-claim")
+    try:
+        out = output_path_for(store.path.parent, run)
+    except HomeError as exc:  # e.g. a planted `runs/JOB` link: no notebook may be written
+        store.finish_run(run_id, "failed", error=str(exc), pid=pid, attempt=attempt)
+        return Outcome(store.get_run(run_id), "failed", attempt=attempt)
     finishing = threading.Lock()
     beat = _Heartbeat(
         store,
@@ -405,7 +413,6 @@ def execute_run(
     )
     beat.start()
     schedule = record.schedule
-    out = output_path_for(store.path.parent, run)
     work = attempt_path_for(out, attempt)
     store.set_output_path(run_id, work, pid=pid, attempt=attempt)
     started = time.monotonic()

@@ -71,7 +71,7 @@ from papermill.execute import raise_for_execution_errors, remove_error_markers
 from papermill.iorw import write_ipynb
 
 from nbflow.core.errors import JobsError, did_you_mean
-from nbflow.core.home import ensure_private_dir, home_dir
+from nbflow.core.home import create_private_file, home_dir, private_subdir
 from nbflow.jobs.parameters import check_parameters, parameters_from_notebook, render_parameters
 from nbflow.jobs.record import RECORD_DIR_ENV, read_records
 
@@ -244,13 +244,14 @@ def run_notebook(
     home = home_dir()
     runs = home / "runs"
     if out.parent.is_relative_to(runs):
-        # Folders nbflow makes in its home are private to the user, like the home.
-        folder = ensure_private_dir(runs)
-        for part in out.parent.relative_to(runs).parts:
-            folder = ensure_private_dir(folder / part)
+        # Folders nbflow makes in its home are private to the user, like the home, and
+        # never links: a planted one must not redirect the output (nbflow.core.home).
+        private_subdir(home, *out.parent.relative_to(home).parts)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # The output notebook holds what the run printed: 0600, and never written through a link.
+    created = create_private_file(out)
 
-    records = Path(tempfile.mkdtemp(prefix="record-", dir=ensure_private_dir(home / "runs")))
+    records = Path(tempfile.mkdtemp(prefix="record-", dir=private_subdir(home, "runs")))
     sockets = Path(tempfile.mkdtemp(prefix="nbflow-"))  # short: AF_UNIX paths are limited
     deadline = started + timeout if timeout is not None else None
     control = _RunControl(
@@ -271,6 +272,8 @@ def run_notebook(
     finally:
         shutil.rmtree(records, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
+        if created and out.exists() and out.stat().st_size == 0:  # the engine never wrote it
+            out.unlink()
     return NotebookRun(
         ok=failure is None,
         output_path=out,

@@ -259,3 +259,79 @@ def test_missing_distributed_names_the_extra_to_install() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert 'pip install "nbflow[dask]"' in out.stdout
+
+
+SCRIPT_WITH_LISTENING_CLUSTERS = """
+import os, sys, time
+import nbflow as nf
+from nbflow.core.dask import DaskExecutor
+
+pipe = nf.Pipeline("ports", cache_dir={cache!r})
+
+@pipe.task
+def pid() -> int:
+    return os.getpid()
+
+@pipe.task(timeout=0.5, cache=False)
+def stuck() -> None:
+    time.sleep(60)  # past its timeout: its worker is killed and the nanny starts a new one
+
+def main():
+    assert pipe.run(["pid"], executor="dask", max_workers=2).ok  # the shared local cluster
+    assert not pipe.run(["stuck"], executor="dask", max_workers=2, raise_on_failure=False).ok
+    assert pipe.run(["pid"], executor="dask", max_workers=2, force=True).ok  # after the restart
+    own = DaskExecutor(max_workers=1)  # a cluster of the executor's own
+    assert pipe.run(["pid"], executor=own, force=True).ok
+    print("ready", flush=True)
+    sys.stdin.readline()
+    own.close()
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def answers_http(port: int) -> bytes:
+    """What a plain HTTP request without credentials gets from 127.0.0.1:`port`."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        sock.settimeout(3)
+        try:
+            return sock.recv(200)
+        except (TimeoutError, ConnectionResetError):
+            return b""
+
+
+def test_no_port_of_the_local_clusters_answers_http(tmp_path: Path) -> None:
+    """Dask's HTTP pages (worker lists, logs, call stacks) answer every local user on loopback:
+    the clusters nbflow starts serve none, on the scheduler, the nannies or the workers,
+    a restarted worker included. Every listening TCP port of the script's processes is tried."""
+    script = tmp_path / "ports.py"
+    script.write_text(SCRIPT_WITH_LISTENING_CLUSTERS.format(cache=str(tmp_path / "cache")))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        ports = {
+            (p.pid, c.laddr.port)
+            for p in tree
+            for c in p.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+        owners = {pid for pid, _ in ports}
+        # the driver (both schedulers and the three nannies) and the three worker processes
+        assert len(owners) >= 4 and len(ports) >= 8, ports
+        answers = {port: answers_http(port) for _, port in ports}
+        assert not {port: a for port, a in answers.items() if a.startswith(b"HTTP/")}
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=60)
