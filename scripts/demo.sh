@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 export NBFLOW_HOME="${NBFLOW_HOME:-$PWD/.nbflow-demo}"
 rm -rf "$NBFLOW_HOME"
 nbflow() { .venv/bin/nbflow "$@"; }
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold step titles on a terminal only: a log file gets no raw escape codes.
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
+step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 
 step "1. The example pipeline notebook: extract -> clean -> enrich -> load, an edit, a rerun"
 nbflow run notebooks/quickstart.ipynb -o "$NBFLOW_HOME/quickstart-first.ipynb"
@@ -32,3 +34,8 @@ step "6. Run history"
 nbflow runs demo-etl
 
 printf '\nOutput notebooks are under %s/runs; open them in Jupyter to read each run.\n' "$NBFLOW_HOME"
+# The demo ran .venv/bin/nbflow; a new shell has no `nbflow` on its PATH until .venv is active.
+printf '\nThe nbflow command is in .venv/bin. To use it as `nbflow ...`:\n'
+printf '    source .venv/bin/activate\n'
+printf 'or call it as .venv/bin/nbflow. This demo kept its state in %s:\n' "$NBFLOW_HOME"
+printf '    NBFLOW_HOME=%s .venv/bin/nbflow runs demo-etl\n' "$NBFLOW_HOME"

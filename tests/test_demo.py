@@ -32,5 +32,11 @@ def test_demo_script_runs_the_quickstart_twice_then_schedules_and_backfills(tmp_
     assert "added job `demo-etl`" in out
     assert out.count(": success in ") == 3, "one backfill run per day"
     assert "3 skipped" in out, "the second backfill skips the days that succeeded"
+    # A new shell has no `nbflow` on its PATH: the demo's last lines say how to get it.
+    tail = out.rstrip().splitlines()[-5:]
+    assert "source .venv/bin/activate" in "\n".join(tail)
+    assert ".venv/bin/nbflow" in "\n".join(tail)
+    # Its output goes to a pipe here, not a terminal: no raw escape codes in it.
+    assert "\x1b[" not in out + done.stderr
     runs = sorted((tmp_path / "demo-home" / "runs" / "demo-etl").glob("*.ipynb"))
     assert len(runs) == 3
