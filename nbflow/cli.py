@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from nbflow import __version__
 from nbflow.core.errors import NbflowError
 from nbflow.core.store import DiskStore
 from nbflow.jobs.runstore import RUN_STATES, RunStore
@@ -31,7 +32,9 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="nbflow")
+# The version of the code that runs, not of installed metadata: the distribution is named
+# `nbflow-pipelines` (`nbflow` on PyPI is another project), the import name stays `nbflow`.
+@click.version_option(version=__version__, prog_name="nbflow")
 def cli() -> None:
     """Turn Jupyter notebooks into cached, scheduled, parameterized pipelines."""
 
@@ -650,14 +653,14 @@ def settings_show(as_json: bool) -> None:
     help="File to write (.svg, .png, .pdf, .dot).",
 )
 @click.option("--pipeline", help="Which pipeline, when SOURCE defines several.")
-@parameter_option("A notebook parameter (notebooks are executed to find their pipelines).")
+@parameter_option("A notebook parameter (the notebook's tasks are defined with it, not run).")
 def dag_command(
     source: str, output: str | None, pipeline: str | None, parameters: tuple[tuple[str, str], ...]
 ) -> None:
     """Draw the pipeline of a Python module or a notebook, coloured by status.
 
-    A module is imported; a notebook is executed (never in place; cached work is
-    not recomputed) with a final cell that reports its pipelines.
+    A module is imported. A notebook's cells are executed on a copy with every
+    run held back: its tasks are defined and planned, and none of them runs.
     """
     from nbflow.jobs.dag import graphs_of_module, graphs_of_notebook, pick, render_graph
 
@@ -676,7 +679,7 @@ def dag_command(
     states: dict[str, int] = {}
     for state in graph["states"].values():
         states[state] = states.get(state, 0) + 1
-    summary = ", ".join(f"{n} {s}" for s, n in states.items())
+    summary = ", ".join(f"{n} {s.replace('-', ' ')}" for s, n in states.items())
     click.echo(f"pipeline `{name}`: {len(graph['nodes'])} tasks ({summary}) -> {target}")
 
 
