@@ -147,13 +147,7 @@ def run_command(
     from nbflow.jobs.notebook import run_notebook
 
     values = notebook_values(notebook, parameters)
-    live = sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        # On a terminal one line is rewritten in place; in a log, one line per cell.
-        start = "\r" if live else ""
-        click.echo(f"{start}cells {done}/{total}", err=True, nl=not live or done == total)
-
+    progress = _cell_progress()
     nr = run_notebook(
         notebook, values, output=output, timeout=timeout, kernel=kernel, cwd=cwd, progress=progress
     )
@@ -167,6 +161,25 @@ def run_command(
     click.echo(f"ok: {notebook} ran in {nr.duration:.1f} s; output: {nr.output_path}")
     for name, value in nr.outputs.items():
         click.echo(f"  {name}: {_short_repr(value)}")
+
+
+def _cell_progress() -> Callable[[int, int], None]:
+    """Progress of a notebook run on stderr: one line rewritten in place on a terminal,
+    plain lines otherwise (a log or a pipe gets no carriage returns or escape codes).
+    Whether stderr is a terminal is rich's decision (it honours FORCE_COLOR and
+    TTY_INTERACTIVE, and knows Jupyter), so every display of the CLI agrees."""
+    from rich.console import Console
+
+    live = Console(stderr=True).is_interactive
+
+    def progress(done: int, total: int) -> None:
+        if live:
+            # \r and erase-to-end: the line is redrawn in place, the last one stays.
+            click.echo(f"\r\x1b[Kcells {done}/{total}", err=True, nl=done == total)
+        else:
+            click.echo(f"cells {done}/{total}", err=True)
+
+    return progress
 
 
 def _short_repr(value: object, limit: int = 100) -> str:
@@ -505,8 +518,11 @@ def backfill_command(name: str, start: str, end: str, reprocess: str, detach: bo
 @click.argument("name", required=False)
 @click.option("--status", type=click.Choice(RUN_STATES), help="Only runs in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--wide", is_flag=True, help="Do not fit the table to the terminal: one line per run.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def runs_command(name: str | None, status: str | None, limit: int, as_json: bool) -> None:
+def runs_command(
+    name: str | None, status: str | None, limit: int, wide: bool, as_json: bool
+) -> None:
     """Run history, newest logical date first (all jobs, or job NAME)."""
     from nbflow.jobs.runstore import UnknownJobError
 
@@ -520,32 +536,102 @@ def runs_command(name: str | None, status: str | None, limit: int, as_json: bool
     if not runs:
         click.echo("no runs" + (f" of `{name}`" if name else "") + (f" {status}" if status else ""))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     from nbflow.core.home import home_dir
 
     home = home_dir()
-    columns = ("id", "job", "type", "logical date (UTC)", "state", "tries", "started (UTC)")
-    table = Table(*columns, "duration", "output (in the home)", "error")
+    rows = []
     for run in runs:
         output = run.output_path or "-"
         if run.output_path and Path(run.output_path).is_relative_to(home):
             output = str(Path(run.output_path).relative_to(home))
-        table.add_row(
-            str(run.id),
-            run.job,
-            run.run_type,
-            f"{run.logical_date:%Y-%m-%d %H:%M}",
-            run.state,
-            str(run.attempts),
-            f"{run.started_at:%m-%d %H:%M:%S}" if run.started_at else "-",
-            f"{run.duration:.1f} s" if run.duration is not None else "-",
-            output,
-            _one_line(run.error or run.reason or ""),
+        rows.append(
+            (
+                str(run.id),
+                run.job,
+                run.run_type,
+                f"{run.logical_date:%Y-%m-%d %H:%M}",
+                run.state,
+                str(run.attempts),
+                f"{run.started_at:%m-%d %H:%M:%S}" if run.started_at else "-",
+                f"{run.duration:.1f} s" if run.duration is not None else "-",
+                output,
+                _one_line(run.error or run.reason or ""),
+            )
         )
-    # Piped or captured output has no terminal width: do not squeeze the table into 80.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    columns = _RUN_COLUMNS
+    if name is not None:  # one job: its name in the caption, not in every row
+        columns = tuple(c for c in columns if c[0] != "job")
+        rows = [row[:1] + row[2:] for row in rows]
+    caption = (f"runs of `{name}`; " if name else "") + "times in UTC; output paths in the home"
+    _print_table(columns, rows, wide=wide, caption=caption)
+
+
+# The runs table's columns: (header, fits the terminal by). Identifiers and the logical date
+# are never cut (`keep`); the start time may wrap at its space (`wrap`); the output path and
+# the error wrap anywhere (`fold`) instead of losing their ends.
+_RUN_COLUMNS = (
+    ("id", "keep"),
+    ("job", "keep"),
+    ("type", "keep"),
+    ("logical date", "keep"),
+    ("state", "keep"),
+    ("tries", "keep"),
+    ("started", "wrap"),
+    ("duration", "keep"),
+    ("output", "fold"),
+    ("error", "fold"),
+)
+
+
+def _print_table(
+    columns: Iterable[tuple[str, str]],
+    rows: list[tuple[str, ...]],
+    *,
+    wide: bool = False,
+    caption: str | None = None,
+) -> None:
+    """A rich table fitted to the terminal, without the columns every row leaves empty.
+
+    On a terminal the table fits its width: the `keep` columns stay whole and the
+    `fold` ones wrap. Output to a pipe or file has no width to fit (unless
+    `COLUMNS` says one), so it is not squeezed into 80; `--wide` never fits.
+    Colours and box-drawing styles follow rich's own terminal detection: a file
+    gets no escape codes.
+    """
+    import os
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = list(columns)
+    used = [i for i in range(len(columns)) if any(row[i] not in ("", "-") for row in rows)]
+    # Rules under the header only: no vertical borders, so the width goes to the cells.
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        caption=caption,
+        caption_justify="left",
+    )
+    for i in used:
+        header, fit = columns[i]
+        if fit == "keep":
+            table.add_column(header, no_wrap=True)
+        elif fit == "wrap":
+            table.add_column(header)
+        else:
+            # A folded column keeps a readable minimum (its longest text, up to 24).
+            longest = max(len(row[i]) for row in rows)
+            table.add_column(header, overflow="fold", min_width=min(longest, 24))
+    for row in rows:
+        table.add_row(*(row[i] for i in used))
+    console = Console()
+    if wide:
+        console = Console(width=100_000)
+    elif not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=100_000)
+    console.print(table)
 
 
 def _one_line(text: str, limit: int = 80) -> str:
