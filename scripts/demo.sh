@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's demo (`make demo`, after scripts/setup.sh): the example pipeline
-# notebook run twice (the second run is served from the cache), then the daily
-# ETL notebook scheduled as a job and backfilled over three days.
+# notebook (its story includes a cached rerun and an edit), a parameterized
+# notebook run twice (the second run is served from the home's shared cache),
+# then the daily ETL notebook scheduled as a job and backfilled over three days.
 # State goes to ./.nbflow-demo (or $NBFLOW_HOME), started fresh each time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +17,9 @@ step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 step "1. The example pipeline notebook: extract -> clean -> enrich -> load, an edit, a rerun"
 nbflow run notebooks/quickstart.ipynb -o "$NBFLOW_HOME/quickstart-first.ipynb"
 
-step "2. The same notebook again: every step is loaded from the shared cache"
-nbflow run notebooks/quickstart.ipynb -o "$NBFLOW_HOME/quickstart-again.ipynb"
+step "2. A parameterized notebook, twice: the second run is served from the home's shared cache"
+nbflow run notebooks/shared_cache.ipynb -p rate 0.25 -o "$NBFLOW_HOME/shared-first.ipynb"
+nbflow run notebooks/shared_cache.ipynb -p rate 0.25 -o "$NBFLOW_HOME/shared-again.ipynb"
 
 step "3. Schedule the daily ETL notebook at 02:00 Berlin time, the logical date as its parameter"
 nbflow schedule add demo-etl notebooks/daily_etl.ipynb --cron "0 2 * * *" --tz Europe/Berlin \
