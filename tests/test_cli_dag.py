@@ -42,7 +42,11 @@ def test_dag_of_a_module_is_an_svg_coloured_by_status(tmp_path: Path):
 
 def _notebook(path: Path, *cells: str, parameters: str | None = None) -> Path:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     if parameters is not None:
         cell = nbformat.v4.new_code_cell(parameters)
         cell.metadata["tags"] = ["parameters"]

@@ -7,7 +7,8 @@
   itself) is executed in a kernel whose first cell stops every run before it
   starts (`Runner.run` raises), so `nf.run()`, `pipe.run()`, `%%task` cells and
   notebook tasks define and plan their tasks but execute none of them — drawing
-  a graph must not write to the user's warehouse. The cells that need a run's
+  a graph must not write to the user's warehouse — and the cache is not
+  changed (a `clear_cache()` or `invalidate()` in the notebook does nothing). The cells that need a run's
   values then fail; execution goes on past those errors (nbclient's
   `allow_errors`), and one extra cell at the end reports the graph of every
   pipeline the notebook defined. Plain cells that are not tasks do run, as
@@ -32,14 +33,20 @@ from nbflow.core.errors import JobsError, did_you_mean
 
 _REPORT_MARK = "@@nbflow-dag@@"
 
-# The first cell of the copy: every run stops before its first task. Patching the runner
-# (not Pipeline.run) also stops the runs that `%%task` cells, `nf.run` and notebook tasks start.
+# The first cell of the copy: every run stops before its first task, and the cache is
+# not changed. Patching the runner (not Pipeline.run) also stops the runs that `%%task`
+# cells, `nf.run` and notebook tasks start; patching the store's two writes outside a run
+# keeps a notebook's own `clear_cache()` / `%nbflow clear` / `invalidate()` from emptying
+# the cache the graph is coloured from.
 _HOLD_RUNS_CELL = """\
 import nbflow.core.runner as _nbflow_runner
+import nbflow.core.store as _nbflow_store
 def _nbflow_dag_no_run(self, *args, **kwargs):
     raise RuntimeError("nbflow dag: tasks are defined and planned, never run")
 _nbflow_runner.Runner.run = _nbflow_dag_no_run
-del _nbflow_runner, _nbflow_dag_no_run
+_nbflow_store.DiskStore.clear = lambda self, pipeline: 0
+_nbflow_store.DiskStore.update_pipeline_state = lambda self, pipeline, **changes: None
+del _nbflow_runner, _nbflow_store, _nbflow_dag_no_run
 """
 
 _REPORT_CELL = f"""\
