@@ -518,7 +518,9 @@ def backfill_command(name: str, start: str, end: str, reprocess: str, detach: bo
 @click.argument("name", required=False)
 @click.option("--status", type=click.Choice(RUN_STATES), help="Only runs in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--wide", is_flag=True, help="Do not fit the table to the terminal: one line per run.")
+@click.option(
+    "--wide", is_flag=True, help="Do not fit the table to the terminal: one line per run."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs_command(
     name: str | None, status: str | None, limit: int, wide: bool, as_json: bool
@@ -539,7 +541,7 @@ def runs_command(
     from nbflow.core.home import home_dir
 
     home = home_dir()
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for run in runs:
         output = run.output_path or "-"
         if run.output_path and Path(run.output_path).is_relative_to(home):
@@ -558,7 +560,7 @@ def runs_command(
                 _one_line(run.error or run.reason or ""),
             )
         )
-    columns = _RUN_COLUMNS
+    columns: tuple[tuple[str, str], ...] = _RUN_COLUMNS
     if name is not None:  # one job: its name in the caption, not in every row
         columns = tuple(c for c in columns if c[0] != "job")
         rows = [row[:1] + row[2:] for row in rows]
@@ -627,9 +629,7 @@ def _print_table(
     for row in rows:
         table.add_row(*(row[i] for i in used))
     console = Console()
-    if wide:
-        console = Console(width=100_000)
-    elif not console.is_terminal and "COLUMNS" not in os.environ:
+    if wide or (not console.is_terminal and "COLUMNS" not in os.environ):
         console = Console(width=100_000)
     console.print(table)
 

@@ -58,7 +58,9 @@ def history(home: Path) -> Path:
     """A job with a success (an output notebook in the home) and a long failure."""
     nb = Path.cwd() / "report.ipynb"
     nb.write_bytes((FIXTURES / "typed_parameters.ipynb").read_bytes())
-    added = CliRunner().invoke(cli, ["schedule", "add", "daily-etl", "report.ipynb", "--cron", "0 2 * * *"])
+    added = CliRunner().invoke(
+        cli, ["schedule", "add", "daily-etl", "report.ipynb", "--cron", "0 2 * * *"]
+    )
     assert added.exit_code == 0, added.output
     store = RunStore()
     t0 = datetime(2024, 1, 1, 2, tzinfo=UTC)

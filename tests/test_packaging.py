@@ -26,7 +26,9 @@ def test_no_install_line_in_the_docs_or_messages_names_the_wrong_package():
     texts = [ROOT / "README.md", ROOT / "environment.yml", *(ROOT / "docs").rglob("*.md")]
     texts += (ROOT / "nbflow").rglob("*.py")
     wrong = re.compile(r"pip install (?:-\S+ )*[\"']?nbflow(?![-\w])")
-    found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in texts for m in wrong.finditer(p.read_text())]
+    found = [
+        f"{p.relative_to(ROOT)}: {m.group(0)}" for p in texts for m in wrong.finditer(p.read_text())
+    ]
     assert found == []
     readme = (ROOT / "README.md").read_text()
     assert f"pip install {DIST}" in readme
