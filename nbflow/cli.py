@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from nbflow import __version__
 from nbflow.core.errors import NbflowError
 from nbflow.core.store import DiskStore
 from nbflow.jobs.runstore import RUN_STATES, RunStore
@@ -31,7 +32,9 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="nbflow")
+# The version of the code that runs, not of installed metadata: the distribution is named
+# `nbflow-pipelines` (`nbflow` on PyPI is another project), the import name stays `nbflow`.
+@click.version_option(version=__version__, prog_name="nbflow")
 def cli() -> None:
     """Turn Jupyter notebooks into cached, scheduled, parameterized pipelines."""
 
@@ -186,23 +189,7 @@ def run_command(
     from nbflow.jobs.notebook import run_notebook
 
     values = notebook_values(notebook, parameters)
-    live = sys.stderr.isatty()
-
-    width = 0
-    names: dict[int | None, str] = {}
-
-    def progress(done: int, total: int, *, cell: int | None, first_line: str) -> None:
-        # On a terminal one line is rewritten in place; in a log, one line per cell.
-        # The cell is named by its number in the notebook, as errors and timeouts name it.
-        nonlocal width
-        name = f"cell {cell} `{first_line}`" if cell is not None else "injected parameters"
-        names[cell] = name
-        line = f"{done}/{total} code cells: {name}"
-        start = "\r" if live else ""
-        pad = " " * max(width - len(line), 0) if live else ""
-        width = len(line)
-        click.echo(f"{start}{line}{pad}", err=True, nl=not live or done == total)
-
+    progress = _CellProgress()
     nr = run_notebook(
         notebook, values, output=output, timeout=timeout, kernel=kernel, cwd=cwd, progress=progress
     )
@@ -216,10 +203,37 @@ def run_command(
     # A clean sys.exit() is a success, but the cells after it did not run: say so.
     stop = ""
     if nr.exited_at is not None:
-        stop = f", stopped by sys.exit() in {names.get(nr.exited_at, f'cell {nr.exited_at}')}"
+        stop = (
+            f", stopped by sys.exit() in {progress.names.get(nr.exited_at, f'cell {nr.exited_at}')}"
+        )
     click.echo(f"ok: {notebook} ran in {nr.duration:.1f} s{stop}; output: {nr.output_path}")
     for name, value in nr.outputs.items():
         click.echo(f"  {name}: {_short_repr(value)}")
+
+
+class _CellProgress:
+    """Progress of a notebook run on stderr: one line rewritten in place on a terminal,
+    plain lines otherwise (a log or a pipe gets no carriage returns or escape codes).
+    Whether stderr is a terminal is rich's decision (it honours FORCE_COLOR and
+    TTY_INTERACTIVE, and knows Jupyter), so every display of the CLI agrees. The cell
+    is named by its number in the notebook, as errors and timeouts name it; `names`
+    keeps each cell's label for the closing line."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.live = Console(stderr=True).is_interactive
+        self.names: dict[int | None, str] = {}
+
+    def __call__(self, done: int, total: int, *, cell: int | None, first_line: str) -> None:
+        name = f"cell {cell} `{first_line}`" if cell is not None else "injected parameters"
+        self.names[cell] = name
+        line = f"{done}/{total} code cells: {name}"
+        if self.live:
+            # \r and erase-to-end: the line is redrawn in place, the last one stays.
+            click.echo(f"\r\x1b[K{line}", err=True, nl=done == total)
+        else:
+            click.echo(line, err=True)
 
 
 def _short_repr(value: object, limit: int = 100) -> str:
@@ -558,8 +572,13 @@ def backfill_command(name: str, start: str, end: str, reprocess: str, detach: bo
 @click.argument("name", required=False)
 @click.option("--status", type=click.Choice(RUN_STATES), help="Only runs in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--wide", is_flag=True, help="Do not fit the table to the terminal: one line per run."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def runs_command(name: str | None, status: str | None, limit: int, as_json: bool) -> None:
+def runs_command(
+    name: str | None, status: str | None, limit: int, wide: bool, as_json: bool
+) -> None:
     """Run history, newest logical date first (all jobs, or job NAME)."""
     from nbflow.jobs.runstore import UnknownJobError
 
@@ -573,32 +592,100 @@ def runs_command(name: str | None, status: str | None, limit: int, as_json: bool
     if not runs:
         click.echo("no runs" + (f" of `{name}`" if name else "") + (f" {status}" if status else ""))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     from nbflow.core.home import home_dir
 
     home = home_dir()
-    columns = ("id", "job", "type", "logical date (UTC)", "state", "tries", "started (UTC)")
-    table = Table(*columns, "duration", "output (in the home)", "error")
+    rows: list[tuple[str, ...]] = []
     for run in runs:
         output = run.output_path or "-"
         if run.output_path and Path(run.output_path).is_relative_to(home):
             output = str(Path(run.output_path).relative_to(home))
-        table.add_row(
-            str(run.id),
-            run.job,
-            run.run_type,
-            f"{run.logical_date:%Y-%m-%d %H:%M}",
-            run.state,
-            str(run.attempts),
-            f"{run.started_at:%m-%d %H:%M:%S}" if run.started_at else "-",
-            f"{run.duration:.1f} s" if run.duration is not None else "-",
-            output,
-            _one_line(run.error or run.reason or ""),
+        rows.append(
+            (
+                str(run.id),
+                run.job,
+                run.run_type,
+                f"{run.logical_date:%Y-%m-%d %H:%M}",
+                run.state,
+                str(run.attempts),
+                f"{run.started_at:%m-%d %H:%M:%S}" if run.started_at else "-",
+                f"{run.duration:.1f} s" if run.duration is not None else "-",
+                output,
+                _one_line(run.error or run.reason or ""),
+            )
         )
-    # Piped or captured output has no terminal width: do not squeeze the table into 80.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    columns: tuple[tuple[str, str], ...] = _RUN_COLUMNS
+    if name is not None:  # one job: its name in the caption, not in every row
+        columns = tuple(c for c in columns if c[0] != "job")
+        rows = [row[:1] + row[2:] for row in rows]
+    caption = (f"runs of `{name}`; " if name else "") + "times in UTC; output paths in the home"
+    _print_table(columns, rows, wide=wide, caption=caption)
+
+
+# The runs table's columns: (header, fits the terminal by). Identifiers and the logical date
+# are never cut (`keep`); the start time may wrap at its space (`wrap`); the output path and
+# the error wrap anywhere (`fold`) instead of losing their ends.
+_RUN_COLUMNS = (
+    ("id", "keep"),
+    ("job", "keep"),
+    ("type", "keep"),
+    ("logical date", "keep"),
+    ("state", "keep"),
+    ("tries", "keep"),
+    ("started", "wrap"),
+    ("duration", "keep"),
+    ("output", "fold"),
+    ("error", "fold"),
+)
+
+
+def _print_table(
+    columns: Iterable[tuple[str, str]],
+    rows: list[tuple[str, ...]],
+    *,
+    wide: bool = False,
+    caption: str | None = None,
+) -> None:
+    """A rich table fitted to the terminal, without the columns every row leaves empty.
+
+    On a terminal the table fits its width: the `keep` columns stay whole and the
+    `fold` ones wrap. Output to a pipe or file has no width to fit (unless
+    `COLUMNS` says one), so it is not squeezed into 80; `--wide` never fits.
+    Colours and box-drawing styles follow rich's own terminal detection: a file
+    gets no escape codes.
+    """
+    import os
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = list(columns)
+    used = [i for i in range(len(columns)) if any(row[i] not in ("", "-") for row in rows)]
+    # Rules under the header only: no vertical borders, so the width goes to the cells.
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        caption=caption,
+        caption_justify="left",
+    )
+    for i in used:
+        header, fit = columns[i]
+        if fit == "keep":
+            table.add_column(header, no_wrap=True)
+        elif fit == "wrap":
+            table.add_column(header)
+        else:
+            # A folded column keeps a readable minimum (its longest text, up to 24).
+            longest = max(len(row[i]) for row in rows)
+            table.add_column(header, overflow="fold", min_width=min(longest, 24))
+    for row in rows:
+        table.add_row(*(row[i] for i in used))
+    console = Console()
+    if wide or (not console.is_terminal and "COLUMNS" not in os.environ):
+        console = Console(width=100_000)
+    console.print(table)
 
 
 def _one_line(text: str, limit: int = 80) -> str:
@@ -706,14 +793,14 @@ def settings_show(as_json: bool) -> None:
     help="File to write (.svg, .png, .pdf, .dot).",
 )
 @click.option("--pipeline", help="Which pipeline, when SOURCE defines several.")
-@parameter_option("A notebook parameter (notebooks are executed to find their pipelines).")
+@parameter_option("A notebook parameter (the notebook's tasks are defined with it, not run).")
 def dag_command(
     source: str, output: str | None, pipeline: str | None, parameters: tuple[tuple[str, str], ...]
 ) -> None:
     """Draw the pipeline of a Python module or a notebook, coloured by status.
 
-    A module is imported; a notebook is executed (never in place; cached work is
-    not recomputed) with a final cell that reports its pipelines.
+    A module is imported. A notebook's cells are executed on a copy with every
+    run held back: its tasks are defined and planned, and none of them runs.
     """
     from nbflow.jobs.dag import graphs_of_module, graphs_of_notebook, pick, render_graph
 
@@ -732,7 +819,7 @@ def dag_command(
     states: dict[str, int] = {}
     for state in graph["states"].values():
         states[state] = states.get(state, 0) + 1
-    summary = ", ".join(f"{n} {s}" for s, n in states.items())
+    summary = ", ".join(f"{n} {s.replace('-', ' ')}" for s, n in states.items())
     click.echo(f"pipeline `{name}`: {len(graph['nodes'])} tasks ({summary}) -> {target}")
 
 

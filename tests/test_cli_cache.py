@@ -141,6 +141,8 @@ def test_gc_of_a_missing_cache_creates_nothing(tmp_path: Path) -> None:
 def test_gc_names_the_home_of_a_cache_from_before_signer_files(tmp_path: Path) -> None:
     old_home = tmp_path / "old-home"
     shutil.copytree(FIXTURES / "caches" / "v1-home", old_home)
+    # git keeps no 0600 mode; a secret others can read is refused (docs/security.md).
+    os.chmod(old_home / "secret.key", 0o600)
     out = nbflow_cli(
         "cache",
         "gc",

@@ -14,7 +14,9 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_demo_script_runs_the_quickstart_twice_then_schedules_and_backfills(tmp_path: Path):
+def test_demo_script_runs_the_quickstart_a_cached_rerun_then_schedules_and_backfills(
+    tmp_path: Path,
+):
     env = {**os.environ, "NBFLOW_HOME": str(tmp_path / "demo-home")}
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "demo.sh")],
@@ -26,11 +28,21 @@ def test_demo_script_runs_the_quickstart_twice_then_schedules_and_backfills(tmp_
     )
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
-    first, _, rest = out.partition("2. The same notebook again")
+    first, _, rest = out.partition("2. A parameterized notebook, twice")
     assert "first_executed: ['extract', 'clean', 'enrich', 'load']" in first
-    assert "first_executed: []" in rest, "the second run is served from the shared cache"
+    assert "again_executed: []" in first, "the quickstart's own rerun is served from the cache"
+    shared, _, rest = rest.partition("3. Schedule")
+    assert shared.count("  executed: ") == 2 and "  executed: []" in shared.split("ok:")[2], (
+        "the second run of the parameterized notebook is served from the shared cache"
+    )
     assert "added job `demo-etl`" in out
     assert out.count(": success in ") == 3, "one backfill run per day"
     assert "3 skipped" in out, "the second backfill skips the days that succeeded"
+    # A new shell has no `nbflow` on its PATH: the demo's last lines say how to get it.
+    tail = out.rstrip().splitlines()[-5:]
+    assert "source .venv/bin/activate" in "\n".join(tail)
+    assert ".venv/bin/nbflow" in "\n".join(tail)
+    # Its output goes to a pipe here, not a terminal: no raw escape codes in it.
+    assert "\x1b[" not in out + done.stderr
     runs = sorted((tmp_path / "demo-home" / "runs" / "demo-etl").glob("*.ipynb"))
     assert len(runs) == 3

@@ -78,7 +78,7 @@ def _import_distributed() -> Any:
         import distributed
     except ImportError as exc:
         raise NbflowError(
-            'the Dask executor needs the `distributed` package: pip install "nbflow[dask]"'
+            'the Dask executor needs the `distributed` package: pip install "nbflow-pipelines[dask]"'
         ) from exc
     return distributed
 
@@ -118,7 +118,7 @@ def _start_local_cluster(distributed: Any, options: dict[str, Any]) -> tuple[Any
         except ImportError as exc:
             raise NbflowError(
                 "the local Dask cluster makes TLS credentials with the `cryptography` "
-                'package: pip install "nbflow[dask]" (or pass security=False to '
+                'package: pip install "nbflow-pipelines[dask]" (or pass security=False to '
                 "DaskExecutor for a cluster without them)"
             ) from exc
     # The runner retries; Dask must not rerun a task that killed its worker. No

@@ -14,6 +14,7 @@ never fails a pipeline.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import warnings
@@ -245,15 +246,23 @@ class LoggingListener:
 
 
 class ProgressListener:
-    """A one-line terminal progress display for long runs outside Jupyter.
+    """A progress display for long runs outside Jupyter.
 
-    Redraws at most every `interval` seconds (and at the end), so it costs
-    nothing measurable on a run of thousands of tiny tasks.
+    On a terminal it is one line redrawn in place. Anywhere else (a file, a pipe,
+    a notebook's captured stderr) carriage returns would pile up as raw control
+    characters, so it writes plain lines instead, at most one every
+    `PLAIN_INTERVAL` seconds (a log stays readable), and the final one. Redraws happen at most every
+    `interval` seconds (and at the end), so it costs nothing measurable on a run
+    of thousands of tiny tasks.
     """
+
+    PLAIN_INTERVAL = 5.0
 
     def __init__(self, stream: TextIO | None = None, interval: float = 0.2) -> None:
         self.stream = stream or sys.stderr
-        self.interval = interval
+        isatty = getattr(self.stream, "isatty", None)
+        self.live = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+        self.interval = interval if self.live else max(interval, self.PLAIN_INTERVAL)
         self._total = 0
         self._done = 0
         self._failed = 0
@@ -285,6 +294,10 @@ class ProgressListener:
         elapsed = time.time() - self._start if self._start else 0.0
         failed = f", {self._failed} failed" if self._failed else ""
         current = "" if final else f"  {self._running}"
-        line = f"\r[nbflow] {self._done}/{self._total} tasks{failed}  {elapsed:.1f}s{current}"
-        self.stream.write(line[:120].ljust(60) + ("\n" if final else ""))
+        line = f"[nbflow] {self._done}/{self._total} tasks{failed}  {elapsed:.1f}s{current}"
+        if self.live:
+            # Back to the start and erase the rest: the line is rewritten in place.
+            self.stream.write("\r\x1b[K" + line[:120] + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
         self.stream.flush()

@@ -57,13 +57,17 @@ class StatusReport(Mapping[str, TaskStatus]):
     def _repr_html_(self) -> str:
         import html
 
+        # JupyterLab and Notebook 7 right-align table cells by default; a sentence of reasons
+        # (and a column of names) reads from the left, so every cell says so itself.
+        left = ' style="text-align:left"'
         rows = "".join(
-            f"<tr><td><code>{html.escape(n)}</code></td><td>{s.state}</td><td>{html.escape(s.reason)}</td></tr>"
+            f"<tr><td{left}><code>{html.escape(n)}</code></td><td{left}>{s.state}</td>"
+            f"<td{left}>{html.escape(s.reason)}</td></tr>"
             for n, s in self._statuses.items()
         )
         return (
-            f"<table><thead><tr><th>task</th><th>state</th><th>why</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
+            f"<table><thead><tr><th{left}>task</th><th{left}>state</th><th{left}>why</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>"
         )
 
     def to_frame(self) -> Any:

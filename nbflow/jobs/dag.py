@@ -3,18 +3,26 @@
 - A Python module (`etl.py`) is imported from its path; its pipelines are the
   `nf.Pipeline` objects among its globals, and the default pipeline when
   `@nf.task` registered anything there.
-- A notebook is executed through `run_notebook` (never in place) with one
-  extra cell at the end that reports the graph of every pipeline it defined.
-  Its tasks run as they would in any run — what is cached is not recomputed.
+- A notebook's tasks are *defined, never run*: a copy of it (never the file
+  itself) is executed in a kernel whose first cell stops every run before it
+  starts (`Runner.run` raises), so `nf.run()`, `pipe.run()`, `%%task` cells and
+  notebook tasks define and plan their tasks but execute none of them — drawing
+  a graph must not write to the user's warehouse — and the cache is not
+  changed (a `clear_cache()` or `invalidate()` in the notebook does nothing). The cells that need a run's
+  values then fail; execution goes on past those errors (nbclient's
+  `allow_errors`), and one extra cell at the end reports the graph of every
+  pipeline the notebook defined. Plain cells that are not tasks do run, as
+  they must for the tasks to be defined (imports, helpers, constants).
 
-Each graph is coloured by its tasks' current status (fresh, stale, never run).
+Each graph is coloured by its tasks' current status (fresh, stale, never run),
+planned from the cache's metadata as `status()` does.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,10 +31,28 @@ import nbformat
 
 from nbflow.core.errors import JobsError, did_you_mean
 
-_REPORT_CELL = """\
-import nbflow as _nf
+_REPORT_MARK = "@@nbflow-dag@@"
+
+# The first cell of the copy: every run stops before its first task, and the cache is
+# not changed. Patching the runner (not Pipeline.run) also stops the runs that `%%task`
+# cells, `nf.run` and notebook tasks start; patching the store's two writes outside a run
+# keeps a notebook's own `clear_cache()` / `%nbflow clear` / `invalidate()` from emptying
+# the cache the graph is coloured from.
+_HOLD_RUNS_CELL = """\
+import nbflow.core.runner as _nbflow_runner
+import nbflow.core.store as _nbflow_store
+def _nbflow_dag_no_run(self, *args, **kwargs):
+    raise RuntimeError("nbflow dag: tasks are defined and planned, never run")
+_nbflow_runner.Runner.run = _nbflow_dag_no_run
+_nbflow_store.DiskStore.clear = lambda self, pipeline: 0
+_nbflow_store.DiskStore.update_pipeline_state = lambda self, pipeline, **changes: None
+del _nbflow_runner, _nbflow_store, _nbflow_dag_no_run
+"""
+
+_REPORT_CELL = f"""\
+import json as _json
 from nbflow.jobs.dag import describe_pipelines as _describe_pipelines
-_nf.record("__nbflow_dag__", _describe_pipelines(globals()))
+print({_REPORT_MARK!r} + _json.dumps(_describe_pipelines(globals())))
 """
 
 
@@ -72,24 +98,42 @@ def graphs_of_module(path: Path) -> dict[str, dict[str, Any]]:
 def graphs_of_notebook(
     path: Path, parameters: Mapping[str, Any] | None = None, timeout: float | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Run a copy of the notebook with a reporting cell at the end; return its graphs."""
-    from nbflow.jobs.notebook import read_notebook, run_notebook
+    """Define (never run) the tasks of a copy of the notebook; return its pipelines' graphs."""
+    from nbclient import NotebookClient
+
+    from nbflow.jobs.notebook import KernelNotFound, installed_kernels, read_notebook
+    from nbflow.jobs.parameters import check_parameters, parameters_from_notebook, render_parameters
 
     nb = read_notebook(path)
+    params = dict(parameters or {})
+    check_parameters(params, parameters_from_notebook(nb, path.name), path.name)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    declared = next((i for i, t in enumerate(tags) if "parameters" in t), None)
+    if params:
+        at = declared + 1 if declared is not None else 0
+        nb.cells.insert(at, nbformat.v4.new_code_cell(render_parameters(params)))
+    nb.cells.insert(0, nbformat.v4.new_code_cell(_HOLD_RUNS_CELL))
     nb.cells.append(nbformat.v4.new_code_cell(_REPORT_CELL))
-    with tempfile.TemporaryDirectory(prefix="nbflow-dag-") as tmp:
-        copy = Path(tmp) / path.name
-        nbformat.write(nb, copy)
-        run = run_notebook(
-            copy,
-            parameters=dict(parameters or {}),
-            output=Path(tmp) / f"{path.stem}-dag.ipynb",
-            timeout=timeout,
-            cwd=path.parent,
-        )
-    if not run.ok:
-        raise JobsError(f"running `{path}` to find its pipelines failed: {run.error}")
-    return dict(run.outputs.get("__nbflow_dag__") or {})
+    kernel = nb.metadata.get("kernelspec", {}).get("name") or "python3"
+    if kernel not in installed_kernels():
+        raise KernelNotFound(kernel, installed_kernels())
+    client = NotebookClient(
+        nb,
+        kernel_name=kernel,
+        allow_errors=True,  # a cell that needs a run's value fails; the definitions go on
+        timeout=int(timeout) if timeout else None,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute()
+    report = nb.cells[-1]
+    for out in report.get("outputs", []):
+        text = out.get("text", "") if out.get("output_type") == "stream" else ""
+        if _REPORT_MARK in text:
+            graphs: dict[str, dict[str, Any]] = json.loads(text.split(_REPORT_MARK, 1)[1])
+            return graphs
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    detail = f": {errors[-1]['ename']}: {errors[-1]['evalue']}" if errors else ""
+    raise JobsError(f"defining the tasks of `{path}` to draw its graph failed{detail}")
 
 
 def render_graph(graph: Mapping[str, Any], output: Path) -> Path:

@@ -258,7 +258,7 @@ def test_missing_distributed_names_the_extra_to_install() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert 'pip install "nbflow[dask]"' in out.stdout
+    assert 'pip install "nbflow-pipelines[dask]"' in out.stdout
 
 
 SCRIPT_WITH_LISTENING_CLUSTERS = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import stat
@@ -250,6 +251,8 @@ def test_a_cache_written_before_keys_were_escaped_and_bound_is_still_served(
     # `sales`, `sales2` and `sales:eu`, and an invalidation in the state of `sales2`.
     old_home = tmp_path / "old-home"
     shutil.copytree(FIXTURES / "caches" / "v1-home", old_home)
+    # git keeps no 0600 mode; a secret others can read is refused (docs/security.md).
+    os.chmod(old_home / "secret.key", 0o600)
     monkeypatch.setenv("NBFLOW_HOME", str(old_home))
     store = DiskStore(old_home / "cache")
     for name in ("sales", "sales2", "sales:eu"):
