@@ -20,6 +20,7 @@
     │   └── MapInputError               .task (a mapped input is not a list, tuple, range or dict)
     ├── CacheError                    the store could not do what was asked
     │   └── IntegrityError              .key (signature or digest mismatch; never unpickled)
+    ├── HomeError                     .path: a home, cache or run folder or secret others could control
     ├── RunFailed                     a run finished with failed tasks: .result, .task, .error, .traceback
     └── JobsError                     papermill runs, schedules, the scheduler (nbflow.jobs)
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -262,6 +264,17 @@ class MapInputError(TaskError):
 
 class CacheError(NbflowError):
     """The cache store could not satisfy a request."""
+
+
+class HomeError(NbflowError):
+    """A home, cache folder, run folder or secret that another user could control.
+
+    `.path` is the file or folder refused; the message says what to fix.
+    """
+
+    def __init__(self, path: Path, message: str) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class IntegrityError(CacheError):

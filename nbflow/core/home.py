@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from nbflow.core.errors import NbflowError
+from nbflow.core.errors import HomeError
 
 __all__ = [
     "HomeError",
@@ -59,17 +59,6 @@ PROJECT_MARKERS = ("pyproject.toml", ".git")
 
 _OTHERS = 0o077  # group and other permission bits
 _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
-
-
-class HomeError(NbflowError):
-    """A home, cache folder, run folder or secret that another user could control.
-
-    `.path` is the file or folder refused; the message says what to fix.
-    """
-
-    def __init__(self, path: Path, message: str) -> None:
-        self.path = path
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
