@@ -152,9 +152,13 @@ def render_run_parameters(
     schedule: Any,
     logical_date: datetime,
     overrides: Mapping[str, str] | None = None,
+    *,
+    literals: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The job's parameters (plus `overrides`) for tick `logical_date`, templates rendered
-    to text: what is stored in the run row and parsed again when the run starts."""
+    """The job's parameters (plus `overrides`, the `-p` texts of a trigger: templates too)
+    for tick `logical_date`, templates rendered to text: what is stored in the run row and
+    parsed again when the run starts. `literals` are data (a sensed file's path): stored as
+    they are, never rendered."""
     from nbflow.jobs.parameters import NOT_A_LITERAL, notebook_parameters
     from nbflow.jobs.templates import render_parameters, run_context
 
@@ -167,7 +171,7 @@ def render_run_parameters(
     declared = notebook_parameters(schedule.notebook) if Path(schedule.notebook).is_file() else {}
     defaults = {n: p.default for n, p in declared.items() if p.default is not NOT_A_LITERAL}
     rendered = render_parameters(
-        {**schedule.parameters, **(overrides or {})}, context, defaults=defaults
+        {**schedule.parameters, **(overrides or {})}, context, defaults=defaults, literals=literals
     )
     return {name: str(value) for name, value in rendered.items()}
 

@@ -419,13 +419,15 @@ def create_job_run(
     logical_date: datetime,
     *,
     overrides: dict[str, str] | None = None,
+    literals: dict[str, str] | None = None,
     now: datetime | None = None,
     reason: str | None = None,
 ) -> tuple[RunRecord, bool]:
-    """Create a queued run with the job's rendered parameters. A parameter that cannot be
-    rendered makes a run that is `failed` at once, with the error (never a silent skip)."""
+    """Create a queued run with the job's rendered parameters (`literals`: data such as a
+    sensed file's path, never rendered). A parameter that cannot be rendered makes a run
+    that is `failed` at once, with the error (never a silent skip)."""
     try:
-        texts = render_run_parameters(record.schedule, logical_date, overrides)
+        texts = render_run_parameters(record.schedule, logical_date, overrides, literals=literals)
         problem = None
     except Exception as exc:
         texts, problem = {}, f"parameters could not be rendered: {exc}"

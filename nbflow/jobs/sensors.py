@@ -8,7 +8,9 @@ Rules (as built, and as docs/scheduling.md states them):
   a copy back) gets none. Files already there when the job is added count as
   new. Deleting a file does nothing.
 - The file's absolute path is passed to the notebook as the parameter `path`
-  (it overrides a `-p path ...` given at `schedule add`); the notebook declares
+  (it overrides a `-p path ...` given at `schedule add`), as a value: it is
+  never rendered as a template, whatever the file is called (a file named
+  `x{{ 7 * 7 }}.csv` arrives as `x{{ 7 * 7 }}.csv`); the notebook declares
   it in its parameters cell (`path = ""`). The job's other parameters are
   rendered as for any run; the run's logical date is the moment the file was
   seen (to the microsecond; files found in one tick get consecutive microseconds).
@@ -99,13 +101,13 @@ def sense(
             if moment.microsecond == 0:
                 moment += timedelta(microseconds=1)
             run, made = create_job_run(
-                store, record, "sensor", moment, overrides={PATH_PARAMETER: path},
+                store, record, "sensor", moment, literals={PATH_PARAMETER: path},
                 now=now, reason=reason,
             )  # fmt: skip
             while not made:  # that instant is taken by another file's run: the next one
                 moment += timedelta(microseconds=1)
                 run, made = create_job_run(
-                    store, record, "sensor", moment, overrides={PATH_PARAMETER: path},
+                    store, record, "sensor", moment, literals={PATH_PARAMETER: path},
                     now=now, reason=reason,
                 )  # fmt: skip
             fault("scheduler:after-insert")

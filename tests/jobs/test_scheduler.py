@@ -436,3 +436,25 @@ def test_file_sensor_runs_once_per_new_or_changed_file(store, notebook):
     outcome = execute_run(changed.id, store=store)
     assert outcome.state == "success", outcome.run.error
     assert store.count_runs("files", states=("queued",)) == 2
+
+
+def test_a_sensed_file_name_is_a_value_never_a_template(store, notebook):
+    """Issue 22 item 4: a file dropped into a watched folder cannot run code in the
+    scheduler, and its name reaches the notebook exactly as it is."""
+    inbox = Path.cwd() / "in"
+    inbox.mkdir()
+    job = Schedule(name="files", notebook=str(notebook), when_file=str(inbox / "*.csv"))
+    store.add_job("files", job.to_dict(), now=T0)
+    sum_file = inbox / "sum_{{ 7 * 7 }}.csv"
+    attack = inbox / "x{{ cycler.__init__.__globals__.os.system('touch PWNED') }}.csv"
+    sum_file.write_text("49\n")
+    attack.write_text("attack\n")
+    report = Scheduler(store).tick_once(T0 + H, start=False)
+    assert sorted(r.parameters["path"] for r in report.sensed) == sorted(
+        [str(sum_file), str(attack)]
+    )
+    assert all(r.state == "queued" for r in report.sensed)
+    for run in report.sensed:
+        outcome = execute_run(run.id, store=store)
+        assert outcome.state == "success", outcome.run.error
+    assert not (Path.cwd() / "PWNED").exists()
