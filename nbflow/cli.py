@@ -20,14 +20,50 @@ from nbflow.core.errors import NbflowError
 from nbflow.core.store import DiskStore
 from nbflow.jobs.runstore import RUN_STATES, RunStore
 
+RUNS_LIMIT = 1_000_000
+"""`runs --limit` at most: SQLite's LIMIT is a 64-bit integer, and no table is read that long."""
+
 
 class _Group(click.Group):
+    """The root group: every error, nbflow's or click's own, is printed in one form,
+    `nbflow: error: MESSAGE` (click's usage line and help hint above its own errors)."""
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except NbflowError as exc:
             click.echo(f"nbflow: error: {exc}", err=True)
             sys.exit(2)
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        # Click's standalone mode prints its errors as `Error: ...`: run it non-standalone and
+        # print them ourselves, in nbflow's form.
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            _show_click_error(exc)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("nbflow: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _show_click_error(exc: click.ClickException) -> None:
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        click.echo(exc.ctx.get_usage(), err=True)
+        if exc.ctx.command.get_help_option(exc.ctx) is not None:
+            click.echo(f"Try '{exc.ctx.command_path} --help' for help.\n", err=True)
+    click.echo(f"nbflow: error: {exc.format_message()}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,10 +76,68 @@ def cli() -> None:
 
 
 def parameter_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """`-p/--parameter NAME VALUE`, repeatable: every command that takes notebook parameters."""
+    """`-p/--parameter NAME VALUE`, repeatable: every command that takes notebook parameters.
+
+    Checked here, at the boundary: a name given twice (which value was meant?) and text
+    that is not valid Unicode (a lone surrogate: bytes in argv that are not UTF-8) are
+    refused before anything runs or is stored."""
     return click.option(
-        "-p", "--parameter", "parameters", nargs=2, multiple=True, metavar="NAME VALUE", help=help
+        "-p",
+        "--parameter",
+        "parameters",
+        nargs=2,
+        multiple=True,
+        metavar="NAME VALUE",
+        help=help,
+        callback=_check_parameters,
     )
+
+
+def _check_parameters(
+    ctx: click.Context, param: click.Parameter, value: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    from nbflow.jobs.schedules import ScheduleError, check_text
+
+    seen: dict[str, str] = {}
+    for name, text in value:
+        try:
+            check_text("-p name", name)
+            check_text(f"-p {name}", text)
+        except ScheduleError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+        if name in seen:
+            raise click.BadParameter(
+                f"parameter `{name}` is given twice ({seen[name]!r} and {text!r}); give it once",
+                ctx,
+                param,
+            )
+        seen[name] = text
+    return value
+
+
+class _Seconds(click.ParamType):
+    """A number of seconds: finite, positive (or, `zero_ok`, at least 0), at most 100 years."""
+
+    name = "SECONDS"
+
+    def __init__(self, *, zero_ok: bool = False) -> None:
+        self.zero_ok = zero_ok
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from nbflow.jobs.schedules import ScheduleError, check_seconds
+
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        label = f"--{param.name.replace('_', '-')}" if param and param.name else "seconds"
+        try:
+            check_seconds(label, seconds, low_open=not self.zero_ok)
+        except ScheduleError as exc:
+            self.fail(str(exc), param, ctx)
+        return seconds
 
 
 def notebook_values(notebook: str | Path, parameters: Iterable[tuple[str, str]]) -> dict[str, Any]:
@@ -129,7 +223,7 @@ def _parse_size(text: str) -> int:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="The executed notebook's path."
 )
-@click.option("--timeout", type=float, help="Seconds the whole run may take.")
+@click.option("--timeout", type=_Seconds(), help="Seconds the whole run may take.")
 @click.option("--kernel", help="Kernel name (default: the notebook's own).")
 @click.option("--cwd", type=click.Path(file_okay=False), help="Working directory of the kernel.")
 def run_command(
@@ -198,8 +292,10 @@ def schedule() -> None:
 @click.option("--catchup", is_flag=True, help="After downtime, run every missed tick.")
 @click.option("--max-active", type=int, default=1, show_default=True, help="Runs at once.")
 @click.option("--retries", type=int, default=0, show_default=True, help="Retries of a failed run.")
-@click.option("--retry-delay", type=float, default=60.0, show_default=True, help="Seconds.")
-@click.option("--timeout", type=float, help="Seconds one run may take.")
+@click.option(
+    "--retry-delay", type=_Seconds(zero_ok=True), default=60.0, show_default=True, help="Seconds."
+)
+@click.option("--timeout", type=_Seconds(), help="Seconds one run may take.")
 @click.option("--on-failure", multiple=True, metavar="URL|COMMAND", help="Alert when a run fails.")
 @click.option("--on-success", multiple=True, metavar="URL|COMMAND", help="Alert on success.")
 @click.option("--on-retry", multiple=True, metavar="URL|COMMAND", help="Alert on a retry.")
@@ -227,13 +323,9 @@ def schedule_add(
     from pathlib import Path
 
     from nbflow.jobs.runstore import utc_now
-    from nbflow.jobs.schedules import Schedule, ScheduleError, parse_every, parse_when
+    from nbflow.jobs.schedules import Schedule, parse_every, parse_when
 
     now = utc_now()
-    names = [n for n, _ in parameters]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ScheduleError(f"parameter `{repeated[0]}` is given twice; give it once")
     job = Schedule(
         name=name,
         notebook=str(Path(notebook).absolute()),
@@ -501,7 +593,7 @@ def backfill_command(name: str, start: str, end: str, reprocess: str, detach: bo
 @cli.command("runs")
 @click.argument("name", required=False)
 @click.option("--status", type=click.Choice(RUN_STATES), help="Only runs in this state.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=RUNS_LIMIT), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs_command(name: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """Run history, newest logical date first (all jobs, or job NAME)."""
