@@ -86,8 +86,9 @@ __all__ = [
 ]
 
 MISSED_CATCHUP_LIMIT = 10_000
-"""At most this many due ticks of one job are recorded in one tick (the most recent ones);
-a minute cron after a month of downtime would otherwise write 43,000 rows at once."""
+"""At most this many due ticks of one job are computed and recorded in one tick (the most
+recent ones); a minute cron after a month of downtime would otherwise write 43,000 rows at
+once, and a one-second interval after a year 31 million."""
 
 Clock = Callable[[], datetime]
 
@@ -208,13 +209,24 @@ class Scheduler:
 
     def due_ticks(self, record: JobRecord, now: datetime) -> list[datetime]:
         """Ticks of `record` after the later of its last recorded tick and the moment it
-        was added or resumed (and within its start/end), up to `now`."""
+        was added or resumed (and within its start/end), up to `now`: at most the latest
+        `MISSED_CATCHUP_LIMIT` of them.
+
+        The ticks are looked for backwards from `now` in growing windows, so the work
+        (and memory) of one tick is bounded by the limit, not by the downtime: a
+        once-a-second job after a year away is not a list of 31 million instants."""
         schedule = record.schedule
         after = record.active_since - timedelta(microseconds=1)
         last = self.store.last_tick(record.name)
         if last is not None and last > after:
             after = last
-        return schedule.ticks_between(after, now)
+        span = timedelta(hours=1)
+        while True:
+            since = max(after, now - span)
+            ticks = schedule.ticks_between(since, now)
+            if since == after or len(ticks) >= MISSED_CATCHUP_LIMIT:
+                return ticks[-MISSED_CATCHUP_LIMIT:]
+            span *= 4
 
     def record_due(
         self, record: JobRecord, now: datetime

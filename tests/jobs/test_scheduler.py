@@ -458,3 +458,18 @@ def test_a_sensed_file_name_is_a_value_never_a_template(store, notebook):
         outcome = execute_run(run.id, store=store)
         assert outcome.state == "success", outcome.run.error
     assert not (Path.cwd() / "PWNED").exists()
+
+
+def test_the_ticks_one_tick_computes_are_bounded_not_the_downtime(store, notebook):
+    """Issue 22 item 13: a one-second interval after 30 days away is the latest
+    MISSED_CATCHUP_LIMIT ticks, not a list of 2.6 million instants."""
+    from nbflow.jobs.scheduler import MISSED_CATCHUP_LIMIT
+
+    add_job(store, notebook, cron=None, every=1.0)
+    record = store.get_job("hourly")
+    now = T0 + timedelta(days=30)
+    due = Scheduler(store).due_ticks(record, now)
+    assert len(due) == MISSED_CATCHUP_LIMIT
+    assert due[-1] == now and due[0] == now - timedelta(seconds=MISSED_CATCHUP_LIMIT - 1)
+    # a short downtime still yields every tick since the job was added (00:10:00 included)
+    assert len(Scheduler(store).due_ticks(record, T0 + timedelta(seconds=90))) == 91
