@@ -18,7 +18,10 @@ exits with a message naming that pid. Each `tick_once(now)`:
     - `--catchup`: one run per due tick, oldest first.
     Runs are unique per (job, run type, logical date), so a scheduler killed
     anywhere in this step and restarted finds what it already recorded and
-    records the rest;
+    records the rest. A tick that already has a backfill run that succeeded
+    or is queued or running gets no scheduled run: it is recorded `skipped`
+    ("logical date already covered by backfill run N"), so the notebook runs
+    once per logical date;
 (c) **file sensors**: one `sensor` run per new or changed file (`sensors.py`);
 (d) **starts queued runs** that are ready (retry time reached), oldest logical
     date first, while the job has fewer than `max_active` running and the home
@@ -254,15 +257,33 @@ class Scheduler:
                 why = "the scheduler was not running at this tick; catch-up is off and the "
                 why += f"latest missed tick was more than one schedule period ({grace}) late"
         for tick in to_miss:
+            if self._covered(record, tick, now):
+                continue
             run, made = self.store.record_missed(record.name, tick, why, now=now)
             fault("scheduler:after-insert")
             if made:
                 missed.append(run)
         for tick in to_run:
+            if self._covered(record, tick, now):
+                continue
             made_run = self._create(record, "scheduled", tick, now=now)
             if made_run is not None:
                 created.append(made_run)
         return created, missed
+
+    def _covered(self, record: JobRecord, tick: datetime, now: datetime) -> bool:
+        """Has `tick` already run (or is it queued or running) as a backfill? Then the
+        scheduler must not run the notebook for that logical date again: it records the
+        tick `skipped`, naming that run, which also marks the tick as handled
+        (`last_tick`). A manual trigger never covers a tick (its logical date is the
+        instant it was asked for); a failed backfill does not either (the tick is due)."""
+        other = self.store.find_run(record.name, "backfill", tick)
+        if other is None or other.state not in ("success", *ACTIVE_STATES):
+            return False
+        why = f"logical date already covered by backfill run {other.id} ({other.state})"
+        self.store.create_run(record.name, "scheduled", tick, state="skipped", reason=why, now=now)
+        fault("scheduler:after-insert")
+        return True
 
     def _create(
         self, record: JobRecord, run_type: str, tick: datetime, *, now: datetime

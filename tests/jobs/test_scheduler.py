@@ -473,3 +473,35 @@ def test_the_ticks_one_tick_computes_are_bounded_not_the_downtime(store, noteboo
     assert due[-1] == now and due[0] == now - timedelta(seconds=MISSED_CATCHUP_LIMIT - 1)
     # a short downtime still yields every tick since the job was added (00:10:00 included)
     assert len(Scheduler(store).due_ticks(record, T0 + timedelta(seconds=90))) == 91
+
+
+def test_a_backfilled_tick_is_not_scheduled_again(store, notebook):
+    """Issue 22 item 11: backfill tick T, then the scheduler's tick at T: one notebook run."""
+    from nbflow.jobs.scheduler import plan_backfill
+
+    log = Path.cwd() / "log.txt"
+    tick = T0 + timedelta(seconds=30)
+    add_job(store, notebook, cron=None, every=30.0, start=tick, parameters={
+            "day": "{{ logical_date }}", "log": str(log)})  # fmt: skip
+    plan = plan_backfill(store, "hourly", tick, tick, now=T0)
+    (run_id,) = plan.run_ids
+    assert execute_run(run_id, store=store).state == "success"
+    queued_tick = tick + timedelta(seconds=30)  # a backfill still queued covers its tick too
+    plan_backfill(store, "hourly", queued_tick, queued_tick, now=T0)
+    scheduler = Scheduler(store)
+    report = scheduler.tick_once(tick + timedelta(seconds=1), start=False)
+    assert report.created == [] and report.missed == []
+    report = scheduler.tick_once(queued_tick + timedelta(seconds=1), start=False)
+    assert report.created == []
+    assert [(r.run_type, r.state) for r in store.list_runs("hourly", oldest_first=True)] == [
+        ("backfill", "success"),
+        ("scheduled", "skipped"),
+        ("backfill", "queued"),
+        ("scheduled", "skipped"),
+    ]
+    skipped = store.find_run("hourly", "scheduled", tick)
+    assert skipped.reason == f"logical date already covered by backfill run {run_id} (success)"
+    assert len(log.read_text().splitlines()) == 1
+    # the next tick, not covered, is scheduled as usual
+    later = scheduler.tick_once(queued_tick + timedelta(seconds=31), start=False)
+    assert [r.logical_date for r in later.created] == [queued_tick + timedelta(seconds=30)]
