@@ -6,7 +6,9 @@ exits with a message naming that pid. Each `tick_once(now)`:
 
 (a) **sweeps**: running runs whose heartbeat is older than the heartbeat
     timeout (30 s) become `crashed` and are requeued while retries remain
-    (in the same transaction); a runner child the scheduler sees exit without
+    (in the same transaction); if such a run's runner is our child and still
+    exists (stopped, frozen), its process group is killed and it no longer
+    counts toward any limit (`drop_swept`); a runner child the scheduler sees exit without
     finishing its run makes that run `crashed` at once (and queues its retry
     in the same transaction);
 (b) **records due runs** for every active cron/interval job, for the ticks
@@ -190,6 +192,7 @@ class Scheduler:
         report = TickReport()
         report.finished = self.reap(now)
         report.crashed = sweep(self.store, self.heartbeat_timeout, now=now)
+        self.drop_swept(report.crashed)
         if self.stopping.is_set():
             return report
         jobs = self.store.list_jobs(include_paused=False)
@@ -345,6 +348,25 @@ class Scheduler:
         self.children[run.id] = _Child(run, process)
         fault("scheduler:after-spawn")
         self.echo(f"started run {run.id} {run.job} {_short(run.logical_date)} (pid {process.pid})")
+
+    def drop_swept(self, crashed: list[RunRecord]) -> None:
+        """Kill the runner children whose attempts the sweep just ended, and forget them.
+
+        A runner that stopped heartbeating but still exists (SIGSTOP, a frozen VM) no longer
+        owns its run: the sweep marked the attempt `crashed` and perhaps queued its retry.
+        Left in `children` it would still count toward `--max-active` and `--max-running`
+        and keep the retry from starting until it woke up; so its process group is killed
+        (a stopped process dies of SIGKILL too), and its slot is free this very tick. Were
+        it to wake first, it could record nothing anyway (its claim is gone)."""
+        for run in crashed:
+            child = self.children.pop(run.id, None)
+            if child is None:
+                continue
+            _kill_group(child.process)
+            self.echo(
+                f"run {run.id} {run.job}: runner pid {child.process.pid} missed its heartbeat "
+                f"for {self.heartbeat_timeout:g} s; killed it, its slot is free"
+            )
 
     def reap(self, now: datetime | None = None) -> list[RunRecord]:
         """Collect finished children; a run its child left `running` is `crashed` at once."""

@@ -325,3 +325,31 @@ def test_a_second_scheduler_on_the_same_home_exits_1_naming_the_first(home):
     finally:
         first.send_signal(signal.SIGTERM)
         assert finish(first)[0] == 0
+
+
+def test_a_runner_stopped_past_the_heartbeat_timeout_frees_its_slot_and_is_killed(
+    home, notebook
+):
+    """Issue 22 item 12: SIGSTOP the runner of a job with --max-active 1. The sweep crashes
+    its attempt and queues the retry; the stopped runner is killed and the retry starts
+    at once instead of waiting for the stopped process to continue."""
+    daemon, runner, kernel = start_long_run(home, notebook)
+    store = RunStore()
+    (run,) = store.list_runs("job")
+    try:
+        os.kill(runner, signal.SIGSTOP)
+        eventually(lambda: not alive(runner), 30, "the stopped runner to be killed")
+        done = eventually(
+            lambda: (r := store.get_run(run.id)).state == "success" and r, 60, "the retry"
+        )
+        assert done.attempts == 2 and done.pid != runner
+        eventually(lambda: not alive(kernel), 10, "the stopped runner's kernel to exit")
+    finally:
+        if alive(runner):
+            os.kill(runner, signal.SIGCONT)
+        daemon.send_signal(signal.SIGTERM)
+        code, err = finish(daemon)
+    assert code == 0, err
+    assert f"runner pid {runner} missed its heartbeat for 2 s; killed it" in err
+    assert Path("alerts.txt").read_text().split() == ["crashed", "1"]
+    no_processes_left(home)
