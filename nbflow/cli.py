@@ -513,22 +513,75 @@ def scheduler_command(
     sys.exit(code)
 
 
+BACKFILL_ASK_ABOVE = 25
+"""`backfill` asks before creating more runs than this (a day of an hourly job does not ask;
+a day of a 15-minute job, 96 runs, does)."""
+
+EXIT_INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report an interrupted command."""
+
+
 def _run_and_report(store: RunStore, run_ids: list[int], job: str, what: str) -> None:
-    """Execute `run_ids` in the foreground, print a summary, exit 1 if one did not succeed."""
+    """Execute `run_ids` in the foreground, print a summary, exit 1 if one did not succeed.
+
+    Ctrl-C (SIGINT) ends what this command started instead of leaving it behind: the
+    notebooks running are stopped and their runs, and the queued ones, end `cancelled`;
+    it says so and exits 130. (A second Ctrl-C while stopping changes nothing.)"""
+    import signal
+    import threading
+
     from nbflow.jobs.execute import run_in_foreground, sweep
 
     record = store.get_job(job)
     sweep(store)  # a run left `running` by a dead process must not block us forever
-    runs = run_in_foreground(
-        store, run_ids, max_active=int(record.spec.get("max_active", 1) or 1), echo=click.echo
-    )
+    cancel = threading.Event()
+
+    def interrupted(signum: int, frame: object) -> None:
+        if not cancel.is_set():
+            cancel.set()
+            click.echo(f"\n{what}: interrupted; stopping its runs", err=True)
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        runs = run_in_foreground(
+            store,
+            run_ids,
+            max_active=int(record.spec.get("max_active", 1) or 1),
+            echo=click.echo,
+            cancel=cancel,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.state] = counts.get(run.state, 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     click.echo(f"{what}: {len(runs)} run(s): {summary or 'none'}")
+    if cancel.is_set():
+        # A run whose attempt was ended has a duration; one cancelled while queued has none.
+        stopped = [r.id for r in runs if r.state == "cancelled" and r.duration is not None]
+        dropped = [r.id for r in runs if r.state == "cancelled" and r.duration is None]
+        left = [r.id for r in runs if r.state in ("queued", "running")]
+        parts = []
+        if stopped:
+            parts.append(f"stopped the notebook of run(s) {_ids(stopped)}")
+        if dropped:
+            parts.append(f"cancelled {len(dropped)} queued run(s) ({_ids(dropped)})")
+        if left:
+            parts.append(f"left run(s) {_ids(left)} to the process running them")
+        click.echo(
+            f"interrupted: {'; '.join(parts) or 'nothing was running'}; "
+            "they are `cancelled` in `nbflow runs`",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
     if any(run.state != "success" for run in runs):
         sys.exit(1)
+
+
+def _ids(ids: list[int], shown: int = 10) -> str:
+    text = ", ".join(map(str, ids[:shown]))
+    return text + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 @cli.command("trigger")
@@ -559,7 +612,16 @@ def trigger_command(name: str, parameters: tuple[tuple[str, str], ...], detach: 
     help="Re-run ticks that already ran: none, failed ones, or all.",
 )
 @click.option("--detach", is_flag=True, help="Only queue the runs; a running scheduler runs them.")
-def backfill_command(name: str, start: str, end: str, reprocess: str, detach: bool) -> None:
+@click.option(
+    "-y",
+    "--yes",
+    is_flag=True,
+    help=f"Do not ask before creating more than {BACKFILL_ASK_ABOVE} runs (needed without a "
+    "terminal).",
+)
+def backfill_command(
+    name: str, start: str, end: str, reprocess: str, detach: bool, yes: bool
+) -> None:
     """One run of job NAME per tick from --start to --end (both inclusive), in the foreground."""
     from nbflow.jobs.scheduler import plan_backfill
     from nbflow.jobs.schedules import ScheduleError, parse_when
@@ -570,6 +632,20 @@ def backfill_command(name: str, start: str, end: str, reprocess: str, detach: bo
     first, last = parse_when(start, tz), parse_when(end, tz, end_of_day=True)
     if last < first:
         raise ScheduleError(f"--end {end} is before --start {start}")
+    preview = plan_backfill(store, name, first, last, reprocess=reprocess, dry_run=True)
+    if preview.new > BACKFILL_ASK_ABOVE and not yes:
+        what = (
+            f"backfill {name}: {preview.ticks} tick(s) from {start} to {end} make "
+            f"{preview.new} new run(s), each a run of {Path(record.schedule.notebook).name}"
+        )
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            # Nobody to ask: a script that meant it says so with --yes; one that did not
+            # must not start thousands of notebook runs.
+            raise ScheduleError(
+                f"{what}: more than {BACKFILL_ASK_ABOVE}, and there is no terminal to ask; "
+                "add --yes to go ahead, or backfill a shorter range"
+            )
+        click.confirm(f"{what}. Go ahead?", abort=True, err=True)
     plan = plan_backfill(store, name, first, last, reprocess=reprocess)
     skipped = sum(plan.skipped.values())
     click.echo(

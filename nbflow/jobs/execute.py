@@ -111,6 +111,7 @@ __all__ = [
     "retry_delay",
     "retry_policy",
     "run_in_foreground",
+    "stop_kernels",
     "sweep",
 ]
 
@@ -298,6 +299,13 @@ def sweep(
 # --- one run ---------------------------------------------------------------------------
 
 
+CANCELLED_REASON = "cancelled: the foreground command was interrupted (Ctrl-C)"
+
+
+class _Cancelled(Exception):
+    """The foreground command was interrupted: this attempt ends `cancelled`."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What `execute_run` did with a run."""
@@ -305,7 +313,7 @@ class Outcome:
     run: RunRecord
     """The run after this attempt (queued again when a retry was scheduled)."""
     state: str
-    """This attempt's final state: success, failed, timed_out, skipped; `not claimed`; or
+    """This attempt's final state: success, failed, timed_out, cancelled, skipped; `not claimed`; or
     `taken over`: the attempt had already been ended by another process (the sweep, after
     this one stalled past the heartbeat timeout), so its result was not recorded and `run`
     is the run as the others left it (crashed, queued, or running/ended by a later attempt)."""
@@ -377,8 +385,13 @@ def execute_run(
     interval: float | None = None,
     parent_pid: int | None = None,
     alerts: bool = True,
+    cancel: threading.Event | None = None,
 ) -> Outcome:
-    """Claim run `run_id` and execute it to its final state (see the module docstring)."""
+    """Claim run `run_id` and execute it to its final state (see the module docstring).
+
+    `cancel` (the foreground's Ctrl-C): once it is set, an attempt that has not started
+    its notebook does not start it, and one whose notebook ends (its kernel stopped by
+    the canceller) ends `cancelled` — never retried, no alert."""
     from nbflow.jobs.alerts import notify
     from nbflow.jobs.notebook import run_notebook
 
@@ -420,7 +433,10 @@ def execute_run(
         if done == 1:
             fault("runner:kernel-started")
 
+    reason: str | None = None
     try:
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
         values = parse_run_parameters(schedule.notebook, run.parameters)
         nr = run_notebook(
             schedule.notebook, values, output=work, timeout=schedule.timeout, progress=progress
@@ -431,12 +447,18 @@ def execute_run(
             assert nr.error is not None
             state = "timed_out" if nr.error.reason == "timeout" else "failed"
             error = str(nr.error)
+    except _Cancelled:
+        pass
     except NbflowError as exc:
         error = str(exc)
     except Exception as exc:  # a bug or an environment problem: the run fails, we go on
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
     finally:
         beat.stop()
+    if cancel is not None and cancel.is_set() and state != "success":
+        # However the notebook ended (its kernel was killed: "kernel died", or a start-up
+        # error), it ended because the user interrupted the command.
+        state, error, reason = "cancelled", None, CANCELLED_REASON
     duration = time.monotonic() - started
     _name_output_path(work, out)
     fault("runner:before-finish")
@@ -445,6 +467,7 @@ def execute_run(
             run_id,
             state,
             error=error,
+            reason=reason,
             output_path=out,
             retry=retry_policy(store),
             pid=pid,
@@ -462,7 +485,7 @@ def execute_run(
         if alerts and schedule.on_success:
             notify("success", run.job, done, schedule.on_success, store=store)
         return Outcome(done, state, duration=duration, attempt=attempt)
-    if alerts:
+    if alerts and state != "cancelled":  # the user stopped it: nothing to alert about
         alert_attempt(store, ended)
     return Outcome(done, state, retrying=ended.retrying, duration=duration, attempt=attempt)
 
@@ -484,7 +507,9 @@ def describe_outcome(outcome: Outcome, tz: str = "UTC") -> str:
             f"\n    attempt {outcome.attempt} was ended by another process meanwhile (the run "
             f"is {run.state}{later}); its result ({outcome.discarded}) was not recorded"
         )
-    if outcome.state not in ("success", "skipped") and run.error:
+    if outcome.state == "cancelled" and run.reason:
+        line += f"\n    {run.reason}"
+    elif outcome.state not in ("success", "skipped") and run.error:
         line += f"\n    {' '.join(run.error.split())[:300]}"
     if outcome.retrying and run.not_before is not None:
         wait = max((run.not_before - utc_now()).total_seconds(), 0.0)
@@ -502,19 +527,26 @@ def run_in_foreground(
     max_active: int = 1,
     echo: Callable[[str], None] = print,
     poll: float = 0.2,
+    cancel: threading.Event | None = None,
 ) -> list[RunRecord]:
     """Execute `run_ids` in this process (one thread per run, at most `max_active` of the
     job's runs running at once, counting runs other processes are running), waiting out
-    retry delays, until every one is final. Prints one line per attempt; returns the runs."""
+    retry delays, until every one is final. Prints one line per attempt; returns the runs.
+
+    When `cancel` is set (Ctrl-C), nothing more is started, the notebooks running in this
+    process are stopped (their kernels killed) and those runs end `cancelled`, and so do
+    those of `run_ids` still queued (waiting for a slot or a retry); a run another
+    process is running is left to it. Then it returns as usual, once its threads ended."""
     ids = list(run_ids)
     pending = set(ids)
     threads: dict[int, threading.Thread] = {}
     lock = threading.Lock()
     zones: dict[str, str] = {}
+    cancelled = False
 
     def work(run_id: int) -> None:
         try:
-            outcome = execute_run(run_id, store=store)
+            outcome = execute_run(run_id, store=store, cancel=cancel)
             if outcome.state != "not claimed":
                 tz = zones.get(outcome.run.job, "UTC")
                 with lock:
@@ -523,6 +555,14 @@ def run_in_foreground(
             store.close()
 
     while pending:
+        if cancel is not None and cancel.is_set() and not cancelled:
+            cancelled = True
+            store.cancel_queued(pending - threads.keys(), CANCELLED_REASON)
+            stop_kernels()
+        if cancelled:
+            # Only our own threads are waited for: the rest is cancelled or not ours.
+            pending &= threads.keys()
+            stop_kernels()  # a thread may have started its kernel after the first pass
         for run_id in [i for i, t in threads.items() if not t.is_alive()]:
             threads.pop(run_id).join()
         runs = {i: store.get_run(i) for i in pending}
@@ -542,7 +582,7 @@ def run_in_foreground(
             ),
             key=lambda r: (r.logical_date, r.id),
         )
-        for run in ready:
+        for run in [] if cancelled else ready:
             if run.job not in zones:
                 found = store.find_job(run.job)
                 zones[run.job] = found.spec.get("tz", "UTC") if found else "UTC"
@@ -557,6 +597,43 @@ def run_in_foreground(
     for thread in threads.values():
         thread.join()
     return [store.get_run(i) for i in ids]
+
+
+def stop_kernels() -> list[int]:
+    """SIGKILL this process's child processes: the kernels of the notebooks it runs (each in
+    a session of its own, so the terminal's Ctrl-C never reached them). Their runs' notebooks
+    then end ("kernel died") and `execute_run` records them `cancelled`. Returns the pids."""
+    killed = []
+    for pid in _child_pids(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed
+
+
+def _child_pids(parent: int) -> list[int]:
+    """Direct children of `parent`: from /proc on Linux, else from `ps`."""
+    proc = Path("/proc")
+    if (proc / "self" / "stat").exists():
+        found = []
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                # the command name (2nd field) may hold spaces and ")": split after the last
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry.name))
+        return found
+    import subprocess
+
+    listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True)
+    pairs = (line.split() for line in listing.stdout.splitlines())
+    return [int(pid) for pid, ppid in pairs if int(ppid) == parent]
 
 
 # --- the runner child ----------------------------------------------------------------------

@@ -81,6 +81,7 @@ from nbflow.jobs.runstore import (
 )
 
 __all__ = [
+    "MAX_BACKFILL_TICKS",
     "MISSED_CATCHUP_LIMIT",
     "BackfillPlan",
     "Scheduler",
@@ -528,6 +529,8 @@ class BackfillPlan:
     run_ids: list[int] = field(default_factory=list)
     ticks: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    new: int = 0
+    """Runs created or reopened (with `dry_run`: that would be)."""
 
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
@@ -544,13 +547,19 @@ def plan_backfill(
     *,
     reprocess: str = "none",
     now: datetime | None = None,
+    dry_run: bool = False,
 ) -> BackfillPlan:
     """Queue one `backfill` run per tick of job `name` in [start, end] (both inclusive).
+
+    With `dry_run`, nothing is stored: the plan only counts (`new`: the runs it would
+    create or reopen), so the CLI can say how many before it asks. A range of more than
+    `MAX_BACKFILL_TICKS` ticks is refused before any is listed.
 
     Per tick, looking at its scheduled and backfill runs:
     - a run queued or running: left alone, never duplicated;
     - `none` (default): a tick that already ran (success, failed, crashed,
-      timed_out) is skipped; ticks never run, or only `missed`/`skipped`, get a run;
+      timed_out) is skipped; ticks never run, or only `missed`/`skipped`/`cancelled`,
+      get a run;
     - `failed`: also ticks whose runs failed/crashed/timed out and never succeeded;
     - `all`: every tick.
     An existing backfill run is reopened (`requeue_run`) rather than duplicated.
@@ -561,7 +570,7 @@ def plan_backfill(
     schedule = record.schedule
     now = now or utc_now()
     plan = BackfillPlan()
-    ticks = schedule.ticks_between(start - timedelta(microseconds=1), end)
+    ticks = _backfill_ticks(schedule, start, end)
     plan.ticks = len(ticks)
     for tick in ticks:
         runs = [
@@ -585,19 +594,49 @@ def plan_backfill(
             plan.skip("already succeeded" if ran else "already ran and failed")
             continue
         existing = store.find_run(name, "backfill", tick)
+        if dry_run:
+            plan.new += 1
+            continue
         if existing is not None:
             reopen = (
                 ("success", *RETRYABLE_STATES) if reprocess == "all" else RETRYABLE_STATES
-            ) + ("missed", "skipped")
+            ) + ("missed", "skipped", "cancelled")
             why = f"reprocess requested by backfill (after {existing.attempts} attempt(s))"
             if store.requeue_run(
                 existing.id, from_states=reopen, reason=why, new_round=True, now=now
             ):
                 plan.run_ids.append(existing.id)
+                plan.new += 1
             continue
         run, _ = create_job_run(store, record, "backfill", tick, now=now)
         plan.run_ids.append(run.id)
+        plan.new += 1
     return plan
+
+
+MAX_BACKFILL_TICKS = 100_000
+"""The most ticks one backfill may cover: more is a mistake (a one-second job over a year
+is 31 million notebook runs), and listing them would take the memory of the machine."""
+
+
+def _backfill_ticks(schedule: Any, start: datetime, end: datetime) -> list[datetime]:
+    """The ticks in [start, end], listed in growing windows so that a range with more than
+    `MAX_BACKFILL_TICKS` is refused after listing about that many, not all of them."""
+    ticks: list[datetime] = []
+    cursor = start - timedelta(microseconds=1)
+    span = timedelta(days=1)
+    while cursor < end:
+        upto = min(cursor + span, end)
+        ticks.extend(schedule.ticks_between(cursor, upto))
+        if len(ticks) > MAX_BACKFILL_TICKS:
+            raise JobsError(
+                f"backfill of `{schedule.name}` from {start.isoformat()} to {end.isoformat()} "
+                f"covers more than {MAX_BACKFILL_TICKS:,} ticks, the limit; backfill a "
+                "shorter range at a time"
+            )
+        cursor = upto
+        span *= 2
+    return ticks
 
 
 # --- helpers -----------------------------------------------------------------------------
