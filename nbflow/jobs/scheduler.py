@@ -410,13 +410,14 @@ class Scheduler:
         )
         try:
             if once:
-                self.tick_once()
+                report = self.tick_once()
                 while not self.stopping.is_set():
-                    self.reap(self.clock())
-                    self.start_ready(self.clock())
+                    report.finished += self.reap(self.clock())
+                    report.started += self.start_ready(self.clock())
                     if not self.children:
                         break
                     self.stopping.wait(0.2)
+                self.echo(self.summary(report))
             else:
                 while not self.stopping.is_set():
                     try:
@@ -431,6 +432,49 @@ class Scheduler:
                 signal.signal(sig, handler)
             self.release_lock()
         return 0
+
+    def summary(self, report: TickReport) -> str:
+        """`--once`'s last line: what its tick did, and when the next tick is due."""
+        ended = report.finished
+        ok = sum(1 for r in ended if r.state == "success")
+        retrying = sum(1 for r in ended if r.state == "queued")
+        failed = len(ended) - ok
+        parts = [
+            f"{len(report.started)} run(s) started",
+            f"{len(ended)} finished ({ok} success, {failed} failed"
+            + (f", {retrying} to retry" if retrying else "")
+            + ")",
+            f"{len(report.missed)} missed",
+        ]
+        if report.crashed:
+            parts.append(f"{len(report.crashed)} crashed (no heartbeat)")
+        if report.sensed:
+            parts.append(f"{len(report.sensed)} from new files")
+        waiting = self.store.count_runs(states=("queued",))
+        if waiting:
+            parts.append(f"{waiting} queued")
+        nxt = self.next_due(self.clock())
+        when = (
+            f"next tick due {_short(nxt[0])} (job `{nxt[1]}`)"
+            if nxt
+            else "no tick is due: no active cron or interval job has one"
+        )
+        return f"scheduler --once: {', '.join(parts)}; {when}"
+
+    def next_due(self, now: datetime) -> tuple[datetime, str] | None:
+        """The earliest next tick of the active cron/interval jobs, and its job."""
+        best: tuple[datetime, str] | None = None
+        for record in self.store.list_jobs(include_paused=False):
+            try:
+                schedule = record.schedule
+                if schedule.cron is None and schedule.every is None:
+                    continue
+                ticks = schedule.next_ticks(max(now, record.active_since), 1)
+            except JobsError:
+                continue  # a job whose spec no longer loads: tick_once reports it
+            if ticks and (best is None or ticks[0] < best[0]):
+                best = (ticks[0], record.name)
+        return best
 
     def _sleep_for(self) -> float:
         """Until the next poll, or sooner if a child may finish (children are polled)."""

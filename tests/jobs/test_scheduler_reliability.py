@@ -353,3 +353,23 @@ def test_a_runner_stopped_past_the_heartbeat_timeout_frees_its_slot_and_is_kille
     assert f"runner pid {runner} missed its heartbeat for 2 s; killed it" in err
     assert Path("alerts.txt").read_text().split() == ["crashed", "1"]
     no_processes_left(home)
+
+
+def test_scheduler_once_ends_with_a_summary_and_the_next_tick(home, notebook):
+    """Issue 17 item 5: what `--once` did (started, finished, failed, missed), and when
+    the next tick is due."""
+    store = RunStore()
+    add_interval_job(store, notebook, catchup=False)  # its latest tick runs, older ones missed
+    hourly = Schedule(name="later", notebook=str(notebook), cron="0 * * * *")
+    store.add_job("later", hourly.to_dict())
+    code, err = finish(scheduler(home, "--once"))
+    assert code == 0, err
+    last = err.strip().splitlines()[-1]
+    missed = store.count_runs("job", states=("missed",))
+    assert missed >= 1
+    assert last.startswith(
+        f"scheduler --once: 1 run(s) started, 1 finished (1 success, 0 failed), {missed} missed; "
+        "next tick due "
+    ), err
+    nxt = (utc_now() + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    assert last.endswith(f"{nxt:%Y-%m-%d %H:%M} UTC (job `later`)"), last
