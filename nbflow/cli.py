@@ -399,10 +399,11 @@ def schedule_list(as_json: bool) -> None:
 
 @schedule.command("show")
 @click.argument("name")
-def schedule_show(name: str) -> None:
-    """The job's definition, its next five run times (its zone and UTC) and the time rules."""
+@click.option("--rules", "all_rules", is_flag=True, help="Print every time rule, not only this job's.")
+def schedule_show(name: str, all_rules: bool) -> None:
+    """The job's definition, its next five run times (its zone and UTC) and its time rules."""
     from nbflow.jobs.runstore import utc_now
-    from nbflow.jobs.schedules import TIME_RULES, format_every
+    from nbflow.jobs.schedules import TIME_RULES, format_every, rules_summary
 
     record = _runstore().get_job(name)
     job = record.schedule
@@ -440,7 +441,12 @@ def schedule_show(name: str) -> None:
     if not ticks:
         click.echo("  none" + (" (file sensor)" if job.kind == "file sensor" else " (ended)"))
     click.echo("")
-    click.echo(TIME_RULES)
+    if all_rules:
+        click.echo(TIME_RULES)
+        return
+    first, second = rules_summary(job)
+    click.echo(f"time rules: {first}")
+    click.echo(f"            {second} (all: --rules)")
 
 
 @schedule.command("pause")

@@ -73,7 +73,27 @@ def test_show_prints_five_run_times_in_the_zone_and_utc_and_the_time_rules(noteb
         r"^  (\d{4}-\d\d-\d\d 09:00 E[SD]T) \((\d{4}-\d\d-\d\d \d\d:00) UTC\)$", out, re.M
     )
     assert len(times) == 5
-    assert TIME_RULES in out
+    # issue 17 item 10: the rules that apply to this job, in two lines; all with --rules
+    assert TIME_RULES not in out
+    rules = out.strip().splitlines()[-2:]
+    assert rules[0].startswith("time rules: fixed-time: a local time skipped in spring")
+    assert rules[1].strip().startswith("no run before --start") and "--rules" in rules[1]
+    assert all(len(line) <= 100 for line in rules)
+    assert TIME_RULES in nbflow("schedule", "show", "etl", "--rules").output
+
+
+@pytest.mark.parametrize(
+    ("args", "first"),
+    [
+        (["--cron", "*/15 * * * *", "--tz", "Europe/Berlin"], "frequent: every real occurrence"),
+        (["--cron", "0 2 * * *"], "cron in UTC: no daylight saving"),
+        (["--every", "15m"], "interval: a fixed duration in UTC"),
+    ],
+)
+def test_show_prints_the_rules_of_the_jobs_kind(notebook, args, first):
+    nbflow("schedule", "add", "etl", "report.ipynb", *args)
+    out = nbflow("schedule", "show", "etl").output
+    assert out.strip().splitlines()[-2].startswith(f"time rules: {first}")
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,7 @@ __all__ = [
     "check_text",
     "parse_every",
     "parse_when",
+    "rules_summary",
 ]
 
 TIME_RULES = """\
@@ -634,3 +635,33 @@ def iter_ticks(schedule: Schedule, after: datetime) -> Iterator[datetime]:
             return
         yield from batch
         cursor = batch[-1]
+
+
+# What `schedule show` prints of TIME_RULES: the two lines that apply to a job of each kind
+# (the whole text with `--rules`).
+RULE_SUMMARIES = {
+    "fixed-time": "fixed-time: a local time skipped in spring runs at the gap's end, "
+    "a repeated one once",
+    "frequent": "frequent: every real occurrence runs (a repeated autumn hour twice, "
+    "skipped spring times not at all)",
+    "interval": "interval: a fixed duration in UTC from --start (or 1970-01-01); "
+    "daylight saving does not change it",
+    "utc": "cron in UTC: no daylight saving, so every wall time is one instant",
+    "file sensor": "file sensor: one run per new or changed file (by content); no clock ticks",
+}
+
+
+def rules_summary(schedule: Schedule) -> list[str]:
+    """The two lines of time rules that apply to `schedule` (see `RULE_SUMMARIES`)."""
+    if schedule.every is not None:
+        kind = "interval"
+    elif schedule.cron is not None and schedule.tz == "UTC":
+        kind = "utc"
+    else:
+        kind = schedule.kind
+    second = (
+        "files already there when the job is added count as new"
+        if kind == "file sensor"
+        else "no run before --start, after --end, or before the job was added/resumed"
+    )
+    return [RULE_SUMMARIES[kind], second]
