@@ -267,3 +267,39 @@ def test_a_large_backfill_on_a_terminal_asks_first(notebook, home, answer, code,
     assert process.wait(timeout=60) == code
     os.close(leader)
     assert RunStore().count_runs("q") == runs
+
+
+def test_a_scheduled_runs_error_ends_with_how_to_rerun_it(home):
+    """Issue 17 item 10: not RunFailed's "Fix it and run again; finished tasks are cached"
+    (advice for a notebook), but the command that reruns this job for this date."""
+    from tests.jobs.notebooks import write_notebook
+
+    write_notebook(
+        Path.cwd() / "pipe.ipynb",
+        parameters='day = "2024-01-01"',
+        cells=[
+            "import nbflow as nf\n"
+            "pipe = nf.Pipeline('p', cache_dir='cache')\n"
+            "@pipe.task\n"
+            "def load():\n"
+            "    raise KeyError('south')\n"
+            "pipe.run()"
+        ],
+    )
+    assert nbflow("schedule", "add", "etl", "pipe.ipynb", "--cron", "0 2 * * *").exit_code == 0
+    result = nbflow("backfill", "etl", "--start", "2024-01-01", "--end", "2024-01-01")
+    assert result.exit_code == 1
+    (run,) = RunStore().list_runs("etl")
+    assert "RunFailed: task `load` failed: KeyError: 'south'" in run.error
+    assert "run again; finished tasks are cached" not in run.error
+    command = (
+        "nbflow backfill etl --start 2024-01-01T02:00:00+00:00 --end 2024-01-01T02:00:00+00:00 "
+        "--reprocess failed"
+    )
+    assert run.error.endswith(f"Fix it, then rerun with `{command}` (finished tasks are cached).")
+    again = nbflow(*command.split()[1:])  # the advice works as given
+    assert again.exit_code == 1 and RunStore().get_run(run.id).attempts == 2
+    trig = nbflow("trigger", "etl")
+    assert trig.exit_code == 1
+    manual = next(r for r in RunStore().list_runs("etl") if r.run_type == "manual")
+    assert manual.error.endswith("Fix it, then rerun with `nbflow trigger etl` (finished tasks are cached).")

@@ -91,6 +91,7 @@ from nbflow.jobs.runstore import (
     RetryPolicy,
     RunRecord,
     RunStore,
+    logical_iso,
     utc_now,
 )
 
@@ -108,6 +109,7 @@ __all__ = [
     "output_path_for",
     "parse_run_parameters",
     "render_run_parameters",
+    "rerun_advice",
     "retry_delay",
     "retry_policy",
     "run_in_foreground",
@@ -299,6 +301,28 @@ def sweep(
 # --- one run ---------------------------------------------------------------------------
 
 
+INTERACTIVE_ADVICE = "Fix it and run again; finished tasks are cached."
+"""How `nf.RunFailed` ends: advice for someone at a notebook, not for a scheduled run."""
+
+
+def rerun_advice(error: str, run: RunRecord) -> str:
+    """A run's error, ending with how to run this job for this run again: the command
+    (trigger, or a backfill of this logical date) instead of `RunFailed`'s interactive
+    "Fix it and run again", which a scheduled run's reader cannot follow."""
+    if run.run_type == "manual":
+        command = f"nbflow trigger {run.job}"
+    elif run.run_type == "sensor":
+        path = run.parameters.get("path")
+        command = f"nbflow trigger {run.job}" + (f" -p path {path}" if path else "")
+    else:
+        when = logical_iso(run.logical_date)
+        command = f"nbflow backfill {run.job} --start {when} --end {when} --reprocess failed"
+    advice = f"Fix it, then rerun with `{command}` (finished tasks are cached)."
+    if error.rstrip().endswith(INTERACTIVE_ADVICE):
+        return error.rstrip()[: -len(INTERACTIVE_ADVICE)] + advice
+    return f"{error.rstrip()}. {advice}" if not error.rstrip().endswith(".") else f"{error} {advice}"
+
+
 CANCELLED_REASON = "cancelled: the foreground command was interrupted (Ctrl-C)"
 
 
@@ -446,7 +470,7 @@ def execute_run(
         else:
             assert nr.error is not None
             state = "timed_out" if nr.error.reason == "timeout" else "failed"
-            error = str(nr.error)
+            error = rerun_advice(str(nr.error), run)
     except _Cancelled:
         pass
     except NbflowError as exc:
