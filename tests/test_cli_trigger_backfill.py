@@ -297,6 +297,7 @@ def test_a_scheduled_runs_error_ends_with_how_to_rerun_it(home):
         "--reprocess failed"
     )
     assert run.error.endswith(f"Fix it, then rerun with `{command}` (finished tasks are cached).")
+    assert f"\n    Fix it, then rerun with `{command}`" in result.output  # shown whole
     again = nbflow(*command.split()[1:])  # the advice works as given
     assert again.exit_code == 1 and RunStore().get_run(run.id).attempts == 2
     trig = nbflow("trigger", "etl")

@@ -534,7 +534,13 @@ def describe_outcome(outcome: Outcome, tz: str = "UTC") -> str:
     if outcome.state == "cancelled" and run.reason:
         line += f"\n    {run.reason}"
     elif outcome.state not in ("success", "skipped") and run.error:
-        line += f"\n    {' '.join(run.error.split())[:300]}"
+        # The error is cut to a readable length, but its last sentence, how to rerun the
+        # run (`rerun_advice`), is kept whole on a line of its own.
+        text = " ".join(run.error.split())
+        cause, marker, advice = text.partition(" Fix it, then rerun with ")
+        line += f"\n    {cause[:300]}"
+        if marker:
+            line += f"\n    {marker.strip()} {advice}"
     if outcome.retrying and run.not_before is not None:
         wait = max((run.not_before - utc_now()).total_seconds(), 0.0)
         line += f"\n    retrying (attempt {run.attempts + 1}) in {wait:.0f} s"
