@@ -35,7 +35,7 @@ class _Group(click.Group):
             click.echo(f"nbflow: error: {exc}", err=True)
             sys.exit(2)
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Any = None,
         prog_name: str | None = None,
@@ -399,7 +399,9 @@ def schedule_list(as_json: bool) -> None:
 
 @schedule.command("show")
 @click.argument("name")
-@click.option("--rules", "all_rules", is_flag=True, help="Print every time rule, not only this job's.")
+@click.option(
+    "--rules", "all_rules", is_flag=True, help="Print every time rule, not only this job's."
+)
 def schedule_show(name: str, all_rules: bool) -> None:
     """The job's definition, its next five run times (its zone and UTC) and its time rules."""
     from nbflow.jobs.runstore import utc_now

@@ -271,7 +271,10 @@ def test_python_dash_m_nbflow_is_the_command():
     )
     assert proc.returncode == 2, proc.stderr
     assert "nbflow: error: " in proc.stderr and "--limit" in proc.stderr
-    assert subprocess.run([sys.executable, "-m", "nbflow", "--help"], capture_output=True).returncode == 0
+    assert (
+        subprocess.run([sys.executable, "-m", "nbflow", "--help"], capture_output=True).returncode
+        == 0
+    )
 
 
 def test_a_parameter_with_bytes_that_are_not_utf8_is_refused_by_the_installed_command(notebook):

@@ -164,9 +164,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 @pytest.mark.parametrize("command", ["backfill", "trigger"])
-def test_ctrl_c_stops_the_running_notebook_cancels_the_rest_and_exits_130(
-    notebook, home, command
-):
+def test_ctrl_c_stops_the_running_notebook_cancels_the_rest_and_exits_130(notebook, home, command):
     """Issue 17 item 3: a real SIGINT to a real foreground `nbflow backfill`/`trigger`."""
     log = Path.cwd() / "log.txt"
     add_daily("-p", "log", str(log), "-p", "seconds", "120", "--retries", "2",
@@ -303,4 +301,6 @@ def test_a_scheduled_runs_error_ends_with_how_to_rerun_it(home):
     trig = nbflow("trigger", "etl")
     assert trig.exit_code == 1
     manual = next(r for r in RunStore().list_runs("etl") if r.run_type == "manual")
-    assert manual.error.endswith("Fix it, then rerun with `nbflow trigger etl` (finished tasks are cached).")
+    assert manual.error.endswith(
+        "Fix it, then rerun with `nbflow trigger etl` (finished tasks are cached)."
+    )

@@ -318,9 +318,10 @@ def rerun_advice(error: str, run: RunRecord) -> str:
         when = logical_iso(run.logical_date)
         command = f"nbflow backfill {run.job} --start {when} --end {when} --reprocess failed"
     advice = f"Fix it, then rerun with `{command}` (finished tasks are cached)."
-    if error.rstrip().endswith(INTERACTIVE_ADVICE):
-        return error.rstrip()[: -len(INTERACTIVE_ADVICE)] + advice
-    return f"{error.rstrip()}. {advice}" if not error.rstrip().endswith(".") else f"{error} {advice}"
+    cause = error.rstrip()
+    if cause.endswith(INTERACTIVE_ADVICE):
+        return cause[: -len(INTERACTIVE_ADVICE)] + advice
+    return f"{cause}{'' if cause.endswith('.') else '.'} {advice}"
 
 
 CANCELLED_REASON = "cancelled: the foreground command was interrupted (Ctrl-C)"

@@ -46,9 +46,9 @@ __all__ = [
     "TIME_RULES",
     "Schedule",
     "ScheduleError",
-    "iter_ticks",
     "check_seconds",
     "check_text",
+    "iter_ticks",
     "parse_every",
     "parse_when",
     "rules_summary",
@@ -114,6 +114,8 @@ def check_seconds(label: str, value: float, *, low: float = 0.0, low_open: bool 
             f"{label} {value:g} s is longer than the limit of {MAX_SECONDS:g} s (100 years)",
             field=label.lstrip("-"),
         )
+
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # How far we look for the next tick before giving up (a cron like "0 0 29 2 *"
 # ticks once in four years, "0 0 31 2 *" never).

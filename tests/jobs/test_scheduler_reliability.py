@@ -327,9 +327,7 @@ def test_a_second_scheduler_on_the_same_home_exits_1_naming_the_first(home):
         assert finish(first)[0] == 0
 
 
-def test_a_runner_stopped_past_the_heartbeat_timeout_frees_its_slot_and_is_killed(
-    home, notebook
-):
+def test_a_runner_stopped_past_the_heartbeat_timeout_frees_its_slot_and_is_killed(home, notebook):
     """Issue 22 item 12: SIGSTOP the runner of a job with --max-active 1. The sweep crashes
     its attempt and queues the retry; the stopped runner is killed and the retry starts
     at once instead of waiting for the stopped process to continue."""

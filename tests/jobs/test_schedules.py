@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
-
-import re
 
 import pytest
 
