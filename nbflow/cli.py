@@ -549,7 +549,9 @@ def _run_and_report(store: RunStore, run_ids: list[int], job: str, what: str) ->
             cancel.set()
             click.echo(f"\n{what}: interrupted; stopping its runs", err=True)
 
-    previous = signal.signal(signal.SIGINT, interrupted)
+    # A command started with SIGINT ignored (`cmd &` in a script, nohup) keeps ignoring it.
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else interrupted)
     try:
         runs = run_in_foreground(
             store,
