@@ -552,8 +552,12 @@ def trigger_run(
     first: an unknown name or a value of the wrong type raises, nothing is stored."""
     from nbflow.jobs.parameters import check_parameters, notebook_parameters
 
+    from nbflow.jobs.schedules import check_text
+
     record = store.get_job(name)
     schedule = record.schedule
+    for key, text in (overrides or {}).items():
+        check_text(f"-p {key}", text)
     now = now or utc_now()
     if now.microsecond == 0:
         now = now.replace(microsecond=1)

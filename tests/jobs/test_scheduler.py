@@ -505,3 +505,20 @@ def test_a_backfilled_tick_is_not_scheduled_again(store, notebook):
     # the next tick, not covered, is scheduled as usual
     later = scheduler.tick_once(queued_tick + timedelta(seconds=31), start=False)
     assert [r.logical_date for r in later.created] == [queued_tick + timedelta(seconds=30)]
+
+
+def test_one_tick_makes_at_most_runs_per_tick_sensor_runs(store, notebook, monkeypatch):
+    """Issue 22 item 13: the work one tick may create is bounded for file sensors too."""
+    import nbflow.jobs.sensors as sensors
+
+    monkeypatch.setattr(sensors, "RUNS_PER_TICK", 3)
+    inbox = Path.cwd() / "in"
+    inbox.mkdir()
+    for i in range(5):
+        (inbox / f"{i}.csv").write_text(str(i))
+    job = Schedule(name="files", notebook=str(notebook), when_file=str(inbox / "*.csv"))
+    store.add_job("files", job.to_dict(), now=T0)
+    scheduler = Scheduler(store)
+    assert len(scheduler.tick_once(T0 + H, start=False).sensed) == 3
+    assert len(scheduler.tick_once(T0 + 2 * H, start=False).sensed) == 2
+    assert scheduler.tick_once(T0 + 3 * H, start=False).sensed == []
