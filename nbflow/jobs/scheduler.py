@@ -551,7 +551,6 @@ def trigger_run(
     microsecond, so it never takes a scheduled tick's slot). Parameters are checked
     first: an unknown name or a value of the wrong type raises, nothing is stored."""
     from nbflow.jobs.parameters import check_parameters, notebook_parameters
-
     from nbflow.jobs.schedules import check_text
 
     record = store.get_job(name)
