@@ -8,11 +8,14 @@ Errors from nbflow are shown as one clear line (exit code 2 for bad input,
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -52,8 +55,11 @@ class _Group(click.Group):
         except click.ClickException as exc:
             _show_click_error(exc)
             sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("nbflow: aborted", err=True)
+        except click.Abort as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C: nothing was started
+                click.echo("\nnbflow: interrupted", err=True)
+                sys.exit(EXIT_INTERRUPTED)
+            click.echo("nbflow: aborted", err=True)  # "no" at a confirmation
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -529,64 +535,82 @@ EXIT_INTERRUPTED = 130
 """Exit status after Ctrl-C (128 + SIGINT), as shells report an interrupted command."""
 
 
-def _run_and_report(store: RunStore, run_ids: list[int], job: str, what: str) -> None:
+@contextmanager
+def _ctrl_c_cancels(what: str) -> Iterator[threading.Event]:
+    """While inside, Ctrl-C (SIGINT) sets the event instead of raising KeyboardInterrupt, so
+    the command can end what it started (see `_run_and_report`). A command started with
+    SIGINT ignored (`cmd &` in a script, nohup) keeps ignoring it."""
+    cancel = threading.Event()
+
+    def interrupted(signum: int, frame: object) -> None:
+        if not cancel.is_set():  # a second Ctrl-C while stopping changes nothing
+            cancel.set()
+            click.echo(f"\n{what}: interrupted; stopping its runs", err=True)
+
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else interrupted)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_and_report(
+    store: RunStore,
+    run_ids: list[int],
+    job: str,
+    what: str,
+    cancel: threading.Event,
+    own: list[int] | None = None,
+) -> None:
     """Execute `run_ids` in the foreground, print a summary, exit 1 if one did not succeed.
 
-    Ctrl-C (SIGINT) ends what this command started instead of leaving it behind: the
-    notebooks running are stopped and their runs, and the queued ones, end `cancelled`;
-    it says so and exits 130. (A second Ctrl-C while stopping changes nothing.)"""
-    import signal
-    import threading
-
+    Ctrl-C (`cancel` set) ends what this command started instead of leaving it behind:
+    the notebooks running are stopped and their runs, and the queued ones among `own`
+    (the runs the command created; default all), end `cancelled`; it says so and exits
+    130."""
     from nbflow.jobs.execute import run_in_foreground, sweep
 
     record = store.get_job(job)
     sweep(store)  # a run left `running` by a dead process must not block us forever
-    cancel = threading.Event()
-
-    def interrupted(signum: int, frame: object) -> None:
-        if not cancel.is_set():
-            cancel.set()
-            click.echo(f"\n{what}: interrupted; stopping its runs", err=True)
-
-    # A command started with SIGINT ignored (`cmd &` in a script, nohup) keeps ignoring it.
-    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else interrupted)
-    try:
-        runs = run_in_foreground(
-            store,
-            run_ids,
-            max_active=int(record.spec.get("max_active", 1) or 1),
-            echo=click.echo,
-            cancel=cancel,
-        )
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    runs = run_in_foreground(
+        store,
+        run_ids,
+        max_active=int(record.spec.get("max_active", 1) or 1),
+        echo=click.echo,
+        cancel=cancel,
+        cancellable=own,
+    )
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.state] = counts.get(run.state, 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     click.echo(f"{what}: {len(runs)} run(s): {summary or 'none'}")
     if cancel.is_set():
-        # A run whose attempt was ended has a duration; one cancelled while queued has none.
-        stopped = [r.id for r in runs if r.state == "cancelled" and r.duration is not None]
-        dropped = [r.id for r in runs if r.state == "cancelled" and r.duration is None]
-        left = [r.id for r in runs if r.state in ("queued", "running")]
-        parts = []
-        if stopped:
-            parts.append(f"stopped the notebook of run(s) {_ids(stopped)}")
-        if dropped:
-            parts.append(f"cancelled {len(dropped)} queued run(s) ({_ids(dropped)})")
-        if left:
-            parts.append(f"left run(s) {_ids(left)} to the process running them")
-        click.echo(
-            f"interrupted: {'; '.join(parts) or 'nothing was running'}; "
-            "they are `cancelled` in `nbflow runs`",
-            err=True,
-        )
-        sys.exit(EXIT_INTERRUPTED)
+        _report_interrupted(runs)
     if any(run.state != "success" for run in runs):
         sys.exit(1)
+
+
+def _report_interrupted(runs: list[Any]) -> NoReturn:
+    """What Ctrl-C ended (to stderr), then exit 130."""
+    # A run whose attempt was ended has a duration; one cancelled while queued has none.
+    stopped = [r.id for r in runs if r.state == "cancelled" and r.duration is not None]
+    dropped = [r.id for r in runs if r.state == "cancelled" and r.duration is None]
+    left = [r.id for r in runs if r.state in ("queued", "running")]
+    parts = []
+    if stopped:
+        parts.append(f"stopped the notebook of run(s) {_ids(stopped)}")
+    if dropped:
+        parts.append(f"cancelled {len(dropped)} queued run(s) ({_ids(dropped)})")
+    if left:
+        parts.append(f"left run(s) {_ids(left)} to the process or scheduler that has them")
+    click.echo(
+        f"interrupted: {'; '.join(parts) or 'nothing was running'}"
+        + ("; they are `cancelled` in `nbflow runs`" if stopped or dropped else ""),
+        err=True,
+    )
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _ids(ids: list[int], shown: int = 10) -> str:
@@ -607,7 +631,8 @@ def trigger_command(name: str, parameters: tuple[tuple[str, str], ...], detach: 
     if detach:
         click.echo(f"queued run {run.id} of `{name}`; a running `nbflow scheduler` will start it")
         return
-    _run_and_report(store, [run.id], name, f"trigger {name}")
+    with _ctrl_c_cancels(f"trigger {name}") as cancel:
+        _run_and_report(store, [run.id], name, f"trigger {name}", cancel)
 
 
 @cli.command("backfill")
@@ -656,7 +681,26 @@ def backfill_command(
                 "add --yes to go ahead, or backfill a shorter range"
             )
         click.confirm(f"{what}. Go ahead?", abort=True, err=True)
-    plan = plan_backfill(store, name, first, last, reprocess=reprocess)
+    with _ctrl_c_cancels(f"backfill {name}") as cancel:
+        plan = plan_backfill(store, name, first, last, reprocess=reprocess, stop=cancel)
+        if plan.interrupted:  # Ctrl-C while the runs were being stored: none of them runs
+            from nbflow.jobs.execute import CANCELLED_REASON
+
+            store.cancel_queued(plan.made, CANCELLED_REASON)
+            _report_interrupted([store.get_run(i) for i in plan.made])
+        _report_plan(plan, name, start, end, reprocess)
+        if not plan.run_ids:
+            return
+        if detach:
+            click.echo(
+                f"queued {len(plan.run_ids)} run(s); a running `nbflow scheduler` starts them"
+            )
+            return
+        what = f"backfill {name}"
+        _run_and_report(store, plan.run_ids, name, what, cancel, own=plan.made)
+
+
+def _report_plan(plan: Any, name: str, start: str, end: str, reprocess: str) -> None:
     skipped = sum(plan.skipped.values())
     click.echo(
         f"backfill {name}: {plan.ticks} tick(s) from {start} to {end}; "
@@ -668,12 +712,6 @@ def backfill_command(
         click.echo("  (use --reprocess all to run them again)")
     if plan.skipped.get("already ran and failed"):
         click.echo("  (use --reprocess failed to run failed ticks again)")
-    if not plan.run_ids:
-        return
-    if detach:
-        click.echo(f"queued {len(plan.run_ids)} run(s); a running `nbflow scheduler` starts them")
-        return
-    _run_and_report(store, plan.run_ids, name, f"backfill {name}")
 
 
 @cli.command("runs")

@@ -304,3 +304,27 @@ def test_a_scheduled_runs_error_ends_with_how_to_rerun_it(home):
     assert manual.error.endswith(
         "Fix it, then rerun with `nbflow trigger etl` (finished tasks are cached)."
     )
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_ctrl_c_while_a_long_backfill_is_being_planned_cancels_what_it_created(notebook, home):
+    """Issue 17 item 3: Ctrl-C before any notebook started leaves no queued run behind."""
+    nbflow("schedule", "add", "s", "job.ipynb", "--every", "1s")
+    store = RunStore()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nbflow", "backfill", "s", "--start", "2024-01-01T00:00:00",
+         "--end", "2024-01-01T08:00:00", "--yes"],
+        env={**os.environ, "NBFLOW_HOME": str(home)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while store.count_runs("s") < 10:
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, err)
+    made = store.count_runs("s", states=("cancelled",))
+    assert 10 <= made < 28_801  # stopped partway through the 28,801 ticks
+    assert store.count_runs("s", states=("queued", "running")) == 0
+    assert f"cancelled {made} queued run(s)" in err

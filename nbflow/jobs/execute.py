@@ -559,6 +559,7 @@ def run_in_foreground(
     echo: Callable[[str], None] = print,
     poll: float = 0.2,
     cancel: threading.Event | None = None,
+    cancellable: Iterable[int] | None = None,
 ) -> list[RunRecord]:
     """Execute `run_ids` in this process (one thread per run, at most `max_active` of the
     job's runs running at once, counting runs other processes are running), waiting out
@@ -566,9 +567,11 @@ def run_in_foreground(
 
     When `cancel` is set (Ctrl-C), nothing more is started, the notebooks running in this
     process are stopped (their kernels killed) and those runs end `cancelled`, and so do
-    those of `run_ids` still queued (waiting for a slot or a retry); a run another
-    process is running is left to it. Then it returns as usual, once its threads ended."""
+    those of `cancellable` (default: all of `run_ids`; the runs the caller created) still
+    queued, waiting for a slot or a retry. A run another process is running, or one the
+    caller only waited for, is left alone. Then it returns, once its threads ended."""
     ids = list(run_ids)
+    own = set(ids if cancellable is None else cancellable)
     pending = set(ids)
     threads: dict[int, threading.Thread] = {}
     lock = threading.Lock()
@@ -588,7 +591,7 @@ def run_in_foreground(
     while pending:
         if cancel is not None and cancel.is_set() and not cancelled:
             cancelled = True
-            store.cancel_queued(pending - threads.keys(), CANCELLED_REASON)
+            store.cancel_queued((pending - threads.keys()) & own, CANCELLED_REASON)
             stop_kernels()
         if cancelled:
             # Only our own threads are waited for: the rest is cancelled or not ours.

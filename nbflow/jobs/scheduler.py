@@ -578,6 +578,10 @@ class BackfillPlan:
     skipped: dict[str, int] = field(default_factory=dict)
     new: int = 0
     """Runs created or reopened (with `dry_run`: that would be)."""
+    made: list[int] = field(default_factory=list)
+    """The ids of the runs this backfill created or reopened (not those it waits for)."""
+    interrupted: bool = False
+    """`stop` was set before every tick was planned."""
 
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
@@ -595,12 +599,14 @@ def plan_backfill(
     reprocess: str = "none",
     now: datetime | None = None,
     dry_run: bool = False,
+    stop: threading.Event | None = None,
 ) -> BackfillPlan:
     """Queue one `backfill` run per tick of job `name` in [start, end] (both inclusive).
 
     With `dry_run`, nothing is stored: the plan only counts (`new`: the runs it would
     create or reopen), so the CLI can say how many before it asks. A range of more than
-    `MAX_BACKFILL_TICKS` ticks is refused before any is listed.
+    `MAX_BACKFILL_TICKS` ticks is refused before any is listed. When `stop` is set (Ctrl-C
+    while a long plan is being stored), planning stops at the next tick (`interrupted`).
 
     Per tick, looking at its scheduled and backfill runs:
     - a run queued or running: left alone, never duplicated;
@@ -620,6 +626,9 @@ def plan_backfill(
     ticks = _backfill_ticks(schedule, start, end)
     plan.ticks = len(ticks)
     for tick in ticks:
+        if stop is not None and stop.is_set():
+            plan.interrupted = True
+            break
         runs = [
             r
             for r in (
@@ -653,10 +662,12 @@ def plan_backfill(
                 existing.id, from_states=reopen, reason=why, new_round=True, now=now
             ):
                 plan.run_ids.append(existing.id)
+                plan.made.append(existing.id)
                 plan.new += 1
             continue
         run, _ = create_job_run(store, record, "backfill", tick, now=now)
         plan.run_ids.append(run.id)
+        plan.made.append(run.id)
         plan.new += 1
     return plan
 
