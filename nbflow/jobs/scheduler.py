@@ -227,9 +227,12 @@ class Scheduler:
         last = self.store.last_tick(record.name)
         if last is not None and last > after:
             after = last
-        span = timedelta(hours=1)
+        # Ticks are at least a minute (a cron) or `every` apart, so the first window holds
+        # at most the limit; it covers the usual case (a short downtime) in one call.
+        span = timedelta(seconds=(schedule.every or 60) * MISSED_CATCHUP_LIMIT)
         while True:
-            since = max(after, now - span)
+            # Compared as durations: `now - span` may be before year 1 for a yearly interval.
+            since = after if now - after <= span else now - span
             ticks = schedule.ticks_between(since, now)
             if since == after or len(ticks) >= MISSED_CATCHUP_LIMIT:
                 return ticks[-MISSED_CATCHUP_LIMIT:]

@@ -522,3 +522,9 @@ def test_one_tick_makes_at_most_runs_per_tick_sensor_runs(store, notebook, monke
     assert len(scheduler.tick_once(T0 + H, start=False).sensed) == 3
     assert len(scheduler.tick_once(T0 + 2 * H, start=False).sensed) == 2
     assert scheduler.tick_once(T0 + 3 * H, start=False).sensed == []
+
+
+def test_a_yearly_interval_job_ticks_without_overflow(store, notebook):
+    add_job(store, notebook, cron=None, every=365 * 86400.0)
+    report = Scheduler(store).tick_once(T0 + timedelta(days=400), start=False)
+    assert len(report.created) + len(report.missed) == 1
