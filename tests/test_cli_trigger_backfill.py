@@ -328,3 +328,31 @@ def test_ctrl_c_while_a_long_backfill_is_being_planned_cancels_what_it_created(n
     assert 10 <= made < 28_801  # stopped partway through the 28,801 ticks
     assert store.count_runs("s", states=("queued", "running")) == 0
     assert f"cancelled {made} queued run(s)" in err
+
+
+def test_a_run_that_ends_does_not_interrupt_its_kernel(home):
+    """Issue 22 item 15: jupyter_client sends SIGINT to a kernel before every shutdown; one
+    that gets it inside a message handler prints `[IPKernelApp] ERROR | KeyboardInterrupt
+    caught in kernel.` on the terminal of `backfill`, once per run (seen under load). The
+    notebook below keeps its own SIGINT handler (ipykernel's per-message hooks disabled)
+    and notes any SIGINT in a file: a run that ended must not have sent one."""
+    from tests.jobs.notebooks import write_notebook
+
+    marks = Path.cwd() / "sigint.txt"
+    write_notebook(
+        Path.cwd() / "quiet.ipynb",
+        parameters='day = "2024-01-01"',
+        cells=[
+            "import signal\n"
+            "kernel = get_ipython().kernel\n"
+            "kernel.pre_handler_hook = kernel.post_handler_hook = lambda: None\n"
+            "def noted(signum, frame):\n"
+            f"    open({str(marks)!r}, 'a').write(day + '\\n')\n"
+            "signal.signal(signal.SIGINT, noted)"
+        ],
+    )
+    assert nbflow("schedule", "add", "q", "quiet.ipynb", "--cron", "0 2 * * *",
+                  "-p", "day", "{{ ds }}").exit_code == 0  # fmt: skip
+    result = nbflow("backfill", "q", "--start", "2024-01-01", "--end", "2024-01-02")
+    assert result.exit_code == 0, result.output
+    assert not marks.exists(), marks.read_text()
