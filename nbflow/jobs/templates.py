@@ -187,7 +187,7 @@ def _render_one(name: str, value: str, context: Mapping[str, Any], params: _Para
         raise TemplateError(
             name,
             value,
-            f"does something templates may not do ({exc}); templates see only "
+            f"does something templates may not do ({str(exc).rstrip('.')}); templates see only "
             f"{', '.join(f'`{n}`' for n in CONTEXT_NAMES)}, `params` and Jinja2's filters",
         ) from exc
     except jinja2.UndefinedError as exc:
