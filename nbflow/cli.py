@@ -290,7 +290,7 @@ def schedule() -> None:
 @click.argument("name")
 @click.argument("notebook", type=click.Path(dir_okay=False))
 @click.option("--cron", help='A five-field cron expression in the job\'s zone, e.g. "30 2 * * *".')
-@click.option("--every", help="An interval instead of cron: 30s, 15m, 2h, 1d.")
+@click.option("--every", help="An interval instead of cron: 30s, 15m, 2h, 1d (1 s to 100 years).")
 @click.option("--tz", default="UTC", show_default=True, help="IANA zone the cron is read in.")
 @parameter_option('A notebook parameter; VALUE may be a template such as "{{ ds }}".')
 @click.option("--start", help="No run before this date/time (in the job's zone).")
