@@ -54,6 +54,12 @@ The story of one run:
    and retry are not lost). Alerts never fail a run (`alerts.notify` never
    raises).
 
+In the foreground, Ctrl-C sets the `cancel` event `run_in_foreground` and
+`execute_run` share: nothing more starts, the kernels of this process are
+killed (`stop_kernels`), each attempt that was running ends `cancelled` (a
+terminal state: no retry, no alert; its partial notebook is published as
+usual), and the command's queued runs become `cancelled` (`cancel_queued`).
+
 A runner started by the scheduler watches its parent (`NBFLOW_PARENT_PID`):
 if the scheduler disappears (SIGKILL), the runner hands its run back to the
 queue (`release_run`) and exits; its kernel follows within a second (ipykernel
