@@ -8,11 +8,14 @@ Errors from nbflow are shown as one clear line (exit code 2 for bad input,
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -21,14 +24,53 @@ from nbflow.core.errors import NbflowError
 from nbflow.core.store import DiskStore
 from nbflow.jobs.runstore import RUN_STATES, RunStore
 
+RUNS_LIMIT = 1_000_000
+"""`runs --limit` at most: SQLite's LIMIT is a 64-bit integer, and no table is read that long."""
+
 
 class _Group(click.Group):
+    """The root group: every error, nbflow's or click's own, is printed in one form,
+    `nbflow: error: MESSAGE` (click's usage line and help hint above its own errors)."""
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except NbflowError as exc:
             click.echo(f"nbflow: error: {exc}", err=True)
             sys.exit(2)
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        # Click's standalone mode prints its errors as `Error: ...`: run it non-standalone and
+        # print them ourselves, in nbflow's form.
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            _show_click_error(exc)
+            sys.exit(exc.exit_code)
+        except click.Abort as exc:
+            if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C: nothing was started
+                click.echo("\nnbflow: interrupted", err=True)
+                sys.exit(EXIT_INTERRUPTED)
+            click.echo("nbflow: aborted", err=True)  # "no" at a confirmation
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _show_click_error(exc: click.ClickException) -> None:
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        click.echo(exc.ctx.get_usage(), err=True)
+        if exc.ctx.command.get_help_option(exc.ctx) is not None:
+            click.echo(f"Try '{exc.ctx.command_path} --help' for help.\n", err=True)
+    click.echo(f"nbflow: error: {exc.format_message()}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,10 +85,68 @@ def cli() -> None:
 
 
 def parameter_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """`-p/--parameter NAME VALUE`, repeatable: every command that takes notebook parameters."""
+    """`-p/--parameter NAME VALUE`, repeatable: every command that takes notebook parameters.
+
+    Checked here, at the boundary: a name given twice (which value was meant?) and text
+    that is not valid Unicode (a lone surrogate: bytes in argv that are not UTF-8) are
+    refused before anything runs or is stored."""
     return click.option(
-        "-p", "--parameter", "parameters", nargs=2, multiple=True, metavar="NAME VALUE", help=help
+        "-p",
+        "--parameter",
+        "parameters",
+        nargs=2,
+        multiple=True,
+        metavar="NAME VALUE",
+        help=help,
+        callback=_check_parameters,
     )
+
+
+def _check_parameters(
+    ctx: click.Context, param: click.Parameter, value: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    from nbflow.jobs.schedules import ScheduleError, check_text
+
+    seen: dict[str, str] = {}
+    for name, text in value:
+        try:
+            check_text("-p name", name)
+            check_text(f"-p {name}", text)
+        except ScheduleError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+        if name in seen:
+            raise click.BadParameter(
+                f"parameter `{name}` is given twice ({seen[name]!r} and {text!r}); give it once",
+                ctx,
+                param,
+            )
+        seen[name] = text
+    return value
+
+
+class _Seconds(click.ParamType):
+    """A number of seconds: finite, positive (or, `zero_ok`, at least 0), at most 100 years."""
+
+    name = "SECONDS"
+
+    def __init__(self, *, zero_ok: bool = False) -> None:
+        self.zero_ok = zero_ok
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from nbflow.jobs.schedules import ScheduleError, check_seconds
+
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        label = f"--{param.name.replace('_', '-')}" if param and param.name else "seconds"
+        try:
+            check_seconds(label, seconds, low_open=not self.zero_ok)
+        except ScheduleError as exc:
+            self.fail(str(exc), param, ctx)
+        return seconds
 
 
 def notebook_values(notebook: str | Path, parameters: Iterable[tuple[str, str]]) -> dict[str, Any]:
@@ -174,7 +274,7 @@ def _parse_size(text: str) -> int:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="The executed notebook's path."
 )
-@click.option("--timeout", type=float, help="Seconds the whole run may take.")
+@click.option("--timeout", type=_Seconds(), help="Seconds the whole run may take.")
 @click.option("--kernel", help="Kernel name (default: the notebook's own).")
 @click.option("--cwd", type=click.Path(file_okay=False), help="Working directory of the kernel.")
 def run_command(
@@ -260,7 +360,7 @@ def schedule() -> None:
 @click.argument("name")
 @click.argument("notebook", type=click.Path(dir_okay=False))
 @click.option("--cron", help='A five-field cron expression in the job\'s zone, e.g. "30 2 * * *".')
-@click.option("--every", help="An interval instead of cron: 30s, 15m, 2h, 1d.")
+@click.option("--every", help="An interval instead of cron: 30s, 15m, 2h, 1d (1 s to 100 years).")
 @click.option("--tz", default="UTC", show_default=True, help="IANA zone the cron is read in.")
 @parameter_option('A notebook parameter; VALUE may be a template such as "{{ ds }}".')
 @click.option("--start", help="No run before this date/time (in the job's zone).")
@@ -268,8 +368,10 @@ def schedule() -> None:
 @click.option("--catchup", is_flag=True, help="After downtime, run every missed tick.")
 @click.option("--max-active", type=int, default=1, show_default=True, help="Runs at once.")
 @click.option("--retries", type=int, default=0, show_default=True, help="Retries of a failed run.")
-@click.option("--retry-delay", type=float, default=60.0, show_default=True, help="Seconds.")
-@click.option("--timeout", type=float, help="Seconds one run may take.")
+@click.option(
+    "--retry-delay", type=_Seconds(zero_ok=True), default=60.0, show_default=True, help="Seconds."
+)
+@click.option("--timeout", type=_Seconds(), help="Seconds one run may take.")
 @click.option("--on-failure", multiple=True, metavar="URL|COMMAND", help="Alert when a run fails.")
 @click.option("--on-success", multiple=True, metavar="URL|COMMAND", help="Alert on success.")
 @click.option("--on-retry", multiple=True, metavar="URL|COMMAND", help="Alert on a retry.")
@@ -297,13 +399,9 @@ def schedule_add(
     from pathlib import Path
 
     from nbflow.jobs.runstore import utc_now
-    from nbflow.jobs.schedules import Schedule, ScheduleError, parse_every, parse_when
+    from nbflow.jobs.schedules import Schedule, parse_every, parse_when
 
     now = utc_now()
-    names = [n for n, _ in parameters]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ScheduleError(f"parameter `{repeated[0]}` is given twice; give it once")
     job = Schedule(
         name=name,
         notebook=str(Path(notebook).absolute()),
@@ -377,10 +475,13 @@ def schedule_list(as_json: bool) -> None:
 
 @schedule.command("show")
 @click.argument("name")
-def schedule_show(name: str) -> None:
-    """The job's definition, its next five run times (its zone and UTC) and the time rules."""
+@click.option(
+    "--rules", "all_rules", is_flag=True, help="Print every time rule, not only this job's."
+)
+def schedule_show(name: str, all_rules: bool) -> None:
+    """The job's definition, its next five run times (its zone and UTC) and its time rules."""
     from nbflow.jobs.runstore import utc_now
-    from nbflow.jobs.schedules import TIME_RULES, format_every
+    from nbflow.jobs.schedules import TIME_RULES, format_every, rules_summary
 
     record = _runstore().get_job(name)
     job = record.schedule
@@ -418,7 +519,12 @@ def schedule_show(name: str) -> None:
     if not ticks:
         click.echo("  none" + (" (file sensor)" if job.kind == "file sensor" else " (ended)"))
     click.echo("")
-    click.echo(TIME_RULES)
+    if all_rules:
+        click.echo(TIME_RULES)
+        return
+    first, second = rules_summary(job)
+    click.echo(f"time rules: {first}")
+    click.echo(f"            {second} (all: --rules)")
 
 
 @schedule.command("pause")
@@ -491,22 +597,95 @@ def scheduler_command(
     sys.exit(code)
 
 
-def _run_and_report(store: RunStore, run_ids: list[int], job: str, what: str) -> None:
-    """Execute `run_ids` in the foreground, print a summary, exit 1 if one did not succeed."""
+BACKFILL_ASK_ABOVE = 25
+"""`backfill` asks before creating more runs than this (a day of an hourly job does not ask;
+a day of a 15-minute job, 96 runs, does)."""
+
+EXIT_INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report an interrupted command."""
+
+
+@contextmanager
+def _ctrl_c_cancels(what: str) -> Iterator[threading.Event]:
+    """While inside, Ctrl-C (SIGINT) sets the event instead of raising KeyboardInterrupt, so
+    the command can end what it started (see `_run_and_report`). A command started with
+    SIGINT ignored (`cmd &` in a script, nohup) keeps ignoring it."""
+    cancel = threading.Event()
+
+    def interrupted(signum: int, frame: object) -> None:
+        if not cancel.is_set():  # a second Ctrl-C while stopping changes nothing
+            cancel.set()
+            click.echo(f"\n{what}: interrupted; stopping its runs", err=True)
+
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else interrupted)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_and_report(
+    store: RunStore,
+    run_ids: list[int],
+    job: str,
+    what: str,
+    cancel: threading.Event,
+    own: list[int] | None = None,
+) -> None:
+    """Execute `run_ids` in the foreground, print a summary, exit 1 if one did not succeed.
+
+    Ctrl-C (`cancel` set) ends what this command started instead of leaving it behind:
+    the notebooks running are stopped and their runs, and the queued ones among `own`
+    (the runs the command created; default all), end `cancelled`; it says so and exits
+    130."""
     from nbflow.jobs.execute import run_in_foreground, sweep
 
     record = store.get_job(job)
     sweep(store)  # a run left `running` by a dead process must not block us forever
     runs = run_in_foreground(
-        store, run_ids, max_active=int(record.spec.get("max_active", 1) or 1), echo=click.echo
+        store,
+        run_ids,
+        max_active=int(record.spec.get("max_active", 1) or 1),
+        echo=click.echo,
+        cancel=cancel,
+        cancellable=own,
     )
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.state] = counts.get(run.state, 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     click.echo(f"{what}: {len(runs)} run(s): {summary or 'none'}")
+    if cancel.is_set():
+        _report_interrupted(runs)
     if any(run.state != "success" for run in runs):
         sys.exit(1)
+
+
+def _report_interrupted(runs: list[Any]) -> NoReturn:
+    """What Ctrl-C ended (to stderr), then exit 130."""
+    # A run whose attempt was ended has a duration; one cancelled while queued has none.
+    stopped = [r.id for r in runs if r.state == "cancelled" and r.duration is not None]
+    dropped = [r.id for r in runs if r.state == "cancelled" and r.duration is None]
+    left = [r.id for r in runs if r.state in ("queued", "running")]
+    parts = []
+    if stopped:
+        parts.append(f"stopped the notebook of run(s) {_ids(stopped)}")
+    if dropped:
+        parts.append(f"cancelled {len(dropped)} queued run(s) ({_ids(dropped)})")
+    if left:
+        parts.append(f"left run(s) {_ids(left)} to the process or scheduler that has them")
+    click.echo(
+        f"interrupted: {'; '.join(parts) or 'nothing was running'}"
+        + ("; they are `cancelled` in `nbflow runs`" if stopped or dropped else ""),
+        err=True,
+    )
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _ids(ids: list[int], shown: int = 10) -> str:
+    text = ", ".join(map(str, ids[:shown]))
+    return text + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 @cli.command("trigger")
@@ -522,7 +701,8 @@ def trigger_command(name: str, parameters: tuple[tuple[str, str], ...], detach: 
     if detach:
         click.echo(f"queued run {run.id} of `{name}`; a running `nbflow scheduler` will start it")
         return
-    _run_and_report(store, [run.id], name, f"trigger {name}")
+    with _ctrl_c_cancels(f"trigger {name}") as cancel:
+        _run_and_report(store, [run.id], name, f"trigger {name}", cancel)
 
 
 @cli.command("backfill")
@@ -537,7 +717,16 @@ def trigger_command(name: str, parameters: tuple[tuple[str, str], ...], detach: 
     help="Re-run ticks that already ran: none, failed ones, or all.",
 )
 @click.option("--detach", is_flag=True, help="Only queue the runs; a running scheduler runs them.")
-def backfill_command(name: str, start: str, end: str, reprocess: str, detach: bool) -> None:
+@click.option(
+    "-y",
+    "--yes",
+    is_flag=True,
+    help=f"Do not ask before creating more than {BACKFILL_ASK_ABOVE} runs (needed without a "
+    "terminal).",
+)
+def backfill_command(
+    name: str, start: str, end: str, reprocess: str, detach: bool, yes: bool
+) -> None:
     """One run of job NAME per tick from --start to --end (both inclusive), in the foreground."""
     from nbflow.jobs.scheduler import plan_backfill
     from nbflow.jobs.schedules import ScheduleError, parse_when
@@ -548,7 +737,40 @@ def backfill_command(name: str, start: str, end: str, reprocess: str, detach: bo
     first, last = parse_when(start, tz), parse_when(end, tz, end_of_day=True)
     if last < first:
         raise ScheduleError(f"--end {end} is before --start {start}")
-    plan = plan_backfill(store, name, first, last, reprocess=reprocess)
+    preview = plan_backfill(store, name, first, last, reprocess=reprocess, dry_run=True)
+    if preview.new > BACKFILL_ASK_ABOVE and not yes:
+        what = (
+            f"backfill {name}: {preview.ticks} tick(s) from {start} to {end} make "
+            f"{preview.new} new run(s), each a run of {Path(record.schedule.notebook).name}"
+        )
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            # Nobody to ask: a script that meant it says so with --yes; one that did not
+            # must not start thousands of notebook runs.
+            raise ScheduleError(
+                f"{what}: more than {BACKFILL_ASK_ABOVE}, and there is no terminal to ask; "
+                "add --yes to go ahead, or backfill a shorter range"
+            )
+        click.confirm(f"{what}. Go ahead?", abort=True, err=True)
+    with _ctrl_c_cancels(f"backfill {name}") as cancel:
+        plan = plan_backfill(store, name, first, last, reprocess=reprocess, stop=cancel)
+        if plan.interrupted:  # Ctrl-C while the runs were being stored: none of them runs
+            from nbflow.jobs.execute import CANCELLED_REASON
+
+            store.cancel_queued(plan.made, CANCELLED_REASON)
+            _report_interrupted([store.get_run(i) for i in plan.made])
+        _report_plan(plan, name, start, end, reprocess)
+        if not plan.run_ids:
+            return
+        if detach:
+            click.echo(
+                f"queued {len(plan.run_ids)} run(s); a running `nbflow scheduler` starts them"
+            )
+            return
+        what = f"backfill {name}"
+        _run_and_report(store, plan.run_ids, name, what, cancel, own=plan.made)
+
+
+def _report_plan(plan: Any, name: str, start: str, end: str, reprocess: str) -> None:
     skipped = sum(plan.skipped.values())
     click.echo(
         f"backfill {name}: {plan.ticks} tick(s) from {start} to {end}; "
@@ -560,18 +782,12 @@ def backfill_command(name: str, start: str, end: str, reprocess: str, detach: bo
         click.echo("  (use --reprocess all to run them again)")
     if plan.skipped.get("already ran and failed"):
         click.echo("  (use --reprocess failed to run failed ticks again)")
-    if not plan.run_ids:
-        return
-    if detach:
-        click.echo(f"queued {len(plan.run_ids)} run(s); a running `nbflow scheduler` starts them")
-        return
-    _run_and_report(store, plan.run_ids, name, f"backfill {name}")
 
 
 @cli.command("runs")
 @click.argument("name", required=False)
 @click.option("--status", type=click.Choice(RUN_STATES), help="Only runs in this state.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=RUNS_LIMIT), default=20, show_default=True)
 @click.option(
     "--wide", is_flag=True, help="Do not fit the table to the terminal: one line per run."
 )

@@ -97,3 +97,18 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "installed kernels: " in result.stderr
     result = invoke(str(NOTEBOOKS / "malformed.ipynb"))
     assert result.exit_code == 2 and "malformed.ipynb" in result.stderr
+
+
+def test_a_repeated_parameter_is_refused(tmp_path: Path) -> None:
+    nb = str(NOTEBOOKS / "typed_parameters.ipynb")
+    result = invoke(nb, "-p", "title", "A", "-p", "title", "B", "-o", str(tmp_path / "o.ipynb"))
+    assert result.exit_code == 2
+    assert "parameter `title` is given twice ('A' and 'B'); give it once" in result.stderr
+    assert not (tmp_path / "o.ipynb").exists()
+
+
+def test_a_timeout_that_is_not_a_finite_number_is_refused(tmp_path: Path) -> None:
+    for value in ("nan", "inf", "-1"):
+        result = invoke(str(NOTEBOOKS / "typed_parameters.ipynb"), "--timeout", value)
+        assert result.exit_code == 2
+        assert f"--timeout {float(value)!r} is not a usable number of seconds" in result.stderr

@@ -73,7 +73,27 @@ def test_show_prints_five_run_times_in_the_zone_and_utc_and_the_time_rules(noteb
         r"^  (\d{4}-\d\d-\d\d 09:00 E[SD]T) \((\d{4}-\d\d-\d\d \d\d:00) UTC\)$", out, re.M
     )
     assert len(times) == 5
-    assert TIME_RULES in out
+    # issue 17 item 10: the rules that apply to this job, in two lines; all with --rules
+    assert TIME_RULES not in out
+    rules = out.strip().splitlines()[-2:]
+    assert rules[0].startswith("time rules: fixed-time: a local time skipped in spring")
+    assert rules[1].strip().startswith("no run before --start") and "--rules" in rules[1]
+    assert all(len(line) <= 100 for line in rules)
+    assert TIME_RULES in nbflow("schedule", "show", "etl", "--rules").output
+
+
+@pytest.mark.parametrize(
+    ("args", "first"),
+    [
+        (["--cron", "*/15 * * * *", "--tz", "Europe/Berlin"], "frequent: every real occurrence"),
+        (["--cron", "0 2 * * *"], "cron in UTC: no daylight saving"),
+        (["--every", "15m"], "interval: a fixed duration in UTC"),
+    ],
+)
+def test_show_prints_the_rules_of_the_jobs_kind(notebook, args, first):
+    nbflow("schedule", "add", "etl", "report.ipynb", *args)
+    out = nbflow("schedule", "show", "etl").output
+    assert out.strip().splitlines()[-2].startswith(f"time rules: {first}")
 
 
 @pytest.mark.parametrize(
@@ -87,6 +107,16 @@ def test_show_prints_five_run_times_in_the_zone_and_utc_and_the_time_rules(noteb
         (["--every", "fortnightly"], "not an interval"),
         (["--cron", "0 2 * * *", "--start", "2024-13-01"], "not a date"),
         ([], "say when it runs"),
+        # issue 22 items 13 and 14: bounded intervals, alert targets checked at add time
+        (["--every", "0.000001s"], "--every '0.000001s' is outside the allowed range: at least 1 s"),
+        (["--every", "99999999999999d"], "at most 100 years"),
+        (["--every", "1h", "--on-failure", ""], "alert target '' is empty"),
+        (["--every", "1h", "--on-retry", "python:not a module"], "needs a module and a function"),
+        (["--every", "1h", "--on-success", "mailto:"], "needs e-mail addresses"),
+        (["--every", "1h", "-p", "title", "{{ cycler.__init__.__globals__.os.system('touch PWNED') }}"],
+         "does something templates may not do"),
+        (["--every", "1h", "-p", "title", "{{ ''.__class__.__mro__[1].__subclasses__() }}"],
+         "does something templates may not do"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_clear_error_exit_2_and_nothing_stored(notebook, args, message):
@@ -186,3 +216,75 @@ def test_file_sensor_job_stores_an_absolute_pattern_and_has_no_clock_ticks(noteb
     assert job.when_file == str(Path.cwd() / "data" / "in" / "*.csv")
     assert job.kind == "file sensor" and job.next_ticks(datetime.now(UTC), 5) == []
     assert "none (file sensor)" in nbflow("schedule", "show", "ingest").output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "nan"], "--timeout nan is not a usable number of seconds"),
+        (["--timeout", "inf"], "--timeout inf is not a usable number of seconds"),
+        (["--timeout", "1e300"], "longer than the limit of"),
+        (["--retry-delay", "nan"], "--retry-delay nan is not a usable number of seconds"),
+        (["-p", "title", "a\udcffb"], "not valid Unicode text at position 1"),
+        (["-p", "rows", "1", "-p", "rows", "2"], "parameter `rows` is given twice ('1' and '2')"),
+    ],
+)  # fmt: skip
+def test_bad_option_values_are_refused_at_the_boundary_in_nbflows_form(notebook, args, message):
+    """Issue 22 item 14, issue 17 item 10: one line naming the value and the limit, printed
+    as nbflow prints its own errors (click's `Error:` form is not used)."""
+    result = nbflow("schedule", "add", "etl", "report.ipynb", "--every", "1h", *args)
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("nbflow: error: ") and message in last, result.stderr
+    assert "Error:" not in result.stderr
+    assert stored_jobs() == []
+
+
+def test_a_job_name_too_long_for_a_file_name_is_refused(notebook):
+    result = nbflow("schedule", "add", "j" * 250, "report.ipynb", "--every", "1h")
+    assert result.exit_code == 2
+    assert "is 250 characters long; the limit is 100" in result.stderr
+    assert stored_jobs() == []
+    ok = nbflow("schedule", "add", "j" * 100, "report.ipynb", "--every", "1h")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_runs_limit_is_bounded(notebook):
+    result = nbflow("runs", "--limit", "99999999999999999999999")
+    assert result.exit_code == 2
+    assert "nbflow: error: " in result.stderr and "1<=x<=1000000" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_click_usage_errors_print_in_nbflows_form(notebook):
+    result = nbflow("schedule", "add", "etl")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Usage: ")
+    assert result.stderr.strip().splitlines()[-1] == "nbflow: error: Missing argument 'NOTEBOOK'."
+
+
+def test_python_dash_m_nbflow_is_the_command():
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbflow", "runs", "--limit", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "nbflow: error: " in proc.stderr and "--limit" in proc.stderr
+    assert (
+        subprocess.run([sys.executable, "-m", "nbflow", "--help"], capture_output=True).returncode
+        == 0
+    )
+
+
+def test_a_parameter_with_bytes_that_are_not_utf8_is_refused_by_the_installed_command(notebook):
+    nbflow("schedule", "add", "etl", "report.ipynb", "--every", "1h")
+    proc = subprocess.run(
+        [os.fsencode(sys.executable), b"-m", b"nbflow", b"trigger", b"etl", b"-p", b"title",
+         b"caf\xe9"],
+        capture_output=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    err = proc.stderr.decode(errors="replace")
+    assert "not valid Unicode text at position 3" in err
+    assert RunStore().list_runs("etl") == []

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -147,3 +152,207 @@ def test_unknown_job_and_reversed_range_are_clear_errors(notebook):
         cli, ["backfill", "etl", "--start", "2024-01-05", "--end", "2024-01-02"]
     )
     assert rev.exit_code == 2 and "before --start" in rev.output
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize("command", ["backfill", "trigger"])
+def test_ctrl_c_stops_the_running_notebook_cancels_the_rest_and_exits_130(notebook, home, command):
+    """Issue 17 item 3: a real SIGINT to a real foreground `nbflow backfill`/`trigger`."""
+    log = Path.cwd() / "log.txt"
+    add_daily("-p", "log", str(log), "-p", "seconds", "120", "--retries", "2",
+              "--retry-delay", "0")  # fmt: skip
+    args = ["backfill", "etl", "--start", "2024-01-01", "--end", "2024-01-03"]
+    if command == "trigger":
+        args = ["trigger", "etl"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nbflow", *args],
+        env={**os.environ, "NBFLOW_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log.read_text().strip()):
+        assert time.monotonic() < deadline and process.poll() is None, "the kernel did not start"
+        time.sleep(0.1)
+    kernel = int(log.read_text().split()[1])
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, err)
+    runs = RunStore().list_runs("etl", oldest_first=True)
+    assert {r.state for r in runs} == {"cancelled"}
+    first, *queued = runs
+    assert first.attempts == 1 and first.duration is not None  # it was running: stopped
+    assert "interrupted: stopped the notebook of run(s) 1" in err
+    if command == "backfill":
+        assert [r.attempts for r in queued] == [0, 0]
+        assert "cancelled 2 queued run(s) (2, 3)" in err
+    assert "Aborted" not in err and "KeyboardInterrupt" not in err + out
+    assert len(log.read_text().splitlines()) == 1  # no retry, nothing else started
+    deadline = time.monotonic() + 10
+    while _alive(kernel):
+        assert time.monotonic() < deadline, "the stopped notebook's kernel is still alive"
+        time.sleep(0.1)
+    table = CliRunner().invoke(cli, ["runs", "etl"], env={"COLUMNS": "200"}).output
+    assert table.count("cancelled") >= len(runs)
+    # a later backfill runs cancelled ticks again (they never finished)
+    if command == "backfill":
+        plan = nbflow("backfill", "etl", "--start", "2024-01-02", "--end", "2024-01-02",
+                      "--detach")  # fmt: skip
+        assert "1 to run" in plan.output, plan.output
+
+
+def add_quarter_hourly() -> None:
+    result = nbflow("schedule", "add", "q", "job.ipynb", "--every", "15m", "-p", "day", "{{ ds }}")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_large_backfill_without_a_terminal_is_refused_unless_yes(notebook):
+    """Issue 17 item 4: 96 runs for one day of a 15-minute job; no terminal to ask."""
+    add_quarter_hourly()
+    refused = CliRunner().invoke(
+        cli, ["backfill", "q", "--start", "2024-01-01", "--end", "2024-01-01", "--detach"]
+    )
+    assert refused.exit_code == 2
+    assert "96 tick(s) from 2024-01-01 to 2024-01-01 make 96 new run(s)" in refused.stderr
+    assert "more than 25, and there is no terminal to ask; add --yes" in refused.stderr
+    assert RunStore().list_runs("q") == []
+    small = nbflow("backfill", "q", "--start", "2024-01-01T00:00", "--end", "2024-01-01T06:00",
+                   "--detach")  # fmt: skip
+    assert small.exit_code == 0 and "queued 25 run(s)" in small.output
+    yes = nbflow("backfill", "q", "--start", "2024-01-01", "--end", "2024-01-01", "--detach", "-y")
+    assert yes.exit_code == 0, yes.output
+    assert "skipped 25 tick(s): already queued" in yes.output  # 71 new, 25 waited for
+    assert RunStore().count_runs("q") == 96
+
+
+def test_a_huge_backfill_range_is_refused_before_its_ticks_are_listed(notebook):
+    nbflow("schedule", "add", "s", "job.ipynb", "--every", "1s")
+    result = nbflow("backfill", "s", "--start", "2020-01-01", "--end", "2024-01-01", "--yes")
+    assert result.exit_code == 2
+    assert "covers more than 100,000 ticks, the limit" in result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.parametrize(("answer", "code", "runs"), [("n", 1, 0), ("y", 0, 96)])
+def test_a_large_backfill_on_a_terminal_asks_first(notebook, home, answer, code, runs):
+    import pty
+
+    add_quarter_hourly()
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nbflow", "backfill", "q", "--start", "2024-01-01",
+         "--end", "2024-01-01", "--detach"],
+        env={**os.environ, "NBFLOW_HOME": str(home)},
+        stdin=follower, stdout=follower, stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    seen = b""
+    while b"Go ahead?" not in seen:
+        chunk = os.read(leader, 1024)
+        assert chunk, seen
+        seen += chunk
+    assert b"make 96 new run(s)" in seen
+    os.write(leader, answer.encode() + b"\n")
+    assert process.wait(timeout=60) == code
+    os.close(leader)
+    assert RunStore().count_runs("q") == runs
+
+
+def test_a_scheduled_runs_error_ends_with_how_to_rerun_it(home):
+    """Issue 17 item 10: not RunFailed's "Fix it and run again; finished tasks are cached"
+    (advice for a notebook), but the command that reruns this job for this date."""
+    from tests.jobs.notebooks import write_notebook
+
+    write_notebook(
+        Path.cwd() / "pipe.ipynb",
+        parameters='day = "2024-01-01"',
+        cells=[
+            "import nbflow as nf\n"
+            "pipe = nf.Pipeline('p', cache_dir='cache')\n"
+            "@pipe.task\n"
+            "def load():\n"
+            "    raise KeyError('south')\n"
+            "pipe.run()"
+        ],
+    )
+    assert nbflow("schedule", "add", "etl", "pipe.ipynb", "--cron", "0 2 * * *").exit_code == 0
+    result = nbflow("backfill", "etl", "--start", "2024-01-01", "--end", "2024-01-01")
+    assert result.exit_code == 1
+    (run,) = RunStore().list_runs("etl")
+    assert "RunFailed: task `load` failed: KeyError: 'south'" in run.error
+    assert "run again; finished tasks are cached" not in run.error
+    command = (
+        "nbflow backfill etl --start 2024-01-01T02:00:00+00:00 --end 2024-01-01T02:00:00+00:00 "
+        "--reprocess failed"
+    )
+    assert run.error.endswith(f"Fix it, then rerun with `{command}` (finished tasks are cached).")
+    assert f"\n    Fix it, then rerun with `{command}`" in result.output  # shown whole
+    again = nbflow(*command.split()[1:])  # the advice works as given
+    assert again.exit_code == 1 and RunStore().get_run(run.id).attempts == 2
+    trig = nbflow("trigger", "etl")
+    assert trig.exit_code == 1
+    manual = next(r for r in RunStore().list_runs("etl") if r.run_type == "manual")
+    assert manual.error.endswith(
+        "Fix it, then rerun with `nbflow trigger etl` (finished tasks are cached)."
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_ctrl_c_while_a_long_backfill_is_being_planned_cancels_what_it_created(notebook, home):
+    """Issue 17 item 3: Ctrl-C before any notebook started leaves no queued run behind."""
+    nbflow("schedule", "add", "s", "job.ipynb", "--every", "1s")
+    store = RunStore()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nbflow", "backfill", "s", "--start", "2024-01-01T00:00:00",
+         "--end", "2024-01-01T08:00:00", "--yes"],
+        env={**os.environ, "NBFLOW_HOME": str(home)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while store.count_runs("s") < 10:
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, err)
+    made = store.count_runs("s", states=("cancelled",))
+    assert 10 <= made < 28_801  # stopped partway through the 28,801 ticks
+    assert store.count_runs("s", states=("queued", "running")) == 0
+    assert f"cancelled {made} queued run(s)" in err
+
+
+def test_a_run_that_ends_does_not_interrupt_its_kernel(home):
+    """Issue 22 item 15: jupyter_client sends SIGINT to a kernel before every shutdown; one
+    that gets it inside a message handler prints `[IPKernelApp] ERROR | KeyboardInterrupt
+    caught in kernel.` on the terminal of `backfill`, once per run (seen under load). The
+    notebook below keeps its own SIGINT handler (ipykernel's per-message hooks disabled)
+    and notes any SIGINT in a file: a run that ended must not have sent one."""
+    from tests.jobs.notebooks import write_notebook
+
+    marks = Path.cwd() / "sigint.txt"
+    write_notebook(
+        Path.cwd() / "quiet.ipynb",
+        parameters='day = "2024-01-01"',
+        cells=[
+            "import signal\n"
+            "kernel = get_ipython().kernel\n"
+            "kernel.pre_handler_hook = kernel.post_handler_hook = lambda: None\n"
+            "def noted(signum, frame):\n"
+            f"    open({str(marks)!r}, 'a').write(day + '\\n')\n"
+            "signal.signal(signal.SIGINT, noted)"
+        ],
+    )
+    assert nbflow("schedule", "add", "q", "quiet.ipynb", "--cron", "0 2 * * *",
+                  "-p", "day", "{{ ds }}").exit_code == 0  # fmt: skip
+    result = nbflow("backfill", "q", "--start", "2024-01-01", "--end", "2024-01-02")
+    assert result.exit_code == 0, result.output
+    assert not marks.exists(), marks.read_text()

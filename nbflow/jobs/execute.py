@@ -56,6 +56,12 @@ The story of one run:
    and retry are not lost). Alerts never fail a run (`alerts.notify` never
    raises).
 
+In the foreground, Ctrl-C sets the `cancel` event `run_in_foreground` and
+`execute_run` share: nothing more starts, the kernels of this process are
+killed (`stop_kernels`), each attempt that was running ends `cancelled` (a
+terminal state: no retry, no alert; its partial notebook is published as
+usual), and the command's queued runs become `cancelled` (`cancel_queued`).
+
 A runner started by the scheduler watches its parent (`NBFLOW_PARENT_PID`):
 if the scheduler disappears (SIGKILL), the runner hands its run back to the
 queue (`release_run`) and exits; its kernel follows within a second (ipykernel
@@ -93,6 +99,7 @@ from nbflow.jobs.runstore import (
     RetryPolicy,
     RunRecord,
     RunStore,
+    logical_iso,
     utc_now,
 )
 
@@ -110,9 +117,11 @@ __all__ = [
     "output_path_for",
     "parse_run_parameters",
     "render_run_parameters",
+    "rerun_advice",
     "retry_delay",
     "retry_policy",
     "run_in_foreground",
+    "stop_kernels",
     "sweep",
 ]
 
@@ -154,9 +163,13 @@ def render_run_parameters(
     schedule: Any,
     logical_date: datetime,
     overrides: Mapping[str, str] | None = None,
+    *,
+    literals: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The job's parameters (plus `overrides`) for tick `logical_date`, templates rendered
-    to text: what is stored in the run row and parsed again when the run starts."""
+    """The job's parameters (plus `overrides`, the `-p` texts of a trigger: templates too)
+    for tick `logical_date`, templates rendered to text: what is stored in the run row and
+    parsed again when the run starts. `literals` are data (a sensed file's path): stored as
+    they are, never rendered."""
     from nbflow.jobs.parameters import NOT_A_LITERAL, notebook_parameters
     from nbflow.jobs.templates import render_parameters, run_context
 
@@ -169,7 +182,7 @@ def render_run_parameters(
     declared = notebook_parameters(schedule.notebook) if Path(schedule.notebook).is_file() else {}
     defaults = {n: p.default for n, p in declared.items() if p.default is not NOT_A_LITERAL}
     rendered = render_parameters(
-        {**schedule.parameters, **(overrides or {})}, context, defaults=defaults
+        {**schedule.parameters, **(overrides or {})}, context, defaults=defaults, literals=literals
     )
     return {name: str(value) for name, value in rendered.items()}
 
@@ -297,6 +310,36 @@ def sweep(
 # --- one run ---------------------------------------------------------------------------
 
 
+INTERACTIVE_ADVICE = "Fix it and run again; finished tasks are cached."
+"""How `nf.RunFailed` ends: advice for someone at a notebook, not for a scheduled run."""
+
+
+def rerun_advice(error: str, run: RunRecord) -> str:
+    """A run's error, ending with how to run this job for this run again: the command
+    (trigger, or a backfill of this logical date) instead of `RunFailed`'s interactive
+    "Fix it and run again", which a scheduled run's reader cannot follow."""
+    if run.run_type == "manual":
+        command = f"nbflow trigger {run.job}"
+    elif run.run_type == "sensor":
+        path = run.parameters.get("path")
+        command = f"nbflow trigger {run.job}" + (f" -p path {path}" if path else "")
+    else:
+        when = logical_iso(run.logical_date)
+        command = f"nbflow backfill {run.job} --start {when} --end {when} --reprocess failed"
+    advice = f"Fix it, then rerun with `{command}` (finished tasks are cached)."
+    cause = error.rstrip()
+    if cause.endswith(INTERACTIVE_ADVICE):
+        return cause[: -len(INTERACTIVE_ADVICE)] + advice
+    return f"{cause}{'' if cause.endswith('.') else '.'} {advice}"
+
+
+CANCELLED_REASON = "cancelled: the foreground command was interrupted (Ctrl-C)"
+
+
+class _Cancelled(Exception):
+    """The foreground command was interrupted: this attempt ends `cancelled`."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What `execute_run` did with a run."""
@@ -304,7 +347,7 @@ class Outcome:
     run: RunRecord
     """The run after this attempt (queued again when a retry was scheduled)."""
     state: str
-    """This attempt's final state: success, failed, timed_out, skipped; `not claimed`; or
+    """This attempt's final state: success, failed, timed_out, cancelled, skipped; `not claimed`; or
     `taken over`: the attempt had already been ended by another process (the sweep, after
     this one stalled past the heartbeat timeout), so its result was not recorded and `run`
     is the run as the others left it (crashed, queued, or running/ended by a later attempt)."""
@@ -376,8 +419,13 @@ def execute_run(
     interval: float | None = None,
     parent_pid: int | None = None,
     alerts: bool = True,
+    cancel: threading.Event | None = None,
 ) -> Outcome:
-    """Claim run `run_id` and execute it to its final state (see the module docstring)."""
+    """Claim run `run_id` and execute it to its final state (see the module docstring).
+
+    `cancel` (the foreground's Ctrl-C): once it is set, an attempt that has not started
+    its notebook does not start it, and one whose notebook ends (its kernel stopped by
+    the canceller) ends `cancelled` — never retried, no alert."""
     from nbflow.jobs.alerts import notify
     from nbflow.jobs.notebook import run_notebook
 
@@ -423,7 +471,10 @@ def execute_run(
         if done == 1:
             fault("runner:kernel-started")
 
+    reason: str | None = None
     try:
+        if cancel is not None and cancel.is_set():
+            raise _Cancelled
         values = parse_run_parameters(schedule.notebook, run.parameters)
         nr = run_notebook(
             schedule.notebook, values, output=work, timeout=schedule.timeout, progress=progress
@@ -433,13 +484,19 @@ def execute_run(
         else:
             assert nr.error is not None
             state = "timed_out" if nr.error.reason == "timeout" else "failed"
-            error = str(nr.error)
+            error = rerun_advice(str(nr.error), run)
+    except _Cancelled:
+        pass
     except NbflowError as exc:
         error = str(exc)
     except Exception as exc:  # a bug or an environment problem: the run fails, we go on
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
     finally:
         beat.stop()
+    if cancel is not None and cancel.is_set() and state != "success":
+        # However the notebook ended (its kernel was killed: "kernel died", or a start-up
+        # error), it ended because the user interrupted the command.
+        state, error, reason = "cancelled", None, CANCELLED_REASON
     duration = time.monotonic() - started
     _name_output_path(work, out)
     fault("runner:before-finish")
@@ -448,6 +505,7 @@ def execute_run(
             run_id,
             state,
             error=error,
+            reason=reason,
             output_path=out,
             retry=retry_policy(store),
             pid=pid,
@@ -465,7 +523,7 @@ def execute_run(
         if alerts and schedule.on_success:
             notify("success", run.job, done, schedule.on_success, store=store)
         return Outcome(done, state, duration=duration, attempt=attempt)
-    if alerts:
+    if alerts and state != "cancelled":  # the user stopped it: nothing to alert about
         alert_attempt(store, ended)
     return Outcome(done, state, retrying=ended.retrying, duration=duration, attempt=attempt)
 
@@ -487,8 +545,16 @@ def describe_outcome(outcome: Outcome, tz: str = "UTC") -> str:
             f"\n    attempt {outcome.attempt} was ended by another process meanwhile (the run "
             f"is {run.state}{later}); its result ({outcome.discarded}) was not recorded"
         )
-    if outcome.state not in ("success", "skipped") and run.error:
-        line += f"\n    {' '.join(run.error.split())[:300]}"
+    if outcome.state == "cancelled" and run.reason:
+        line += f"\n    {run.reason}"
+    elif outcome.state not in ("success", "skipped") and run.error:
+        # The error is cut to a readable length, but its last sentence, how to rerun the
+        # run (`rerun_advice`), is kept whole on a line of its own.
+        text = " ".join(run.error.split())
+        cause, marker, advice = text.partition(" Fix it, then rerun with ")
+        line += f"\n    {cause[:300]}"
+        if marker:
+            line += f"\n    {marker.strip()} {advice}"
     if outcome.retrying and run.not_before is not None:
         wait = max((run.not_before - utc_now()).total_seconds(), 0.0)
         line += f"\n    retrying (attempt {run.attempts + 1}) in {wait:.0f} s"
@@ -505,19 +571,29 @@ def run_in_foreground(
     max_active: int = 1,
     echo: Callable[[str], None] = print,
     poll: float = 0.2,
+    cancel: threading.Event | None = None,
+    cancellable: Iterable[int] | None = None,
 ) -> list[RunRecord]:
     """Execute `run_ids` in this process (one thread per run, at most `max_active` of the
     job's runs running at once, counting runs other processes are running), waiting out
-    retry delays, until every one is final. Prints one line per attempt; returns the runs."""
+    retry delays, until every one is final. Prints one line per attempt; returns the runs.
+
+    When `cancel` is set (Ctrl-C), nothing more is started, the notebooks running in this
+    process are stopped (their kernels killed) and those runs end `cancelled`, and so do
+    those of `cancellable` (default: all of `run_ids`; the runs the caller created) still
+    queued, waiting for a slot or a retry. A run another process is running, or one the
+    caller only waited for, is left alone. Then it returns, once its threads ended."""
     ids = list(run_ids)
+    own = set(ids if cancellable is None else cancellable)
     pending = set(ids)
     threads: dict[int, threading.Thread] = {}
     lock = threading.Lock()
     zones: dict[str, str] = {}
+    cancelled = False
 
     def work(run_id: int) -> None:
         try:
-            outcome = execute_run(run_id, store=store)
+            outcome = execute_run(run_id, store=store, cancel=cancel)
             if outcome.state != "not claimed":
                 tz = zones.get(outcome.run.job, "UTC")
                 with lock:
@@ -526,6 +602,14 @@ def run_in_foreground(
             store.close()
 
     while pending:
+        if cancel is not None and cancel.is_set() and not cancelled:
+            cancelled = True
+            store.cancel_queued((pending - threads.keys()) & own, CANCELLED_REASON)
+            stop_kernels()
+        if cancelled:
+            # Only our own threads are waited for: the rest is cancelled or not ours.
+            pending &= threads.keys()
+            stop_kernels()  # a thread may have started its kernel after the first pass
         for run_id in [i for i, t in threads.items() if not t.is_alive()]:
             threads.pop(run_id).join()
         runs = {i: store.get_run(i) for i in pending}
@@ -545,7 +629,7 @@ def run_in_foreground(
             ),
             key=lambda r: (r.logical_date, r.id),
         )
-        for run in ready:
+        for run in [] if cancelled else ready:
             if run.job not in zones:
                 found = store.find_job(run.job)
                 zones[run.job] = found.spec.get("tz", "UTC") if found else "UTC"
@@ -560,6 +644,43 @@ def run_in_foreground(
     for thread in threads.values():
         thread.join()
     return [store.get_run(i) for i in ids]
+
+
+def stop_kernels() -> list[int]:
+    """SIGKILL this process's child processes: the kernels of the notebooks it runs (each in
+    a session of its own, so the terminal's Ctrl-C never reached them). Their runs' notebooks
+    then end ("kernel died") and `execute_run` records them `cancelled`. Returns the pids."""
+    killed = []
+    for pid in _child_pids(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed
+
+
+def _child_pids(parent: int) -> list[int]:
+    """Direct children of `parent`: from /proc on Linux, else from `ps`."""
+    proc = Path("/proc")
+    if (proc / "self" / "stat").exists():
+        found = []
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                # the command name (2nd field) may hold spaces and ")": split after the last
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry.name))
+        return found
+    import subprocess
+
+    listing = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True)
+    pairs = (line.split() for line in listing.stdout.splitlines())
+    return [int(pid) for pid, ppid in pairs if int(ppid) == parent]
 
 
 # --- the runner child ----------------------------------------------------------------------

@@ -437,6 +437,22 @@ class _RunControl:
         return max(min(default, self.deadline - time.monotonic()), 0.001)
 
 
+class _KernelManager(AsyncKernelManager):
+    """jupyter_client's manager, without the SIGINT it sends a kernel before every shutdown.
+
+    That interrupt is meant to stop a busy kernel so it can answer the shutdown request;
+    ours are idle when a run has ended (a timeout, a dead kernel or Ctrl-C kill them
+    instead), and one that gets it inside a message handler logs `[IPKernelApp] ERROR |
+    KeyboardInterrupt caught in kernel.` on the terminal of whoever ran the notebook, once
+    per run. A kernel that does not answer the request is still terminated, then killed,
+    by jupyter_client after its shutdown wait."""
+
+    async def _async_interrupt_kernel(self) -> None:
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
+
+
 class _Client(PapermillNotebookClient):
     """papermill's client, with IPC sockets, a run budget and progress reports."""
 
@@ -445,7 +461,7 @@ class _Client(PapermillNotebookClient):
     def create_kernel_manager(self) -> AsyncKernelManager:
         # IPC transport in a folder of this run: no TCP port is picked, so no race
         # between parallel runs picking the same one (papermill#511).
-        self.km = AsyncKernelManager(
+        self.km = _KernelManager(
             kernel_name=self.kernel_name,
             transport="ipc",
             ip=self.control.socket_prefix,

@@ -61,7 +61,8 @@ Tables:
     settings(key PK, value JSON)
 
 Run states: `queued`, `running` (active); `success`, `failed`, `crashed`,
-`timed_out`, `missed`, `skipped` (terminal). Run types: `scheduled`, `manual`,
+`timed_out`, `missed`, `skipped`, `cancelled` (terminal; `cancelled`: a
+foreground `trigger`/`backfill` interrupted with Ctrl-C ended it). Run types: `scheduled`, `manual`,
 `backfill`, `sensor`.
 
 API at a glance (`store = RunStore()`; every `now=` is an aware datetime):
@@ -82,6 +83,7 @@ API at a glance (`store = RunStore()`; every `now=` is an aware datetime):
                           before_commit=)
                   -> EndedAttempt | None             finish, and queue the retry, atomically
               release_run(id, pid=, attempt=) -> bool   running -> queued (SIGTERM hand-back)
+              cancel_queued(ids, reason) -> [id]     queued -> cancelled (Ctrl-C in the foreground)
               requeue_run(id, from_states=, not_before=, new_round=) -> bool   retry / reprocess
               end_stale_attempts(older_than_seconds, retry=) -> [EndedAttempt]
                                                      the sweep: crashed, retries queued atomically
@@ -129,7 +131,15 @@ __all__ = [
 ]
 
 RunState = Literal[
-    "queued", "running", "success", "failed", "crashed", "timed_out", "missed", "skipped"
+    "queued",
+    "running",
+    "success",
+    "failed",
+    "crashed",
+    "timed_out",
+    "missed",
+    "skipped",
+    "cancelled",
 ]
 RunType = Literal["scheduled", "manual", "backfill", "sensor"]
 
@@ -141,30 +151,24 @@ TERMINAL_STATES: tuple[str, ...] = (
     "timed_out",
     "missed",
     "skipped",
+    "cancelled",
 )
 RUN_STATES: tuple[str, ...] = ACTIVE_STATES + TERMINAL_STATES
 RUN_TYPES: tuple[str, ...] = ("scheduled", "manual", "backfill", "sensor")
 RETRYABLE_STATES: tuple[str, ...] = ("failed", "crashed", "timed_out")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    name        TEXT PRIMARY KEY,
-    spec        TEXT NOT NULL,
-    paused      INTEGER NOT NULL DEFAULT 0,
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL,
-    resumed_at  TEXT
-);
-CREATE TABLE IF NOT EXISTS runs (
+_RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     job          TEXT NOT NULL,
     run_type     TEXT NOT NULL CHECK (run_type IN ('scheduled','manual','backfill','sensor')),
     logical_date TEXT NOT NULL,
     state        TEXT NOT NULL CHECK (state IN ('queued','running','success','failed',
-                                               'crashed','timed_out','missed','skipped')),
+                                               'crashed','timed_out','missed','skipped',
+                                               'cancelled')),
     attempts     INTEGER NOT NULL DEFAULT 0,
     retry_base   INTEGER NOT NULL DEFAULT 0,
     pid          INTEGER,
@@ -177,9 +181,25 @@ CREATE TABLE IF NOT EXISTS runs (
     output_path  TEXT,
     error        TEXT,
     reason       TEXT,
-    parameters   TEXT NOT NULL DEFAULT '{}',
+    parameters   TEXT NOT NULL DEFAULT '{{}}',
     UNIQUE (job, run_type, logical_date)
-);
+)"""
+_RUN_COLUMNS = (
+    "id, job, run_type, logical_date, state, attempts, retry_base, pid, heartbeat, queued_at, "
+    "not_before, started_at, ended_at, duration, output_path, error, reason, parameters"
+)
+_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS jobs (
+    name        TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    resumed_at  TEXT
+);"""
+    + _RUNS_TABLE.format(name="runs")
+    + """;
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, job);
 CREATE INDEX IF NOT EXISTS runs_by_job_date ON runs (job, logical_date);
 CREATE TABLE IF NOT EXISTS sensor_files (
@@ -195,9 +215,17 @@ CREATE TABLE IF NOT EXISTS settings (
     value TEXT NOT NULL
 );
 """
-# Upgrades of an existing file, by the version it has (`PRAGMA user_version`).
+)
+# Upgrades of an existing file, by the version it has (`PRAGMA user_version`); statements
+# separated by `;`, run in the one upgrade transaction.
 _MIGRATIONS = {
     1: "ALTER TABLE runs ADD COLUMN retry_base INTEGER NOT NULL DEFAULT 0;",
+    # The `cancelled` state: SQLite cannot change a CHECK constraint, so the table is
+    # rebuilt (columns named: a file upgraded from version 1 has retry_base last). Its
+    # indexes go with the old table and are made again by the schema that follows.
+    2: _RUNS_TABLE.format(name="runs_v3")
+    + f"; INSERT INTO runs_v3 ({_RUN_COLUMNS}) SELECT {_RUN_COLUMNS} FROM runs"
+    + "; DROP TABLE runs; ALTER TABLE runs_v3 RENAME TO runs;",
 }
 
 
@@ -447,8 +475,9 @@ class RunStore:
             ).fetchone()
             if has_runs:
                 for old in range(version, SCHEMA_VERSION):
-                    if old in _MIGRATIONS:
-                        conn.execute(_MIGRATIONS[old])
+                    for statement in _MIGRATIONS.get(old, "").split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -637,6 +666,30 @@ class RunStore:
         return self.create_run(
             job, "scheduled", logical_date, state="missed", reason=reason, now=now
         )
+
+    def cancel_queued(
+        self, run_ids: Iterable[int], reason: str, *, now: datetime | None = None
+    ) -> list[int]:
+        """Make those of `run_ids` that are still `queued` (waiting for a slot or for their
+        retry time) `cancelled`, with `reason`, in one transaction; returns their ids.
+        A run claimed meanwhile is left to its runner."""
+        ids = list(run_ids)
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        with self._write() as db:  # no RETURNING: it needs SQLite 3.35
+            found = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT id FROM runs WHERE id IN ({marks}) AND state = 'queued'", ids
+                )
+            ]
+            db.executemany(
+                "UPDATE runs SET state = 'cancelled', reason = ?, ended_at = ?, not_before = NULL "
+                "WHERE id = ? AND state = 'queued'",
+                [(reason, utc_iso(now or utc_now()), run_id) for run_id in found],
+            )
+        return sorted(found)
 
     def claim_run(self, run_id: int, pid: int, *, now: datetime | None = None) -> bool:
         """Atomically take a queued run: `running`, with `pid`, a heartbeat and attempts + 1.

@@ -6,7 +6,9 @@ exits with a message naming that pid. Each `tick_once(now)`:
 
 (a) **sweeps**: running runs whose heartbeat is older than the heartbeat
     timeout (30 s) become `crashed` and are requeued while retries remain
-    (in the same transaction); a runner child the scheduler sees exit without
+    (in the same transaction); if such a run's runner is our child and still
+    exists (stopped, frozen), its process group is killed and it no longer
+    counts toward any limit (`drop_swept`); a runner child the scheduler sees exit without
     finishing its run makes that run `crashed` at once (and queues its retry
     in the same transaction);
 (b) **records due runs** for every active cron/interval job, for the ticks
@@ -18,7 +20,10 @@ exits with a message naming that pid. Each `tick_once(now)`:
     - `--catchup`: one run per due tick, oldest first.
     Runs are unique per (job, run type, logical date), so a scheduler killed
     anywhere in this step and restarted finds what it already recorded and
-    records the rest;
+    records the rest. A tick that already has a backfill run that succeeded
+    or is queued or running gets no scheduled run: it is recorded `skipped`
+    ("logical date already covered by backfill run N"), so the notebook runs
+    once per logical date;
 (c) **file sensors**: one `sensor` run per new or changed file (`sensors.py`);
 (d) **starts queued runs** that are ready (retry time reached), oldest logical
     date first, while the job has fewer than `max_active` running and the home
@@ -76,6 +81,7 @@ from nbflow.jobs.runstore import (
 )
 
 __all__ = [
+    "MAX_BACKFILL_TICKS",
     "MISSED_CATCHUP_LIMIT",
     "BackfillPlan",
     "Scheduler",
@@ -86,8 +92,9 @@ __all__ = [
 ]
 
 MISSED_CATCHUP_LIMIT = 10_000
-"""At most this many due ticks of one job are recorded in one tick (the most recent ones);
-a minute cron after a month of downtime would otherwise write 43,000 rows at once."""
+"""At most this many due ticks of one job are computed and recorded in one tick (the most
+recent ones); a minute cron after a month of downtime would otherwise write 43,000 rows at
+once, and a one-second interval after a year 31 million."""
 
 Clock = Callable[[], datetime]
 
@@ -186,6 +193,7 @@ class Scheduler:
         report = TickReport()
         report.finished = self.reap(now)
         report.crashed = sweep(self.store, self.heartbeat_timeout, now=now)
+        self.drop_swept(report.crashed)
         if self.stopping.is_set():
             return report
         jobs = self.store.list_jobs(include_paused=False)
@@ -208,13 +216,27 @@ class Scheduler:
 
     def due_ticks(self, record: JobRecord, now: datetime) -> list[datetime]:
         """Ticks of `record` after the later of its last recorded tick and the moment it
-        was added or resumed (and within its start/end), up to `now`."""
+        was added or resumed (and within its start/end), up to `now`: at most the latest
+        `MISSED_CATCHUP_LIMIT` of them.
+
+        The ticks are looked for backwards from `now` in growing windows, so the work
+        (and memory) of one tick is bounded by the limit, not by the downtime: a
+        once-a-second job after a year away is not a list of 31 million instants."""
         schedule = record.schedule
         after = record.active_since - timedelta(microseconds=1)
         last = self.store.last_tick(record.name)
         if last is not None and last > after:
             after = last
-        return schedule.ticks_between(after, now)
+        # Ticks are at least a minute (a cron) or `every` apart, so the first window holds
+        # at most the limit; it covers the usual case (a short downtime) in one call.
+        span = timedelta(seconds=(schedule.every or 60) * MISSED_CATCHUP_LIMIT)
+        while True:
+            # Compared as durations: `now - span` may be before year 1 for a yearly interval.
+            since = after if now - after <= span else now - span
+            ticks = schedule.ticks_between(since, now)
+            if since == after or len(ticks) >= MISSED_CATCHUP_LIMIT:
+                return ticks[-MISSED_CATCHUP_LIMIT:]
+            span *= 4
 
     def record_due(
         self, record: JobRecord, now: datetime
@@ -242,15 +264,33 @@ class Scheduler:
                 why = "the scheduler was not running at this tick; catch-up is off and the "
                 why += f"latest missed tick was more than one schedule period ({grace}) late"
         for tick in to_miss:
+            if self._covered(record, tick, now):
+                continue
             run, made = self.store.record_missed(record.name, tick, why, now=now)
             fault("scheduler:after-insert")
             if made:
                 missed.append(run)
         for tick in to_run:
+            if self._covered(record, tick, now):
+                continue
             made_run = self._create(record, "scheduled", tick, now=now)
             if made_run is not None:
                 created.append(made_run)
         return created, missed
+
+    def _covered(self, record: JobRecord, tick: datetime, now: datetime) -> bool:
+        """Has `tick` already run (or is it queued or running) as a backfill? Then the
+        scheduler must not run the notebook for that logical date again: it records the
+        tick `skipped`, naming that run, which also marks the tick as handled
+        (`last_tick`). A manual trigger never covers a tick (its logical date is the
+        instant it was asked for); a failed backfill does not either (the tick is due)."""
+        other = self.store.find_run(record.name, "backfill", tick)
+        if other is None or other.state not in ("success", *ACTIVE_STATES):
+            return False
+        why = f"logical date already covered by backfill run {other.id} ({other.state})"
+        self.store.create_run(record.name, "scheduled", tick, state="skipped", reason=why, now=now)
+        fault("scheduler:after-insert")
+        return True
 
     def _create(
         self, record: JobRecord, run_type: str, tick: datetime, *, now: datetime
@@ -313,6 +353,25 @@ class Scheduler:
         fault("scheduler:after-spawn")
         self.echo(f"started run {run.id} {run.job} {_short(run.logical_date)} (pid {process.pid})")
 
+    def drop_swept(self, crashed: list[RunRecord]) -> None:
+        """Kill the runner children whose attempts the sweep just ended, and forget them.
+
+        A runner that stopped heartbeating but still exists (SIGSTOP, a frozen VM) no longer
+        owns its run: the sweep marked the attempt `crashed` and perhaps queued its retry.
+        Left in `children` it would still count toward `--max-active` and `--max-running`
+        and keep the retry from starting until it woke up; so its process group is killed
+        (a stopped process dies of SIGKILL too), and its slot is free this very tick. Were
+        it to wake first, it could record nothing anyway (its claim is gone)."""
+        for run in crashed:
+            child = self.children.pop(run.id, None)
+            if child is None:
+                continue
+            _kill_group(child.process)
+            self.echo(
+                f"run {run.id} {run.job}: runner pid {child.process.pid} missed its heartbeat "
+                f"for {self.heartbeat_timeout:g} s; killed it, its slot is free"
+            )
+
     def reap(self, now: datetime | None = None) -> list[RunRecord]:
         """Collect finished children; a run its child left `running` is `crashed` at once."""
         finished: list[RunRecord] = []
@@ -354,13 +413,14 @@ class Scheduler:
         )
         try:
             if once:
-                self.tick_once()
+                report = self.tick_once()
                 while not self.stopping.is_set():
-                    self.reap(self.clock())
-                    self.start_ready(self.clock())
+                    report.finished += self.reap(self.clock())
+                    report.started += self.start_ready(self.clock())
                     if not self.children:
                         break
                     self.stopping.wait(0.2)
+                self.echo(self.summary(report))
             else:
                 while not self.stopping.is_set():
                     try:
@@ -375,6 +435,49 @@ class Scheduler:
                 signal.signal(sig, handler)
             self.release_lock()
         return 0
+
+    def summary(self, report: TickReport) -> str:
+        """`--once`'s last line: what its tick did, and when the next tick is due."""
+        ended = report.finished
+        ok = sum(1 for r in ended if r.state == "success")
+        retrying = sum(1 for r in ended if r.state == "queued")
+        failed = len(ended) - ok
+        parts = [
+            f"{len(report.started)} run(s) started",
+            f"{len(ended)} finished ({ok} success, {failed} failed"
+            + (f", {retrying} to retry" if retrying else "")
+            + ")",
+            f"{len(report.missed)} missed",
+        ]
+        if report.crashed:
+            parts.append(f"{len(report.crashed)} crashed (no heartbeat)")
+        if report.sensed:
+            parts.append(f"{len(report.sensed)} from new files")
+        waiting = self.store.count_runs(states=("queued",))
+        if waiting:
+            parts.append(f"{waiting} queued")
+        nxt = self.next_due(self.clock())
+        when = (
+            f"next tick due {_short(nxt[0])} (job `{nxt[1]}`)"
+            if nxt
+            else "no tick is due: no active cron or interval job has one"
+        )
+        return f"scheduler --once: {', '.join(parts)}; {when}"
+
+    def next_due(self, now: datetime) -> tuple[datetime, str] | None:
+        """The earliest next tick of the active cron/interval jobs, and its job."""
+        best: tuple[datetime, str] | None = None
+        for record in self.store.list_jobs(include_paused=False):
+            try:
+                schedule = record.schedule
+                if schedule.cron is None and schedule.every is None:
+                    continue
+                ticks = schedule.next_ticks(max(now, record.active_since), 1)
+            except JobsError:
+                continue  # a job whose spec no longer loads: tick_once reports it
+            if ticks and (best is None or ticks[0] < best[0]):
+                best = (ticks[0], record.name)
+        return best
 
     def _sleep_for(self) -> float:
         """Until the next poll, or sooner if a child may finish (children are polled)."""
@@ -419,13 +522,15 @@ def create_job_run(
     logical_date: datetime,
     *,
     overrides: dict[str, str] | None = None,
+    literals: dict[str, str] | None = None,
     now: datetime | None = None,
     reason: str | None = None,
 ) -> tuple[RunRecord, bool]:
-    """Create a queued run with the job's rendered parameters. A parameter that cannot be
-    rendered makes a run that is `failed` at once, with the error (never a silent skip)."""
+    """Create a queued run with the job's rendered parameters (`literals`: data such as a
+    sensed file's path, never rendered). A parameter that cannot be rendered makes a run
+    that is `failed` at once, with the error (never a silent skip)."""
     try:
-        texts = render_run_parameters(record.schedule, logical_date, overrides)
+        texts = render_run_parameters(record.schedule, logical_date, overrides, literals=literals)
         problem = None
     except Exception as exc:
         texts, problem = {}, f"parameters could not be rendered: {exc}"
@@ -449,9 +554,12 @@ def trigger_run(
     microsecond, so it never takes a scheduled tick's slot). Parameters are checked
     first: an unknown name or a value of the wrong type raises, nothing is stored."""
     from nbflow.jobs.parameters import check_parameters, notebook_parameters
+    from nbflow.jobs.schedules import check_text
 
     record = store.get_job(name)
     schedule = record.schedule
+    for key, text in (overrides or {}).items():
+        check_text(f"-p {key}", text)
     now = now or utc_now()
     if now.microsecond == 0:
         now = now.replace(microsecond=1)
@@ -471,6 +579,12 @@ class BackfillPlan:
     run_ids: list[int] = field(default_factory=list)
     ticks: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    new: int = 0
+    """Runs created or reopened (with `dry_run`: that would be)."""
+    made: list[int] = field(default_factory=list)
+    """The ids of the runs this backfill created or reopened (not those it waits for)."""
+    interrupted: bool = False
+    """`stop` was set before every tick was planned."""
 
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1
@@ -487,13 +601,21 @@ def plan_backfill(
     *,
     reprocess: str = "none",
     now: datetime | None = None,
+    dry_run: bool = False,
+    stop: threading.Event | None = None,
 ) -> BackfillPlan:
     """Queue one `backfill` run per tick of job `name` in [start, end] (both inclusive).
+
+    With `dry_run`, nothing is stored: the plan only counts (`new`: the runs it would
+    create or reopen), so the CLI can say how many before it asks. A range of more than
+    `MAX_BACKFILL_TICKS` ticks is refused before any is listed. When `stop` is set (Ctrl-C
+    while a long plan is being stored), planning stops at the next tick (`interrupted`).
 
     Per tick, looking at its scheduled and backfill runs:
     - a run queued or running: left alone, never duplicated;
     - `none` (default): a tick that already ran (success, failed, crashed,
-      timed_out) is skipped; ticks never run, or only `missed`/`skipped`, get a run;
+      timed_out) is skipped; ticks never run, or only `missed`/`skipped`/`cancelled`,
+      get a run;
     - `failed`: also ticks whose runs failed/crashed/timed out and never succeeded;
     - `all`: every tick.
     An existing backfill run is reopened (`requeue_run`) rather than duplicated.
@@ -504,9 +626,12 @@ def plan_backfill(
     schedule = record.schedule
     now = now or utc_now()
     plan = BackfillPlan()
-    ticks = schedule.ticks_between(start - timedelta(microseconds=1), end)
+    ticks = _backfill_ticks(schedule, start, end)
     plan.ticks = len(ticks)
     for tick in ticks:
+        if stop is not None and stop.is_set():
+            plan.interrupted = True
+            break
         runs = [
             r
             for r in (
@@ -528,19 +653,51 @@ def plan_backfill(
             plan.skip("already succeeded" if ran else "already ran and failed")
             continue
         existing = store.find_run(name, "backfill", tick)
+        if dry_run:
+            plan.new += 1
+            continue
         if existing is not None:
             reopen = (
                 ("success", *RETRYABLE_STATES) if reprocess == "all" else RETRYABLE_STATES
-            ) + ("missed", "skipped")
+            ) + ("missed", "skipped", "cancelled")
             why = f"reprocess requested by backfill (after {existing.attempts} attempt(s))"
             if store.requeue_run(
                 existing.id, from_states=reopen, reason=why, new_round=True, now=now
             ):
                 plan.run_ids.append(existing.id)
+                plan.made.append(existing.id)
+                plan.new += 1
             continue
         run, _ = create_job_run(store, record, "backfill", tick, now=now)
         plan.run_ids.append(run.id)
+        plan.made.append(run.id)
+        plan.new += 1
     return plan
+
+
+MAX_BACKFILL_TICKS = 100_000
+"""The most ticks one backfill may cover: more is a mistake (a one-second job over a year
+is 31 million notebook runs), and listing them would take the memory of the machine."""
+
+
+def _backfill_ticks(schedule: Any, start: datetime, end: datetime) -> list[datetime]:
+    """The ticks in [start, end], listed in growing windows so that a range with more than
+    `MAX_BACKFILL_TICKS` is refused after listing about that many, not all of them."""
+    ticks: list[datetime] = []
+    cursor = start - timedelta(microseconds=1)
+    span = timedelta(days=1)
+    while cursor < end:
+        upto = min(cursor + span, end)
+        ticks.extend(schedule.ticks_between(cursor, upto))
+        if len(ticks) > MAX_BACKFILL_TICKS:
+            raise JobsError(
+                f"backfill of `{schedule.name}` from {start.isoformat()} to {end.isoformat()} "
+                f"covers more than {MAX_BACKFILL_TICKS:,} ticks, the limit; backfill a "
+                "shorter range at a time"
+            )
+        cursor = upto
+        span *= 2
+    return ticks
 
 
 # --- helpers -----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ of them) name moments of the day, which run once.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -50,9 +51,12 @@ __all__ = [
     "TIME_RULES",
     "Schedule",
     "ScheduleError",
+    "check_seconds",
+    "check_text",
     "iter_ticks",
     "parse_every",
     "parse_when",
+    "rules_summary",
 ]
 
 TIME_RULES = """\
@@ -89,6 +93,35 @@ CRON_ALIASES = {
     "@hourly": "0 * * * *",
 }
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MIN_EVERY = 1.0
+"""The shortest interval: a tick is a database row and a scheduler pass, not a busy loop."""
+MAX_SECONDS = 100 * 365.25 * 86400
+"""The longest interval, timeout or retry delay (100 years): beyond it datetime arithmetic
+overflows, and no job means it."""
+MAX_NAME = 100
+"""The longest job name: it names a folder and starts every output notebook's file name
+(`NAME-<stamp>-<id>.attempt-N.ipynb`), which must fit the file system's 255 bytes."""
+
+
+def check_seconds(label: str, value: float, *, low: float = 0.0, low_open: bool = False) -> None:
+    """`value` is a finite number of seconds in [low, MAX_SECONDS] (or (low, ...] when
+    `low_open`); otherwise a `ScheduleError` naming `label`, the value and the limits.
+    NaN compares false with everything, so every bound is checked as a positive test."""
+    above = value > low if low_open else value >= low
+    if not (isinstance(value, int | float) and math.isfinite(value) and above):
+        bound = f"more than {low:g}" if low_open else f"at least {low:g}"
+        raise ScheduleError(
+            f"{label} {value!r} is not a usable number of seconds; give a finite number, "
+            f"{bound} and at most {MAX_SECONDS:g} (100 years)",
+            field=label.lstrip("-"),
+        )
+    if value > MAX_SECONDS:
+        raise ScheduleError(
+            f"{label} {value:g} s is longer than the limit of {MAX_SECONDS:g} s (100 years)",
+            field=label.lstrip("-"),
+        )
+
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # How far we look for the next tick before giving up (a cron like "0 0 29 2 *"
 # ticks once in four years, "0 0 31 2 *" never).
@@ -114,9 +147,31 @@ def parse_every(text: str) -> float:
             field="every",
         )
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()]
-    if seconds <= 0:
-        raise ScheduleError(f"--every {text!r} must be longer than zero", field="every")
+    _check_every(seconds, text)
     return seconds
+
+
+def _check_every(seconds: float, text: str | None = None) -> None:
+    shown = repr(text) if text is not None else f"{seconds:g}s"
+    if not (math.isfinite(seconds) and MIN_EVERY <= seconds <= MAX_SECONDS):
+        raise ScheduleError(
+            f"--every {shown} is outside the allowed range: at least {MIN_EVERY:g} s and "
+            f"at most 100 years",
+            field="every",
+        )
+
+
+def check_text(what: str, text: str) -> None:
+    """Refuse text that cannot be written as UTF-8: a lone surrogate (what Python makes of
+    bytes in argv that are not UTF-8) would fail later, writing the notebook."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ScheduleError(
+            f"{what}: {text!r} has a character that is not valid Unicode text at position "
+            f"{exc.start} (a lone surrogate, e.g. from bytes that are not UTF-8); give UTF-8 text",
+            field="parameters",
+        ) from None
 
 
 def format_every(seconds: float) -> str:
@@ -290,6 +345,13 @@ class Schedule:
                 job=self.name,
                 field="name",
             )
+        if len(self.name) > MAX_NAME:
+            raise ScheduleError(
+                f"job name {self.name[:20]!r}… is {len(self.name)} characters long; the limit "
+                f"is {MAX_NAME} (it names a folder and its output notebooks' files)",
+                job=self.name,
+                field="name",
+            )
         if self.cron is not None and self.every is not None:
             raise ScheduleError(
                 where + "give either --cron or --every, not both", job=self.name, field="cron"
@@ -302,8 +364,8 @@ class Schedule:
             )
         if self.cron is not None:
             _check_cron(self.cron)
-        if self.every is not None and self.every <= 0:
-            raise ScheduleError(where + "--every must be positive", job=self.name, field="every")
+        if self.every is not None:
+            _check_every(self.every)
         _zone(self.tz)
         for label, value in (("start", self.start), ("end", self.end)):
             if value is not None and (value.tzinfo is None or value.utcoffset() != timedelta(0)):
@@ -319,7 +381,6 @@ class Schedule:
         for label, number, low in (
             ("max-active", self.max_active, 1),
             ("retries", self.retries, 0),
-            ("retry-delay", self.retry_delay, 0),
         ):
             if number < low:
                 raise ScheduleError(
@@ -327,10 +388,14 @@ class Schedule:
                     job=self.name,
                     field=label,
                 )
-        if self.timeout is not None and self.timeout <= 0:
-            raise ScheduleError(
-                where + "--timeout must be positive", job=self.name, field="timeout"
-            )
+        check_seconds("--retry-delay", self.retry_delay)
+        if self.timeout is not None:
+            check_seconds("--timeout", self.timeout, low_open=True)
+        from nbflow.jobs.alerts import check_target  # alerts imports this module
+
+        for targets in (self.on_failure, self.on_success, self.on_retry):
+            for target in targets:
+                check_target(target)
         for key, text in self.parameters.items():
             if not isinstance(key, str) or not key.isidentifier():
                 raise ScheduleError(
@@ -344,6 +409,7 @@ class Schedule:
                     job=self.name,
                     field="parameters",
                 )
+            check_text(f"parameter `{key}`", text)
 
     def check_notebook(self, *, now: datetime | None = None) -> None:
         """Check the notebook exists, declares every parameter, and that each value fits its
@@ -579,3 +645,33 @@ def iter_ticks(schedule: Schedule, after: datetime) -> Iterator[datetime]:
             return
         yield from batch
         cursor = batch[-1]
+
+
+# What `schedule show` prints of TIME_RULES: the two lines that apply to a job of each kind
+# (the whole text with `--rules`).
+RULE_SUMMARIES = {
+    "fixed-time": "fixed-time: a local time skipped in spring runs at the gap's end, "
+    "a repeated one once",
+    "frequent": "frequent: every real occurrence runs (a repeated autumn hour twice, "
+    "skipped spring times not at all)",
+    "interval": "interval: a fixed duration in UTC from --start (or 1970-01-01); "
+    "daylight saving does not change it",
+    "utc": "cron in UTC: no daylight saving, so every wall time is one instant",
+    "file sensor": "file sensor: one run per new or changed file (by content); no clock ticks",
+}
+
+
+def rules_summary(schedule: Schedule) -> list[str]:
+    """The two lines of time rules that apply to `schedule` (see `RULE_SUMMARIES`)."""
+    if schedule.every is not None:
+        kind = "interval"
+    elif schedule.cron is not None and schedule.tz == "UTC":
+        kind = "utc"
+    else:
+        kind = schedule.kind
+    second = (
+        "files already there when the job is added count as new"
+        if kind == "file sensor"
+        else "no run before --start, after --end, or before the job was added/resumed"
+    )
+    return [RULE_SUMMARIES[kind], second]

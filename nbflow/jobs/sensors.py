@@ -8,7 +8,9 @@ Rules (as built, and as docs/scheduling.md states them):
   a copy back) gets none. Files already there when the job is added count as
   new. Deleting a file does nothing.
 - The file's absolute path is passed to the notebook as the parameter `path`
-  (it overrides a `-p path ...` given at `schedule add`); the notebook declares
+  (it overrides a `-p path ...` given at `schedule add`), as a value: it is
+  never rendered as a template, whatever the file is called (a file named
+  `x{{ 7 * 7 }}.csv` arrives as `x{{ 7 * 7 }}.csv`); the notebook declares
   it in its parameters cell (`path = ""`). The job's other parameters are
   rendered as for any run; the run's logical date is the moment the file was
   seen (to the microsecond; files found in one tick get consecutive microseconds).
@@ -21,6 +23,8 @@ Rules (as built, and as docs/scheduling.md states them):
   elsewhere, then rename into the folder): a file still being written may be
   taken half-written, and then again once complete.
 - Paused jobs sense nothing; files that appear meanwhile are taken on resume.
+- One tick makes at most `RUNS_PER_TICK` runs per job; further new files wait
+  for the next tick (they are still new then).
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ from datetime import datetime, timedelta
 from nbflow.jobs.execute import fault
 from nbflow.jobs.runstore import JobRecord, RunRecord, RunStore, utc_now
 
-__all__ = ["PATH_PARAMETER", "file_digest", "matching_files", "sense"]
+__all__ = ["PATH_PARAMETER", "RUNS_PER_TICK", "file_digest", "matching_files", "sense"]
 
 PATH_PARAMETER = "path"
+RUNS_PER_TICK = 1_000
+"""At most this many sensor runs per job in one tick (a folder of a million new files is
+taken a thousand at a time, in path order, not in one scheduler tick)."""
 
 DigestCache = dict[tuple[str, str], tuple[int, int, str]]
 
@@ -75,6 +82,8 @@ def sense(
     created: list[RunRecord] = []
     known_reasons: dict[str, int] | None = None
     for path in matching_files(schedule.when_file):
+        if len(created) >= RUNS_PER_TICK:
+            break  # the work of one tick is bounded: the other files are taken next tick
         try:
             stat = os.stat(path)
             key = (record.name, path)
@@ -99,13 +108,13 @@ def sense(
             if moment.microsecond == 0:
                 moment += timedelta(microseconds=1)
             run, made = create_job_run(
-                store, record, "sensor", moment, overrides={PATH_PARAMETER: path},
+                store, record, "sensor", moment, literals={PATH_PARAMETER: path},
                 now=now, reason=reason,
             )  # fmt: skip
             while not made:  # that instant is taken by another file's run: the next one
                 moment += timedelta(microseconds=1)
                 run, made = create_job_run(
-                    store, record, "sensor", moment, overrides={PATH_PARAMETER: path},
+                    store, record, "sensor", moment, literals={PATH_PARAMETER: path},
                     now=now, reason=reason,
                 )  # fmt: skip
             fault("scheduler:after-insert")

@@ -3,7 +3,13 @@
 Policy:
 - A value is a template when it contains `{{` or `{%`; anything else is left
   exactly as given (no Jinja escaping surprises for plain text).
-- Rendering uses Jinja2 with `StrictUndefined`: a misspelt name is an error
+- Rendering uses Jinja2's `SandboxedEnvironment` with `StrictUndefined`. The
+  sandbox refuses what a template has no business doing (underscore
+  attributes such as `cycler.__init__.__globals__` or `__subclasses__()`,
+  huge ranges): the text of a `-p` value is the user's, but it is evaluated
+  by the scheduler, so it gets the documented names and filters, not Python.
+  A refused access is a `TemplateError` naming the parameter, at `schedule
+  add` (which renders every template once). A misspelt name is an error
   (`TemplateError`, naming the parameter, the name and the near miss), never
   an empty string that would run the notebook for the wrong day. Autoescape is
   off: the values are notebook parameters, not HTML.
@@ -21,6 +27,11 @@ Policy:
   `{{ logical_date.strftime("%H") }}` works as well.
 - `params.X` may refer to another templated parameter; it is rendered on
   demand, and a cycle (`a` uses `b`, `b` uses `a`) is an error naming it.
+- **Only the job's own `-p` texts are templates.** Data that reaches a run
+  from elsewhere — a file sensor's path, the notebook's declared defaults —
+  is passed in `literals` and is never rendered, whatever it contains: a file
+  named `x{{ 7 * 7 }}.csv` arrives as itself, and a file name can never run
+  code inside the scheduler.
 - Templates are checked when a schedule is added (`check_templates`), by
   rendering them once against the next tick, so a typo fails at `add`, not
   at 2 AM.
@@ -34,6 +45,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
 from nbflow.core.errors import JobsError, did_you_mean
 
@@ -48,7 +61,7 @@ __all__ = [
 
 CONTEXT_NAMES = ("ds", "ds_nodash", "logical_date", "data_interval_start", "data_interval_end")
 
-_ENV = jinja2.Environment(
+_ENV = SandboxedEnvironment(
     undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
 
@@ -112,9 +125,15 @@ def run_context(
 class _Params(Mapping[str, Any]):
     """`params` in a template: the job's values, templated ones rendered on first use."""
 
-    def __init__(self, raw: Mapping[str, Any], context: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        raw: Mapping[str, Any],
+        context: Mapping[str, Any],
+        literals: frozenset[str] = frozenset(),
+    ) -> None:
         self._raw = raw
         self._context = context
+        self._literals = literals
         self._done: dict[str, Any] = {}
         self._stack: list[str] = []
 
@@ -124,7 +143,7 @@ class _Params(Mapping[str, Any]):
         if name not in self._raw:
             raise KeyError(name)
         value = self._raw[name]
-        if is_template(value):
+        if name not in self._literals and is_template(value):
             if name in self._stack:
                 cycle = " -> ".join(
                     f"`{n}`" for n in [*self._stack[self._stack.index(name) :], name]
@@ -164,6 +183,13 @@ def _render_one(name: str, value: str, context: Mapping[str, Any], params: _Para
         raise TemplateError(name, value, f"is not valid Jinja2 ({exc.message}); fix it") from exc
     try:
         return template.render({**context, "params": params})
+    except SecurityError as exc:
+        raise TemplateError(
+            name,
+            value,
+            f"does something templates may not do ({str(exc).rstrip('.')}); templates see only "
+            f"{', '.join(f'`{n}`' for n in CONTEXT_NAMES)}, `params` and Jinja2's filters",
+        ) from exc
     except jinja2.UndefinedError as exc:
         missing = _undefined_name(str(exc))
         known = [*context, "params"]
@@ -207,11 +233,18 @@ def render_parameters(
     context: Mapping[str, Any],
     *,
     defaults: Mapping[str, Any] | None = None,
+    literals: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every value of `parameters` rendered; templates become text, the rest is unchanged.
 
     `defaults` (the notebook's declared defaults) are visible as `params.X`
     when the job does not set X, but are not rendered into the result.
+    `literals` are values that come from data, not from the user's `-p` text
+    (a sensed file's path): they are in the result, override `parameters` of
+    the same name, and are never rendered, not even when another template
+    reads them as `params.X`. Neither are `defaults`.
     """
-    params = _Params({**(defaults or {}), **parameters}, context)
-    return {name: params[name] for name in parameters}
+    raw = {**(defaults or {}), **parameters, **(literals or {})}
+    fixed = frozenset((defaults or {}).keys() - parameters.keys()) | frozenset(literals or {})
+    params = _Params(raw, context, fixed)
+    return {name: params[name] for name in {**parameters, **(literals or {})}}

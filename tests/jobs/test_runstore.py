@@ -521,4 +521,26 @@ def test_a_file_of_the_first_schema_is_upgraded_in_place(home: Path):
     assert (run.attempts, run.retry_base) == (2, 0)
     assert store.requeue_run(run.id, new_round=True)
     assert store.get_run(run.id).retry_base == 2
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    # version 3: the rebuilt table takes `cancelled`, keeps its rows, ids and indexes
+    assert store.cancel_queued([run.id], "Ctrl-C") == [run.id]
+    assert store.get_run(run.id).state == "cancelled"
+    new, _ = store.create_run("etl", "scheduled", datetime(2024, 4, 1, tzinfo=UTC))
+    assert new.id == run.id + 1
+    indexes = {r[1] for r in sqlite3.connect(path).execute("PRAGMA index_list(runs)")}
+    assert {"runs_by_state", "runs_by_job_date"} <= indexes
+
+
+def test_cancel_queued_only_cancels_queued_runs(home: Path):
+    store = RunStore()
+    queued, _ = store.create_run("etl", "backfill", T0)
+    running, _ = store.create_run("etl", "backfill", T0 + timedelta(hours=1))
+    done, _ = store.create_run("etl", "backfill", T0 + timedelta(hours=2))
+    store.claim_run(running.id, 1, now=T0)
+    store.claim_run(done.id, 1, now=T0)
+    store.finish_run(done.id, "success", now=T0)
+    ids = [queued.id, running.id, done.id]
+    assert store.cancel_queued(ids, "interrupted", now=T0) == [queued.id]
+    assert [store.get_run(i).state for i in ids] == ["cancelled", "running", "success"]
+    assert store.get_run(queued.id).reason == "interrupted"
+    assert not store.finish_run(queued.id, "failed")  # terminal: final

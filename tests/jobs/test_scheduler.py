@@ -436,3 +436,95 @@ def test_file_sensor_runs_once_per_new_or_changed_file(store, notebook):
     outcome = execute_run(changed.id, store=store)
     assert outcome.state == "success", outcome.run.error
     assert store.count_runs("files", states=("queued",)) == 2
+
+
+def test_a_sensed_file_name_is_a_value_never_a_template(store, notebook):
+    """Issue 22 item 4: a file dropped into a watched folder cannot run code in the
+    scheduler, and its name reaches the notebook exactly as it is."""
+    inbox = Path.cwd() / "in"
+    inbox.mkdir()
+    job = Schedule(name="files", notebook=str(notebook), when_file=str(inbox / "*.csv"))
+    store.add_job("files", job.to_dict(), now=T0)
+    sum_file = inbox / "sum_{{ 7 * 7 }}.csv"
+    attack = inbox / "x{{ cycler.__init__.__globals__.os.system('touch PWNED') }}.csv"
+    sum_file.write_text("49\n")
+    attack.write_text("attack\n")
+    report = Scheduler(store).tick_once(T0 + H, start=False)
+    assert sorted(r.parameters["path"] for r in report.sensed) == sorted(
+        [str(sum_file), str(attack)]
+    )
+    assert all(r.state == "queued" for r in report.sensed)
+    for run in report.sensed:
+        outcome = execute_run(run.id, store=store)
+        assert outcome.state == "success", outcome.run.error
+    assert not (Path.cwd() / "PWNED").exists()
+
+
+def test_the_ticks_one_tick_computes_are_bounded_not_the_downtime(store, notebook):
+    """Issue 22 item 13: a one-second interval after 30 days away is the latest
+    MISSED_CATCHUP_LIMIT ticks, not a list of 2.6 million instants."""
+    from nbflow.jobs.scheduler import MISSED_CATCHUP_LIMIT
+
+    add_job(store, notebook, cron=None, every=1.0)
+    record = store.get_job("hourly")
+    now = T0 + timedelta(days=30)
+    due = Scheduler(store).due_ticks(record, now)
+    assert len(due) == MISSED_CATCHUP_LIMIT
+    assert due[-1] == now and due[0] == now - timedelta(seconds=MISSED_CATCHUP_LIMIT - 1)
+    # a short downtime still yields every tick since the job was added (00:10:00 included)
+    assert len(Scheduler(store).due_ticks(record, T0 + timedelta(seconds=90))) == 91
+
+
+def test_a_backfilled_tick_is_not_scheduled_again(store, notebook):
+    """Issue 22 item 11: backfill tick T, then the scheduler's tick at T: one notebook run."""
+    from nbflow.jobs.scheduler import plan_backfill
+
+    log = Path.cwd() / "log.txt"
+    tick = T0 + timedelta(seconds=30)
+    add_job(store, notebook, cron=None, every=30.0, start=tick, parameters={
+            "day": "{{ logical_date }}", "log": str(log)})  # fmt: skip
+    plan = plan_backfill(store, "hourly", tick, tick, now=T0)
+    (run_id,) = plan.run_ids
+    assert execute_run(run_id, store=store).state == "success"
+    queued_tick = tick + timedelta(seconds=30)  # a backfill still queued covers its tick too
+    plan_backfill(store, "hourly", queued_tick, queued_tick, now=T0)
+    scheduler = Scheduler(store)
+    report = scheduler.tick_once(tick + timedelta(seconds=1), start=False)
+    assert report.created == [] and report.missed == []
+    report = scheduler.tick_once(queued_tick + timedelta(seconds=1), start=False)
+    assert report.created == []
+    assert [(r.run_type, r.state) for r in store.list_runs("hourly", oldest_first=True)] == [
+        ("backfill", "success"),
+        ("scheduled", "skipped"),
+        ("backfill", "queued"),
+        ("scheduled", "skipped"),
+    ]
+    skipped = store.find_run("hourly", "scheduled", tick)
+    assert skipped.reason == f"logical date already covered by backfill run {run_id} (success)"
+    assert len(log.read_text().splitlines()) == 1
+    # the next tick, not covered, is scheduled as usual
+    later = scheduler.tick_once(queued_tick + timedelta(seconds=31), start=False)
+    assert [r.logical_date for r in later.created] == [queued_tick + timedelta(seconds=30)]
+
+
+def test_one_tick_makes_at_most_runs_per_tick_sensor_runs(store, notebook, monkeypatch):
+    """Issue 22 item 13: the work one tick may create is bounded for file sensors too."""
+    import nbflow.jobs.sensors as sensors
+
+    monkeypatch.setattr(sensors, "RUNS_PER_TICK", 3)
+    inbox = Path.cwd() / "in"
+    inbox.mkdir()
+    for i in range(5):
+        (inbox / f"{i}.csv").write_text(str(i))
+    job = Schedule(name="files", notebook=str(notebook), when_file=str(inbox / "*.csv"))
+    store.add_job("files", job.to_dict(), now=T0)
+    scheduler = Scheduler(store)
+    assert len(scheduler.tick_once(T0 + H, start=False).sensed) == 3
+    assert len(scheduler.tick_once(T0 + 2 * H, start=False).sensed) == 2
+    assert scheduler.tick_once(T0 + 3 * H, start=False).sensed == []
+
+
+def test_a_yearly_interval_job_ticks_without_overflow(store, notebook):
+    add_job(store, notebook, cron=None, every=365 * 86400.0)
+    report = Scheduler(store).tick_once(T0 + timedelta(days=400), start=False)
+    assert len(report.created) + len(report.missed) == 1

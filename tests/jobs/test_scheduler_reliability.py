@@ -325,3 +325,49 @@ def test_a_second_scheduler_on_the_same_home_exits_1_naming_the_first(home):
     finally:
         first.send_signal(signal.SIGTERM)
         assert finish(first)[0] == 0
+
+
+def test_a_runner_stopped_past_the_heartbeat_timeout_frees_its_slot_and_is_killed(home, notebook):
+    """Issue 22 item 12: SIGSTOP the runner of a job with --max-active 1. The sweep crashes
+    its attempt and queues the retry; the stopped runner is killed and the retry starts
+    at once instead of waiting for the stopped process to continue."""
+    daemon, runner, kernel = start_long_run(home, notebook)
+    store = RunStore()
+    (run,) = store.list_runs("job")
+    try:
+        os.kill(runner, signal.SIGSTOP)
+        eventually(lambda: not alive(runner), 30, "the stopped runner to be killed")
+        done = eventually(
+            lambda: (r := store.get_run(run.id)).state == "success" and r, 60, "the retry"
+        )
+        assert done.attempts == 2 and done.pid != runner
+        eventually(lambda: not alive(kernel), 10, "the stopped runner's kernel to exit")
+    finally:
+        if alive(runner):
+            os.kill(runner, signal.SIGCONT)
+        daemon.send_signal(signal.SIGTERM)
+        code, err = finish(daemon)
+    assert code == 0, err
+    assert f"runner pid {runner} missed its heartbeat for 2 s; killed it" in err
+    assert Path("alerts.txt").read_text().split() == ["crashed", "1"]
+    no_processes_left(home)
+
+
+def test_scheduler_once_ends_with_a_summary_and_the_next_tick(home, notebook):
+    """Issue 17 item 5: what `--once` did (started, finished, failed, missed), and when
+    the next tick is due."""
+    store = RunStore()
+    add_interval_job(store, notebook, catchup=False)  # its latest tick runs, older ones missed
+    hourly = Schedule(name="later", notebook=str(notebook), cron="0 * * * *")
+    store.add_job("later", hourly.to_dict())
+    code, err = finish(scheduler(home, "--once"))
+    assert code == 0, err
+    last = err.strip().splitlines()[-1]
+    missed = store.count_runs("job", states=("missed",))
+    assert missed >= 1
+    assert last.startswith(
+        f"scheduler --once: 1 run(s) started, 1 finished (1 success, 0 failed), {missed} missed; "
+        "next tick due "
+    ), err
+    nxt = (utc_now() + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    assert last.endswith(f"{nxt:%Y-%m-%d %H:%M} UTC (job `later`)"), last

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -396,3 +397,22 @@ def test_any_sub_range_agrees_with_the_whole(tz, day):
         assert schedule.ticks_between(a, b) == [t for t in whole if a < t <= b]
     assert schedule.next_ticks(start, 3) == whole[:3]
     assert schedule.previous_tick(whole[50]) == whole[49]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"every": 0.5}, "at least 1 s"),
+        ({"every": 1e15}, "at most 100 years"),
+        ({"every": float("nan")}, "outside the allowed range"),
+        ({"every": 60.0, "timeout": float("inf")}, "--timeout inf is not a usable number"),
+        ({"every": 60.0, "retry_delay": float("nan")}, "--retry-delay nan is not a usable"),
+        ({"every": 60.0, "on_failure": ("",)}, "is empty"),
+        ({"every": 60.0, "parameters": {"x": "\udcff"}}, "not valid Unicode text"),
+    ],
+)
+def test_the_api_refuses_the_values_the_cli_refuses(spec, message):
+    """Issue 22 items 13-14: a Schedule made in Python (or read back) is held to the same
+    bounds as `schedule add`."""
+    with pytest.raises(ScheduleError, match=re.escape(message)):
+        Schedule(name="j", notebook="nb.ipynb", **spec)

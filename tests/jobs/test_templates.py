@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,42 @@ def test_mistakes_are_errors_naming_the_parameter(values, message):
     with pytest.raises(TemplateError, match=message) as info:
         render_parameters(values, berlin_context())
     assert info.value.param in values
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ cycler.__init__.__globals__.os.system('touch PWNED') }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ params.__class__ }}",
+    ],
+)
+def test_templates_render_in_a_sandbox_that_refuses_python_internals(template):
+    """Issue 22 item 4: a `-p` template gets the documented names and filters, not Python."""
+    with pytest.raises(TemplateError, match="may not do") as caught:
+        render_parameters({"x": template}, berlin_context())
+    assert "parameter `x`" in str(caught.value)
+    assert not Path("PWNED").exists()
+
+
+def test_the_sandbox_keeps_documented_names_methods_and_filters():
+    out = render_parameters(
+        {
+            "h": "{{ logical_date.strftime('%H') }}",
+            "u": "{{ ds | replace('-', '/') | upper }}",
+            "p": "{{ params.region | title }}-{{ ds_nodash }}",
+            "region": "south",
+        },
+        berlin_context(),
+    )
+    assert out == {"h": "23", "u": "2024/04/01", "p": "South-20240401", "region": "south"}
+
+
+def test_literals_and_notebook_defaults_are_never_rendered():
+    out = render_parameters(
+        {"both": "{{ params.path }}|{{ params.default }}"},
+        berlin_context(),
+        defaults={"default": "{{ 6 * 7 }}"},
+        literals={"path": "/in/sum_{{ 7 * 7 }}.csv"},
+    )
+    assert out == {"both": "/in/sum_{{ 7 * 7 }}.csv|{{ 6 * 7 }}", "path": "/in/sum_{{ 7 * 7 }}.csv"}
