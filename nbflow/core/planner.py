@@ -33,7 +33,8 @@ from typing import Any
 from blake3 import blake3
 
 from nbflow.core.errors import MissingParameterError, format_value_short
-from nbflow.core.fingerprint import FunctionPrint, fingerprint_function
+from nbflow.core.codememo import memo_for
+from nbflow.core.fingerprint import FunctionPrint, ValueDigests, fingerprint_function
 from nbflow.core.graph import Graph
 from nbflow.core.hashing import Unfingerprintable, digest_value
 from nbflow.core.store import Record, Store
@@ -55,6 +56,8 @@ class Decision:
     """The root cause, for downstream reasons."""
     root_task: str = ""
     """The task where the root cause lies."""
+    note: str = ""
+    """What the task's key leaves out on purpose (globals the task updates), for `explain`."""
 
 
 _FILE_MEMO: dict[tuple[str, int, int], Digest] = {}
@@ -99,6 +102,10 @@ class Planner:
         self.state = store.pipeline_state(pipeline)
         self.index = store.index(pipeline)
         self._prints: dict[int, FunctionPrint] = {}
+        self._values: ValueDigests = {}
+        """Global values' digests for this run: each global is digested once, however many
+        functions read it, and as it was when the plan began."""
+        self._code_memo = memo_for(store)
         self._param_digests: dict[str, tuple[Digest | None, str]] = {}
         self.decisions: dict[str, Decision] = {}
 
@@ -112,9 +119,36 @@ class Planner:
         fp = self._prints.get(id(fn))
         if fp is None:
             own = getattr(fn, "__nbflow_fingerprint__", None)
-            fp = own() if own is not None else fingerprint_function(fn, label)
+            fp = (
+                own()
+                if own is not None
+                else fingerprint_function(fn, label, memo=self._code_memo, values=self._values)
+            )
             self._prints[id(fn)] = fp
         return fp
+
+    def fingerprint(self, names: Collection[str]) -> None:
+        """Fingerprint the code of `names` now, before any of them runs.
+
+        So every key of the run sees the globals as the user left them, not as
+        the tasks run so far have changed them; and what was parsed is saved to
+        the store's code memo once, for the next process.
+        """
+        for name in names:
+            self.code_print(self.tasks[name])
+        if self._code_memo is not None:
+            self._code_memo.save()
+
+    def state_note(self, task: Task) -> str:
+        """"global `log` is updated by this task; it is not part of its key", or ""."""
+        state = self.code_print(task).state
+        if not state:
+            return ""
+        one = len(state) == 1
+        return (
+            f"{', '.join(state)} {'is' if one else 'are'} updated by this task; "
+            f"{'it is' if one else 'they are'} not part of its key"
+        )
 
     def param_value(self, task: Task, param: str) -> Any:
         if param in self.params:
@@ -205,6 +239,7 @@ class Planner:
         if versions:
             parts["resources"] = versions
         decision = Decision(name, False, "", key, None, parts, shorts)
+        decision.note = self.state_note(task)
         if volatile:
             decision.reason = f"always reruns: {volatile[0]}"
         elif opts.always_run:
@@ -250,6 +285,7 @@ class Planner:
     def plan(self, names: Collection[str]) -> dict[str, Decision]:
         """Static decisions for `names` (plus nothing else), in topological order."""
         wanted = set(names)
+        self.fingerprint([n for n in self.graph.order if n in wanted and n not in self.decisions])
         for name in self.graph.order:
             if name not in wanted:
                 continue

@@ -308,6 +308,17 @@ class DiskStore:
                         target[task] = value
             self._meta.set(f"state:{pipeline}", self._dump(state))
 
+    # --- named blobs (the code-fingerprint memo, nbflow/core/codememo.py) ----
+
+    def get_blob(self, name: str) -> bytes | None:
+        """The bytes last stored under `name` by `put_blob`, signed like any entry; or None."""
+        data = self._load_signed(self._meta.get(f"blob:{name}"), f"`{name}`")
+        return data if isinstance(data, bytes) else None
+
+    def put_blob(self, name: str, data: bytes) -> None:
+        """Store `data` under `name` (its own keyspace: no record, index or state uses it)."""
+        self._meta.set(f"blob:{name}", self._dump(data))
+
     # --- maintenance -------------------------------------------------------
 
     def records(self) -> Iterator[Record]:

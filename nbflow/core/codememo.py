@@ -1,0 +1,100 @@
+"""The persistent code-fingerprint memo: code identity -> parsed fingerprint, kept in the store.
+
+Why: parsing is most of a fingerprint's cost (reading the source with
+`inspect`'s tokenizer, `ast.parse`, the normalized walk, `dis`), about half a
+millisecond per distinct function, paid again by every new process. The memo
+maps a function's `code_identity` (bytecode, constants, names and nested
+code, hashed in one pass) to its `CodeInfo` (the normalized-syntax-tree
+digest, the globals it reads and updates), so a process that finds the entry
+skips the source entirely.
+
+Why it is never stale: the identity covers everything that decides what the
+code runs; two functions with one identity run the same operations on the
+same names. What they read — defaults, closure cells, globals, helpers — is
+digested by value on every plan, apart from the memo. An entry that is lost
+or refused (a bad signature) only costs a parse.
+
+Storage: one signed blob in the store (`get_blob`/`put_blob`), JSON inside,
+loaded once per process and store, written back (merged with what other
+processes added meanwhile) after a plan that parsed something new. It keeps
+at most `MAX_ENTRIES` entries, the oldest dropped first.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from nbflow.core.fingerprint import CodeInfo
+from nbflow.core.types import Digest
+
+BLOB = "code-fingerprints-1"
+MAX_ENTRIES = 50_000
+
+_LOADED: dict[str, StoreCodeMemo] = {}
+_LOCK = threading.Lock()
+
+
+class StoreCodeMemo:
+    """The memo of one store (see module docstring); `get`/`put` in memory, `save` to the store."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._entries: dict[str, CodeInfo] = _decode(store.get_blob(BLOB))
+        self._new: dict[str, CodeInfo] = {}
+        self._lock = threading.Lock()
+
+    def get(self, identity: str) -> CodeInfo | None:
+        return self._entries.get(identity)
+
+    def put(self, identity: str, info: CodeInfo) -> None:
+        with self._lock:
+            self._entries[identity] = info
+            self._new[identity] = info
+
+    def save(self) -> None:
+        """Write the entries parsed since the last save, merged with the stored ones."""
+        with self._lock:
+            if not self._new:
+                return
+            new, self._new = self._new, {}
+        merged = _decode(self._store.get_blob(BLOB))
+        merged.update(new)
+        if len(merged) > MAX_ENTRIES:
+            merged = dict(list(merged.items())[-MAX_ENTRIES:])
+        self._store.put_blob(BLOB, _encode(merged))
+        with self._lock:
+            for identity, info in merged.items():
+                self._entries.setdefault(identity, info)
+
+
+def memo_for(store: Any) -> StoreCodeMemo | None:
+    """The code memo of `store`, loaded once per process; None for a store without blobs."""
+    if not (hasattr(store, "get_blob") and hasattr(store, "put_blob")):
+        return None
+    key = str(getattr(store, "directory", id(store)))
+    with _LOCK:
+        memo = _LOADED.get(key)
+        if memo is None or memo._store is not store:
+            memo = _LOADED[key] = StoreCodeMemo(store)
+        return memo
+
+
+def _encode(entries: dict[str, CodeInfo]) -> bytes:
+    rows = {k: [v.digest, list(v.globals_read), list(v.updates)] for k, v in entries.items()}
+    return json.dumps(rows, separators=(",", ":")).encode()
+
+
+def _decode(data: bytes | None) -> dict[str, CodeInfo]:
+    if not data:
+        return {}
+    try:
+        rows = json.loads(data)
+        return {
+            k: CodeInfo(Digest(d), tuple(read), tuple(updates))
+            for k, (d, read, updates) in rows.items()
+        }
+    except (ValueError, TypeError, AttributeError):
+        # A blob of another format is only a memo lost: everything is parsed again.
+        return {}
