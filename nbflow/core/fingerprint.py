@@ -398,9 +398,18 @@ def _compiles_to(node: ast.AST, fn: types.FunctionType) -> bool:
     code = fn.__code__
     if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
         return False
+    body: list[ast.stmt] = [node]
+    if code.co_freevars:
+        # A closure: compile it inside a function that binds its free variables.
+        outer = ast.parse(
+            "def _outer():\n" + "".join(f"    {v} = None\n" for v in code.co_freevars)
+        ).body[0]
+        assert isinstance(outer, ast.FunctionDef)
+        outer.body.append(node)
+        body = [outer]
     try:
         module = compile(
-            ast.Module([node], type_ignores=[]),
+            ast.Module(body, type_ignores=[]),
             code.co_filename,
             "exec",
             flags=code.co_flags & _FUTURE_FLAGS,
@@ -408,7 +417,10 @@ def _compiles_to(node: ast.AST, fn: types.FunctionType) -> bool:
         )
     except (SyntaxError, ValueError, RecursionError):
         return False
-    for const in module.co_consts:
+    consts = list(module.co_consts)
+    if code.co_freevars:
+        consts = [c for o in consts if isinstance(o, types.CodeType) for c in o.co_consts]
+    for const in consts:
         if isinstance(const, types.CodeType) and const.co_name == code.co_name:
             return _identity(const, fn.__doc__, None) == _identity(code, fn.__doc__, None)
     return False
