@@ -730,7 +730,7 @@ class _Walker:
             self._values[id(obj)] = memo
         digest = memo[1]
         if isinstance(digest, Unfingerprintable):
-            self.volatile.append(f"{label} cannot be fingerprinted ({digest.type_name})")
+            self.volatile.append(f"{label} cannot be fingerprinted ({digest.brief()})")
             return
         self.parts[label] = digest
         if short:

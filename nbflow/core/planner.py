@@ -106,7 +106,7 @@ class Planner:
         """Global values' digests for this run: each global is digested once, however many
         functions read it, and as it was when the plan began."""
         self._code_memo = memo_for(store)
-        self._param_digests: dict[str, tuple[Digest | None, str]] = {}
+        self._param_digests: dict[str, tuple[Digest | None, str, str]] = {}
         self.decisions: dict[str, Decision] = {}
 
     # --- parts of a key ------------------------------------------------------
@@ -157,16 +157,18 @@ class Planner:
             return task.defaults[param]
         raise MissingParameterError(task.name, param, self.tasks)
 
-    def _param_digest(self, task: Task, param: str) -> tuple[Digest | None, str]:
+    def _param_digest(self, task: Task, param: str) -> tuple[Digest | None, str, str]:
+        """The digest of a parameter's value (None if it has none), its short repr, and why not."""
         if param in self.params:
             memo = self._param_digests.get(param)
             if memo is not None:
                 return memo
         value = self.param_value(task, param)
+        result: tuple[Digest | None, str, str]
         try:
-            result: tuple[Digest | None, str] = (digest_value(value), format_value_short(value, 30))
-        except Unfingerprintable:
-            result = (None, format_value_short(value, 30))
+            result = (digest_value(value), format_value_short(value, 30), "")
+        except Unfingerprintable as exc:
+            result = (None, format_value_short(value, 30), exc.brief())
         if param in self.params:
             self._param_digests[param] = result
         return result
@@ -197,9 +199,9 @@ class Planner:
         if run_params:
             shorts = dict(shorts)
             for param in run_params:
-                digest, short = self._param_digest(task, param)
+                digest, short, why = self._param_digest(task, param)
                 if digest is None:
-                    volatile = [*volatile, f"parameter `{param}` cannot be fingerprinted"]
+                    volatile = [*volatile, f"parameter `{param}` cannot be fingerprinted ({why})"]
                     digest = Digest("volatile")
                 params[param] = digest
                 shorts[f"parameter `{param}`"] = short
