@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _distinct import MIDDLE, N, write_module  # noqa: E402
+from _distinct import MIDDLE, N, write_module
 
 CHILD = (
     "import sys; sys.path.insert(0, {here!r}); from _distinct import child; "

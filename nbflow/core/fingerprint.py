@@ -24,8 +24,8 @@ every plan because they may have changed.
 """
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import copy
 import dis
@@ -217,9 +217,7 @@ def updated_globals(code: types.CodeType, tree: ast.AST | None = None) -> set[st
         return found & (global_names(code) | _stored_globals(code))
     instructions = list(dis.get_instructions(code))
     for i, ins in enumerate(instructions):
-        if ins.opname in _GLOBAL_STORES:
-            found.add(ins.argval)
-        elif (
+        if ins.opname in _GLOBAL_STORES or (
             ins.opname in _GLOBAL_LOADS
             and i + 1 < len(instructions)
             and instructions[i + 1].opname in _METHOD_LOADS
@@ -466,10 +464,14 @@ def _parse_code(fn: types.FunctionType) -> tuple[CodeInfo, bool]:
         out = _bytecode_digest(code)
         updates = updated_globals(code)
         verified = True
-    return CodeInfo(_digest_tokens(out), tuple(sorted(referenced)), tuple(sorted(updates))), verified
+    return CodeInfo(
+        _digest_tokens(out), tuple(sorted(referenced)), tuple(sorted(updates))
+    ), verified
 
 
-def _annotations_match(node: ast.FunctionDef | ast.AsyncFunctionDef, fn: types.FunctionType) -> bool:
+def _annotations_match(
+    node: ast.FunctionDef | ast.AsyncFunctionDef, fn: types.FunctionType
+) -> bool:
     """Whether the def's annotations in the source are the ones `fn` carries.
 
     Annotations are evaluated outside the function's code, so its compiled

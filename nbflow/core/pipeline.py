@@ -489,7 +489,9 @@ class Pipeline:
                 state = "never-run"
             else:
                 state = "stale"
-            statuses[name] = TaskStatus(name, state, d.reason, d.note or planner.state_note(self.tasks[name]))
+            statuses[name] = TaskStatus(
+                name, state, d.reason, d.note or planner.state_note(self.tasks[name])
+            )
         return StatusReport(self.name, statuses)
 
     def explain(self, name: str, params: Mapping[str, Any] | None = None) -> str:

@@ -32,8 +32,8 @@ from typing import Any
 
 from blake3 import blake3
 
-from nbflow.core.errors import MissingParameterError, format_value_short
 from nbflow.core.codememo import memo_for
+from nbflow.core.errors import MissingParameterError, format_value_short
 from nbflow.core.fingerprint import FunctionPrint, ValueDigests, fingerprint_function
 from nbflow.core.graph import Graph
 from nbflow.core.hashing import Unfingerprintable, digest_value
@@ -140,7 +140,7 @@ class Planner:
             self._code_memo.save()
 
     def state_note(self, task: Task) -> str:
-        """"global `log` is updated by this task; it is not part of its key", or ""."""
+        """ "global `log` is updated by this task; it is not part of its key", or ""."""
         state = self.code_print(task).state
         if not state:
             return ""
