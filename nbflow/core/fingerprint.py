@@ -74,6 +74,9 @@ class CodeInfo:
 
 
 _CODE_MEMO: dict[types.CodeType, CodeInfo] = {}
+"""Parses shared by equal code objects (code objects compare by what they run)."""
+_PARSED_FOR: dict[int, tuple[types.CodeType, CodeInfo]] = {}
+"""Parses that hold for one code object only (unverified source, a decorated function)."""
 _SKIP_FIELDS = frozenset({"ctx", "type_comment", "kind"})
 
 
@@ -315,21 +318,29 @@ def _code_info(
     fn: types.FunctionType, memo: CodeMemo | None = None, wrapped: bool = False
 ) -> CodeInfo:
     code = fn.__code__
-    info = _CODE_MEMO.get(code)
+    own = _PARSED_FOR.get(id(code))
+    if own is not None and own[0] is code:
+        return own[1]
+    # A function reached through `__wrapped__` has a decorator whose expression only
+    # the source shows: it is parsed, never taken from a memo shared by equal code.
+    info = None if wrapped else _CODE_MEMO.get(code)
     if info is not None:
         return info
-    # A function reached through `__wrapped__` has a decorator whose expression only
-    # the source shows: it is parsed, never taken from the memo by code identity.
     identity = None if wrapped or memo is None else code_identity(fn)
     if identity is not None and memo is not None:
         info = memo.get(identity)
-    if info is None:
-        info, verified = _parse_code(fn)
+        if info is not None:
+            _CODE_MEMO[code] = info
+            return info
+    info, verified = _parse_code(fn)
+    if verified and not wrapped:
         # Only a parse of the very source this code was compiled from may be shared
-        # by identity: a module edited on disk but not reloaded is parsed, not memoized.
-        if verified and identity is not None and memo is not None:
+        # by equal code: a module edited on disk but not reloaded is parsed, not shared.
+        _CODE_MEMO[code] = info
+        if identity is not None and memo is not None:
             memo.put(identity, info)
-    _CODE_MEMO[code] = info
+    else:
+        _PARSED_FOR[id(code)] = (code, info)
     return info
 
 
