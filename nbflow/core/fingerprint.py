@@ -392,8 +392,33 @@ class _SourceIndex:
     """One source file (or notebook cell) parsed once: its function definitions by line."""
 
     lines: list[str]
+    tree: ast.Module
     defs: dict[tuple[int, str], ast.AST | None]
-    """(first line, name) -> the def (or lambda) node; None when two share the line."""
+    """(first line, name) -> the def node; None when two share the line."""
+    compiled: dict[int, dict[tuple[int, str], types.CodeType | None]] = field(
+        default_factory=dict
+    )
+    """Future flags -> the file compiled with them, as (first line, name) -> code."""
+
+    def code_at(self, key: tuple[int, str], flags: int) -> types.CodeType | None:
+        """The code compiled from this source for the def at `key` (one compile per file)."""
+        table = self.compiled.get(flags)
+        if table is None:
+            table = self.compiled[flags] = {}
+            try:
+                module = compile(self.tree, "<index>", "exec", flags=flags, dont_inherit=True)
+            except (SyntaxError, ValueError, RecursionError):
+                return None
+            _index_code(module, table)
+        return table.get(key)
+
+
+def _index_code(code: types.CodeType, out: dict[tuple[int, str], types.CodeType | None]) -> None:
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            key = (const.co_firstlineno, const.co_name)
+            out[key] = None if key in out else const
+            _index_code(const, out)
 
 
 _SOURCES: dict[str, _SourceIndex] = {}
@@ -406,20 +431,22 @@ _MISSES: dict[str, int] = {}
 _INDEX_AFTER = 8
 """Parse a whole file once it had this many functions to parse; fewer go one by one
 (an edit to one function of a 1,000-function module must not parse all of them)."""
+_SMALL_FILE = 300
+"""Lines up to which a file (a notebook cell) is parsed whole at once."""
 
 
 def _source_index(fn: types.FunctionType) -> _SourceIndex | None:
     filename = fn.__code__.co_filename
     if filename.startswith("<") and filename not in linecache.cache:
         return None  # exec of a string that was never registered: no source
-    if filename not in _SOURCES:
-        _MISSES[filename] = misses = _MISSES.get(filename, 0) + 1
-        if misses <= _INDEX_AFTER:
-            return None
     linecache.checkcache(filename)
     lines = linecache.getlines(filename, fn.__globals__)
     if not lines:
         return None
+    if filename not in _SOURCES and len(lines) > _SMALL_FILE:
+        _MISSES[filename] = misses = _MISSES.get(filename, 0) + 1
+        if misses <= _INDEX_AFTER:
+            return None
     index = _SOURCES.get(filename)
     if index is not None and index.lines is lines:
         return index
@@ -429,7 +456,7 @@ def _source_index(fn: types.FunctionType) -> _SourceIndex | None:
         return None
     defs: dict[tuple[int, str], ast.AST | None] = {}
     _index_defs(tree.body, defs)
-    index = _SOURCES[filename] = _SourceIndex(lines, defs)
+    index = _SOURCES[filename] = _SourceIndex(lines, tree, defs)
     return index
 
 
@@ -492,8 +519,13 @@ def _find_node(fn: types.FunctionType) -> tuple[ast.AST | None, bool]:
     """`fn`'s def in its source, and whether that source compiles to `fn`'s very code."""
     code = fn.__code__
     index = _source_index(fn)
-    node = index.defs.get((code.co_firstlineno, code.co_name)) if index else None
-    if node is not None:
+    key = (code.co_firstlineno, code.co_name)
+    node = index.defs.get(key) if index else None
+    if index is not None and node is not None:
+        compiled = index.code_at(key, code.co_flags & _FUTURE_FLAGS)
+        if compiled is not None:
+            same = _identity(compiled, fn.__doc__, None) == _identity(code, fn.__doc__, None)
+            return node, same
         return node, _compiles_to(node, fn)
     try:  # no file index (or an ambiguous line): inspect's own search
         source = textwrap.dedent(inspect.getsource(fn))
@@ -817,7 +849,7 @@ def fingerprint_function(
     the fingerprints of one run.
     """
     walker = _Walker(memo, values)
-    unwrapped = inspect.unwrap(fn)
+    unwrapped = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
     wrapped, fn = unwrapped is not fn, unwrapped
     label = label or f"function `{getattr(fn, '__name__', 'task')}`"
     if isinstance(fn, types.FunctionType):
@@ -834,10 +866,8 @@ def fingerprint_function(
     else:
         walker.reference(label, fn)
     walker.drain()
-    h = blake3(b"nbflow-print-1")
-    for k, v in sorted(walker.parts.items()):
-        h.update(f"\x00{k}={v}".encode())
-    combined = Digest(h.hexdigest(length=20))
+    material = "\x00".join(f"{k}={v}" for k, v in sorted(walker.parts.items()))
+    combined = Digest(blake3(b"nbflow-print-1\x00" + material.encode()).hexdigest(length=20))
     return FunctionPrint(combined, walker.parts, walker.shorts, walker.volatile, walker.state)
 
 
