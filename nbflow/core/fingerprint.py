@@ -16,11 +16,21 @@ How a fingerprint is built:
 3. A referenced global that cannot be fingerprinted is reported in
    `FunctionPrint.volatile`, and the planner makes the task always rerun,
    saying why.
+4. A global the code *updates* (`log.append(x)`, `memo[k] = v`,
+   `global n; n += 1`; see `updated_globals`) is its state, not its input:
+   it is listed in `FunctionPrint.state` and left out of the digest, so a
+   task's own runs never make it stale.
 
 The result keeps one digest per part ("function `clean`", "helper
 `normalize`", "global `THRESHOLD`"), so the planner can name what changed.
-Parsing is memoized per code object; global values are digested afresh on
-every plan because they may have changed.
+
+What is memoized, and why it cannot go stale: a parse (`CodeInfo`) is kept
+per code object in the process and, through `CodeMemo` (the store's, see
+codememo.py), across processes under the code's `code_identity`; it is
+shared only when the source it came from compiles to that very code.
+Defaults, closure cells, globals and helpers are never memoized across
+runs: each global value is digested once per run (the planner's `values`
+table), as it was when the run began.
 """
 
 from __future__ import annotations
@@ -395,9 +405,7 @@ class _SourceIndex:
     tree: ast.Module
     defs: dict[tuple[int, str], ast.AST | None]
     """(first line, name) -> the def node; None when two share the line."""
-    compiled: dict[int, dict[tuple[int, str], types.CodeType | None]] = field(
-        default_factory=dict
-    )
+    compiled: dict[int, dict[tuple[int, str], types.CodeType | None]] = field(default_factory=dict)
     """Future flags -> the file compiled with them, as (first line, name) -> code."""
 
     def code_at(self, key: tuple[int, str], flags: int) -> types.CodeType | None:

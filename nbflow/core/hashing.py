@@ -44,12 +44,12 @@ class Unfingerprintable(Exception):
 
 def hash_bytes(*chunks: bytes | str) -> Digest:
     """Digest of a sequence of chunks, each length-prefixed so boundaries count."""
-    parts: list[bytes] = []
+    h = blake3()  # fed chunk by chunk: no list of pieces joined into one more copy
     for chunk in chunks:
         data = chunk.encode() if isinstance(chunk, str) else chunk
-        parts.append(len(data).to_bytes(8, "little"))
-        parts.append(data)
-    return Digest(blake3(b"".join(parts)).hexdigest(length=20))
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return Digest(h.hexdigest(length=20))
 
 
 def digest_value(value: Any) -> Digest:

@@ -6,6 +6,11 @@ takes, the *output digests* of its upstream tasks, the digests of watched
 files, and any extra identity (a notebook's code). Upstream output digests
 come from metadata records, so deciding freshness never unpickles a value.
 
+Every task's code is fingerprinted when the plan begins, before any task
+runs, so each key sees the globals as the user left them; a global a task
+updates (its state) is not part of its key (see fingerprint.py), and a
+decision carries a `note` saying so.
+
 How freshness is decided, in this order:
 - an upstream task is stale → stale, "upstream `x` is stale: <root cause>"
   (its key is unknown until `x` reruns; if `x` then returns the same bytes,
