@@ -1,6 +1,7 @@
 """Pipelines of N *distinct* functions, as users write them (issue 21), for bench_fingerprints.py.
 
-Each task has a function of its own (`def tN(x)` with a log call, chained),
+Each task has a function of its own (`def tN(x)` with a log call, chained; in the
+"state" variant each appends its name to one module-level list instead),
 defined either in a generated module file (a) or through `exec` in
 `__main__`, the way a notebook cell defines it (b). The shared-function
 variant (one `step` for every task, as bench_core.py builds it) is kept for
@@ -25,25 +26,22 @@ N = 1000
 MIDDLE = N // 2
 
 
-def function_source(i: int, edited: bool = False) -> str:
+def function_source(i: int, edited: bool = False, state: bool = False) -> str:
     if i == 0:
         return "def t0():\n    return 0\n"
     step = 2 if edited and i == MIDDLE else 1
-    return (
-        f"def t{i}(x):\n"
-        f'    """Step {i} of the chain."""\n'
-        f'    log.debug("t{i} got %s", x)\n'
-        f"    return x + {step}\n"
-    )
+    # state: each task appends its name to one module-level list (issue 13), instead of logging
+    call = f'names.append("t{i}")' if state else f'log.debug("t{i} got %s", x)'
+    return f'def t{i}(x):\n    """Step {i} of the chain."""\n    {call}\n    return x + {step}\n'
 
 
-def module_source(n: int, edited: bool = False) -> str:
-    head = "import logging\n\nlog = logging.getLogger('bench')\n\n\n"
-    return head + "\n\n".join(function_source(i, edited) for i in range(n))
+def module_source(n: int, edited: bool = False, state: bool = False) -> str:
+    head = "import logging\n\nlog = logging.getLogger('bench')\nnames = []\n\n\n"
+    return head + "\n\n".join(function_source(i, edited, state) for i in range(n))
 
 
 def _functions(mode: str, workdir: Path, n: int, edited: bool) -> list[Any]:
-    if mode == "module":
+    if mode in ("module", "state"):
         sys.path.insert(0, str(workdir))
         module = importlib.import_module("distinct_steps")
         return [getattr(module, f"t{i}") for i in range(n)]
@@ -62,9 +60,9 @@ def _functions(mode: str, workdir: Path, n: int, edited: bool) -> list[Any]:
     raise ValueError(mode)
 
 
-def write_module(workdir: Path, n: int, edited: bool) -> None:
+def write_module(workdir: Path, n: int, edited: bool, state: bool = False) -> None:
     path = workdir / "distinct_steps.py"
-    path.write_text(module_source(n, edited))
+    path.write_text(module_source(n, edited, state))
     # A fresh process compiles from source: drop stale bytecode of the other variant.
     for pyc in workdir.glob("__pycache__/distinct_steps*"):
         pyc.unlink()
