@@ -15,7 +15,7 @@ digested by value on every plan, apart from the memo. An entry that is lost
 or refused (a bad signature) only costs a parse.
 
 Storage: one signed blob in the store (`get_blob`/`put_blob`), JSON inside,
-loaded once per process and store, written back (merged with what other
+loaded once per store object, written back (merged with what other
 processes added meanwhile) after a plan that parsed something new. It keeps
 at most `MAX_ENTRIES` entries, the oldest dropped first.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from typing import Any
 
 from nbflow.core.fingerprint import CodeInfo
@@ -32,7 +33,8 @@ from nbflow.core.types import Digest
 BLOB = "code-fingerprints-1"
 MAX_ENTRIES = 50_000
 
-_LOADED: dict[str, StoreCodeMemo] = {}
+_LOADED: weakref.WeakKeyDictionary[Any, StoreCodeMemo] = weakref.WeakKeyDictionary()
+"""Store object -> its memo; it goes with the store (no store is kept open by the memo)."""
 _LOCK = threading.Lock()
 
 
@@ -40,7 +42,7 @@ class StoreCodeMemo:
     """The memo of one store (see module docstring); `get`/`put` in memory, `save` to the store."""
 
     def __init__(self, store: Any) -> None:
-        self._store = store
+        self._store = weakref.ref(store)
         self._entries: dict[str, CodeInfo] = _decode(store.get_blob(BLOB))
         self._new: dict[str, CodeInfo] = {}
         self._lock = threading.Lock()
@@ -55,15 +57,16 @@ class StoreCodeMemo:
 
     def save(self) -> None:
         """Write the entries parsed since the last save, merged with the stored ones."""
+        store = self._store()
         with self._lock:
-            if not self._new:
+            if not self._new or store is None:
                 return
             new, self._new = self._new, {}
-        merged = _decode(self._store.get_blob(BLOB))
+        merged = _decode(store.get_blob(BLOB))
         merged.update(new)
         if len(merged) > MAX_ENTRIES:
             merged = dict(list(merged.items())[-MAX_ENTRIES:])
-        self._store.put_blob(BLOB, _encode(merged))
+        store.put_blob(BLOB, _encode(merged))
         with self._lock:
             for identity, info in merged.items():
                 self._entries.setdefault(identity, info)
@@ -73,11 +76,13 @@ def memo_for(store: Any) -> StoreCodeMemo | None:
     """The code memo of `store`, loaded once per process; None for a store without blobs."""
     if not (hasattr(store, "get_blob") and hasattr(store, "put_blob")):
         return None
-    key = str(getattr(store, "directory", id(store)))
     with _LOCK:
-        memo = _LOADED.get(key)
-        if memo is None or memo._store is not store:
-            memo = _LOADED[key] = StoreCodeMemo(store)
+        try:
+            memo = _LOADED.get(store)
+        except TypeError:  # a store that takes no weak reference: a memo per plan
+            return StoreCodeMemo(store)
+        if memo is None:
+            memo = _LOADED[store] = StoreCodeMemo(store)
         return memo
 
 

@@ -165,3 +165,18 @@ def test_a_source_edited_but_not_reloaded_is_not_memoized(home: Path, pipe: Pipe
 
 def test_a_store_without_blobs_has_no_memo() -> None:
     assert codememo.memo_for(object()) is None
+
+
+def test_a_tampered_memo_is_refused_and_only_costs_a_parse(home: Path, pipe: Pipeline) -> None:
+    from nbflow.core.errors import NbflowWarning
+
+    ns = define("def f():\n    return 1\n")
+    pipe.task(ns["f"])
+    pipe.run()
+    store = pipe.store
+    assert codememo._decode(store.get_blob(codememo.BLOB))  # the memo was written, signed
+    raw = store._meta.get(f"blob:{codememo.BLOB}")
+    store._meta.set(f"blob:{codememo.BLOB}", raw[:-5] + b"XXXXX")
+    with pytest.warns(NbflowWarning, match="bad signature"):
+        assert store.get_blob(codememo.BLOB) is None
+    assert codememo._decode(b"not json") == {}
