@@ -125,7 +125,14 @@ def _normalized(node: Any, out: list[str]) -> None:
             out.append(",")
         out.append("]")
     else:
-        out.append(f"{type(node).__name__}:{node!r}")
+        out.append(f"{type(node).__name__}:{_repr(node)}")
+
+
+def _repr(value: Any) -> str:
+    # A literal int past Python's 4,300-digit str limit (a long hex literal) has no repr().
+    if type(value) is int and value.bit_length() > 10_000:
+        return hex(value)
+    return repr(value)
 
 
 def _digest_tokens(out: list[str]) -> Digest:
@@ -301,7 +308,7 @@ def _bytecode_digest(code: types.CodeType) -> list[str]:
         if isinstance(const, types.CodeType):
             out.extend(_bytecode_digest(const))
         else:
-            out.append(f"{type(const).__name__}:{const!r}")
+            out.append(f"{type(const).__name__}:{_repr(const)}")
     return out
 
 
@@ -362,7 +369,7 @@ def _feed_code(code: types.CodeType, h: Any, doc: str | None, top: bool) -> None
         if isinstance(const, frozenset):  # `x in {"a", "b"}`: set order varies per process
             text = "frozenset:" + repr(sorted(map(repr, const)))
         else:
-            text = f"{type(const).__name__}:{const!r}"
+            text = f"{type(const).__name__}:{_repr(const)}"
         h.update(b"\x02")
         h.update(text.encode("utf-8", "surrogatepass"))
 
