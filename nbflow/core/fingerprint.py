@@ -532,6 +532,18 @@ def _compiles_to(node: ast.AST, fn: types.FunctionType) -> bool:
 
 def _find_node(fn: types.FunctionType) -> tuple[ast.AST | None, bool]:
     """`fn`'s def in its source, and whether that source compiles to `fn`'s very code."""
+    node, same = _find_node_once(fn)
+    filename = fn.__code__.co_filename
+    if node is not None and not same and not filename.startswith("<"):
+        # linecache may hold an older read of the file: an edit that kept its size and
+        # mtime (`cp -p`), then a reload. Read it again before settling for a mismatch.
+        linecache.updatecache(filename, fn.__globals__)
+        _SOURCES.pop(filename, None)
+        node, same = _find_node_once(fn)
+    return node, same
+
+
+def _find_node_once(fn: types.FunctionType) -> tuple[ast.AST | None, bool]:
     code = fn.__code__
     index = _source_index(fn)
     key = (code.co_firstlineno, code.co_name)

@@ -180,3 +180,27 @@ def test_a_tampered_memo_is_refused_and_only_costs_a_parse(home: Path, pipe: Pip
     with pytest.warns(NbflowWarning, match="bad signature"):
         assert store.get_blob(codememo.BLOB) is None
     assert codememo._decode(b"not json") == {}
+
+
+def test_a_reload_after_an_edit_that_keeps_size_and_mtime_is_seen_in_one_process(
+    home: Path, pipe: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "same_size_module.py"
+    path.write_text("def f():\n    return 1\n")
+    module = importlib.import_module("same_size_module")
+    try:
+        pipe.task(module.f)
+        assert pipe.run()["f"] == 1
+        stat = path.stat()
+        path.write_text("def f():\n    return 2\n")
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        module = importlib.reload(module)  # linecache still holds the old text
+        pipe.task(module.f)
+        assert pipe.explain("f") == "stale: code of `f` changed"
+        assert pipe.run()["f"] == 2
+    finally:
+        sys.modules.pop("same_size_module", None)
