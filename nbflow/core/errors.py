@@ -317,6 +317,9 @@ class JobsError(NbflowError):
 
 def format_value_short(value: Any, limit: int = 40) -> str:
     """A one-line repr of `value` for messages, cut to `limit` characters."""
+    if type(value) is int and value.bit_length() > 10_000:
+        # repr() refuses ints past Python's 4,300-digit limit; say what it is instead.
+        return f"<int of about {int(value.bit_length() * 0.30103) + 1} digits>"
     try:
         text = repr(value)
     except Exception as exc:  # a broken __repr__ must not break an error message

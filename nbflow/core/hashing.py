@@ -30,20 +30,26 @@ from nbflow.core.types import Digest
 class Unfingerprintable(Exception):
     """Raised when a value has no stable digest (internal; the planner reports it)."""
 
-    def __init__(self, type_name: str, detail: str = "") -> None:
+    def __init__(self, type_name: str, detail: str = "", limit: str = "") -> None:
         self.type_name = type_name
         self.detail = detail
+        self.limit = limit
+        """The nbflow limit the value exceeds, for messages ("" for an unpicklable value)."""
         super().__init__(f"{type_name}{': ' + detail if detail else ''}")
+
+    def brief(self) -> str:
+        """`list: nested more than 200 levels deep, ...` (with the limit), or just the type name."""
+        return f"{self.type_name}: {self.limit}" if self.limit else self.type_name
 
 
 def hash_bytes(*chunks: bytes | str) -> Digest:
     """Digest of a sequence of chunks, each length-prefixed so boundaries count."""
-    parts: list[bytes] = []
+    h = blake3()  # fed chunk by chunk: no list of pieces joined into one more copy
     for chunk in chunks:
         data = chunk.encode() if isinstance(chunk, str) else chunk
-        parts.append(len(data).to_bytes(8, "little"))
-        parts.append(data)
-    return Digest(blake3(b"".join(parts)).hexdigest(length=20))
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return Digest(h.hexdigest(length=20))
 
 
 def digest_value(value: Any) -> Digest:
@@ -69,15 +75,27 @@ def _tag(h: Any, tag: bytes, payload: bytes) -> None:
     h.update(payload)
 
 
+MAX_DEPTH = 200
+"""How deeply containers may nest in a digested value (a deeper one cannot be fingerprinted:
+its task always reruns, saying so, instead of failing with a RecursionError)."""
+
+
 def _feed(value: Any, h: Any, depth: int) -> None:
-    if depth > 200:
-        raise Unfingerprintable(type(value).__name__, "nested too deeply")
+    if depth > MAX_DEPTH:
+        limit = f"nested more than {MAX_DEPTH} levels deep, nbflow's limit for a digest"
+        raise Unfingerprintable(type(value).__name__, limit, limit)
     t = type(value)
     tag = _SCALARS.get(t)
     if tag is not None:
-        _tag(
-            h, tag, repr(value).encode() if t is not str else value.encode("utf-8", "surrogatepass")
-        )
+        if t is str:
+            _tag(h, tag, value.encode("utf-8", "surrogatepass"))
+        elif t is int and value.bit_length() > 10_000:
+            # Past Python's int->str limit (4,300 digits by default) repr() raises:
+            # such ints go by their bytes (a tag of their own, so no collision).
+            size = (value.bit_length() + 8) // 8
+            _tag(h, b"I", value.to_bytes(size, "little", signed=True))
+        else:
+            _tag(h, tag, repr(value).encode())
         return
     if t is bytes or t is bytearray:
         _tag(h, b"y" if t is bytes else b"Y", bytes(value))

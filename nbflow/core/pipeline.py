@@ -466,6 +466,7 @@ class Pipeline:
             resources=self.resources,
         )
         statuses: dict[str, TaskStatus] = {}
+        planner.fingerprint(g.order)
         for name in g.order:
             try:
                 planner.plan([name])
@@ -488,18 +489,21 @@ class Pipeline:
                 state = "never-run"
             else:
                 state = "stale"
-            statuses[name] = TaskStatus(name, state, d.reason)
+            statuses[name] = TaskStatus(
+                name, state, d.reason, d.note or planner.state_note(self.tasks[name])
+            )
         return StatusReport(self.name, statuses)
 
     def explain(self, name: str, params: Mapping[str, Any] | None = None) -> str:
         """One line: "fresh: ..." or "stale: <root cause>"."""
         self.graph().check_known([name], self.name)
         s = self.status(params)[name]
+        note = f" ({s.note})" if s.note else ""
         if s.state == "fresh":
-            return "fresh: unchanged since it last ran; its result is cached"
+            return f"fresh: unchanged since it last ran; its result is cached{note}"
         if s.state == "never-run":
-            return "stale: never run"
-        return f"stale: {s.reason}"
+            return f"stale: never run{note}"
+        return f"stale: {s.reason}{note}"
 
     # --- listeners and display ---------------------------------------------------
 

@@ -6,6 +6,11 @@ takes, the *output digests* of its upstream tasks, the digests of watched
 files, and any extra identity (a notebook's code). Upstream output digests
 come from metadata records, so deciding freshness never unpickles a value.
 
+Every task's code is fingerprinted when the plan begins, before any task
+runs, so each key sees the globals as the user left them; a global a task
+updates (its state) is not part of its key (see fingerprint.py), and a
+decision carries a `note` saying so.
+
 How freshness is decided, in this order:
 - an upstream task is stale → stale, "upstream `x` is stale: <root cause>"
   (its key is unknown until `x` reruns; if `x` then returns the same bytes,
@@ -32,8 +37,9 @@ from typing import Any
 
 from blake3 import blake3
 
+from nbflow.core.codememo import memo_for
 from nbflow.core.errors import MissingParameterError, format_value_short
-from nbflow.core.fingerprint import FunctionPrint, fingerprint_function
+from nbflow.core.fingerprint import FunctionPrint, ValueDigests, fingerprint_function
 from nbflow.core.graph import Graph
 from nbflow.core.hashing import Unfingerprintable, digest_value
 from nbflow.core.store import Record, Store
@@ -55,6 +61,8 @@ class Decision:
     """The root cause, for downstream reasons."""
     root_task: str = ""
     """The task where the root cause lies."""
+    note: str = ""
+    """What the task's key leaves out on purpose (globals the task updates), for `explain`."""
 
 
 _FILE_MEMO: dict[tuple[str, int, int], Digest] = {}
@@ -99,7 +107,11 @@ class Planner:
         self.state = store.pipeline_state(pipeline)
         self.index = store.index(pipeline)
         self._prints: dict[int, FunctionPrint] = {}
-        self._param_digests: dict[str, tuple[Digest | None, str]] = {}
+        self._values: ValueDigests = {}
+        """Global values' digests for this run: each global is digested once, however many
+        functions read it, and as it was when the plan began."""
+        self._code_memo = memo_for(store)
+        self._param_digests: dict[str, tuple[Digest | None, str, str]] = {}
         self.decisions: dict[str, Decision] = {}
 
     # --- parts of a key ------------------------------------------------------
@@ -112,9 +124,36 @@ class Planner:
         fp = self._prints.get(id(fn))
         if fp is None:
             own = getattr(fn, "__nbflow_fingerprint__", None)
-            fp = own() if own is not None else fingerprint_function(fn, label)
+            fp = (
+                own()
+                if own is not None
+                else fingerprint_function(fn, label, memo=self._code_memo, values=self._values)
+            )
             self._prints[id(fn)] = fp
         return fp
+
+    def fingerprint(self, names: Collection[str]) -> None:
+        """Fingerprint the code of `names` now, before any of them runs.
+
+        So every key of the run sees the globals as the user left them, not as
+        the tasks run so far have changed them; and what was parsed is saved to
+        the store's code memo once, for the next process.
+        """
+        for name in names:
+            self.code_print(self.tasks[name])
+        if self._code_memo is not None:
+            self._code_memo.save()
+
+    def state_note(self, task: Task) -> str:
+        """ "global `log` is updated by this task; it is not part of its key", or ""."""
+        state = self.code_print(task).state
+        if not state:
+            return ""
+        one = len(state) == 1
+        return (
+            f"{', '.join(state)} {'is' if one else 'are'} updated by this task; "
+            f"{'it is' if one else 'they are'} not part of its key"
+        )
 
     def param_value(self, task: Task, param: str) -> Any:
         if param in self.params:
@@ -123,16 +162,18 @@ class Planner:
             return task.defaults[param]
         raise MissingParameterError(task.name, param, self.tasks)
 
-    def _param_digest(self, task: Task, param: str) -> tuple[Digest | None, str]:
+    def _param_digest(self, task: Task, param: str) -> tuple[Digest | None, str, str]:
+        """The digest of a parameter's value (None if it has none), its short repr, and why not."""
         if param in self.params:
             memo = self._param_digests.get(param)
             if memo is not None:
                 return memo
         value = self.param_value(task, param)
+        result: tuple[Digest | None, str, str]
         try:
-            result: tuple[Digest | None, str] = (digest_value(value), format_value_short(value, 30))
-        except Unfingerprintable:
-            result = (None, format_value_short(value, 30))
+            result = (digest_value(value), format_value_short(value, 30), "")
+        except Unfingerprintable as exc:
+            result = (None, format_value_short(value, 30), exc.brief())
         if param in self.params:
             self._param_digests[param] = result
         return result
@@ -163,9 +204,9 @@ class Planner:
         if run_params:
             shorts = dict(shorts)
             for param in run_params:
-                digest, short = self._param_digest(task, param)
+                digest, short, why = self._param_digest(task, param)
                 if digest is None:
-                    volatile = [*volatile, f"parameter `{param}` cannot be fingerprinted"]
+                    volatile = [*volatile, f"parameter `{param}` cannot be fingerprinted ({why})"]
                     digest = Digest("volatile")
                 params[param] = digest
                 shorts[f"parameter `{param}`"] = short
@@ -205,6 +246,7 @@ class Planner:
         if versions:
             parts["resources"] = versions
         decision = Decision(name, False, "", key, None, parts, shorts)
+        decision.note = self.state_note(task)
         if volatile:
             decision.reason = f"always reruns: {volatile[0]}"
         elif opts.always_run:
@@ -250,6 +292,7 @@ class Planner:
     def plan(self, names: Collection[str]) -> dict[str, Decision]:
         """Static decisions for `names` (plus nothing else), in topological order."""
         wanted = set(names)
+        self.fingerprint([n for n in self.graph.order if n in wanted and n not in self.decisions])
         for name in self.graph.order:
             if name not in wanted:
                 continue

@@ -18,9 +18,13 @@ class TaskStatus:
     name: str
     state: str
     reason: str
+    note: str = ""
+    """What the task's key leaves out on purpose: "global `log` is updated by this task;
+    it is not part of its key" (empty when nothing is)."""
 
     def __str__(self) -> str:
-        return self.state if self.state == "fresh" else f"{self.state}: {self.reason}"
+        text = self.state if self.state == "fresh" else f"{self.state}: {self.reason}"
+        return f"{text} ({self.note})" if self.note else text
 
 
 class StatusReport(Mapping[str, TaskStatus]):
@@ -50,7 +54,8 @@ class StatusReport(Mapping[str, TaskStatus]):
         width = max(len(n) for n in self._statuses)
         lines = [f"pipeline `{self.pipeline}`: {len(self.stale())} of {len(self)} tasks would run"]
         for name, s in self._statuses.items():
-            reason = f"  {s.reason}" if s.reason else ""
+            why = "; ".join(t for t in (s.reason, s.note) if t)
+            reason = f"  {why}" if why else ""
             lines.append(f"  {name:<{width}}  {s.state:<9}{reason}")
         return "\n".join(lines)
 

@@ -141,3 +141,22 @@ def test_unfingerprintable_global_is_reported_not_guessed() -> None:
     )
     fp = fingerprint_function(ns["t"])
     assert fp.volatile and "global `LOCK` cannot be fingerprinted" in fp.volatile[0]
+
+
+def test_a_helper_chain_600_deep_is_followed_to_its_end() -> None:
+    # The walk over helpers is a work list: a recursive one hit RecursionError near 350.
+    source = "def h0(x):\n    return x + 1\n" + "".join(
+        f"def h{i}(x):\n    return h{i - 1}(x)\n" for i in range(1, 600)
+    )
+    source += "def task(x):\n    return h599(x)\n"
+    before = fingerprint_function(define(source)["task"])
+    after = fingerprint_function(define(source.replace("x + 1", "x + 2"))["task"])
+    assert len(before.parts) == 601
+    assert {k for k in before.parts if before.parts[k] != after.parts[k]} == {"helper `h0`"}
+
+
+def test_an_int_literal_past_pythons_str_limit_is_fingerprinted() -> None:
+    # repr() of a 20,000-bit constant raises ValueError; its hex stands in for it.
+    a = fingerprint_function(define("def f():\n    return 0x" + "f" * 5000 + "\n")["f"])
+    b = fingerprint_function(define("def f():\n    return 0x" + "e" * 5000 + "\n")["f"])
+    assert a.digest != b.digest

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbflow.core.hashing import Unfingerprintable, digest_value
+from nbflow import Pipeline
+from nbflow.core.errors import format_value_short
+from nbflow.core.hashing import MAX_DEPTH, Unfingerprintable, digest_value
 
 DISTINCT = [
     1,
@@ -68,3 +70,47 @@ def test_pandas_objects_count_fully() -> None:
 def test_unpicklable_values_are_reported() -> None:
     with pytest.raises(Unfingerprintable, match="lock"):
         digest_value(threading.Lock())
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_ints_past_pythons_str_limit_are_digested() -> None:
+    # repr(10**5000) raises ValueError (the 4,300-digit limit): digested by bytes instead.
+    big = 10**5000
+    assert digest_value(big) == digest_value(10**5000) != digest_value(big + 1)
+    assert digest_value([big]) != digest_value([-big])
+    assert format_value_short(big) == "<int of about 5001 digits>"
+
+
+def test_a_value_nested_past_the_limit_is_refused_naming_the_limit() -> None:
+    with pytest.raises(Unfingerprintable) as info:
+        digest_value(_nested(5000))
+    assert info.value.brief() == (
+        f"list: nested more than {MAX_DEPTH} levels deep, nbflow's limit for a digest"
+    )
+    assert digest_value(_nested(MAX_DEPTH - 1))  # within the limit: fine
+
+
+def test_deep_and_huge_parameters_are_handled_in_a_run(pipe: Pipeline) -> None:
+    @pipe.task
+    def size(x: object) -> int:
+        if isinstance(x, int):
+            return x.bit_length()
+        depth = 0
+        while isinstance(x, list) and x:
+            x, depth = x[0], depth + 1
+        return depth
+
+    big = pipe.run(params={"x": 10**5000})
+    assert big.ok and pipe.run(params={"x": 10**5000}).executed == []
+    deep = pipe.run(params={"x": _nested(5000)})
+    assert deep.ok and deep["size"] == 5000
+    assert pipe.explain("size", params={"x": _nested(5000)}) == (
+        "stale: always reruns: parameter `x` cannot be fingerprinted "
+        f"(list: nested more than {MAX_DEPTH} levels deep, nbflow's limit for a digest)"
+    )
