@@ -15,6 +15,7 @@ import termios
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import nbformat
 import pytest
 from click.testing import CliRunner
 
@@ -119,15 +120,25 @@ def test_piped_runs_has_no_escape_codes_and_is_not_squeezed(history: Path):
 
 
 def test_run_progress_is_one_updating_line_on_a_terminal_and_plain_lines_in_a_pipe(home: Path):
-    nb = str(FIXTURES / "trivial.ipynb")
-    code, out = in_terminal(["run", nb, "-o", str(home / "t1.ipynb")])
+    nb = home / "three_cells.ipynb"
+    home.mkdir(parents=True, exist_ok=True)
+    nbformat.write(
+        nbformat.v4.new_notebook(
+            cells=[nbformat.v4.new_code_cell(f"x{i} = {i}") for i in range(3)]
+        ),
+        str(nb),
+    )
+    code, out = in_terminal(["run", str(nb), "-o", str(home / "t1.ipynb")])
     assert code == 0, out
-    progress = [line for line in out.split("\n") if "cells " in line]
+    progress = [line for line in out.split("\n") if "code cells: " in line]
     assert len(progress) == 1, out  # every update redraws the same line ...
     assert progress[0].count("\r") >= 2  # ... by a carriage return
 
-    done = piped(["run", nb, "-o", str(home / "t2.ipynb")])
+    done = piped(["run", str(nb), "-o", str(home / "t2.ipynb")])
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stderr and "\x1b" not in done.stderr + done.stdout
     lines = done.stderr.splitlines()
-    assert lines and all(re.fullmatch(r"cells \d+/\d+", line) for line in lines), done.stderr
+    assert len(lines) == 3, done.stderr
+    assert all(re.fullmatch(r"\d+/3 code cells: cell \d `x\d = \d`", line) for line in lines), (
+        done.stderr
+    )
