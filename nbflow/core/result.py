@@ -67,7 +67,7 @@ class StatusReport(Mapping[str, TaskStatus]):
         left = ' style="text-align:left"'
         rows = "".join(
             f"<tr><td{left}><code>{html.escape(n)}</code></td><td{left}>{s.state}</td>"
-            f"<td{left}>{html.escape(s.reason)}</td></tr>"
+            f"<td{left}>{html.escape('; '.join(t for t in (s.reason, s.note) if t))}</td></tr>"
             for n, s in self._statuses.items()
         )
         return (

@@ -237,18 +237,22 @@ def fallback_html(
     pipeline: str, states: Mapping[str, str], info: Mapping[str, Mapping[str, Any]]
 ) -> str:
     """A table of tasks and states, for when `dot` is missing."""
+    # Jupyter right-aligns table cells by default; names and reasons read from the left.
+    left = ' style="text-align:left"'
     rows = []
     for name, state in states.items():
         detail = info.get(name, {})
         why = detail.get("error") or detail.get("reason") or ""
         dur = detail.get("duration")
         rows.append(
-            f'<tr><td><code>{html.escape(name)}</code></td><td style="background:{colour(state)}">'
+            f"<tr><td{left}><code>{html.escape(name)}</code></td>"
+            f'<td style="text-align:left;background:{colour(state)}">'
             f"{html.escape(STATES.get(state, ('', state))[1])}</td>"
-            f"<td>{'' if dur is None else f'{dur:.3f} s'}</td><td>{html.escape(str(why))}</td></tr>"
+            f"<td>{'' if dur is None else f'{dur:.3f} s'}</td>"
+            f"<td{left}>{html.escape(str(why))}</td></tr>"
         )
     return (
         f'<div class="nbflow-fallback"><p><b>nbflow</b>: {html.escape(INSTALL_HINT)}</p>'
-        f"<table><thead><tr><th>task ({html.escape(pipeline)})</th><th>state</th>"
-        f"<th>duration</th><th>why</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+        f"<table><thead><tr><th{left}>task ({html.escape(pipeline)})</th><th{left}>state</th>"
+        f"<th>duration</th><th{left}>why</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )

@@ -32,3 +32,21 @@ def test_status_html_left_aligns_every_column_including_why(pipe: Pipeline):
     assert len(parser.cells) == 3 + 2 * 3
     assert all("text-align:left" in style for _, style in parser.cells), parser.cells
     assert ">why</th>" in html and "invalidated" in html
+
+
+LOG: list[str] = []
+
+
+def test_status_html_shows_the_note_on_state_a_task_updates(pipe: Pipeline):
+    """The text report and the HTML table say the same: a global the task updates is named
+    once as its state, not as a reason to rerun."""
+
+    def collect() -> int:
+        LOG.append("x")
+        return len(LOG)
+
+    pipe.task(collect)
+    pipe.run()
+    report = pipe.status()
+    assert "global `LOG` is updated by this task" in str(report)
+    assert "global `LOG` is updated by this task" in report._repr_html_()

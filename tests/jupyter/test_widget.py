@@ -174,7 +174,9 @@ def test_without_dot_the_widget_says_how_to_install_graphviz_and_shows_a_table(e
         bundle = view.mimebundle()
         assert "image/svg+xml" not in bundle
         assert "apt-get install graphviz" in bundle["text/html"]
-        assert "<td><code>archive</code></td>" in bundle["text/html"]
+        assert '<td style="text-align:left"><code>archive</code></td>' in bundle["text/html"]
+        # Jupyter right-aligns table cells; the names and the why column read from the left.
+        assert bundle["text/html"].count('<th style="text-align:left">') == 3
         assert "apt-get install graphviz" in view.fallback
         with pytest.raises(render.GraphvizMissing, match="conda install -c conda-forge graphviz"):
             render.layout(("a",), ())
