@@ -65,12 +65,25 @@ class Decision:
     """What the task's key leaves out on purpose (globals the task updates), for `explain`."""
 
 
-_FILE_MEMO: dict[tuple[str, int, int], Digest] = {}
+_FILE_MEMO: dict[tuple[str, int, int, int, int, int], Digest] = {}
 
 
 def file_digest(path: str) -> Digest:
+    """The digest of a watched file's content, read again only when its stat changes.
+
+    The memo key includes the change time (ctime) and inode beside mtime and size:
+    `cp -p`, `rsync -a` and `os.utime` put an old mtime back, but every write (and
+    every utime) moves the ctime, which nobody can set back, and a replacing rename
+    changes the inode. So the shortcut never decides "unchanged" for changed content."""
     st = os.stat(path)
-    memo_key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    memo_key = (
+        os.path.abspath(path),
+        st.st_dev,
+        st.st_ino,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_size,
+    )
     digest = _FILE_MEMO.get(memo_key)
     if digest is None:
         from blake3 import blake3

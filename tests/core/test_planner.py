@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -148,6 +149,24 @@ def test_watched_files(tmp_path: Path) -> None:
     data.write_text("a,b\n1,3\n")
     assert pipe.status()["load"].reason == f"watched file `{data}` changed"
     assert pipe.run().executed == ["load"]
+
+
+def test_a_watched_file_edited_in_place_with_its_mtime_kept_is_seen(tmp_path: Path) -> None:
+    """`cp -p`, `rsync -a` and some checkouts keep a file's mtime (and a one-character edit
+    its size): the file's change time, which no user can set back, still moves."""
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    pipe = Pipeline("files-kept-mtime")
+    pipe.task(lambda: data.read_text(), name="load", watch=[str(data)])
+    assert pipe.run()["load"] == "a,b\n1,2\n"
+    before = data.stat()
+    data.write_text("a,b\n1,3\n")
+    os.utime(data, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = data.stat()
+    assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
+    assert pipe.status()["load"].reason == f"watched file `{data}` changed"
+    r = pipe.run()
+    assert r.executed == ["load"] and r["load"] == "a,b\n1,3\n"
 
 
 def test_version_ttl_force_invalidate_and_cache_false() -> None:
