@@ -1,0 +1,512 @@
+"""The recorder: a listener of every run's events that writes the run into the history.
+
+Responsibilities:
+
+- **Batches.** A run costs one transaction when it starts (so a run that is
+  killed is still found) and one when it ends; between them the task rows
+  that finished are written at most once a `FLUSH_INTERVAL` (with a heartbeat),
+  never one transaction per task. A cached task costs a tuple in memory until
+  the end of the run.
+- **Links.** A run's parent is the run whose task started it in this thread
+  (`RunStarted.parent`, a sub-pipeline), else `$NBFLOW_PARENT_RUN` (set by a
+  notebook run for its kernel, and by a job run for its notebook run).
+- **Never in the way.** A write that fails (a locked or full disk, a home
+  that cannot be used) is one `NbflowWarning` per run; the run goes on and its
+  cache is untouched, the rest of that run is not recorded.
+- **Off switch.** `$NBFLOW_HISTORY=0` (read at each run start) or
+  `set_recording(False)`: nothing is recorded and the recorder is not even a
+  listener (the baseline of `benchmarks/bench_history.py`).
+
+`track_run` records runs that are not pipeline runs (notebook runs, job runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from nbflow.core import events as ev
+from nbflow.core.errors import NbflowWarning
+from nbflow.core.home import home_dir
+from nbflow.history import logs
+from nbflow.history.store import FILENAME, HEARTBEAT, HistoryStore
+
+FLUSH_INTERVAL = 1.0
+"""Seconds between the batched writes of a run's finished tasks."""
+PARENT_ENV = "NBFLOW_PARENT_RUN"
+SWITCH_ENV = "NBFLOW_HISTORY"
+
+_STORES: OrderedDict[Path, HistoryStore] = OrderedDict()
+_STORES_LOCK = threading.Lock()
+_KEEP_OPEN = 4
+
+
+def enabled() -> bool:
+    """Whether runs are recorded: `$NBFLOW_HISTORY` is not `0`/`false`/`off`."""
+    return os.environ.get(SWITCH_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def open_store(home: Path | None = None) -> HistoryStore:
+    """The history store of `home` (default: the active home), one connection per process."""
+    home = home if home is not None else home_dir()
+    path = home / FILENAME
+    with _STORES_LOCK:
+        store = _STORES.get(path)
+        if store is None:
+            store = HistoryStore(path)
+            _STORES[path] = store
+            while len(_STORES) > _KEEP_OPEN:  # test suites and tools switch homes
+                _, old = _STORES.popitem(last=False)
+                old.close()
+        else:
+            _STORES.move_to_end(path)
+        return store
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("nbflow")
+    except Exception:
+        return "unknown"
+
+
+_VERSION = _version()
+_HOST = socket.gethostname()
+# Whatever a write raises (sqlite3.Error, OSError, HomeError...) is a warning, never the run's.
+_WRITE_ERRORS = (Exception,)
+
+
+class _Run:
+    """What the recorder holds of one pipeline run until it is written."""
+
+    __slots__ = (
+        "id",
+        "name",
+        "home",
+        "store",
+        "row",
+        "reasons",
+        "started",
+        "attempts",
+        "checks",
+        "pending",
+        "cached",
+        "last_flush",
+        "broken",
+    )
+
+    def __init__(self, run_id: str, name: str, home: Path, store: HistoryStore) -> None:
+        self.id, self.name, self.home, self.store = run_id, name, home, store
+        self.row: dict[str, Any] = {}
+        self.reasons: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.attempts: dict[str, list[dict[str, Any]]] = {}
+        self.checks: dict[str, dict[str, Any]] = {}
+        self.pending: list[dict[str, Any]] = []
+        """Finished task rows not yet written (with `output` to write as a log file)."""
+        self.cached: list[tuple[str, str, str, int, Any, float]] = []
+        self.last_flush = time.monotonic()
+        self.broken = False
+
+
+class Recorder:
+    """The listener `nbflow` registers with `nbflow.core.events.add_default_listener`."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.RLock()
+        self._beat: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return "<nbflow history recorder>"
+
+    # --- events ----------------------------------------------------------------
+
+    def __call__(self, event: ev.Event) -> None:
+        kind = type(event)
+        if kind is ev.TaskCached:  # the hot path of a cached rerun: a tuple, no I/O
+            run = self._runs.get(event.run_id)
+            if run is not None:
+                e: Any = event
+                run.cached.append((e.task, e.key, e.digest, e.size, e.metadata, e.time))
+            return
+        if kind is ev.RunStarted:
+            self._start(event)  # type: ignore[arg-type]
+            return
+        run = self._runs.get(event.run_id)
+        if run is None:
+            return
+        with self._lock:
+            self._handle(run, event)
+            if kind is ev.RunFinished:
+                self._finish(run, event)  # type: ignore[arg-type]
+            elif time.monotonic() - run.last_flush > FLUSH_INTERVAL:
+                self._flush(run)
+
+    def _start(self, event: ev.RunStarted) -> None:
+        if not enabled():
+            return
+        try:
+            home = home_dir()
+            store = open_store(home)
+        except _WRITE_ERRORS as exc:
+            _warn(event.run_id, event.pipeline, exc)
+            return
+        run = _Run(event.run_id, event.pipeline, home, store)
+        params = dict(event.params or {})
+        partition = params.get("partition")
+        run.row = {
+            "id": event.run_id,
+            "kind": "pipeline",
+            "name": event.pipeline,
+            "params": params,
+            "partition": None if partition is None else str(partition),
+            "started": event.time,
+            "state": "running",
+            "host": _HOST,
+            "pid": os.getpid(),
+            "version": _VERSION,
+            "parent": event.parent or os.environ.get(PARENT_ENV) or None,
+            "heartbeat": event.time,
+        }
+        run.reasons = dict(event.stale)
+        try:
+            store.write(runs=[run.row])
+        except _WRITE_ERRORS as exc:
+            _warn(event.run_id, event.pipeline, exc)
+            return
+        with self._lock:
+            self._runs[event.run_id] = run
+            self._ensure_heartbeat()
+
+    def _handle(self, run: _Run, event: ev.Event) -> None:
+        match event:
+            case ev.TaskQueued():
+                if event.reason:
+                    run.reasons[event.task] = event.reason
+            case ev.TaskStarted():
+                run.started.setdefault(event.task, event.time)
+                run.attempts.setdefault(event.task, []).append(
+                    {"number": event.attempt, "start": event.time}
+                )
+            case ev.TaskRetrying():
+                self._end_attempt(run, event.task, event.time, event.error)
+                if event.output:
+                    # Each attempt's output is kept: the log shows why the retry happened.
+                    run.attempts[event.task][-1]["output"] = event.output
+            case ev.TaskFinished():
+                self._end_attempt(run, event.task, event.time, "")
+                run.pending.append(
+                    self._task_row(
+                        run,
+                        event.task,
+                        "done",
+                        event.time,
+                        duration=event.duration,
+                        key=event.key or None,
+                        digest=event.digest or None,
+                        size=event.size or None,
+                        metadata=event.metadata,
+                        output=event.output,
+                        output_dropped=event.output_dropped,
+                    )
+                )
+            case ev.TaskFailed():
+                self._end_attempt(run, event.task, event.time, event.error)
+                run.pending.append(
+                    self._task_row(
+                        run,
+                        event.task,
+                        "failed",
+                        event.time,
+                        duration=event.duration,
+                        error=event.error,
+                        traceback=event.traceback,
+                        output=event.output,
+                        output_dropped=event.output_dropped,
+                    )
+                )
+            case ev.TaskSkipped():
+                run.pending.append(
+                    self._task_row(run, event.task, event.state, event.time, reason=event.reason)
+                )
+            case ev.CheckFinished():
+                run.checks.setdefault(event.task, {})[event.check] = {
+                    "passed": event.passed,
+                    "message": event.message,
+                    "blocking": event.blocking,
+                    "cached": event.cached,
+                }
+
+    @staticmethod
+    def _end_attempt(run: _Run, task: str, when: float, error: str) -> None:
+        attempts = run.attempts.setdefault(task, [{"number": 1, "start": when}])
+        attempts[-1]["end"] = when
+        if error:
+            attempts[-1]["error"] = error
+
+    @staticmethod
+    def _task_row(run: _Run, task: str, state: str, when: float, **fields: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "run_id": run.id,
+            "task": task,
+            "state": state,
+            "cached": 0,
+            "reason": fields.pop("reason", None) or run.reasons.get(task, ""),
+            "attempts": run.attempts.get(task),
+            "started": run.started.get(task),
+            "ended": when,
+        }
+        row.update(fields)
+        return row
+
+    # --- writing ---------------------------------------------------------------
+
+    def _rows(self, run: _Run, *, final: bool) -> list[dict[str, Any]]:
+        rows = run.pending
+        run.pending = []
+        if run.cached:
+            for task, key, digest, size, metadata, when in run.cached:
+                rows.append(
+                    {
+                        "run_id": run.id,
+                        "task": task,
+                        "state": "cached",
+                        "cached": 1,
+                        "reason": "",
+                        "key": key or None,
+                        "digest": digest or None,
+                        "size": size or None,
+                        "metadata": metadata,
+                        "started": when,
+                        "ended": when,
+                        "duration": 0.0,
+                    }
+                )
+            run.cached = []
+        ended = {r["task"] for r in rows}
+        for row in rows:
+            if row["task"] in run.checks:
+                row["checks"] = run.checks[row["task"]]
+            output = row.pop("output", "")
+            dropped = row.pop("output_dropped", 0)
+            attempt_output = "".join(
+                f"--- attempt {a['number']} failed: {a.get('error', '')}\n{a['output']}"
+                for a in (row.get("attempts") or ())
+                if a.get("output")
+            )
+            if attempt_output:
+                output = attempt_output + (
+                    f"--- attempt {len(row['attempts'])}\n{output}" if output else ""
+                )
+                for a in row["attempts"]:
+                    a.pop("output", None)
+            if output:
+                limit = logs.log_limit()
+                path, size, cut = logs.write_log(run.home, run.id, row["task"], output, limit)
+                row.update(
+                    log_path=str(path), log_size=size, log_dropped=cut + dropped, log_limit=limit
+                )
+        if not final:
+            # Tasks still running are written as such: a run killed now shows them `interrupted`.
+            for task, start in run.started.items():
+                if task not in ended and run.attempts.get(task, [{}])[-1].get("end") is None:
+                    rows.append(
+                        {
+                            "run_id": run.id,
+                            "task": task,
+                            "state": "running",
+                            "cached": 0,
+                            "reason": run.reasons.get(task, ""),
+                            "attempts": run.attempts.get(task),
+                            "started": start,
+                        }
+                    )
+        return rows
+
+    def _flush(self, run: _Run) -> None:
+        run.last_flush = time.monotonic()
+        if run.broken:
+            return
+        try:
+            run.store.write(tasks=self._rows(run, final=False), heartbeat=[run.id])
+        except _WRITE_ERRORS as exc:
+            run.broken = True
+            _warn(run.id, run.name, exc)
+
+    def _finish(self, run: _Run, event: ev.RunFinished) -> None:
+        self._runs.pop(run.id, None)
+        if run.broken:
+            return
+        state = "interrupted" if event.aborted else ("ok" if event.ok else "failed")
+        row = dict(run.row)
+        row.update(
+            state=state,
+            ended=event.time,
+            duration=event.duration,
+            heartbeat=event.time,
+            error=event.aborted or _first_error(event.states, run) or None,
+        )
+        try:
+            tasks = self._rows(run, final=True)
+            if event.aborted:
+                for task, start in run.started.items():
+                    if event.states.get(task) is None:
+                        tasks.append(
+                            {
+                                "run_id": run.id,
+                                "task": task,
+                                "state": "interrupted",
+                                "attempts": run.attempts.get(task),
+                                "reason": run.reasons.get(task, ""),
+                                "started": start,
+                                "ended": event.time,
+                            }
+                        )
+            run.store.write(runs=[row], tasks=tasks)
+        except _WRITE_ERRORS as exc:
+            _warn(run.id, run.name, exc)
+
+    # --- heartbeat -------------------------------------------------------------
+
+    def _ensure_heartbeat(self) -> None:
+        if self._beat is None or not self._beat.is_alive():
+            self._beat = threading.Thread(target=self._beat_loop, name="nbflow-history", daemon=True)
+            self._beat.start()
+
+    def _beat_loop(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT)
+            with self._lock:
+                runs = list(self._runs.values())
+                if not runs:
+                    self._beat = None
+                    return
+                for run in runs:
+                    self._flush(run)
+
+
+def _first_error(states: dict[str, str], run: _Run) -> str:
+    failed = [t for t, s in states.items() if s == "failed"]
+    return f"task `{failed[0]}` failed" if failed else ""
+
+
+def _warn(run_id: str, name: str, exc: BaseException) -> None:
+    warnings.warn(
+        f"the run history could not record run {run_id} of `{name}` "
+        f"({type(exc).__name__}: {exc}); the run itself is not affected",
+        NbflowWarning,
+        stacklevel=3,
+    )
+
+
+RECORDER = Recorder()
+
+
+def set_recording(on: bool) -> None:
+    """Record runs of this process in the history (the default), or not."""
+    if on:
+        ev.add_default_listener(RECORDER)
+    else:
+        ev.remove_default_listener(RECORDER)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class TrackedRun:
+    """A run recorded by `track_run`: its `id`, and what the caller learns while it goes."""
+
+    def __init__(self, run_id: str) -> None:
+        self.id = run_id
+        self.output: str | None = None
+        """A file the run produced (a notebook run's executed notebook)."""
+        self.state: str | None = None
+        """Set to override the state recorded at exit (`ok` unless an exception left)."""
+        self.error: str = ""
+
+
+@contextlib.contextmanager
+def track_run(
+    kind: str,
+    name: str,
+    *,
+    params: dict[str, Any] | None = None,
+    partition: str | None = None,
+    parent: str | None = None,
+    run_id: str | None = None,
+) -> Iterator[TrackedRun]:
+    """Record a run of `kind` (`notebook`, `job`) around the block: `running` at once,
+    `ok`/`failed`/`interrupted` at exit. While the block runs, `$NBFLOW_PARENT_RUN` names
+    this run, so a kernel or a run started inside it links to it."""
+    tracked = TrackedRun(run_id or new_run_id())
+    store: HistoryStore | None = None
+    start = time.time()
+    row: dict[str, Any] = {
+        "id": tracked.id,
+        "kind": kind,
+        "name": name,
+        "params": params or {},
+        "partition": partition,
+        "started": start,
+        "state": "running",
+        "host": _HOST,
+        "pid": os.getpid(),
+        "version": _VERSION,
+        "parent": parent or os.environ.get(PARENT_ENV) or None,
+        "heartbeat": start,
+    }
+    if enabled():
+        try:
+            store = open_store()
+            store.write(runs=[row])
+        except _WRITE_ERRORS as exc:
+            store = None
+            _warn(tracked.id, name, exc)
+    previous = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = tracked.id
+    state, error = "ok", ""
+    try:
+        yield tracked
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+        state = "interrupted" if interrupted else "failed"
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        if previous is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = previous
+        if store is not None:
+            end = time.time()
+            row.update(
+                state=tracked.state or state,
+                ended=end,
+                duration=end - start,
+                heartbeat=end,
+                error=(tracked.error or error or None),
+                output=tracked.output,
+            )
+            try:
+                store.write(runs=[row])
+            except _WRITE_ERRORS as exc:
+                _warn(tracked.id, name, exc)
+
+
+if enabled():
+    set_recording(True)
+
+__all__ = ["RECORDER", "Recorder", "enabled", "open_store", "set_recording", "track_run"]
