@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -73,15 +74,11 @@ def open_store(home: Path | None = None) -> HistoryStore:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("nbflow")
-    except Exception:
-        return "unknown"
+    """The version of the nbflow code that runs (read when a run starts: `nbflow` imports us)."""
+    module = sys.modules.get("nbflow")
+    return str(getattr(module, "__version__", "unknown"))
 
 
-_VERSION = _version()
 _HOST = socket.gethostname()
 # Whatever a write raises (sqlite3.Error, OSError, HomeError...) is a warning, never the run's.
 _WRITE_ERRORS = (Exception,)
@@ -164,7 +161,7 @@ class Recorder:
             _warn(event.run_id, event.pipeline, exc)
             return
         run = _Run(event.run_id, event.pipeline, home, store)
-        params = dict(event.params or {})
+        params = {str(k): _safe_value(v) for k, v in (event.params or {}).items()}
         partition = params.get("partition")
         run.row = {
             "id": event.run_id,
@@ -176,7 +173,7 @@ class Recorder:
             "state": "running",
             "host": _HOST,
             "pid": os.getpid(),
-            "version": _VERSION,
+            "version": _version(),
             "parent": event.parent or os.environ.get(PARENT_ENV) or None,
             "heartbeat": event.time,
         }
@@ -397,6 +394,29 @@ class Recorder:
                     self._flush(run)
 
 
+PARAM_LIMIT = 500
+"""Characters of a parameter's value kept in the history (the rest is cut, marked `…`)."""
+
+
+def _safe_value(value: Any) -> Any:
+    """A run parameter as the history keeps it: itself if it is short plain JSON, else
+    its (cut) repr. Never raises: a value whose repr fails is named by its type."""
+    import json
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = None
+    if text is not None and len(text) <= PARAM_LIMIT:
+        return value
+    try:
+        shown = repr(value)
+    except Exception:
+        # An int past Python's str limit, a __repr__ that raises.
+        shown = f"<{type(value).__qualname__}>"
+    return shown if len(shown) <= PARAM_LIMIT else shown[: PARAM_LIMIT - 1] + "…"
+
+
 def _first_error(states: dict[str, str], run: _Run) -> str:
     failed = [t for t, s in states.items() if s == "failed"]
     return f"task `{failed[0]}` failed" if failed else ""
@@ -464,7 +484,7 @@ def track_run(
         "state": "running",
         "host": _HOST,
         "pid": os.getpid(),
-        "version": _VERSION,
+        "version": _version(),
         "parent": parent or os.environ.get(PARENT_ENV) or None,
         "heartbeat": start,
     }
