@@ -161,7 +161,7 @@ class Recorder:
             _warn(event.run_id, event.pipeline, exc)
             return
         run = _Run(event.run_id, event.pipeline, home, store)
-        params = {str(k): _safe_value(v) for k, v in (event.params or {}).items()}
+        params = history_params(dict(event.params or {}))
         partition = params.get("partition")
         run.row = {
             "id": event.run_id,
@@ -379,7 +379,9 @@ class Recorder:
 
     def _ensure_heartbeat(self) -> None:
         if self._beat is None or not self._beat.is_alive():
-            self._beat = threading.Thread(target=self._beat_loop, name="nbflow-history", daemon=True)
+            self._beat = threading.Thread(
+                target=self._beat_loop, name="nbflow-history", daemon=True
+            )
             self._beat.start()
 
     def _beat_loop(self) -> None:
@@ -417,6 +419,11 @@ def _safe_value(value: Any) -> Any:
     return shown if len(shown) <= PARAM_LIMIT else shown[: PARAM_LIMIT - 1] + "…"
 
 
+def history_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Run parameters as the history keeps them (see `_safe_value`)."""
+    return {str(k): _safe_value(v) for k, v in params.items()}
+
+
 def _first_error(states: dict[str, str], run: _Run) -> str:
     failed = [t for t, s in states.items() if s == "failed"]
     return f"task `{failed[0]}` failed" if failed else ""
@@ -440,6 +447,11 @@ def set_recording(on: bool) -> None:
         ev.add_default_listener(RECORDER)
     else:
         ev.remove_default_listener(RECORDER)
+
+
+def parent_env(run_id: str) -> dict[str, str]:
+    """The environment a process started by run `run_id` needs so its runs link to it."""
+    return {PARENT_ENV: run_id}
 
 
 def new_run_id() -> str:
@@ -469,8 +481,8 @@ def track_run(
     run_id: str | None = None,
 ) -> Iterator[TrackedRun]:
     """Record a run of `kind` (`notebook`, `job`) around the block: `running` at once,
-    `ok`/`failed`/`interrupted` at exit. While the block runs, `$NBFLOW_PARENT_RUN` names
-    this run, so a kernel or a run started inside it links to it."""
+    `ok`/`failed`/`interrupted` at exit (or `tracked.state`). Runs started in this thread
+    meanwhile link to it as their parent; give a kernel `parent_env(tracked.id)`."""
     tracked = TrackedRun(run_id or new_run_id())
     store: HistoryStore | None = None
     start = time.time()
@@ -485,7 +497,7 @@ def track_run(
         "host": _HOST,
         "pid": os.getpid(),
         "version": _version(),
-        "parent": parent or os.environ.get(PARENT_ENV) or None,
+        "parent": parent or ev.current_run.get() or os.environ.get(PARENT_ENV) or None,
         "heartbeat": start,
     }
     if enabled():
@@ -495,8 +507,9 @@ def track_run(
         except _WRITE_ERRORS as exc:
             store = None
             _warn(tracked.id, name, exc)
-    previous = os.environ.get(PARENT_ENV)
-    os.environ[PARENT_ENV] = tracked.id
+    # Runs started in this thread (a pipeline run, a notebook run of a job run) name this one
+    # as their parent; a kernel learns it through `$NBFLOW_PARENT_RUN` (`parent_env`).
+    token = ev.current_run.set(tracked.id)
     state, error = "ok", ""
     try:
         yield tracked
@@ -506,10 +519,7 @@ def track_run(
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        if previous is None:
-            os.environ.pop(PARENT_ENV, None)
-        else:
-            os.environ[PARENT_ENV] = previous
+        ev.current_run.reset(token)
         if store is not None:
             end = time.time()
             row.update(
