@@ -273,8 +273,10 @@ class Recorder:
     def _rows(self, run: _Run, *, final: bool) -> list[dict[str, Any]]:
         rows = run.pending
         run.pending = []
-        if run.cached:
-            for task, key, digest, size, metadata, when in run.cached:
+        # Swapped first: the run's thread appends cached tasks without the lock.
+        cached, run.cached = run.cached, []
+        if cached:
+            for task, key, digest, size, metadata, when in cached:
                 rows.append(
                     {
                         "run_id": run.id,
@@ -291,7 +293,6 @@ class Recorder:
                         "duration": 0.0,
                     }
                 )
-            run.cached = []
         ended = {r["task"] for r in rows}
         for row in rows:
             if row["task"] in run.checks:
@@ -385,15 +386,28 @@ class Recorder:
             self._beat.start()
 
     def _beat_loop(self) -> None:
+        """Once a `FLUSH_INTERVAL`: write the finished tasks of running runs (a task that runs
+        long sends no event meanwhile), and a heartbeat every `HEARTBEAT` seconds. The thread
+        outlives its runs by `_IDLE` seconds, so a quick series of runs starts it once."""
+        idle = 0.0
         while True:
-            time.sleep(HEARTBEAT)
+            time.sleep(FLUSH_INTERVAL)
             with self._lock:
                 runs = list(self._runs.values())
                 if not runs:
-                    self._beat = None
-                    return
+                    idle += FLUSH_INTERVAL
+                    if idle >= _IDLE:
+                        self._beat = None
+                        return
+                    continue
+                idle = 0.0
+                now = time.monotonic()
                 for run in runs:
-                    self._flush(run)
+                    if run.pending or run.cached or now - run.last_flush >= HEARTBEAT:
+                        self._flush(run)
+
+
+_IDLE = 30.0
 
 
 PARAM_LIMIT = 500
