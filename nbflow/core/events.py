@@ -54,6 +54,10 @@ class RunFinished(Event):
     aborted: str = ""
     """Set when the run did not end normally: the exception that stopped it
     (`KeyboardInterrupt`, an error of nbflow's own); empty for a run that ended."""
+    cached: dict[str, dict[str, Any]] | None = None
+    """task -> the cache record it was loaded from (`key`, `digest`, `size`, `metadata`), for
+    each task of the run satisfied from the cache: what a listener that ignores the
+    `TaskCached` events (see `EventBus.wants`) learns of them."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -80,6 +84,8 @@ class TaskFinished(TaskEvent):
     """What the last attempt printed and logged (`nbflow.core.capture`)."""
     output_dropped: int = 0
     """Characters cut from the front of `output` (it keeps the tail)."""
+    reason: str = ""
+    """Why the task ran (the planner's stale reason)."""
     key: str = ""
     """The cache key the task ran under (empty when it has none)."""
     digest: str = ""
@@ -115,6 +121,8 @@ class TaskFailed(TaskEvent):
     output: str = ""
     """What the last attempt printed and logged."""
     output_dropped: int = 0
+    reason: str = ""
+    """Why the task ran (the planner's stale reason)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -231,6 +239,12 @@ class EventBus:
     def remove(self, listener: Listener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether a listener wants events of `kind`: a listener with an `ignores` attribute
+        (a set of event classes) does not want those. The runner skips making `TaskCached`
+        events nobody wants: on a cached 1,000-task rerun they are most of its cost."""
+        return any(kind not in getattr(listener, "ignores", ()) for listener in self._listeners)
 
     def emit(self, event: Event) -> None:
         for listener in list(self._listeners):

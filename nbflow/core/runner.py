@@ -122,6 +122,9 @@ class Runner(MapSteps):
         self.executor_spec, self.max_workers = executor, max_workers
         self.bus = ev.EventBus([*pipeline._listeners, *listeners, *ev.default_listeners()])
         self.params = dict(params or {})
+        self._cached_events = True
+        """Whether a listener wants `TaskCached` events (set when the run starts)."""
+        self._unwanted: frozenset[type[ev.Event]] = frozenset()
         self._output: dict[str, tuple[str, int]] = {}
         """task -> (what its last attempt printed, characters dropped from its front)."""
         self.result = RunResult(self.name, self.run_id)
@@ -164,6 +167,11 @@ class Runner(MapSteps):
         self.planner.check_params(order)
         self.static = self.planner.plan(needed)
         emit = self.bus.emit if self.bus else None
+        # Events no listener wants are not made (see `EventBus.wants`).
+        self._unwanted = frozenset(
+            k for k in (ev.TaskCached, ev.TaskQueued, ev.TaskStarted) if not self.bus.wants(k)
+        )
+        self._cached_events = bool(emit) and ev.TaskCached not in self._unwanted
         if emit:
             emit(
                 ev.RunStarted(
@@ -289,6 +297,7 @@ class Runner(MapSteps):
                     states=dict(self.result.states),
                     duration=self.result.duration,
                     ok=self.result.ok,
+                    cached={n: self._records[n] for n in self.result.cached},
                 )
             )
         return self.result
@@ -353,14 +362,15 @@ class Runner(MapSteps):
                 labels = record.get("map_labels") or range(record.get("map_size", 0))
                 result.map_states[name] = dict.fromkeys(labels, "cached")
                 result.map_executed[name] = []
-            self._emit(
-                ev.TaskCached,
-                name,
-                metadata=record.get("metadata"),
-                key=record.get("key") or "",
-                digest=record.get("digest") or "",
-                size=record.get("size") or 0,
-            )
+            if self._cached_events:
+                self._emit(
+                    ev.TaskCached,
+                    name,
+                    metadata=record.get("metadata"),
+                    key=record.get("key") or "",
+                    digest=record.get("digest") or "",
+                    size=record.get("size") or 0,
+                )
             return None
         result.reasons[name] = decision.reason
         kwargs: dict[str, Any] = {}
@@ -486,6 +496,7 @@ class Runner(MapSteps):
                 metadata=result.metadata.get(name),
                 output=output,
                 output_dropped=dropped,
+                reason=result.reasons.get(name, ""),
                 key=self._decision_key(name) or "",
                 digest=(record.get("digest") or "") if stored and record else "",
                 size=(record.get("size") or 0) if stored and record else 0,
@@ -514,6 +525,7 @@ class Runner(MapSteps):
             duration=result.durations.get(name, 0.0),
             output=output,
             output_dropped=dropped,
+            reason=result.reasons.get(name, ""),
         )
 
     def _decision_key(self, name: str) -> str | None:
@@ -567,7 +579,7 @@ class Runner(MapSteps):
 
     def _emit(self, kind: type[ev.TaskEvent], task: str, **fields: Any) -> None:
         """Tell the listeners, if there are any, that `kind` happened to `task`."""
-        if self.bus:
+        if self.bus and kind not in self._unwanted:
             self.bus.emit(kind(pipeline=self.name, run_id=self.run_id, task=task, **fields))
 
     def _forward_inner(self, task: str, event: ev.Event) -> None:
