@@ -36,7 +36,7 @@ def history(
     store = open_store()
     store.settle_interrupted()
     rows = store.runs(name=name, kind=kind, state=state, limit=limit)
-    tasks = store.tasks([r["id"] for r in rows])
+    tasks = store.tasks([r["id"] for r in rows], rows)
     return [RunRecord.from_row(r, tasks[r["id"]]) for r in rows]
 
 
@@ -55,12 +55,12 @@ def get_run(run_id: str) -> RunRecord:
         raise NbflowError(
             f"no run `{run_id}` in the history of this home; `nbflow history` lists the runs"
         )
-    return RunRecord.from_row(row, store.tasks([row["id"]])[row["id"]])
+    return RunRecord.from_row(row, store.tasks([row["id"]], [row])[row["id"]])
 
 
 def children(run_id: str) -> list[RunRecord]:
     """The runs started by run `run_id` (its notebook run, the pipeline runs inside it)."""
     store = open_store()
     rows = store.runs(parent=run_id, limit=None)
-    tasks = store.tasks([r["id"] for r in rows])
+    tasks = store.tasks([r["id"] for r in rows], rows)
     return [RunRecord.from_row(r, tasks[r["id"]]) for r in reversed(rows)]

@@ -151,7 +151,11 @@ def history_show(run_id: str, as_json: bool) -> None:
             for a in t.attempts
         )
         why = "cached" if t.cached else (t.error or t.reason or "-")
-        log = f"{t.log_size} B" + (f" (+{t.log_dropped} cut)" if t.log_dropped else "") if t.log_path else "-"
+        log = (
+            f"{t.log_size} B" + (f" (+{t.log_dropped} cut)" if t.log_dropped else "")
+            if t.log_path
+            else "-"
+        )
         rows.append([t.name, t.state, _took(t.duration), tries or "-", why, log])
     _table(["task", "state", "duration", "attempts", "why", "log"], rows)
 
@@ -191,7 +195,10 @@ def logs_command(run_id: str, task: str | None, follow: bool) -> None:
             if len(text) <= start:
                 continue
             if task is None and start == 0:
-                click.echo(f"--- {t.name}" + (f" ({t.log_dropped} bytes cut, the tail kept)" if t.log_dropped else ""))
+                click.echo(
+                    f"--- {t.name}"
+                    + (f" ({t.log_dropped} bytes cut, the tail kept)" if t.log_dropped else "")
+                )
             click.echo(text[start:], nl=False)
             shown[t.name] = len(text)
         if run.output and not follow and task is None:

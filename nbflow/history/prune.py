@@ -29,9 +29,7 @@ def parse_age(text: str) -> float:
     """`30d`, `12h`, `90m`, `2w` or a bare number of days -> seconds."""
     match = _AGE.match(text)
     if match is None:
-        raise NbflowError(
-            f"an age is a number with s, m, h, d or w (e.g. 30d, 12h), not {text!r}"
-        )
+        raise NbflowError(f"an age is a number with s, m, h, d or w (e.g. 30d, 12h), not {text!r}")
     return float(match.group(1)) * _UNIT[match.group(2)]
 
 

@@ -118,7 +118,16 @@ class _Run:
 
 
 class Recorder:
-    """The listener `nbflow` registers with `nbflow.core.events.add_default_listener`."""
+    """The listener `nbflow` registers with `nbflow.core.events.add_default_listener`.
+
+    It ignores `TaskCached`, `TaskQueued` and `TaskStarted` events (the runner then makes
+    none for it, which keeps recording cheap): the tasks loaded from the cache come with
+    `RunFinished.cached` (written as one column of the run), a task's reason and duration
+    with its `TaskFinished`/`TaskFailed`, each failed attempt with its `TaskRetrying`.
+    So a run killed mid-task shows the tasks it finished, not the one it was running.
+    """
+
+    ignores = frozenset({ev.TaskCached, ev.TaskQueued, ev.TaskStarted})
 
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
@@ -189,27 +198,21 @@ class Recorder:
 
     def _handle(self, run: _Run, event: ev.Event) -> None:
         match event:
-            case ev.TaskQueued():
-                if event.reason:
-                    run.reasons[event.task] = event.reason
-            case ev.TaskStarted():
-                run.started.setdefault(event.task, event.time)
-                run.attempts.setdefault(event.task, []).append(
-                    {"number": event.attempt, "start": event.time}
-                )
             case ev.TaskRetrying():
-                self._end_attempt(run, event.task, event.time, event.error)
+                attempts = run.attempts.setdefault(event.task, [])
+                attempts.append({"number": event.attempt, "end": event.time, "error": event.error})
                 if event.output:
                     # Each attempt's output is kept: the log shows why the retry happened.
                     run.attempts[event.task][-1]["output"] = event.output
             case ev.TaskFinished():
-                self._end_attempt(run, event.task, event.time, "")
+                self._end_attempt(run, event, "")
                 run.pending.append(
                     self._task_row(
                         run,
                         event.task,
                         "done",
                         event.time,
+                        reason=event.reason,
                         duration=event.duration,
                         key=event.key or None,
                         digest=event.digest or None,
@@ -220,13 +223,14 @@ class Recorder:
                     )
                 )
             case ev.TaskFailed():
-                self._end_attempt(run, event.task, event.time, event.error)
+                self._end_attempt(run, event, event.error)
                 run.pending.append(
                     self._task_row(
                         run,
                         event.task,
                         "failed",
                         event.time,
+                        reason=event.reason,
                         duration=event.duration,
                         error=event.error,
                         traceback=event.traceback,
@@ -247,11 +251,21 @@ class Recorder:
                 }
 
     @staticmethod
-    def _end_attempt(run: _Run, task: str, when: float, error: str) -> None:
-        attempts = run.attempts.setdefault(task, [{"number": 1, "start": when}])
-        attempts[-1]["end"] = when
+    def _end_attempt(run: _Run, event: ev.TaskFinished | ev.TaskFailed, error: str) -> None:
+        """The last attempt of a task; the earlier ones came with `TaskRetrying`."""
+        start = event.time - event.duration
+        run.started[event.task] = start
+        attempts = run.attempts.setdefault(event.task, [])
+        if attempts:
+            attempts[0]["start"] = start
+        if not attempts:
+            # One attempt (nearly every task): the task row's start and end say it all; no
+            # JSON to write (`TaskRecord.attempts` rebuilds it).
+            return
+        last: dict[str, Any] = {"number": event.attempts, "end": event.time}
         if error:
-            attempts[-1]["error"] = error
+            last["error"] = error
+        attempts.append(last)
 
     @staticmethod
     def _task_row(run: _Run, task: str, state: str, when: float, **fields: Any) -> dict[str, Any]:
@@ -356,6 +370,11 @@ class Recorder:
             heartbeat=event.time,
             error=event.aborted or _first_error(event.states, run) or None,
         )
+        if event.cached:
+            row["cached_tasks"] = [
+                [t, r.get("key"), r.get("digest"), r.get("size"), r.get("metadata")]
+                for t, r in event.cached.items()
+            ]
         try:
             tasks = self._rows(run, final=True)
             if event.aborted:

@@ -65,6 +65,9 @@ class TaskRecord:
             Attempt(a.get("number", i + 1), a.get("start"), a.get("end"), a.get("error") or "")
             for i, a in enumerate(row.get("attempts") or ())
         )
+        if not attempts and not row.get("cached") and row.get("started") is not None:
+            # One attempt is not written out: it is the task's own start, end and error.
+            attempts = (Attempt(1, row.get("started"), row.get("ended"), row.get("error") or ""),)
         return cls(
             run_id=row["run_id"],
             name=row["task"],

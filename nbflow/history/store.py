@@ -55,6 +55,7 @@ RUN_COLUMNS = (
     "heartbeat",
     "error",
     "output",
+    "cached_tasks",
 )
 TASK_COLUMNS = (
     "run_id",
@@ -78,7 +79,9 @@ TASK_COLUMNS = (
     "log_dropped",
     "log_limit",
 )
-_JSON_COLUMNS = frozenset({"params", "attempts", "metadata", "checks"})
+_JSON_COLUMNS = frozenset({"params", "attempts", "metadata", "checks", "cached_tasks"})
+
+_TASK_JSON = tuple((c, c in _JSON_COLUMNS) for c in TASK_COLUMNS)
 
 MIGRATIONS: list[str] = [
     # 0 -> 1: runs and their tasks, as first shipped.
@@ -107,6 +110,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE tasks ADD COLUMN log_dropped INTEGER;
     ALTER TABLE tasks ADD COLUMN log_limit INTEGER;
     ALTER TABLE runs ADD COLUMN output TEXT;
+    """,
+    # 2 -> 3: the tasks a run loaded from the cache, kept in one compact JSON column of the
+    # run (a cached 1,000-task rerun is one row, not 1,000): [[task, key, digest, size,
+    # metadata], ...].
+    """
+    ALTER TABLE runs ADD COLUMN cached_tasks TEXT;
     """,
 ]
 VERSION = len(MIGRATIONS)
@@ -211,7 +220,13 @@ class HistoryStore:
                         + ", ".join(f"{c}=excluded.{c}" for c in cols if c != "id"),
                         [_encode(c, run[c]) for c in cols],
                     )
-                rows = [[_encode(c, t.get(c)) for c in TASK_COLUMNS] for t in tasks]
+                rows = [
+                    [
+                        json.dumps(t[c], default=repr) if j and t.get(c) is not None else t.get(c)
+                        for c, j in _TASK_JSON
+                    ]
+                    for t in tasks
+                ]
                 if rows:
                     conn.executemany(
                         f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) "
@@ -319,7 +334,7 @@ class HistoryStore:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT * FROM runs WHERE id=? OR id LIKE ? ORDER BY id=? DESC LIMIT 2",
-                (run_id, run_id.replace("%", "") + "%", run_id),
+                (run_id, run_id.replace("%", "").replace("_", "") + "%", run_id),
             ).fetchall()
         if not rows:
             return None
@@ -327,11 +342,33 @@ class HistoryStore:
             raise NbflowError(f"run id `{run_id}` is ambiguous; give more of its characters")
         return _decode(rows[0])
 
-    def tasks(self, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        """Task rows of `run_ids`: run id -> rows in the order they ended."""
+    def tasks(
+        self, run_ids: Sequence[str], runs: Sequence[dict[str, Any]] = ()
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Task rows of `run_ids`: run id -> rows in the order they ended, after the rows of
+        the tasks loaded from the cache (from the `cached_tasks` column of `runs`, the rows of those
+        runs when the caller has them)."""
         out: dict[str, list[dict[str, Any]]] = {r: [] for r in run_ids}
         if not run_ids:
             return out
+        if not runs:
+            runs = [r for r in (self.run(i) for i in run_ids) if r is not None]
+        for run in runs:
+            for task, key, digest, size, metadata in run.get("cached_tasks") or ():
+                out[run["id"]].append(
+                    {
+                        "run_id": run["id"],
+                        "task": task,
+                        "state": "cached",
+                        "cached": 1,
+                        "key": key,
+                        "digest": digest,
+                        "size": size,
+                        "metadata": metadata,
+                        "started": run["started"],
+                        "duration": 0.0,
+                    }
+                )
         with self._lock:
             for start in range(0, len(run_ids), 500):
                 chunk = list(run_ids[start : start + 500])

@@ -60,7 +60,7 @@ def test_a_run_killed_with_sigkill_reads_as_interrupted_with_its_finished_tasks(
     proc.wait()
     [run] = nf.history("slow")
     assert run.state == "interrupted"
-    assert {t.name: t.state for t in run.tasks} == {"first": "done", "second": "interrupted"}
+    assert {t.name: t.state for t in run.tasks} == {"first": "done"}  # what it finished
     assert run.task("first").log == "first done\n"
     assert nf.history(state="interrupted")[0].id == run.id  # written so, not only read so
 
@@ -68,7 +68,9 @@ def test_a_run_killed_with_sigkill_reads_as_interrupted_with_its_finished_tasks(
 def test_two_writer_processes_lose_no_record(home: Path, tmp_path: Path) -> None:
     runs = 15
     procs = [
-        subprocess.Popen([sys.executable, "-c", MANY_RUNS, name, str(runs)], env=_env(home), cwd=tmp_path)
+        subprocess.Popen(
+            [sys.executable, "-c", MANY_RUNS, name, str(runs)], env=_env(home), cwd=tmp_path
+        )
         for name in ("writer_a", "writer_b")
     ]
     for proc in procs:

@@ -25,7 +25,12 @@ def test_a_notebook_run_links_the_pipeline_runs_in_its_kernel(tmp_path: Path) ->
     nr = nf.run_notebook(nb)
     assert nr.ok and nr.run_id
     run = get_run(nr.run_id)
-    assert (run.kind, run.name, run.state, run.output) == ("notebook", "inner", "ok", str(nr.output_path))
+    assert (run.kind, run.name, run.state, run.output) == (
+        "notebook",
+        "inner",
+        "ok",
+        str(nr.output_path),
+    )
     [inner] = children(nr.run_id)
     assert (inner.kind, inner.name, inner.parent) == ("pipeline", "in_kernel", nr.run_id)
     assert inner.task("one").log == "computed in the kernel\n"

@@ -69,12 +69,36 @@ def test_a_running_run_whose_process_is_gone_reads_as_interrupted(tmp_path: Path
     now = time.time()
     store.write(
         runs=[
-            {"id": "gone", "kind": "pipeline", "name": "p", "started": now, "state": "running",
-             "host": store.host, "pid": dead.pid, "heartbeat": now},
-            {"id": "alive", "kind": "pipeline", "name": "p", "started": now, "state": "running",
-             "host": store.host, "pid": os.getpid(), "heartbeat": now},
-            {"id": "far", "kind": "pipeline", "name": "p", "started": now - 1000,
-             "state": "running", "host": "elsewhere", "pid": 1, "heartbeat": now - 1000},
+            {
+                "id": "gone",
+                "kind": "pipeline",
+                "name": "p",
+                "started": now,
+                "state": "running",
+                "host": store.host,
+                "pid": dead.pid,
+                "heartbeat": now,
+            },
+            {
+                "id": "alive",
+                "kind": "pipeline",
+                "name": "p",
+                "started": now,
+                "state": "running",
+                "host": store.host,
+                "pid": os.getpid(),
+                "heartbeat": now,
+            },
+            {
+                "id": "far",
+                "kind": "pipeline",
+                "name": "p",
+                "started": now - 1000,
+                "state": "running",
+                "host": "elsewhere",
+                "pid": 1,
+                "heartbeat": now - 1000,
+            },
         ],
         tasks=[{"run_id": "gone", "task": "t", "state": "running"}],
     )
@@ -83,3 +107,19 @@ def test_a_running_run_whose_process_is_gone_reads_as_interrupted(tmp_path: Path
     assert states == {"gone": "interrupted", "alive": "running", "far": "interrupted"}
     assert store.tasks(["gone"])["gone"][0]["state"] == "interrupted"
     assert st.STALE_AFTER < 1000
+
+
+def test_upgrade_from_version_2_adds_the_compact_cached_tasks_column(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    conn = _file_at(path, 2)
+    conn.execute(
+        "INSERT INTO runs (id, kind, name, started, state, output) "
+        "VALUES ('r2', 'notebook', 'nb', 1.0, 'ok', 'out.ipynb')"
+    )
+    conn.close()
+    store = HistoryStore(path)
+    [run] = store.runs()
+    assert (run["output"], run["cached_tasks"]) == ("out.ipynb", None)
+    store.write(runs=[{**run, "cached_tasks": [["t", "k", "d", 3, None]]}])
+    [task] = store.tasks(["r2"])["r2"]
+    assert (task["task"], task["state"], task["key"], task["size"]) == ("t", "cached", "k", 3)
