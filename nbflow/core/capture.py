@@ -102,12 +102,12 @@ class _Handler(logging.Handler):
         except Exception:
             message = str(record.msg)
         capture.add(f"{record.levelname} {record.name}: {message}\n")
-        if _only_handler(record.name) and logging.lastResort is not None:
-            # Without us the record would have reached Python's last-resort handler
-            # (stderr, WARNING and up): it still does.
-            if record.levelno >= logging.lastResort.level:
-                with adopt(None):  # captured once, above, not again through stderr
-                    logging.lastResort.handle(record)
+        last = logging.lastResort
+        # Without us the record would have reached Python's last-resort handler (stderr,
+        # WARNING and up): it still does.
+        if last is not None and record.levelno >= last.level and _only_handler(record.name):
+            with adopt(None):  # captured once, above, not again through stderr
+                last.handle(record)
 
 
 def _only_handler(name: str) -> bool:
@@ -132,8 +132,8 @@ def _install() -> None:
         if _active > 1:
             return
         _saved["stdout"], _saved["stderr"] = sys.stdout, sys.stderr
-        sys.stdout = _Tee(sys.stdout)  # type: ignore[assignment]
-        sys.stderr = _Tee(sys.stderr)  # type: ignore[assignment]
+        sys.stdout = _Tee(sys.stdout)
+        sys.stderr = _Tee(sys.stderr)
         logging.getLogger().addHandler(_handler)
 
 

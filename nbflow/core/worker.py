@@ -139,9 +139,7 @@ def worker_main(inbox: Connection, write_fd: int) -> None:
 
 def _pack_error(exc: BaseException, duration: float, output: str = "") -> bytes:
     traceback = format_user_traceback(exc)
-    return cloudpickle.dumps(
-        (False, picklable_error(exc), traceback, duration, output), protocol=5
-    )
+    return cloudpickle.dumps((False, picklable_error(exc), traceback, duration, output), protocol=5)
 
 
 _WORKER_CODE = """\
