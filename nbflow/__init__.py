@@ -66,7 +66,7 @@ from nbflow.core.pools import pool
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
 
 # Importing the history registers its recorder as a listener of every run.
-from nbflow.history.api import history, last_run  # noqa: E402  (after core, which it uses)
+from nbflow.history.api import history, last_run
 
 __version__ = "0.1.0"
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from nbflow.core.errors import NbflowError
+from nbflow.history.recorder import drain, open_store
 from nbflow.history.records import RunRecord
-from nbflow.history.recorder import open_store
 
 KINDS = ("pipeline", "notebook", "job")
 STATES = ("running", "ok", "failed", "interrupted")
@@ -33,6 +33,7 @@ def history(
     reported (and written) as `interrupted`.
     """
     _check(kind, state, limit)
+    drain()
     store = open_store()
     store.settle_interrupted()
     rows = store.runs(name=name, kind=kind, state=state, limit=limit)
@@ -48,6 +49,7 @@ def last_run(name: str) -> RunRecord | None:
 
 def get_run(run_id: str) -> RunRecord:
     """The run `run_id` (or a unique prefix of it), with its tasks; `NbflowError` if unknown."""
+    drain()
     store = open_store()
     store.settle_interrupted()
     row = store.run(run_id)
@@ -60,6 +62,7 @@ def get_run(run_id: str) -> RunRecord:
 
 def children(run_id: str) -> list[RunRecord]:
     """The runs started by run `run_id` (its notebook run, the pipeline runs inside it)."""
+    drain()
     store = open_store()
     rows = store.runs(parent=run_id, limit=None)
     tasks = store.tasks([r["id"] for r in rows], rows)

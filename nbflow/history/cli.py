@@ -10,11 +10,9 @@ import datetime as dt
 import json
 import sys
 import time
-from typing import Any
 
 import click
 
-from nbflow.core.errors import NbflowError
 from nbflow.history.api import KINDS, STATES, children, get_run, history
 from nbflow.history.records import RunRecord
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from nbflow.core.errors import NbflowError
 from nbflow.core.home import home_dir
 from nbflow.history.logs import run_dir
-from nbflow.history.recorder import open_store
+from nbflow.history.recorder import drain, open_store
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT = {"": 86400.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
@@ -50,6 +50,7 @@ def prune(
         raise NbflowError("say what to prune: --older-than AGE, --keep N, or both")
     if keep is not None and keep < 0:
         raise NbflowError(f"--keep must be 0 or more, not {keep}")
+    drain()
     home = home_dir()
     store = open_store(home)
     store.settle_interrupted()

@@ -10,6 +10,10 @@ Responsibilities:
 - **Links.** A run's parent is the run whose task started it in this thread
   (`RunStarted.parent`, a sub-pipeline), else `$NBFLOW_PARENT_RUN` (set by a
   notebook run for its kernel, and by a job run for its notebook run).
+- **The last write off the run's thread.** The end of a run (its task rows) is
+  written by a writer thread, so `run()` returns without waiting for it;
+  readers in this process wait for it (`drain`), and so does the interpreter's
+  exit. A process killed in that moment leaves its run `interrupted`.
 - **Never in the way.** A write that fails (a locked or full disk, a home
   that cannot be used) is one `NbflowWarning` per run; the run goes on and its
   cache is untouched, the rest of that run is not recorded.
@@ -22,8 +26,11 @@ Responsibilities:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
+import queue
 import socket
 import sys
 import threading
@@ -31,7 +38,7 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,19 +95,20 @@ class _Run:
     """What the recorder holds of one pipeline run until it is written."""
 
     __slots__ = (
-        "id",
-        "name",
-        "home",
-        "store",
-        "row",
-        "reasons",
-        "started",
         "attempts",
-        "checks",
-        "pending",
-        "cached",
-        "last_flush",
         "broken",
+        "cached",
+        "checks",
+        "home",
+        "id",
+        "last_flush",
+        "last_flush_at",
+        "name",
+        "pending",
+        "reasons",
+        "row",
+        "started",
+        "store",
     )
 
     def __init__(self, run_id: str, name: str, home: Path, store: HistoryStore) -> None:
@@ -114,6 +122,8 @@ class _Run:
         """Finished task rows not yet written (with `output` to write as a log file)."""
         self.cached: list[tuple[str, str, str, int, Any, float]] = []
         self.last_flush = time.monotonic()
+        self.last_flush_at = time.time()
+        """Wall time of the last write, compared with event times (no clock read per event)."""
         self.broken = False
 
 
@@ -133,6 +143,37 @@ class Recorder:
         self._runs: dict[str, _Run] = {}
         self._lock = threading.RLock()
         self._beat: threading.Thread | None = None
+        self._writes: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+
+    # --- the writer thread -------------------------------------------------------
+
+    def _submit(self, write: Callable[[], None]) -> None:
+        """Do `write` on the writer thread: a run's last write costs the run nothing."""
+        with self._writer_lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="nbflow-history-writer", daemon=True
+                )
+                self._writer.start()
+        self._writes.put(write)
+
+    def _write_loop(self) -> None:
+        while True:
+            write = self._writes.get()
+            try:
+                write()
+            except Exception:
+                # `_warn` raised (warnings as errors): the writer must go on for other runs.
+                pass
+            finally:
+                self._writes.task_done()
+
+    def drain(self) -> None:
+        """Wait until every run that ended in this process is written (readers call this)."""
+        if self._writer is not None and threading.current_thread() is not self._writer:
+            self._writes.join()
 
     def __repr__(self) -> str:
         return "<nbflow history recorder>"
@@ -141,7 +182,15 @@ class Recorder:
 
     def __call__(self, event: ev.Event) -> None:
         kind = type(event)
-        if kind is ev.TaskCached:  # the hot path of a cached rerun: a tuple, no I/O
+        if kind is ev.TaskFinished:  # the hot path of a cold run: one dict, no lock, no I/O
+            run = self._runs.get(event.run_id)
+            if run is not None:
+                self._finished(run, event)  # type: ignore[arg-type]
+                if event.time - run.last_flush_at > FLUSH_INTERVAL:
+                    with self._lock:
+                        self._flush(run)
+            return
+        if kind is ev.TaskCached:  # not sent by the runner (`ignores`); a listener may
             run = self._runs.get(event.run_id)
             if run is not None:
                 e: Any = event
@@ -157,8 +206,37 @@ class Recorder:
             self._handle(run, event)
             if kind is ev.RunFinished:
                 self._finish(run, event)  # type: ignore[arg-type]
-            elif time.monotonic() - run.last_flush > FLUSH_INTERVAL:
+            elif event.time - run.last_flush_at > FLUSH_INTERVAL:
                 self._flush(run)
+
+    @staticmethod
+    def _finished(run: _Run, event: ev.TaskFinished) -> None:
+        # Appending needs no lock: the writer swaps `run.pending` for a new list and
+        # takes the old one whole (see `_rows`).
+        attempts = run.attempts.get(event.task)
+        start = event.time - event.duration
+        if attempts:  # retried: the earlier attempts came with TaskRetrying
+            attempts[0]["start"] = start
+            attempts.append({"number": event.attempts, "end": event.time})
+        run.pending.append(
+            {
+                "run_id": run.id,
+                "task": event.task,
+                "state": "done",
+                "cached": 0,
+                "reason": event.reason or run.reasons.get(event.task, ""),
+                "attempts": attempts,
+                "started": start,
+                "ended": event.time,
+                "duration": event.duration,
+                "key": event.key or None,
+                "digest": event.digest or None,
+                "size": event.size or None,
+                "metadata": event.metadata,
+                "output": event.output,
+                "output_dropped": event.output_dropped,
+            }
+        )
 
     def _start(self, event: ev.RunStarted) -> None:
         if not enabled():
@@ -204,24 +282,6 @@ class Recorder:
                 if event.output:
                     # Each attempt's output is kept: the log shows why the retry happened.
                     run.attempts[event.task][-1]["output"] = event.output
-            case ev.TaskFinished():
-                self._end_attempt(run, event, "")
-                run.pending.append(
-                    self._task_row(
-                        run,
-                        event.task,
-                        "done",
-                        event.time,
-                        reason=event.reason,
-                        duration=event.duration,
-                        key=event.key or None,
-                        digest=event.digest or None,
-                        size=event.size or None,
-                        metadata=event.metadata,
-                        output=event.output,
-                        output_dropped=event.output_dropped,
-                    )
-                )
             case ev.TaskFailed():
                 self._end_attempt(run, event, event.error)
                 run.pending.append(
@@ -251,7 +311,7 @@ class Recorder:
                 }
 
     @staticmethod
-    def _end_attempt(run: _Run, event: ev.TaskFinished | ev.TaskFailed, error: str) -> None:
+    def _end_attempt(run: _Run, event: ev.TaskFailed, error: str) -> None:
         """The last attempt of a task; the earlier ones came with `TaskRetrying`."""
         start = event.time - event.duration
         run.started[event.task] = start
@@ -349,6 +409,7 @@ class Recorder:
 
     def _flush(self, run: _Run) -> None:
         run.last_flush = time.monotonic()
+        run.last_flush_at = time.time()
         if run.broken:
             return
         try:
@@ -375,6 +436,9 @@ class Recorder:
                 [t, r.get("key"), r.get("digest"), r.get("size"), r.get("metadata")]
                 for t, r in event.cached.items()
             ]
+        self._submit(functools.partial(self._write_final, run, row, event))
+
+    def _write_final(self, run: _Run, row: dict[str, Any], event: ev.RunFinished) -> None:
         try:
             tasks = self._rows(run, final=True)
             if event.aborted:
@@ -472,6 +536,12 @@ def _warn(run_id: str, name: str, exc: BaseException) -> None:
 
 
 RECORDER = Recorder()
+atexit.register(RECORDER.drain)  # a script's last run is written before the interpreter ends
+
+
+def drain() -> None:
+    """Wait until the runs that ended in this process are written into the history."""
+    RECORDER.drain()
 
 
 def set_recording(on: bool) -> None:

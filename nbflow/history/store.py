@@ -311,7 +311,8 @@ class HistoryStore:
         limit: int | None = 20,
     ) -> list[dict[str, Any]]:
         """Run rows, newest first, filtered by the given columns."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for column, value in (("name", name), ("kind", kind), ("state", state), ("parent", parent)):
             if value is not None:
                 where.append(f"{column}=?")

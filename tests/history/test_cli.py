@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import nbflow as nf
 from nbflow import Pipeline
 from nbflow.cli import cli
-from nbflow.history.recorder import open_store
+from nbflow.history.recorder import drain, open_store
 
 
 def _invoke(*args: str) -> str:
@@ -65,6 +65,7 @@ def test_unknown_run_is_an_error_in_nbflow_form(pipe: Pipeline) -> None:
 
 def test_prune_removes_old_runs_and_their_logs_never_the_cache(pipe: Pipeline, home: Path) -> None:
     first, second = _two_runs(pipe)
+    drain()
     store = open_store()
     old = store.run(first)
     assert old is not None
