@@ -73,8 +73,9 @@ def open_store(home: Path | None = None) -> HistoryStore:
             store = HistoryStore(path)
             _STORES[path] = store
             while len(_STORES) > _KEEP_OPEN:  # test suites and tools switch homes
-                _, old = _STORES.popitem(last=False)
-                old.close()
+                # Forgotten, not closed: a run still writing holds it; the connection
+                # closes when the last holder lets it go.
+                _STORES.popitem(last=False)
         else:
             _STORES.move_to_end(path)
         return store
@@ -487,7 +488,12 @@ class Recorder:
                 now = time.monotonic()
                 for run in runs:
                     if run.pending or run.cached or now - run.last_flush >= HEARTBEAT:
-                        self._flush(run)
+                        try:
+                            self._flush(run)
+                        except Exception:
+                            # `_warn` raised (warnings as errors): the run is marked broken;
+                            # this thread goes on for the others.
+                            pass
 
 
 _IDLE = 30.0
