@@ -65,6 +65,9 @@ from nbflow.core.pipeline import (
 from nbflow.core.pools import pool
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
 
+# Importing the history registers its recorder as a listener of every run.
+from nbflow.history.api import history, last_run
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -111,7 +114,9 @@ __all__ = [
     "clear_cache",
     "default_pipeline",
     "explain",
+    "history",
     "invalidate",
+    "last_run",
     "load_ipython_extension",
     "notebook_parameters",
     "notebook_task",

@@ -1061,6 +1061,11 @@ def home_command(path_only: bool) -> None:
         click.echo("state: not created yet; the first command that needs it creates it (0700)")
 
 
+from nbflow.history.cli import register as _register_history  # noqa: E402
+
+_register_history(cli)  # `nbflow history`, `nbflow history show|prune`, `nbflow logs`
+
+
 def main() -> None:
     from nbflow.jobs.startup import skip_unused_imports
 

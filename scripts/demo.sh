@@ -35,6 +35,9 @@ nbflow backfill demo-etl --start 2024-01-01 --end 2024-01-03
 step "6. Run history"
 nbflow runs demo-etl
 
+step "7. Everything that ran, in the history (pipeline, notebook and job runs, linked)"
+nbflow history --limit 30
+
 printf '\nOutput notebooks are under %s/runs; open them in Jupyter to read each run.\n' "$NBFLOW_HOME"
 # The demo ran .venv/bin/nbflow; a new shell has no `nbflow` on its PATH until .venv is active.
 printf '\nThe nbflow command is in .venv/bin. To use it as `nbflow ...`:\n'

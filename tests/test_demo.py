@@ -4,6 +4,7 @@ after set-up) and shows caching and a scheduled job's backfill."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def test_demo_script_runs_the_quickstart_a_cached_rerun_then_schedules_and_backf
     assert "added job `demo-etl`" in out
     assert out.count(": success in ") == 3, "one backfill run per day"
     assert "3 skipped" in out, "the second backfill skips the days that succeeded"
+    history = out.partition("7. Everything that ran, in the history")[2]
+    assert len(re.findall(r"job-\d+-\d+ +job +demo-etl +ok", history)) == 3, history
+    assert re.search(r" notebook +daily_etl +ok", history), history
+    assert re.search(r" pipeline +\S+ +ok", history), history
     # A new shell has no `nbflow` on its PATH: the demo's last lines say how to get it.
     tail = out.rstrip().splitlines()[-5:]
     assert "source .venv/bin/activate" in "\n".join(tail)

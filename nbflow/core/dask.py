@@ -191,7 +191,7 @@ def _run_on_worker(
     start_marks: str | None,
     kill_on_timeout: bool,
     kwargs: dict[str, Any],
-) -> tuple[bool, Any, str, float]:
+) -> tuple[bool, Any, str, float, str]:
     """Runs on a Dask worker: the task, with its traceback formatted where it happened."""
     if start_marks is not None:
         # Dask blames every task assigned to a worker that dies, running or not.
@@ -203,14 +203,15 @@ def _run_on_worker(
         key = worker.get_current_task()
         distributed.get_client().set_metadata([_STARTED, start_marks, str(key)], True)
     outcome = execute_job(Job(id=0, task=task, fn=fn, kwargs=kwargs, timeout=timeout))
+    output = outcome.extra.get("output", "")  # captured here, sent back with the outcome
     if outcome.ok:
-        return True, outcome.value, "", outcome.duration
+        return True, outcome.value, "", outcome.duration, output
     if kill_on_timeout and isinstance(outcome.error, TaskTimeout):
         # Only this task runs in this process (one thread per worker): stop it
         # the only way a thread can be stopped. The nanny starts a new worker.
         os.kill(os.getpid(), signal.SIGKILL)
     assert outcome.error is not None
-    return False, picklable_error(outcome.error), outcome.traceback, outcome.duration
+    return False, picklable_error(outcome.error), outcome.traceback, outcome.duration, output
 
 
 class DaskExecutor:
@@ -395,12 +396,23 @@ class DaskExecutor:
         succeeded = [s for s in finished if s.future.status == "finished"]
         results = self.client.gather([s.future for s in succeeded]) if succeeded else []
         outcomes = []
-        for entry, (ok, payload, traceback, duration) in zip(succeeded, results, strict=True):
+        for entry, (ok, payload, traceback, duration, output) in zip(
+            succeeded, results, strict=True
+        ):
+            extra = {"output": output} if output else {}
             if ok:
-                outcomes.append(Outcome(job=entry.job, value=payload, duration=duration))
+                outcomes.append(
+                    Outcome(job=entry.job, value=payload, duration=duration, extra=extra)
+                )
             else:
                 outcomes.append(
-                    Outcome(job=entry.job, error=payload, traceback=traceback, duration=duration)
+                    Outcome(
+                        job=entry.job,
+                        error=payload,
+                        traceback=traceback,
+                        duration=duration,
+                        extra=extra,
+                    )
                 )
         failed = [s for s in finished if s.future.status != "finished"]
         if failed:

@@ -40,6 +40,10 @@ class RunStarted(Event):
     stale: dict[str, str]
     """Tasks planned to execute, with the reason each is stale."""
     edges: tuple[tuple[str, str], ...] = ()
+    params: dict[str, Any] | None = None
+    """The run parameters given to the run (a partition key as `partition`)."""
+    parent: str = ""
+    """The run id of the run whose task started this one (a sub-pipeline), if known."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,6 +51,13 @@ class RunFinished(Event):
     states: dict[str, str]
     duration: float
     ok: bool
+    aborted: str = ""
+    """Set when the run did not end normally: the exception that stopped it
+    (`KeyboardInterrupt`, an error of nbflow's own); empty for a run that ended."""
+    cached: dict[str, dict[str, Any]] | None = None
+    """task -> the cache record it was loaded from (`key`, `digest`, `size`, `metadata`), for
+    each task of the run satisfied from the cache: what a listener that ignores the
+    `TaskCached` events (see `EventBus.wants`) learns of them."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -69,11 +80,25 @@ class TaskFinished(TaskEvent):
     duration: float
     attempts: int = 1
     metadata: dict[str, Any] | None = None
+    output: str = ""
+    """What the last attempt printed and logged (`nbflow.core.capture`)."""
+    output_dropped: int = 0
+    """Characters cut from the front of `output` (it keeps the tail)."""
+    reason: str = ""
+    """Why the task ran (the planner's stale reason)."""
+    key: str = ""
+    """The cache key the task ran under (empty when it has none)."""
+    digest: str = ""
+    size: int = 0
+    """Digest and size in bytes of its stored value (empty / 0 when not cached)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TaskCached(TaskEvent):
     metadata: dict[str, Any] | None = None
+    key: str = ""
+    digest: str = ""
+    size: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,6 +107,8 @@ class TaskRetrying(TaskEvent):
     """The attempt that failed (1-based)."""
     delay: float
     error: str
+    output: str = ""
+    """What the failed attempt printed and logged."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,6 +118,11 @@ class TaskFailed(TaskEvent):
     traceback: str
     attempts: int = 1
     duration: float = 0.0
+    output: str = ""
+    """What the last attempt printed and logged."""
+    output_dropped: int = 0
+    reason: str = ""
+    """Why the task ran (the planner's stale reason)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -157,6 +189,34 @@ events to the outer run (`forward(outer_task, event)`). Threads and processes th
 do not inherit it, so events only ever reach listeners from the run's own thread."""
 
 
+current_run: ContextVar[str | None] = ContextVar("nbflow_current_run", default=None)
+"""The id of the run going on in this thread (set by the runner): a run started from inside
+one of its tasks (a sub-pipeline, in the run's own thread) names it as its `parent`."""
+
+_default_listeners: list[Listener] = []
+
+
+def add_default_listener(listener: Listener) -> None:
+    """Give `listener` every event of every run in this process, after the run's own listeners.
+
+    How layers above core observe runs without core knowing them: the run history
+    registers its recorder here when `nbflow` is imported.
+    """
+    if listener not in _default_listeners:
+        _default_listeners.append(listener)
+
+
+def remove_default_listener(listener: Listener) -> None:
+    """Stop giving `listener` the events of new runs (unknown listeners are ignored)."""
+    if listener in _default_listeners:
+        _default_listeners.remove(listener)
+
+
+def default_listeners() -> list[Listener]:
+    """The listeners added with `add_default_listener`, in order."""
+    return list(_default_listeners)
+
+
 class SupportsEvents(Protocol):
     def __call__(self, event: Event) -> None: ...
 
@@ -179,6 +239,12 @@ class EventBus:
     def remove(self, listener: Listener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether a listener wants events of `kind`: a listener with an `ignores` attribute
+        (a set of event classes) does not want those. The runner skips making `TaskCached`
+        events nobody wants: on a cached 1,000-task rerun they are most of its cost."""
+        return any(kind not in getattr(listener, "ignores", ()) for listener in self._listeners)
 
     def emit(self, event: Event) -> None:
         for listener in list(self._listeners):

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from nbflow.core import capture
 from nbflow.core.errors import NbflowError, TaskTimeout
 
 
@@ -118,10 +119,12 @@ def call_with_timeout(job: Job) -> Any:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
     box: dict[str, Any] = {}
+    captured = capture.current()
 
     def target() -> None:
         try:
-            box["value"] = job.fn(**job.kwargs)
+            with capture.adopt(captured):  # what the task prints belongs to its capture
+                box["value"] = job.fn(**job.kwargs)
         except BaseException as exc:
             box["error"] = exc
 
@@ -136,18 +139,35 @@ def call_with_timeout(job: Job) -> Any:
 
 
 def execute_job(job: Job) -> Outcome:
-    """Run one job in this process and capture its outcome (used by in-process executors)."""
+    """Run one job in this process and capture its outcome (used by in-process executors).
+
+    What the task prints and logs is captured (`nbflow.core.capture`) and kept in
+    `outcome.extra["output"]` (with `"dropped"`, the characters cut from its front).
+    """
     start = time.perf_counter()
-    try:
-        value = call_with_timeout(job)
-    except Exception as exc:
-        return Outcome(
-            job=job,
-            error=exc,
-            traceback=format_user_traceback(exc),
-            duration=time.perf_counter() - start,
-        )
-    return Outcome(job=job, value=value, duration=time.perf_counter() - start)
+    with capture.capture_output() as captured:
+        try:
+            value = call_with_timeout(job)
+        except Exception as exc:
+            outcome = Outcome(
+                job=job,
+                error=exc,
+                traceback=format_user_traceback(exc),
+                duration=time.perf_counter() - start,
+            )
+        else:
+            outcome = Outcome(job=job, value=value, duration=time.perf_counter() - start)
+    output_into(outcome, captured)
+    return outcome
+
+
+def output_into(outcome: Outcome, captured: capture.Captured) -> None:
+    """Keep what a job printed in its outcome (nothing when it printed nothing)."""
+    text = captured.text
+    if text:
+        outcome.extra["output"] = text
+        if captured.dropped:
+            outcome.extra["dropped"] = captured.dropped
 
 
 class SequentialExecutor:

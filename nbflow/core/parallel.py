@@ -41,6 +41,7 @@ import threading
 import time
 import weakref
 from multiprocessing.connection import wait
+from typing import Any
 
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
 from nbflow.core.executors import (
@@ -300,12 +301,14 @@ class ProcessExecutor:
             return
         worker.job, worker.deadline = None, float("inf")
         try:
-            ok, payload, traceback, duration = pickle.loads(message)
+            ok, payload, traceback, duration, output = pickle.loads(message)
         except Exception as exc:
             # The value pickled in the worker but needs a module the driver lacks.
             self._ready.append(_failed(job, exc))
             return
-        extra = {"worker": worker.process.pid}
+        extra: dict[str, Any] = {"worker": worker.process.pid}
+        if output:
+            extra["output"] = output
         if ok:
             self._ready.append(Outcome(job=job, value=payload, duration=duration, extra=extra))
             return

@@ -114,6 +114,9 @@ class RunResult:
     """check name -> its `CheckResult` in this run."""
     digests: dict[str, Digest | None] = field(default_factory=dict)
     """task -> digest of its value (the one downstream keys use); None when it has none."""
+    logs: dict[str, str] = field(default_factory=dict)
+    """task -> what it printed and logged while it ran in this run (stdout, stderr and
+    `logging` records, the tail of at most about 1 MB); tasks that printed nothing are absent."""
     duration: float = 0.0
     _values: dict[str, Any] = field(default_factory=dict, repr=False)
     _loaders: dict[str, Callable[[], Any]] = field(default_factory=dict, repr=False)

@@ -120,7 +120,13 @@ class Runner(MapSteps):
         # A misspelt executor fails now, not after the first stale task is planned.
         check_executor(executor)
         self.executor_spec, self.max_workers = executor, max_workers
-        self.bus = ev.EventBus([*pipeline._listeners, *listeners])
+        self.bus = ev.EventBus([*pipeline._listeners, *listeners, *ev.default_listeners()])
+        self.params = dict(params or {})
+        self._cached_events = True
+        """Whether a listener wants `TaskCached` events (set when the run starts)."""
+        self._unwanted: frozenset[type[ev.Event]] = frozenset()
+        self._output: dict[str, tuple[str, int]] = {}
+        """task -> (what its last attempt printed, characters dropped from its front)."""
         self.result = RunResult(self.name, self.run_id)
         # The digests that feed downstream keys; the result shows them too.
         self._outputs: dict[str, Digest | None] = self.result.digests
@@ -161,6 +167,11 @@ class Runner(MapSteps):
         self.planner.check_params(order)
         self.static = self.planner.plan(needed)
         emit = self.bus.emit if self.bus else None
+        # Events no listener wants are not made (see `EventBus.wants`).
+        self._unwanted = frozenset(
+            k for k in (ev.TaskCached, ev.TaskQueued, ev.TaskStarted) if not self.bus.wants(k)
+        )
+        self._cached_events = bool(emit) and ev.TaskCached not in self._unwanted
         if emit:
             emit(
                 ev.RunStarted(
@@ -169,6 +180,8 @@ class Runner(MapSteps):
                     tasks=tuple(order),
                     stale={n: d.reason for n, d in self.static.items() if not d.fresh},
                     edges=tuple((u, n) for n in order for u in graph.upstream[n]),
+                    params=self.params,
+                    parent=ev.current_run.get() or "",
                 )
             )
         index = {n: i for i, n in enumerate(order)}
@@ -183,6 +196,7 @@ class Runner(MapSteps):
         executor = None
         in_flight = 0
         forwarding = ev.forward_inner.set(self._forward_inner if emit else None)
+        running = ev.current_run.set(self.run_id)
         try:
             while True:
                 blocked: list[tuple[int, int, str]] = []
@@ -254,7 +268,21 @@ class Runner(MapSteps):
                         heapq.heappush(delayed, retry)
                     elif instance is None:
                         self._release(job.task, waiting, ready, index)
+        except BaseException as exc:
+            if emit:  # listeners (the history) learn that this run will not finish
+                emit(
+                    ev.RunFinished(
+                        pipeline=self.name,
+                        run_id=self.run_id,
+                        states=dict(self.result.states),
+                        duration=time.perf_counter() - start,
+                        ok=False,
+                        aborted=f"{type(exc).__name__}: {exc}",
+                    )
+                )
+            raise
         finally:
+            ev.current_run.reset(running)
             ev.forward_inner.reset(forwarding)
             if executor is not None:
                 executor.shutdown()
@@ -269,6 +297,7 @@ class Runner(MapSteps):
                     states=dict(self.result.states),
                     duration=self.result.duration,
                     ok=self.result.ok,
+                    cached={n: self._records[n] for n in self.result.cached},
                 )
             )
         return self.result
@@ -333,7 +362,15 @@ class Runner(MapSteps):
                 labels = record.get("map_labels") or range(record.get("map_size", 0))
                 result.map_states[name] = dict.fromkeys(labels, "cached")
                 result.map_executed[name] = []
-            self._emit(ev.TaskCached, name, metadata=record.get("metadata"))
+            if self._cached_events:
+                self._emit(
+                    ev.TaskCached,
+                    name,
+                    metadata=record.get("metadata"),
+                    key=record.get("key") or "",
+                    digest=record.get("digest") or "",
+                    size=record.get("size") or 0,
+                )
             return None
         result.reasons[name] = decision.reason
         kwargs: dict[str, Any] = {}
@@ -403,6 +440,13 @@ class Runner(MapSteps):
         result.attempts[name] = job.attempt
         result.durations[name] = result.durations.get(name, 0.0) + outcome.duration
         error, trace = outcome.error, outcome.traceback
+        if "output" in outcome.extra:
+            output = (outcome.extra["output"], outcome.extra.get("dropped", 0))
+            self._output[name] = output
+            result.logs[name] = output[0]
+        else:
+            self._output.pop(name, None)
+            result.logs.pop(name, None)
         if error is None and task.options.branch:
             try:
                 self._choose(name, outcome.value)
@@ -427,6 +471,7 @@ class Runner(MapSteps):
                 attempt=job.attempt,
                 delay=delay,
                 error=f"{type(error).__name__}: {error}",
+                output=self._output.get(name, ("", 0))[0],
             )
             self._job_ids += 1
             retry = job.next_attempt(self._job_ids)
@@ -439,13 +484,23 @@ class Runner(MapSteps):
         result = self.result
         result.states[name] = "done"
         result.executed.append(name)
-        self._emit(
-            ev.TaskFinished,
-            name,
-            duration=duration,
-            attempts=attempts,
-            metadata=result.metadata.get(name),
-        )
+        if self.bus:
+            record = self._records.get(name)
+            stored = record is not None and record.get("key") == self._decision_key(name)
+            output, dropped = self._output.get(name, ("", 0))
+            self._emit(
+                ev.TaskFinished,
+                name,
+                duration=duration,
+                attempts=attempts,
+                metadata=result.metadata.get(name),
+                output=output,
+                output_dropped=dropped,
+                reason=result.reasons.get(name, ""),
+                key=self._decision_key(name) or "",
+                digest=(record.get("digest") or "") if stored and record else "",
+                size=(record.get("size") or 0) if stored and record else 0,
+            )
         if name in self._checks:
             self._run_checks(name)
 
@@ -460,6 +515,7 @@ class Runner(MapSteps):
         self.store.update_pipeline_state(
             self.name, failed={name: {"key": key, "error": summary[:300]}}
         )
+        output, dropped = self._output.get(name, ("", 0))
         self._emit(
             ev.TaskFailed,
             name,
@@ -467,7 +523,14 @@ class Runner(MapSteps):
             traceback=trace,
             attempts=attempts,
             duration=result.durations.get(name, 0.0),
+            output=output,
+            output_dropped=dropped,
+            reason=result.reasons.get(name, ""),
         )
+
+    def _decision_key(self, name: str) -> str | None:
+        decision = self._decisions.get(name)
+        return decision.key if decision is not None else None
 
     def _store_result(
         self, name: str, value: Any, duration: float, extra: Mapping[str, Any] | None = None
@@ -516,7 +579,7 @@ class Runner(MapSteps):
 
     def _emit(self, kind: type[ev.TaskEvent], task: str, **fields: Any) -> None:
         """Tell the listeners, if there are any, that `kind` happened to `task`."""
-        if self.bus:
+        if self.bus and kind not in self._unwanted:
             self.bus.emit(kind(pipeline=self.name, run_id=self.run_id, task=task, **fields))
 
     def _forward_inner(self, task: str, event: ev.Event) -> None:

@@ -10,7 +10,8 @@ Policy:
 - **Messages** are pickles framed by multiprocessing's `Connection`.
   Driver → worker: `("job", task, fn, inline, refs, new)` (`refs` name
   arguments by token, `new` brings values to keep) or `("forget",)`.
-  Worker → driver: `(ok, value_or_error, traceback, duration)`. Jobs and
+  Worker → driver: `(ok, value_or_error, traceback, duration, output)`
+  (`output`: what the task printed and logged, captured in the worker). Jobs and
   results go through cloudpickle, so functions and classes defined in a
   notebook cell travel by value.
 - **Large values once per worker.** An argument of `SCATTER_THRESHOLD` bytes
@@ -43,6 +44,7 @@ from typing import Any
 
 import cloudpickle
 
+from nbflow.core import capture
 from nbflow.core.errors import UnpicklableResult, UnpicklableTask
 from nbflow.core.executors import Job, Outcome, format_user_traceback
 
@@ -108,30 +110,36 @@ def worker_main(inbox: Connection, write_fd: int) -> None:
             return
         start = time.perf_counter()
         task = "?"
-        try:
-            request = cloudpickle.loads(message)
-            if request[0] == "forget":
-                held.clear()
-                continue
-            _, task, fn, kwargs, refs, new = request
-            held.update(new)
-            kwargs.update({name: held[token] for name, token in refs.items()})
-            value = fn(**kwargs)
-        except Exception as exc:
-            outbox.send_bytes(_pack_error(exc, time.perf_counter() - start))
+        with capture.capture_output() as captured:
+            try:
+                request = cloudpickle.loads(message)
+                if request[0] == "forget":
+                    held.clear()
+                    continue
+                _, task, fn, kwargs, refs, new = request
+                held.update(new)
+                kwargs.update({name: held[token] for name, token in refs.items()})
+                value = fn(**kwargs)
+            except Exception as exc:
+                error_box: BaseException | None = exc
+            else:
+                error_box = None
+        output = captured.text
+        if error_box is not None:
+            outbox.send_bytes(_pack_error(error_box, time.perf_counter() - start, output))
             continue
         duration = time.perf_counter() - start
         try:
-            payload = cloudpickle.dumps((True, value, "", duration), protocol=5)
+            payload = cloudpickle.dumps((True, value, "", duration, output), protocol=5)
         except Exception as exc:
             error = UnpicklableResult(task, type(value).__name__, f"{type(exc).__name__}: {exc}")
-            payload = _pack_error(error, duration)
+            payload = _pack_error(error, duration, output)
         outbox.send_bytes(payload)
 
 
-def _pack_error(exc: BaseException, duration: float) -> bytes:
+def _pack_error(exc: BaseException, duration: float, output: str = "") -> bytes:
     traceback = format_user_traceback(exc)
-    return cloudpickle.dumps((False, picklable_error(exc), traceback, duration), protocol=5)
+    return cloudpickle.dumps((False, picklable_error(exc), traceback, duration, output), protocol=5)
 
 
 _WORKER_CODE = """\

@@ -426,6 +426,7 @@ def execute_run(
     `cancel` (the foreground's Ctrl-C): once it is set, an attempt that has not started
     its notebook does not start it, and one whose notebook ends (its kernel stopped by
     the canceller) ends `cancelled` — never retried, no alert."""
+    from nbflow.history.recorder import history_params, track_run
     from nbflow.jobs.alerts import notify
     from nbflow.jobs.notebook import run_notebook
 
@@ -476,9 +477,20 @@ def execute_run(
         if cancel is not None and cancel.is_set():
             raise _Cancelled
         values = parse_run_parameters(schedule.notebook, run.parameters)
-        nr = run_notebook(
-            schedule.notebook, values, output=work, timeout=schedule.timeout, progress=progress
-        )
+        # The history records each attempt as a job run; its notebook run links to it.
+        with track_run(
+            "job",
+            run.job,
+            params=history_params(values),
+            partition=str(run.logical_date),
+            run_id=f"job-{run_id}-{attempt}",
+        ) as tracked:
+            nr = run_notebook(
+                schedule.notebook, values, output=work, timeout=schedule.timeout, progress=progress
+            )
+            tracked.output = str(out)
+            if not nr.ok:
+                tracked.state, tracked.error = "failed", str(nr.error)
         if nr.ok:
             state = "success"
         else:

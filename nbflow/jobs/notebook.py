@@ -72,6 +72,7 @@ from papermill.iorw import write_ipynb
 
 from nbflow.core.errors import JobsError, did_you_mean
 from nbflow.core.home import create_private_file, home_dir, private_subdir
+from nbflow.history.recorder import history_params, parent_env, track_run
 from nbflow.jobs.parameters import check_parameters, parameters_from_notebook, render_parameters
 from nbflow.jobs.record import RECORD_DIR_ENV, read_records
 
@@ -145,6 +146,9 @@ class NotebookRun:
     """The number of the cell whose `sys.exit()` with a clean code (none, 0, None,
     False) stopped the notebook; the cells after it did not run. None when every
     cell ran, or when the run failed."""
+    run_id: str | None = None
+    """Its id in the run history (`nbflow history show RUN_ID`); the pipeline runs in its
+    kernel name it as their parent."""
 
     def raise_for_failure(self) -> NotebookRun:
         """Raise `NotebookFailed` if the run failed; return the run otherwise."""
@@ -251,13 +255,58 @@ def run_notebook(
     # The output notebook holds what the run printed: 0600, and never written through a link.
     created = create_private_file(out)
 
+    with track_run("notebook", source.stem, params=history_params(params)) as tracked:
+        result = _run_recorded(
+            nb,
+            source,
+            out,
+            params,
+            created,
+            home,
+            workdir,
+            kernel_name,
+            started,
+            timeout,
+            progress,
+            start_timeout,
+            origin,
+            tracked.id,
+        )
+        tracked.output = str(out)
+        if not result.ok:
+            tracked.state, tracked.error = "failed", str(result.error)
+    return result
+
+
+def _run_recorded(
+    nb: Any,
+    source: Path,
+    out: Path,
+    params: dict[str, Any],
+    created: bool,
+    home: Path,
+    workdir: Path,
+    kernel_name: str,
+    started: float,
+    timeout: float | None,
+    progress: Progress | None,
+    start_timeout: float,
+    origin: Any,
+    run_id: str,
+) -> NotebookRun:
+    """The run itself, recorded in the history as run `run_id` by `run_notebook`."""
     records = Path(tempfile.mkdtemp(prefix="record-", dir=private_subdir(home, "runs")))
     sockets = Path(tempfile.mkdtemp(prefix="nbflow-"))  # short: AF_UNIX paths are limited
     deadline = started + timeout if timeout is not None else None
     control = _RunControl(
         # NBFLOW_HEADLESS: no browser watches this kernel, so the DAG widget
         # draws a static graph only (what the output notebook and HTML keep).
-        env={"NBFLOW_HOME": str(home), RECORD_DIR_ENV: str(records), "NBFLOW_HEADLESS": "1"},
+        env={
+            "NBFLOW_HOME": str(home),
+            RECORD_DIR_ENV: str(records),
+            "NBFLOW_HEADLESS": "1",
+            **parent_env(run_id),  # the pipeline runs in the kernel link to this run
+        },
         cwd=str(workdir),
         socket_prefix=str(sockets / "kernel"),
         deadline=deadline,
@@ -283,6 +332,7 @@ def run_notebook(
         input_path=source,
         parameters=params,
         exited_at=exited_at,
+        run_id=run_id,
     )
 
 

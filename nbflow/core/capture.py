@@ -1,0 +1,177 @@
+"""What a task prints while it runs: stdout, stderr and `logging` records, kept per task.
+
+Policy:
+
+- **Per thread.** While a capture is active, `sys.stdout` and `sys.stderr` are
+  proxies that hand each write to the capture of the *writing thread* (if it
+  has one) and always to the stream they replaced, so output still appears
+  where it did before (a notebook cell, a terminal). Threads of the thread
+  executor each have their own capture; a thread the task starts itself is
+  not captured (its output still reaches the stream). The proxies are put in
+  place by the first active capture and removed by the last, unless someone
+  replaced `sys.stdout` meanwhile (then it is left alone).
+- **Logging.** A handler on the root logger adds each record emitted by a
+  capturing thread as `LEVEL logger: message`; records are those the
+  logging configuration lets through (the root logger's default level is
+  WARNING). nbflow's own loggers are left out.
+- **Bounded.** A capture keeps at most `limit` characters, the tail (the end
+  of a log says why it failed), and counts what it dropped.
+- **Where it applies**: around the call of a task's function, in the thread
+  or process that runs it (`executors.execute_job`, the process worker, the
+  Dask worker), so the text travels back with the outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+DEFAULT_LIMIT = 1_000_000
+"""Characters kept per task (the tail); about 1 MB."""
+
+
+@dataclass
+class Captured:
+    """Text one task wrote, in order; `dropped` counts the characters cut from the front."""
+
+    limit: int = DEFAULT_LIMIT
+    parts: list[str] = field(default_factory=list)
+    size: int = 0
+    dropped: int = 0
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size > 2 * self.limit:
+            self._trim()
+
+    def _trim(self) -> None:
+        joined = "".join(self.parts)
+        cut = max(0, len(joined) - self.limit)
+        self.dropped += cut
+        self.parts = [joined[cut:]]
+        self.size = len(self.parts[0])
+
+    @property
+    def text(self) -> str:
+        if self.size > self.limit:
+            self._trim()
+        return "".join(self.parts)
+
+
+_local = threading.local()
+_lock = threading.Lock()
+_active = 0
+_saved: dict[str, Any] = {}
+
+
+def current() -> Captured | None:
+    """The capture of the calling thread, if one is active."""
+    return getattr(_local, "capture", None)
+
+
+class _Tee:
+    """Stands for `sys.stdout`/`sys.stderr` while captures are active."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        capture = getattr(_local, "capture", None)
+        if capture is not None and text:
+            capture.add(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        # flush, isatty, fileno, encoding... are those of the replaced stream.
+        return getattr(self._stream, name)
+
+
+class _Handler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        capture = getattr(_local, "capture", None)
+        if capture is None or record.name == "nbflow" or record.name.startswith("nbflow."):
+            return
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        capture.add(f"{record.levelname} {record.name}: {message}\n")
+        last = logging.lastResort
+        # Without us the record would have reached Python's last-resort handler (stderr,
+        # WARNING and up): it still does.
+        if last is not None and record.levelno >= last.level and _only_handler(record.name):
+            with adopt(None):  # captured once, above, not again through stderr
+                last.handle(record)
+
+
+def _only_handler(name: str) -> bool:
+    """No handler but ours would see a record of logger `name`."""
+    logger: logging.Logger | None = logging.getLogger(name)
+    while logger is not None:
+        if any(h is not _handler for h in logger.handlers):
+            return False
+        if not logger.propagate:
+            return True
+        logger = logger.parent
+    return True
+
+
+_handler = _Handler()
+
+
+def _install() -> None:
+    global _active
+    with _lock:
+        _active += 1
+        if _active > 1:
+            return
+        _saved["stdout"], _saved["stderr"] = sys.stdout, sys.stderr
+        sys.stdout = _Tee(sys.stdout)
+        sys.stderr = _Tee(sys.stderr)
+        logging.getLogger().addHandler(_handler)
+
+
+def _uninstall() -> None:
+    global _active
+    with _lock:
+        _active -= 1
+        if _active:
+            return
+        for name in ("stdout", "stderr"):
+            proxy = getattr(sys, name)
+            if isinstance(proxy, _Tee):
+                setattr(sys, name, _saved[name])
+        _saved.clear()
+        logging.getLogger().removeHandler(_handler)
+
+
+@contextlib.contextmanager
+def adopt(capture: Captured | None) -> Iterator[None]:
+    """Let the calling thread write into `capture` (a helper thread running a task's code)."""
+    previous = getattr(_local, "capture", None)
+    _local.capture = capture
+    try:
+        yield
+    finally:
+        _local.capture = previous
+
+
+@contextlib.contextmanager
+def capture_output(limit: int = DEFAULT_LIMIT) -> Iterator[Captured]:
+    """Capture what the calling thread writes to stdout, stderr and logging until exit."""
+    captured = Captured(limit)
+    _install()
+    previous = getattr(_local, "capture", None)
+    _local.capture = captured
+    try:
+        yield captured
+    finally:
+        # Output already buffered in the real stream stays there; ours is complete.
+        _local.capture = previous
+        _uninstall()

@@ -1,0 +1,31 @@
+"""The run history: every run of every kind remembered, with its tasks and their output.
+
+Layer: knows only `nbflow.core`. Importing it registers the recorder as a default
+listener of every run (`nbflow.core.events.add_default_listener`), unless
+`$NBFLOW_HISTORY=0`.
+
+- `store`: the SQLite file (`<home>/history.sqlite`), its schema and upgrades.
+- `recorder`: the listener that writes runs in batches; `track_run` for notebook/job runs.
+- `records`: `RunRecord`, `TaskRecord`, `Attempt` — what readers get.
+- `logs`: captured task output under `<home>/logs`, capped.
+- `api`: `history()`, `last_run()`, `get_run()`.
+- `prune`: retention.
+- `cli`: the `nbflow history` and `nbflow logs` commands.
+"""
+
+from __future__ import annotations
+
+from nbflow.history.api import get_run, history, last_run
+from nbflow.history.recorder import set_recording, track_run
+from nbflow.history.records import Attempt, RunRecord, TaskRecord
+
+__all__ = [
+    "Attempt",
+    "RunRecord",
+    "TaskRecord",
+    "get_run",
+    "history",
+    "last_run",
+    "set_recording",
+    "track_run",
+]

@@ -1,0 +1,651 @@
+"""The recorder: a listener of every run's events that writes the run into the history.
+
+Responsibilities:
+
+- **Batches.** A run costs one transaction when it starts (so a run that is
+  killed is still found) and one when it ends; between them the task rows
+  that finished are written at most once a `FLUSH_INTERVAL` (with a heartbeat),
+  never one transaction per task. A cached task costs a tuple in memory until
+  the end of the run.
+- **Links.** A run's parent is the run whose task started it in this thread
+  (`RunStarted.parent`, a sub-pipeline), else `$NBFLOW_PARENT_RUN` (set by a
+  notebook run for its kernel, and by a job run for its notebook run).
+- **The last write off the run's thread.** The end of a run (its task rows) is
+  written by a writer thread, so `run()` returns without waiting for it;
+  readers in this process wait for it (`drain`), and so does the interpreter's
+  exit. A process killed in that moment leaves its run `interrupted`.
+- **Never in the way.** A write that fails (a locked or full disk, a home
+  that cannot be used) is one `NbflowWarning` per run; the run goes on and its
+  cache is untouched, the rest of that run is not recorded.
+- **Off switch.** `$NBFLOW_HISTORY=0` (read at each run start) or
+  `set_recording(False)`: nothing is recorded and the recorder is not even a
+  listener (the baseline of `benchmarks/bench_history.py`).
+
+`track_run` records runs that are not pipeline runs (notebook runs, job runs).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+import uuid
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from nbflow.core import events as ev
+from nbflow.core.errors import NbflowWarning
+from nbflow.core.home import home_dir
+from nbflow.history import logs
+from nbflow.history.store import FILENAME, HEARTBEAT, HistoryStore
+
+FLUSH_INTERVAL = 1.0
+"""Seconds between the batched writes of a run's finished tasks."""
+PARENT_ENV = "NBFLOW_PARENT_RUN"
+SWITCH_ENV = "NBFLOW_HISTORY"
+
+_STORES: OrderedDict[Path, HistoryStore] = OrderedDict()
+_STORES_LOCK = threading.Lock()
+_KEEP_OPEN = 4
+
+
+def enabled() -> bool:
+    """Whether runs are recorded: `$NBFLOW_HISTORY` is not `0`/`false`/`off`."""
+    return os.environ.get(SWITCH_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def open_store(home: Path | None = None) -> HistoryStore:
+    """The history store of `home` (default: the active home), one connection per process."""
+    home = home if home is not None else home_dir()
+    path = home / FILENAME
+    with _STORES_LOCK:
+        store = _STORES.get(path)
+        if store is None:
+            store = HistoryStore(path)
+            _STORES[path] = store
+            while len(_STORES) > _KEEP_OPEN:  # test suites and tools switch homes
+                # Forgotten, not closed: a run still writing holds it; the connection
+                # closes when the last holder lets it go.
+                _STORES.popitem(last=False)
+        else:
+            _STORES.move_to_end(path)
+        return store
+
+
+def _version() -> str:
+    """The version of the nbflow code that runs (read when a run starts: `nbflow` imports us)."""
+    module = sys.modules.get("nbflow")
+    return str(getattr(module, "__version__", "unknown"))
+
+
+_HOST = socket.gethostname()
+# Whatever a write raises (sqlite3.Error, OSError, HomeError...) is a warning, never the run's.
+_WRITE_ERRORS = (Exception,)
+
+
+class _Run:
+    """What the recorder holds of one pipeline run until it is written."""
+
+    __slots__ = (
+        "attempts",
+        "broken",
+        "cached",
+        "checks",
+        "home",
+        "id",
+        "last_flush",
+        "last_flush_at",
+        "name",
+        "pending",
+        "reasons",
+        "row",
+        "started",
+        "store",
+    )
+
+    def __init__(self, run_id: str, name: str, home: Path, store: HistoryStore) -> None:
+        self.id, self.name, self.home, self.store = run_id, name, home, store
+        self.row: dict[str, Any] = {}
+        self.reasons: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.attempts: dict[str, list[dict[str, Any]]] = {}
+        self.checks: dict[str, dict[str, Any]] = {}
+        self.pending: list[dict[str, Any]] = []
+        """Finished task rows not yet written (with `output` to write as a log file)."""
+        self.cached: list[tuple[str, str, str, int, Any, float]] = []
+        self.last_flush = time.monotonic()
+        self.last_flush_at = time.time()
+        """Wall time of the last write, compared with event times (no clock read per event)."""
+        self.broken = False
+
+
+class Recorder:
+    """The listener `nbflow` registers with `nbflow.core.events.add_default_listener`.
+
+    It ignores `TaskCached`, `TaskQueued` and `TaskStarted` events (the runner then makes
+    none for it, which keeps recording cheap): the tasks loaded from the cache come with
+    `RunFinished.cached` (written as one column of the run), a task's reason and duration
+    with its `TaskFinished`/`TaskFailed`, each failed attempt with its `TaskRetrying`.
+    So a run killed mid-task shows the tasks it finished, not the one it was running.
+    """
+
+    ignores = frozenset({ev.TaskCached, ev.TaskQueued, ev.TaskStarted})
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.RLock()
+        self._beat: threading.Thread | None = None
+        self._writes: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+
+    # --- the writer thread -------------------------------------------------------
+
+    def _submit(self, write: Callable[[], None]) -> None:
+        """Do `write` on the writer thread: a run's last write costs the run nothing."""
+        with self._writer_lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="nbflow-history-writer", daemon=True
+                )
+                self._writer.start()
+        self._writes.put(write)
+
+    def _write_loop(self) -> None:
+        while True:
+            write = self._writes.get()
+            try:
+                write()
+            except Exception:
+                # `_warn` raised (warnings as errors): the writer must go on for other runs.
+                pass
+            finally:
+                self._writes.task_done()
+
+    def drain(self) -> None:
+        """Wait until every run that ended in this process is written (readers call this)."""
+        if self._writer is not None and threading.current_thread() is not self._writer:
+            self._writes.join()
+
+    def __repr__(self) -> str:
+        return "<nbflow history recorder>"
+
+    # --- events ----------------------------------------------------------------
+
+    def __call__(self, event: ev.Event) -> None:
+        kind = type(event)
+        if kind is ev.TaskFinished:  # the hot path of a cold run: one dict, no lock, no I/O
+            run = self._runs.get(event.run_id)
+            if run is not None:
+                self._finished(run, event)  # type: ignore[arg-type]
+                if event.time - run.last_flush_at > FLUSH_INTERVAL:
+                    with self._lock:
+                        self._flush(run)
+            return
+        if kind is ev.TaskCached:  # not sent by the runner (`ignores`); a listener may
+            run = self._runs.get(event.run_id)
+            if run is not None:
+                e: Any = event
+                run.cached.append((e.task, e.key, e.digest, e.size, e.metadata, e.time))
+            return
+        if kind is ev.RunStarted:
+            self._start(event)  # type: ignore[arg-type]
+            return
+        run = self._runs.get(event.run_id)
+        if run is None:
+            return
+        with self._lock:
+            self._handle(run, event)
+            if kind is ev.RunFinished:
+                self._finish(run, event)  # type: ignore[arg-type]
+            elif event.time - run.last_flush_at > FLUSH_INTERVAL:
+                self._flush(run)
+
+    @staticmethod
+    def _finished(run: _Run, event: ev.TaskFinished) -> None:
+        # Appending needs no lock: the writer swaps `run.pending` for a new list and
+        # takes the old one whole (see `_rows`).
+        attempts = run.attempts.get(event.task)
+        start = event.time - event.duration
+        if attempts:  # retried: the earlier attempts came with TaskRetrying
+            attempts[0]["start"] = start
+            attempts.append({"number": event.attempts, "end": event.time})
+        run.pending.append(
+            {
+                "run_id": run.id,
+                "task": event.task,
+                "state": "done",
+                "cached": 0,
+                "reason": event.reason or run.reasons.get(event.task, ""),
+                "attempts": attempts,
+                "started": start,
+                "ended": event.time,
+                "duration": event.duration,
+                "key": event.key or None,
+                "digest": event.digest or None,
+                "size": event.size or None,
+                "metadata": event.metadata,
+                "output": event.output,
+                "output_dropped": event.output_dropped,
+            }
+        )
+
+    def _start(self, event: ev.RunStarted) -> None:
+        if not enabled():
+            return
+        try:
+            home = home_dir()
+            store = open_store(home)
+        except _WRITE_ERRORS as exc:
+            _warn(event.run_id, event.pipeline, exc)
+            return
+        run = _Run(event.run_id, event.pipeline, home, store)
+        params = history_params(dict(event.params or {}))
+        partition = params.get("partition")
+        run.row = {
+            "id": event.run_id,
+            "kind": "pipeline",
+            "name": event.pipeline,
+            "params": params,
+            "partition": None if partition is None else str(partition),
+            "started": event.time,
+            "state": "running",
+            "host": _HOST,
+            "pid": os.getpid(),
+            "version": _version(),
+            "parent": event.parent or os.environ.get(PARENT_ENV) or None,
+            "heartbeat": event.time,
+        }
+        run.reasons = dict(event.stale)
+        try:
+            store.write(runs=[run.row])
+        except _WRITE_ERRORS as exc:
+            _warn(event.run_id, event.pipeline, exc)
+            return
+        with self._lock:
+            self._runs[event.run_id] = run
+            self._ensure_heartbeat()
+
+    def _handle(self, run: _Run, event: ev.Event) -> None:
+        match event:
+            case ev.TaskRetrying():
+                attempts = run.attempts.setdefault(event.task, [])
+                attempts.append({"number": event.attempt, "end": event.time, "error": event.error})
+                if event.output:
+                    # Each attempt's output is kept: the log shows why the retry happened.
+                    run.attempts[event.task][-1]["output"] = event.output
+            case ev.TaskFailed():
+                self._end_attempt(run, event, event.error)
+                run.pending.append(
+                    self._task_row(
+                        run,
+                        event.task,
+                        "failed",
+                        event.time,
+                        reason=event.reason,
+                        duration=event.duration,
+                        error=event.error,
+                        traceback=event.traceback,
+                        output=event.output,
+                        output_dropped=event.output_dropped,
+                    )
+                )
+            case ev.TaskSkipped():
+                run.pending.append(
+                    self._task_row(run, event.task, event.state, event.time, reason=event.reason)
+                )
+            case ev.CheckFinished():
+                run.checks.setdefault(event.task, {})[event.check] = {
+                    "passed": event.passed,
+                    "message": event.message,
+                    "blocking": event.blocking,
+                    "cached": event.cached,
+                }
+
+    @staticmethod
+    def _end_attempt(run: _Run, event: ev.TaskFailed, error: str) -> None:
+        """The last attempt of a task; the earlier ones came with `TaskRetrying`."""
+        start = event.time - event.duration
+        run.started[event.task] = start
+        attempts = run.attempts.setdefault(event.task, [])
+        if attempts:
+            attempts[0]["start"] = start
+        if not attempts:
+            # One attempt (nearly every task): the task row's start and end say it all; no
+            # JSON to write (`TaskRecord.attempts` rebuilds it).
+            return
+        last: dict[str, Any] = {"number": event.attempts, "end": event.time}
+        if error:
+            last["error"] = error
+        attempts.append(last)
+
+    @staticmethod
+    def _task_row(run: _Run, task: str, state: str, when: float, **fields: Any) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "run_id": run.id,
+            "task": task,
+            "state": state,
+            "cached": 0,
+            "reason": fields.pop("reason", None) or run.reasons.get(task, ""),
+            "attempts": run.attempts.get(task),
+            "started": run.started.get(task),
+            "ended": when,
+        }
+        row.update(fields)
+        return row
+
+    # --- writing ---------------------------------------------------------------
+
+    def _rows(self, run: _Run, *, final: bool) -> list[dict[str, Any]]:
+        rows = run.pending
+        run.pending = []
+        # Swapped first: the run's thread appends cached tasks without the lock.
+        cached, run.cached = run.cached, []
+        if cached:
+            for task, key, digest, size, metadata, when in cached:
+                rows.append(
+                    {
+                        "run_id": run.id,
+                        "task": task,
+                        "state": "cached",
+                        "cached": 1,
+                        "reason": "",
+                        "key": key or None,
+                        "digest": digest or None,
+                        "size": size or None,
+                        "metadata": metadata,
+                        "started": when,
+                        "ended": when,
+                        "duration": 0.0,
+                    }
+                )
+        ended = {r["task"] for r in rows}
+        for row in rows:
+            if row["task"] in run.checks:
+                row["checks"] = run.checks[row["task"]]
+            output = row.pop("output", "")
+            dropped = row.pop("output_dropped", 0)
+            attempt_output = "".join(
+                f"--- attempt {a['number']} failed: {a.get('error', '')}\n{a['output']}"
+                for a in (row.get("attempts") or ())
+                if a.get("output")
+            )
+            if attempt_output:
+                output = attempt_output + (
+                    f"--- attempt {len(row['attempts'])}\n{output}" if output else ""
+                )
+                for a in row["attempts"]:
+                    a.pop("output", None)
+            if output:
+                limit = logs.log_limit()
+                path, size, cut = logs.write_log(run.home, run.id, row["task"], output, limit)
+                row.update(
+                    log_path=str(path), log_size=size, log_dropped=cut + dropped, log_limit=limit
+                )
+        if not final:
+            # Tasks still running are written as such: a run killed now shows them `interrupted`.
+            for task, start in run.started.items():
+                if task not in ended and run.attempts.get(task, [{}])[-1].get("end") is None:
+                    rows.append(
+                        {
+                            "run_id": run.id,
+                            "task": task,
+                            "state": "running",
+                            "cached": 0,
+                            "reason": run.reasons.get(task, ""),
+                            "attempts": run.attempts.get(task),
+                            "started": start,
+                        }
+                    )
+        return rows
+
+    def _flush(self, run: _Run) -> None:
+        run.last_flush = time.monotonic()
+        run.last_flush_at = time.time()
+        if run.broken:
+            return
+        try:
+            run.store.write(tasks=self._rows(run, final=False), heartbeat=[run.id])
+        except _WRITE_ERRORS as exc:
+            run.broken = True
+            _warn(run.id, run.name, exc)
+
+    def _finish(self, run: _Run, event: ev.RunFinished) -> None:
+        self._runs.pop(run.id, None)
+        if run.broken:
+            return
+        state = "interrupted" if event.aborted else ("ok" if event.ok else "failed")
+        row = dict(run.row)
+        row.update(
+            state=state,
+            ended=event.time,
+            duration=event.duration,
+            heartbeat=event.time,
+            error=event.aborted or _first_error(event.states, run) or None,
+        )
+        if event.cached:
+            row["cached_tasks"] = [
+                [t, r.get("key"), r.get("digest"), r.get("size"), r.get("metadata")]
+                for t, r in event.cached.items()
+            ]
+        self._submit(functools.partial(self._write_final, run, row, event))
+
+    def _write_final(self, run: _Run, row: dict[str, Any], event: ev.RunFinished) -> None:
+        try:
+            tasks = self._rows(run, final=True)
+            if event.aborted:
+                for task, start in run.started.items():
+                    if event.states.get(task) is None:
+                        tasks.append(
+                            {
+                                "run_id": run.id,
+                                "task": task,
+                                "state": "interrupted",
+                                "attempts": run.attempts.get(task),
+                                "reason": run.reasons.get(task, ""),
+                                "started": start,
+                                "ended": event.time,
+                            }
+                        )
+            run.store.write(runs=[row], tasks=tasks)
+        except _WRITE_ERRORS as exc:
+            _warn(run.id, run.name, exc)
+
+    # --- heartbeat -------------------------------------------------------------
+
+    def _ensure_heartbeat(self) -> None:
+        if self._beat is None or not self._beat.is_alive():
+            self._beat = threading.Thread(
+                target=self._beat_loop, name="nbflow-history", daemon=True
+            )
+            self._beat.start()
+
+    def _beat_loop(self) -> None:
+        """Once a `FLUSH_INTERVAL`: write the finished tasks of running runs (a task that runs
+        long sends no event meanwhile), and a heartbeat every `HEARTBEAT` seconds. The thread
+        outlives its runs by `_IDLE` seconds, so a quick series of runs starts it once."""
+        idle = 0.0
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            with self._lock:
+                runs = list(self._runs.values())
+                if not runs:
+                    idle += FLUSH_INTERVAL
+                    if idle >= _IDLE:
+                        self._beat = None
+                        return
+                    continue
+                idle = 0.0
+                now = time.monotonic()
+                for run in runs:
+                    if run.pending or run.cached or now - run.last_flush >= HEARTBEAT:
+                        try:
+                            self._flush(run)
+                        except Exception:
+                            # `_warn` raised (warnings as errors): the run is marked broken;
+                            # this thread goes on for the others.
+                            pass
+
+
+_IDLE = 30.0
+
+
+PARAM_LIMIT = 500
+"""Characters of a parameter's value kept in the history (the rest is cut, marked `…`)."""
+
+
+def _safe_value(value: Any) -> Any:
+    """A run parameter as the history keeps it: itself if it is short plain JSON, else
+    its (cut) repr. Never raises: a value whose repr fails is named by its type."""
+    import json
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = None
+    if text is not None and len(text) <= PARAM_LIMIT:
+        return value
+    try:
+        shown = repr(value)
+    except Exception:
+        # An int past Python's str limit, a __repr__ that raises.
+        shown = f"<{type(value).__qualname__}>"
+    return shown if len(shown) <= PARAM_LIMIT else shown[: PARAM_LIMIT - 1] + "…"
+
+
+def history_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Run parameters as the history keeps them (see `_safe_value`)."""
+    return {str(k): _safe_value(v) for k, v in params.items()}
+
+
+def _first_error(states: dict[str, str], run: _Run) -> str:
+    failed = [t for t, s in states.items() if s == "failed"]
+    return f"task `{failed[0]}` failed" if failed else ""
+
+
+def _warn(run_id: str, name: str, exc: BaseException) -> None:
+    warnings.warn(
+        f"the run history could not record run {run_id} of `{name}` "
+        f"({type(exc).__name__}: {exc}); the run itself is not affected",
+        NbflowWarning,
+        stacklevel=3,
+    )
+
+
+RECORDER = Recorder()
+atexit.register(RECORDER.drain)  # a script's last run is written before the interpreter ends
+
+
+def drain() -> None:
+    """Wait until the runs that ended in this process are written into the history."""
+    RECORDER.drain()
+
+
+def set_recording(on: bool) -> None:
+    """Record runs of this process in the history (the default), or not."""
+    if on:
+        ev.add_default_listener(RECORDER)
+    else:
+        ev.remove_default_listener(RECORDER)
+
+
+def parent_env(run_id: str) -> dict[str, str]:
+    """The environment a process started by run `run_id` needs so its runs link to it."""
+    return {PARENT_ENV: run_id}
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class TrackedRun:
+    """A run recorded by `track_run`: its `id`, and what the caller learns while it goes."""
+
+    def __init__(self, run_id: str) -> None:
+        self.id = run_id
+        self.output: str | None = None
+        """A file the run produced (a notebook run's executed notebook)."""
+        self.state: str | None = None
+        """Set to override the state recorded at exit (`ok` unless an exception left)."""
+        self.error: str = ""
+
+
+@contextlib.contextmanager
+def track_run(
+    kind: str,
+    name: str,
+    *,
+    params: dict[str, Any] | None = None,
+    partition: str | None = None,
+    parent: str | None = None,
+    run_id: str | None = None,
+) -> Iterator[TrackedRun]:
+    """Record a run of `kind` (`notebook`, `job`) around the block: `running` at once,
+    `ok`/`failed`/`interrupted` at exit (or `tracked.state`). Runs started in this thread
+    meanwhile link to it as their parent; give a kernel `parent_env(tracked.id)`."""
+    tracked = TrackedRun(run_id or new_run_id())
+    store: HistoryStore | None = None
+    start = time.time()
+    row: dict[str, Any] = {
+        "id": tracked.id,
+        "kind": kind,
+        "name": name,
+        "params": params or {},
+        "partition": partition,
+        "started": start,
+        "state": "running",
+        "host": _HOST,
+        "pid": os.getpid(),
+        "version": _version(),
+        "parent": parent or ev.current_run.get() or os.environ.get(PARENT_ENV) or None,
+        "heartbeat": start,
+    }
+    if enabled():
+        try:
+            store = open_store()
+            store.write(runs=[row])
+        except _WRITE_ERRORS as exc:
+            store = None
+            _warn(tracked.id, name, exc)
+    # Runs started in this thread (a pipeline run, a notebook run of a job run) name this one
+    # as their parent; a kernel learns it through `$NBFLOW_PARENT_RUN` (`parent_env`).
+    token = ev.current_run.set(tracked.id)
+    state, error = "ok", ""
+    try:
+        yield tracked
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+        state = "interrupted" if interrupted else "failed"
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        ev.current_run.reset(token)
+        if store is not None:
+            end = time.time()
+            row.update(
+                state=tracked.state or state,
+                ended=end,
+                duration=end - start,
+                heartbeat=end,
+                error=(tracked.error or error or None),
+                output=tracked.output,
+            )
+            try:
+                store.write(runs=[row])
+            except _WRITE_ERRORS as exc:
+                _warn(tracked.id, name, exc)
+
+
+if enabled():
+    set_recording(True)
+
+__all__ = ["RECORDER", "Recorder", "enabled", "open_store", "set_recording", "track_run"]

@@ -1,0 +1,405 @@
+"""The history store: one SQLite file in the home (`history.sqlite`) holding every run.
+
+Policy:
+
+- **WAL, short transactions.** Several processes write into one home at once
+  (two kernels, a scheduler, the CLI): WAL lets readers go on while one
+  writer commits, and `busy_timeout` makes a writer wait its turn instead of
+  failing. A run costs few transactions: one when it starts, one when it
+  ends, and between them at most one a second for the task rows finished
+  meanwhile (and a heartbeat).
+- **Versioned schema, upgraded in place.** `PRAGMA user_version` holds the
+  version; `MIGRATIONS[n]` takes a store from version n to n+1 inside one
+  transaction, so an old file is upgraded on its first open and keeps its rows.
+  A file newer than this nbflow is refused with a message (not rewritten).
+- **A run that died never stays `running`.** A reader that finds a run
+  `running` whose process is gone (same host) or whose heartbeat is older
+  than `STALE_AFTER` seconds (another host) writes it as `interrupted`
+  (`settle_interrupted`); the tasks it finished were written before it died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nbflow.core.errors import NbflowError
+
+FILENAME = "history.sqlite"
+STALE_AFTER = 120.0
+"""Seconds without a heartbeat after which a `running` run of another host is `interrupted`."""
+HEARTBEAT = 15.0
+"""Seconds between heartbeats of a running run."""
+
+RUN_COLUMNS = (
+    "id",
+    "kind",
+    "name",
+    "params",
+    "partition",
+    "started",
+    "ended",
+    "duration",
+    "state",
+    "host",
+    "pid",
+    "version",
+    "parent",
+    "heartbeat",
+    "error",
+    "output",
+    "cached_tasks",
+)
+TASK_COLUMNS = (
+    "run_id",
+    "task",
+    "state",
+    "cached",
+    "reason",
+    "attempts",
+    "key",
+    "digest",
+    "size",
+    "metadata",
+    "checks",
+    "error",
+    "traceback",
+    "started",
+    "ended",
+    "duration",
+    "log_path",
+    "log_size",
+    "log_dropped",
+    "log_limit",
+)
+_JSON_COLUMNS = frozenset({"params", "attempts", "metadata", "checks", "cached_tasks"})
+
+_TASK_JSON = tuple((c, c in _JSON_COLUMNS) for c in TASK_COLUMNS)
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1: runs and their tasks, as first shipped.
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, params TEXT,
+        partition TEXT, started REAL NOT NULL, ended REAL, duration REAL,
+        state TEXT NOT NULL, host TEXT, pid INTEGER, version TEXT, parent TEXT,
+        heartbeat REAL, error TEXT
+    );
+    CREATE INDEX runs_by_name ON runs (name, started);
+    CREATE INDEX runs_by_started ON runs (started);
+    CREATE INDEX runs_by_parent ON runs (parent);
+    CREATE TABLE tasks (
+        run_id TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL,
+        cached INTEGER NOT NULL DEFAULT 0, reason TEXT, attempts TEXT, key TEXT,
+        digest TEXT, size INTEGER, metadata TEXT, checks TEXT, error TEXT, traceback TEXT,
+        started REAL, ended REAL, duration REAL,
+        PRIMARY KEY (run_id, task)
+    );
+    """,
+    # 1 -> 2: captured output (a log file per task, capped) and a run's output file.
+    """
+    ALTER TABLE tasks ADD COLUMN log_path TEXT;
+    ALTER TABLE tasks ADD COLUMN log_size INTEGER;
+    ALTER TABLE tasks ADD COLUMN log_dropped INTEGER;
+    ALTER TABLE tasks ADD COLUMN log_limit INTEGER;
+    ALTER TABLE runs ADD COLUMN output TEXT;
+    """,
+    # 2 -> 3: the tasks a run loaded from the cache, kept in one compact JSON column of the
+    # run (a cached 1,000-task rerun is one row, not 1,000): [[task, key, digest, size,
+    # metadata], ...].
+    """
+    ALTER TABLE runs ADD COLUMN cached_tasks TEXT;
+    """,
+]
+VERSION = len(MIGRATIONS)
+
+
+def upgrade(conn: sqlite3.Connection, path: Path | str = "history") -> int:
+    """Bring the schema of `conn` to `VERSION`, one migration per transaction; returns
+    the version found. A newer file (written by a newer nbflow) is refused."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > VERSION:
+        raise NbflowError(
+            f"the run history {path} has schema version {found}, newer than this nbflow "
+            f"understands ({VERSION}); upgrade nbflow to read it"
+        )
+    for version in range(found, VERSION):
+        # BEGIN IMMEDIATE: two processes opening an old file upgrade it once, in turn.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if current == version:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's process
+    return True
+
+
+def _encode(column: str, value: Any) -> Any:
+    if column in _JSON_COLUMNS and value is not None:
+        return json.dumps(value, default=repr)
+    return value
+
+
+def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    for column in _JSON_COLUMNS & out.keys():
+        if out[column] is not None:
+            out[column] = json.loads(out[column])
+    return out
+
+
+class HistoryStore:
+    """One process's connection to the history file of a home; safe to share between threads."""
+
+    def __init__(self, path: Path | str, *, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.host = socket.gethostname()
+        # isolation_level=None: transactions are begun and committed explicitly below.
+        self._conn = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            upgrade(self._conn, self.path)
+        try:
+            os.chmod(self.path, 0o600)
+        except OSError:
+            pass  # a file of another owner fails on the first write, with its own message
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # --- writing -------------------------------------------------------------
+
+    def write(
+        self,
+        runs: Iterable[dict[str, Any]] = (),
+        tasks: Iterable[dict[str, Any]] = (),
+        heartbeat: Sequence[str] = (),
+    ) -> None:
+        """Insert or replace `runs` and `tasks` (dicts of columns) and beat for the runs named
+        in `heartbeat`, in one transaction."""
+        now = time.time()
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for run in runs:
+                    cols = [c for c in RUN_COLUMNS if c in run]
+                    conn.execute(
+                        f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                        f"ON CONFLICT(id) DO UPDATE SET "
+                        + ", ".join(f"{c}=excluded.{c}" for c in cols if c != "id"),
+                        [_encode(c, run[c]) for c in cols],
+                    )
+                rows = [
+                    [
+                        json.dumps(t[c], default=repr) if j and t.get(c) is not None else t.get(c)
+                        for c, j in _TASK_JSON
+                    ]
+                    for t in tasks
+                ]
+                if rows:
+                    conn.executemany(
+                        f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})",
+                        rows,
+                    )
+                if heartbeat:
+                    conn.executemany(
+                        "UPDATE runs SET heartbeat=? WHERE id=? AND state='running'",
+                        [(now, run_id) for run_id in heartbeat],
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def delete_runs(self, run_ids: Sequence[str]) -> None:
+        """Remove runs and their task rows (their files are the caller's)."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(run_ids), 500):
+                    chunk = list(run_ids[start : start + 500])
+                    marks = ", ".join("?" * len(chunk))
+                    conn.execute(f"DELETE FROM tasks WHERE run_id IN ({marks})", chunk)
+                    conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", chunk)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    # --- reading -------------------------------------------------------------
+
+    def settle_interrupted(self) -> None:
+        """Write as `interrupted` every `running` run whose process is gone (this host) or
+        whose heartbeat is stale (another host)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, host, pid, heartbeat, started FROM runs WHERE state='running'"
+            ).fetchall()
+        now = time.time()
+        dead = []
+        for row in rows:
+            if row["host"] == self.host and row["pid"] is not None:
+                gone = not pid_alive(int(row["pid"]))
+            else:
+                gone = now - (row["heartbeat"] or row["started"]) > STALE_AFTER
+            if gone:
+                dead.append(row["id"])
+        if not dead:
+            return
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for run_id in dead:
+                    conn.execute(
+                        "UPDATE runs SET state='interrupted', ended=COALESCE(heartbeat, started), "
+                        "duration=COALESCE(heartbeat, started) - started, "
+                        "error=COALESCE(error, 'the process running it ended without finishing it') "
+                        "WHERE id=? AND state='running'",
+                        (run_id,),
+                    )
+                    conn.execute(
+                        "UPDATE tasks SET state='interrupted' WHERE run_id=? AND state='running'",
+                        (run_id,),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def runs(
+        self,
+        *,
+        name: str | None = None,
+        kind: str | None = None,
+        state: str | None = None,
+        parent: str | None = None,
+        before: float | None = None,
+        limit: int | None = 20,
+    ) -> list[dict[str, Any]]:
+        """Run rows, newest first, filtered by the given columns."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("name", name), ("kind", kind), ("state", state), ("parent", parent)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if before is not None:
+            where.append("started<?")
+            args.append(before)
+        sql = "SELECT * FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            return [_decode(r) for r in self._conn.execute(sql, args).fetchall()]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """One run row by id, or by a unique prefix of its id."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM runs WHERE id=? OR id LIKE ? ORDER BY id=? DESC LIMIT 2",
+                (run_id, run_id.replace("%", "").replace("_", "") + "%", run_id),
+            ).fetchall()
+        if not rows:
+            return None
+        if len(rows) > 1 and rows[0]["id"] != run_id:
+            raise NbflowError(f"run id `{run_id}` is ambiguous; give more of its characters")
+        return _decode(rows[0])
+
+    def tasks(
+        self, run_ids: Sequence[str], runs: Sequence[dict[str, Any]] = ()
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Task rows of `run_ids`: run id -> rows in the order they ended, after the rows of
+        the tasks loaded from the cache (from the `cached_tasks` column of `runs`, the rows of those
+        runs when the caller has them)."""
+        out: dict[str, list[dict[str, Any]]] = {r: [] for r in run_ids}
+        if not run_ids:
+            return out
+        if not runs:
+            runs = [r for r in (self.run(i) for i in run_ids) if r is not None]
+        for run in runs:
+            for task, key, digest, size, metadata in run.get("cached_tasks") or ():
+                out[run["id"]].append(
+                    {
+                        "run_id": run["id"],
+                        "task": task,
+                        "state": "cached",
+                        "cached": 1,
+                        "key": key,
+                        "digest": digest,
+                        "size": size,
+                        "metadata": metadata,
+                        "started": run["started"],
+                        "duration": 0.0,
+                    }
+                )
+        with self._lock:
+            for start in range(0, len(run_ids), 500):
+                chunk = list(run_ids[start : start + 500])
+                rows = self._conn.execute(
+                    f"SELECT * FROM tasks WHERE run_id IN ({', '.join('?' * len(chunk))}) "
+                    "ORDER BY COALESCE(ended, started), rowid",
+                    chunk,
+                ).fetchall()
+                for row in rows:
+                    out[row["run_id"]].append(_decode(row))
+        return out
+
+    def task_runs(self, pipeline: str, task: str, limit: int = 5) -> list[dict[str, Any]]:
+        """The last runs of one task of a pipeline: task rows with the run's `started`."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT tasks.*, runs.started AS run_started FROM tasks JOIN runs "
+                "ON runs.id = tasks.run_id WHERE runs.name=? AND tasks.task=? "
+                "ORDER BY runs.started DESC LIMIT ?",
+                (pipeline, task, limit),
+            ).fetchall()
+        return [_decode(r) for r in rows]
+
+    def computed_by(self, pipeline: str, task: str, key: str) -> dict[str, Any] | None:
+        """The newest task row of `pipeline`/`task` that computed the value of `key`."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT tasks.* FROM tasks JOIN runs ON runs.id = tasks.run_id "
+                "WHERE runs.name=? AND tasks.task=? AND tasks.key=? AND tasks.cached=0 "
+                "AND tasks.state='done' ORDER BY runs.started DESC LIMIT 1",
+                (pipeline, task, key),
+            ).fetchone()
+        return _decode(row) if row is not None else None

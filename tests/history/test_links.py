@@ -1,0 +1,61 @@
+"""Notebook runs and job runs are recorded, linked to the pipeline runs inside them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import nbflow as nf
+from nbflow.cli import cli
+from nbflow.history import get_run
+from nbflow.history.api import children
+from tests.jobs.notebooks import write_notebook
+
+INNER = """
+import nbflow as nf
+p = nf.Pipeline("in_kernel")
+p.task(lambda: print("computed in the kernel") or 1, name="one")
+p.run()
+"""
+
+
+def test_a_notebook_run_links_the_pipeline_runs_in_its_kernel(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "inner.ipynb", cells=[INNER])
+    nr = nf.run_notebook(nb)
+    assert nr.ok and nr.run_id
+    run = get_run(nr.run_id)
+    assert (run.kind, run.name, run.state, run.output) == (
+        "notebook",
+        "inner",
+        "ok",
+        str(nr.output_path),
+    )
+    [inner] = children(nr.run_id)
+    assert (inner.kind, inner.name, inner.parent) == ("pipeline", "in_kernel", nr.run_id)
+    assert inner.task("one").log == "computed in the kernel\n"
+
+
+def test_a_failed_notebook_run_is_recorded_failed(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "broken.ipynb", cells=["raise ValueError('bad data')"])
+    nr = nf.run_notebook(nb)
+    assert not nr.ok
+    run = get_run(nr.run_id or "")
+    assert run.state == "failed" and "bad data" in run.error
+
+
+def test_a_triggered_job_run_links_its_notebook_run(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "job.ipynb", cells=[INNER])
+    runner = CliRunner()
+    result = runner.invoke(cli, ["schedule", "add", "nightly", str(nb), "--cron", "0 2 * * *"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["trigger", "nightly"])
+    assert result.exit_code == 0, result.output
+    [job] = nf.history("nightly", kind="job")
+    assert job.state == "ok" and job.id.startswith("job-")
+    [notebook] = children(job.id)
+    assert notebook.kind == "notebook"
+    [pipeline] = children(notebook.id)
+    assert pipeline.name == "in_kernel"
+    shown = runner.invoke(cli, ["history", "show", job.id])
+    assert f"child    {notebook.id} notebook" in shown.output

@@ -1,0 +1,125 @@
+"""The history file: its schema upgrades in place, and it refuses one newer than this nbflow."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nbflow import NbflowError
+from nbflow.history import store as st
+from nbflow.history.store import MIGRATIONS, VERSION, HistoryStore
+
+
+def _file_at(path: Path, version: int) -> sqlite3.Connection:
+    """A history file as an nbflow of schema `version` left it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for step in MIGRATIONS[:version]:
+        for statement in step.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
+def test_upgrade_from_version_1_keeps_runs_and_adds_log_columns(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    conn = _file_at(path, 1)
+    conn.execute(
+        "INSERT INTO runs (id, kind, name, started, state) VALUES ('r1', 'pipeline', 'etl', 1.0, 'ok')"
+    )
+    conn.execute("INSERT INTO tasks (run_id, task, state) VALUES ('r1', 'raw', 'done')")
+    conn.close()
+    store = HistoryStore(path)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION
+    [run] = store.runs()
+    assert (run["id"], run["name"], run["output"]) == ("r1", "etl", None)
+    [task] = store.tasks(["r1"])["r1"]
+    assert (task["task"], task["log_path"], task["log_dropped"]) == ("raw", None, None)
+    store.write(tasks=[{"run_id": "r1", "task": "raw", "state": "done", "log_path": "x.log"}])
+    assert store.tasks(["r1"])["r1"][0]["log_path"] == "x.log"
+
+
+def test_a_new_file_is_created_at_the_current_version_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    HistoryStore(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert path.stat().st_mode & 0o077 == 0
+
+
+def test_a_newer_file_is_refused_not_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    _file_at(path, VERSION).execute(f"PRAGMA user_version = {VERSION + 1}")
+    with pytest.raises(NbflowError, match="newer than this nbflow"):
+        HistoryStore(path)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION + 1
+
+
+def test_a_running_run_whose_process_is_gone_reads_as_interrupted(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = HistoryStore(tmp_path / "history.sqlite")
+    now = time.time()
+    store.write(
+        runs=[
+            {
+                "id": "gone",
+                "kind": "pipeline",
+                "name": "p",
+                "started": now,
+                "state": "running",
+                "host": store.host,
+                "pid": dead.pid,
+                "heartbeat": now,
+            },
+            {
+                "id": "alive",
+                "kind": "pipeline",
+                "name": "p",
+                "started": now,
+                "state": "running",
+                "host": store.host,
+                "pid": os.getpid(),
+                "heartbeat": now,
+            },
+            {
+                "id": "far",
+                "kind": "pipeline",
+                "name": "p",
+                "started": now - 1000,
+                "state": "running",
+                "host": "elsewhere",
+                "pid": 1,
+                "heartbeat": now - 1000,
+            },
+        ],
+        tasks=[{"run_id": "gone", "task": "t", "state": "running"}],
+    )
+    store.settle_interrupted()
+    states = {r["id"]: r["state"] for r in store.runs()}
+    assert states == {"gone": "interrupted", "alive": "running", "far": "interrupted"}
+    assert store.tasks(["gone"])["gone"][0]["state"] == "interrupted"
+    assert st.STALE_AFTER < 1000
+
+
+def test_upgrade_from_version_2_adds_the_compact_cached_tasks_column(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    conn = _file_at(path, 2)
+    conn.execute(
+        "INSERT INTO runs (id, kind, name, started, state, output) "
+        "VALUES ('r2', 'notebook', 'nb', 1.0, 'ok', 'out.ipynb')"
+    )
+    conn.close()
+    store = HistoryStore(path)
+    [run] = store.runs()
+    assert (run["output"], run["cached_tasks"]) == ("out.ipynb", None)
+    store.write(runs=[{**run, "cached_tasks": [["t", "k", "d", 3, None]]}])
+    [task] = store.tasks(["r2"])["r2"]
+    assert (task["task"], task["state"], task["key"], task["size"]) == ("t", "cached", "k", 3)
