@@ -164,13 +164,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         ).returncode
         == 0
     )
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
     if mounted:
         try:
             yield folder
         finally:
             subprocess.run(["umount", "-l", str(folder)], check=True)
+            # The test may lower the limit; every later test (and process it starts) must
+            # not inherit it: a 20 MB limit broke SQLite writes in later tests.
+            resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         return
-    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
     resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 2**20, old_limit[1]))
     try:
@@ -178,6 +181,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def mounted_tmpfs(folder: Path) -> bool:
+    """Is `folder` the 20 MB tmpfs (not the per-file-limit fallback)?"""
+    st = os.statvfs(folder)
+    return st.f_blocks * st.f_frsize <= 20 * 2**20
 
 
 def _fill(folder: Path, leave: int) -> Path:
@@ -204,7 +213,7 @@ def test_a_full_disk_is_an_error_naming_the_folder_and_nothing_half_written_is_k
     pipe = Pipeline("full", cache_dir=cache)
     pipe.task(big)
     pipe.task(lambda: "small", name="small")
-    if os.statvfs(small_disk).f_blocks * os.statvfs(small_disk).f_frsize <= 20 * 2**20:
+    if mounted_tmpfs(small_disk):
         filler = _fill(small_disk, leave=3 * 2**20)
     else:  # the RLIMIT_FSIZE fallback: one file may not pass the limit
         resource.setrlimit(resource.RLIMIT_FSIZE, (5 * 2**20, resource.RLIM_INFINITY))
@@ -216,7 +225,8 @@ def test_a_full_disk_is_an_error_naming_the_folder_and_nothing_half_written_is_k
     assert all(r["task"] != "big" for r in DiskStore(cache).records())
 
     filler.unlink(missing_ok=True)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 2**20, resource.RLIM_INFINITY))
+    if not mounted_tmpfs(small_disk):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 2**20, resource.RLIM_INFINITY))
     r = Pipeline("full", cache_dir=cache)
     r.task(big)
     r.task(lambda: "small", name="small")
@@ -226,7 +236,7 @@ def test_a_full_disk_is_an_error_naming_the_folder_and_nothing_half_written_is_k
 
 
 def test_a_full_database_is_an_error_and_the_cache_survives_it(small_disk: Path) -> None:
-    if os.statvfs(small_disk).f_blocks * os.statvfs(small_disk).f_frsize > 20 * 2**20:
+    if not mounted_tmpfs(small_disk):
         pytest.skip("needs the tmpfs: a per-file limit does not fill SQLite's journal")
     cache = small_disk / "cache"
     pipe = Pipeline("db", cache_dir=cache)
