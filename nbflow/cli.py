@@ -736,6 +736,37 @@ def dag_command(
     click.echo(f"pipeline `{name}`: {len(graph['nodes'])} tasks ({summary}) -> {target}")
 
 
+# --- export (jobs) ------------------------------------------------------------
+
+
+@cli.group()
+def export() -> None:
+    """Hand a job to Airflow or Prefect, running the same notebook through nbflow."""
+
+
+def _export(orchestrator: str, name: str, output: str) -> None:
+    from nbflow.jobs.export import export_job
+
+    target = export_job(orchestrator, name, output, store=_runstore())
+    click.echo(f"exported job `{name}` to {orchestrator}: {target}")
+
+
+@export.command("airflow")
+@click.argument("name")
+@click.option("-o", "--output", default=".", show_default=True, help="Folder to write into.")
+def export_airflow(name: str, output: str) -> None:
+    """Write an Airflow 3 DAG file for job NAME (put it in Airflow's dags folder)."""
+    _export("airflow", name, output)
+
+
+@export.command("prefect")
+@click.argument("name")
+@click.option("-o", "--output", default=".", show_default=True, help="Folder to write into.")
+def export_prefect(name: str, output: str) -> None:
+    """Write a Prefect 3 flow and its deployment for job NAME (`python FILE` serves it)."""
+    _export("prefect", name, output)
+
+
 def main() -> None:
     from nbflow.jobs.startup import skip_unused_imports
 
