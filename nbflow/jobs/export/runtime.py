@@ -218,3 +218,19 @@ def send_alerts(
     )
     with _home(Path(home).expanduser().absolute()):  # e-mail settings are the home's
         notify(event, run.job, run, targets)
+
+
+def outside_window(spec: Mapping[str, Any], logical_date: datetime | str) -> str | None:
+    """Why a scheduled tick falls outside the job's `--start`/`--end` (None when inside): for
+    orchestrators whose schedules have no such bounds (Prefect's cron and interval)."""
+    from nbflow.jobs.schedules import Schedule
+
+    schedule = Schedule.from_dict(spec)
+    tick = parse_logical_date(logical_date)
+    if schedule.start is not None and tick < schedule.start:
+        return (
+            f"the tick {tick.isoformat()} is before the job's --start {schedule.start.isoformat()}"
+        )
+    if schedule.end is not None and tick > schedule.end:
+        return f"the tick {tick.isoformat()} is after the job's --end {schedule.end.isoformat()}"
+    return None
