@@ -226,19 +226,17 @@ def _when(schedule: Schedule, job: JobExport) -> tuple[str, str, str]:
         ]
         if schedule.frequent:
             lines += [
-                "- this is a frequent job: on a fall-back day nbflow runs the repeated hour twice",
-                "  (once per real UTC hour); Airflow's cron walks wall-clock time and may run it",
-                "  once, leaving one real hour without a run. Spring-forward: both skip the",
-                "  wall times that do not exist.",
+                "- a frequent job: Airflow, like nbflow, runs every real hour on both change",
+                "  days (the repeated fall-back hour twice, once per real UTC hour).",
             ]
         else:
             lines += [
-                "- a fixed local time inside the spring-forward gap (02:30 on the night clocks",
-                "  jump 02:00 -> 03:00): nbflow runs it once at the end of the gap (03:00);",
-                "  Airflow's croniter-based cron runs it at its own mapping of the missing",
-                "  time, which may be an hour off or skipped (docs/export.md shows both).",
-                "- a time that happens twice on a fall-back day: nbflow runs it once, at the",
-                "  first (summer-time) occurrence; Airflow runs it once too.",
+                "- a local time inside the spring-forward gap (02:30 in Europe/Berlin on 31 March",
+                "  2024): nbflow runs once at the end of the gap (03:00); Airflow runs at 03:30,",
+                "  the missing time shifted by the hour lost.",
+                "- a local time that happens twice on a fall-back day (02:30 on 27 October 2024):",
+                "  both run once; nbflow at the first (summer-time, 00:30 UTC) occurrence,",
+                "  Airflow at the second (winter-time, 01:30 UTC).",
             ]
         lines.append(
             "To keep nbflow's exact ticks, use a zone without DST (UTC) or `nbflow scheduler`."

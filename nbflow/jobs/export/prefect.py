@@ -219,14 +219,16 @@ def _when(schedule: Schedule) -> tuple[list[str], str, str]:
         ]
         if schedule.frequent:
             lines += [
-                "- a frequent job: nbflow runs a repeated fall-back hour twice (once per real",
-                "  UTC hour); Prefect's cron walks wall-clock time and may run it once.",
+                "- a frequent job: on a fall-back day nbflow runs the repeated hour twice (once",
+                "  per real UTC hour); Prefect runs it once, so one real hour has no run (27",
+                "  October 2024 in Europe/Berlin: none at 02:00 CET, 01:00 UTC).",
             ]
         else:
             lines += [
-                "- a fixed local time inside the spring-forward gap: nbflow runs it once at the",
-                "  end of the gap (03:00 for 02:30); Prefect maps the missing time its own way.",
-                "- a time that happens twice on a fall-back day: nbflow runs it once, at the",
+                "- a local time inside the spring-forward gap (02:30 in Europe/Berlin on 31 March",
+                "  2024): nbflow runs once at the end of the gap (03:00); Prefect runs at 03:30,",
+                "  the missing time shifted by the hour lost.",
+                "- a local time that happens twice on a fall-back day: both run once, at the",
                 "  first (summer-time) occurrence.",
             ]
         value = f"[Cron({schedule.cron!r}, timezone={schedule.tz!r})]"
@@ -265,8 +267,8 @@ def render_prefect_flow(job: JobExport) -> str:
     else:
         when_lines += [
             "Catch-up off: nbflow runs only the latest missed tick within one period after",
-            "downtime; Prefect has no such rule (what becomes of runs due while no `serve`",
-            "process ran is Prefect's behaviour: Late runs).",
+            "downtime. Prefect has no catch-up option: what becomes of runs due while no",
+            "`serve` process ran is Prefect's behaviour (Late runs).",
         ]
     if schedule.start or schedule.end:
         when_lines.append(
