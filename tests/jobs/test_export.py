@@ -177,6 +177,13 @@ def test_interval_and_sensor_jobs_export(tmp_path: Path) -> None:
         ast.parse((tmp_path / name).read_text())
 
 
+def test_file_name_is_an_importable_module(tmp_path: Path) -> None:
+    cached_job(Path.cwd(), name="daily-etl.v2")
+    path = export_job("prefect", "daily-etl.v2", tmp_path)
+    assert path.name == "daily_etl_v2_prefect.py"
+    assert "name='daily-etl.v2'" in path.read_text()  # the flow keeps the job's name
+
+
 def test_bad_input_names_the_thing(tmp_path: Path) -> None:
     cached_job(Path.cwd())
     with pytest.raises(UnknownJobError, match="daly"):

@@ -31,6 +31,7 @@ the orchestrator must run on a machine that sees that folder.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,14 @@ from typing import Any, Literal
 from nbflow.core.errors import JobsError, did_you_mean
 from nbflow.jobs.runstore import JobRecord, RunStore
 
-__all__ = ["ORCHESTRATORS", "ExportError", "JobExport", "export_job", "job_export_spec"]
+__all__ = [
+    "ORCHESTRATORS",
+    "ExportError",
+    "JobExport",
+    "export_filename",
+    "export_job",
+    "job_export_spec",
+]
 
 Orchestrator = Literal["airflow", "prefect"]
 ORCHESTRATORS: tuple[Orchestrator, ...] = ("airflow", "prefect")
@@ -94,6 +102,12 @@ def job_export_spec(record: JobRecord, home: Path) -> JobExport:
     )
 
 
+def export_filename(name: str, orchestrator: str) -> str:
+    """`JOB_<orchestrator>.py`, with `-` and `.` of the job's name as `_`: an importable
+    module name (Prefect's entry points and `from daily_etl_prefect import job_flow`)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", name) + f"_{orchestrator}.py"
+
+
 def export_job(
     orchestrator: str, name: str, out_dir: str | Path = ".", *, store: RunStore | None = None
 ) -> Path:
@@ -114,11 +128,11 @@ def export_job(
     if orchestrator == "airflow":
         from nbflow.jobs.export.airflow import render_airflow_dag
 
-        target, text = folder / f"{name}_airflow.py", render_airflow_dag(job)
+        target, text = folder / export_filename(name, "airflow"), render_airflow_dag(job)
     else:
         from nbflow.jobs.export.prefect import render_prefect_flow
 
-        target, text = folder / f"{name}_prefect.py", render_prefect_flow(job)
+        target, text = folder / export_filename(name, "prefect"), render_prefect_flow(job)
     # Written next to the target, then renamed: a reader (Airflow's DAG processor parses
     # its folder continuously) never sees half a file.
     partial = target.with_name(f".{target.name}.partial")

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 import jinja2
 
-from nbflow.jobs.export import JobExport
+from nbflow.jobs.export import JobExport, export_filename
 from nbflow.jobs.export.mapping import (
     comment_block,
     format_seconds,
@@ -321,7 +321,7 @@ def render_prefect_flow(job: JobExport) -> str:
     return _TEMPLATE.render(
         name=job.name,
         name_literal=repr(job.name),
-        filename=f"{job.name}_prefect.py",
+        filename=export_filename(job.name, "prefect"),
         written=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         home=str(job.home),
         home_literal=repr(str(job.home)),
