@@ -346,6 +346,31 @@ def test_airflow_dags_test_runs_the_notebook_through_nbflow(
     assert (home / "runs/broken/broken-20240305T030000Z-airflow-try1.ipynb").is_file()
 
 
+@pytest.mark.orchestrators
+@pytest.mark.timeout(600)
+def test_airflow_file_sensor_runs_once_per_new_file(
+    airflow_bin: Path, airflow_home: Path, home: Path
+) -> None:
+    work = Path.cwd()
+    notebook = write_notebook(work / "files.ipynb", 'path = ""', ["rows = open(path).read()"])
+    inbox = work / "in"
+    inbox.mkdir()
+    (inbox / "a.csv").write_text("a\n")
+    (inbox / "b.csv").write_text("b\n")
+    job = Schedule(name="files", notebook=str(notebook), when_file=str(inbox / "*.csv"))
+    RunStore().add_job("files", job.to_dict())
+    export_job("airflow", "files", airflow_home / "dags")
+
+    done = airflow(airflow_bin, airflow_home, "dags", "test", "files")
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log
+    assert f"'path': '{inbox / 'a.csv'}'" in log and f"'path': '{inbox / 'b.csv'}'" in log
+    outputs = sorted(p.name for p in (home / "runs/files").glob("*.ipynb"))
+    assert len(outputs) == 2 and outputs[0].endswith("-airflow-file0-try1.ipynb"), outputs
+    seen = json.loads((home / "runs/files/.airflow-files.json").read_text())
+    assert sorted(seen) == [str(inbox / "a.csv"), str(inbox / "b.csv")]
+
+
 PREFECT_SCRIPT = """\
 import json, sys
 sys.path.insert(0, {folder!r})

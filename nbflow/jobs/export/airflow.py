@@ -190,7 +190,12 @@ with DAG(
             home=NBFLOW_HOME,
             orchestrator="airflow",
             attempt=context["ti"].try_number,
-            overrides=<% if sensor %>{**context["params"], "path": path}<% else %>dict(context["params"])<% endif %>,
+<% if sensor %>
+            overrides={**context["params"], "path": path},
+            key=f"file{context['ti'].map_index}",  # one output notebook per file of the run
+<% else %>
+            overrides=dict(context["params"]),
+<% endif %>
         )
 
 <% if sensor %>

@@ -90,13 +90,15 @@ def run_job(
     orchestrator: str,
     attempt: int = 1,
     overrides: Mapping[str, str] | None = None,
+    key: str = "",
 ) -> dict[str, Any]:
     """Run the notebook of the job `spec` for `logical_date` in `home` (see the module docstring).
 
     Returns JSON-ready facts of the run (the orchestrator keeps them: Airflow as the
     task's XCom, Prefect as its result): the output notebook, the rendered parameters,
     the duration, and the values the notebook recorded with `nf.record` when they are
-    plain JSON. Raises `NotebookFailed` when the notebook fails.
+    plain JSON. Raises `NotebookFailed` when the notebook fails. `key` tells apart the
+    output notebooks of runs that share a logical date (Airflow's mapped per-file tasks).
     """
     from nbflow.jobs.execute import parse_run_parameters, render_run_parameters
     from nbflow.jobs.notebook import run_notebook
@@ -108,7 +110,8 @@ def run_job(
     with _home(home):
         texts = render_run_parameters(schedule, tick, overrides)
         values = parse_run_parameters(schedule.notebook, texts)
-        out = output_path_for_export(home, schedule.name, tick, f"{orchestrator}-try{attempt}")
+        tag = f"{orchestrator}-{key}-try{attempt}" if key else f"{orchestrator}-try{attempt}"
+        out = output_path_for_export(home, schedule.name, tick, tag)
         print(f"nbflow: job {schedule.name}, logical date {tick.isoformat()}, parameters {texts}")
         run = run_notebook(schedule.notebook, values, output=out, timeout=schedule.timeout)
     print(f"nbflow: output notebook {run.output_path}")
