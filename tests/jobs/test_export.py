@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from nbflow.cli import cli
 from nbflow.jobs.export import ExportError, export_job
-from nbflow.jobs.export.runtime import run_job
+from nbflow.jobs.export.runtime import run_job, send_alerts
 from nbflow.jobs.notebook import NotebookFailed
 from nbflow.jobs.runstore import RunStore, UnknownJobError
 from nbflow.jobs.schedules import Schedule
@@ -88,6 +88,8 @@ def broken_job(work: Path) -> Schedule:
         cron="0 3 * * *",
         parameters={"day": "{{ ds }}"},
         start=datetime(2024, 3, 1, tzinfo=UTC),
+        # a command alert: the orchestrator's failure callback sends it through nbflow
+        on_failure=(f'echo "$NBFLOW_EVENT $NBFLOW_JOB $NBFLOW_RUN_TYPE" >> {work / "alerts.txt"}',),
     )
     RunStore().add_job("broken", schedule.to_dict())
     return schedule
@@ -230,6 +232,15 @@ def test_run_job_failure_names_the_cell(home: Path, capsys: pytest.CaptureFixtur
     assert "ZeroDivisionError" in capsys.readouterr().out  # the notebook's traceback, logged
 
 
+def test_send_alerts_uses_nbflows_senders(home: Path) -> None:
+    work = Path.cwd()
+    broken_job(work)
+    spec = RunStore().get_job("broken").spec | {"name": "broken"}
+    send_alerts("failure", spec, logical_date=None, home=home, orchestrator="t", error="boom")
+    send_alerts("success", spec, logical_date=None, home=home, orchestrator="t")  # no targets
+    assert (work / "alerts.txt").read_text() == "failure broken t\n"
+
+
 # --- the real orchestrators ----------------------------------------------------------------
 
 
@@ -344,6 +355,7 @@ def test_airflow_dags_test_runs_the_notebook_through_nbflow(
     assert "exception in cell 2 `1 / 0`: ZeroDivisionError: division by zero" in log
     assert "state=failed" in log
     assert (home / "runs/broken/broken-20240305T030000Z-airflow-try1.ipynb").is_file()
+    assert (work / "alerts.txt").read_text() == "failure broken airflow\n"
 
 
 @pytest.mark.orchestrators
@@ -458,6 +470,7 @@ def test_prefect_flow_runs_the_notebook_through_nbflow(
     assert failed.returncode != 0
     assert "exception in cell 2 `1 / 0`: ZeroDivisionError: division by zero" in log
     assert "Finished in state Failed" in log
+    assert (work / "alerts.txt").read_text() == "failure broken prefect\n"
 
 
 # The DST rows of docs/export.md, measured on the orchestrators themselves (Europe/Berlin,
