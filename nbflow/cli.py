@@ -1061,6 +1061,37 @@ def home_command(path_only: bool) -> None:
         click.echo("state: not created yet; the first command that needs it creates it (0700)")
 
 
+# --- export (jobs) ------------------------------------------------------------
+
+
+@cli.group()
+def export() -> None:
+    """Hand a job to Airflow or Prefect, running the same notebook through nbflow."""
+
+
+def _export(orchestrator: str, name: str, output: str) -> None:
+    from nbflow.jobs.export import export_job
+
+    target = export_job(orchestrator, name, output, store=_runstore())
+    click.echo(f"exported job `{name}` to {orchestrator}: {target}")
+
+
+@export.command("airflow")
+@click.argument("name")
+@click.option("-o", "--output", default=".", show_default=True, help="Folder to write into.")
+def export_airflow(name: str, output: str) -> None:
+    """Write an Airflow 3 DAG file for job NAME (put it in Airflow's dags folder)."""
+    _export("airflow", name, output)
+
+
+@export.command("prefect")
+@click.argument("name")
+@click.option("-o", "--output", default=".", show_default=True, help="Folder to write into.")
+def export_prefect(name: str, output: str) -> None:
+    """Write a Prefect 3 flow and its deployment for job NAME (`python FILE` serves it)."""
+    _export("prefect", name, output)
+
+
 from nbflow.history.cli import register as _register_history  # noqa: E402
 
 _register_history(cli)  # `nbflow history`, `nbflow history show|prune`, `nbflow logs`
