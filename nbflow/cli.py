@@ -918,12 +918,14 @@ _SETTINGS = {
     "smtp.password": str,
     "smtp.starttls": bool,
     "smtp.from": str,
+    "history.keep_days": int,
 }
 
 
 @cli.group()
 def settings() -> None:
-    """Settings of this home (the SMTP server e-mail alerts go through)."""
+    """Settings of this home (the SMTP server e-mail alerts go through; how many days of run
+    history the scheduler keeps)."""
 
 
 def _setting_key(key: str) -> tuple[str, str]:
@@ -957,6 +959,8 @@ def settings_set(key: str, value: str) -> None:
             raise click.UsageError(f"`{key}` is a whole number, not {value!r}") from None
     else:
         parsed = value
+    if key == "history.keep_days" and isinstance(parsed, int) and parsed < 1:
+        raise click.UsageError(f"`{key}` is a number of days, 1 or more, not {value!r}")
     store = _runstore()
     current = dict(store.get_setting(group, {}) or {})
     current[field] = parsed

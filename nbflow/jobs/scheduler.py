@@ -404,6 +404,7 @@ class Scheduler:
     def serve(self, *, once: bool = False) -> int:
         """Run until SIGTERM/SIGINT (or, with `once`, one tick and the runs it can start)."""
         self.acquire_lock()
+        self.apply_retention()
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
@@ -435,6 +436,25 @@ class Scheduler:
                 signal.signal(sig, handler)
             self.release_lock()
         return 0
+
+    def apply_retention(self) -> None:
+        """Prune the run history by the home's `history.keep_days` setting, if set (once per
+        scheduler start, as `nbflow history prune --older-than Nd` would). A failure is reported
+        and never stops the scheduler: retention is housekeeping."""
+        days = (self.store.get_setting("history", {}) or {}).get("keep_days")
+        if not days:
+            return
+        from nbflow.history.prune import prune
+
+        try:
+            report = prune(older_than=float(days) * 86400)
+        except Exception as exc:  # a locked or unreadable history must not stop the daemon
+            self.echo(f"history retention skipped: {type(exc).__name__}: {exc}")
+            return
+        self.echo(
+            f"history retention (keep_days {days}): removed {len(report.runs)} run(s), "
+            f"{len(report.files)} file(s)"
+        )
 
     def summary(self, report: TickReport) -> str:
         """`--once`'s last line: what its tick did, and when the next tick is due."""

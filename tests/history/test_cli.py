@@ -80,3 +80,21 @@ def test_prune_removes_old_runs_and_their_logs_never_the_cache(pipe: Pipeline, h
     assert pipe.run().cached == ["raw", "clean"]  # the values the kept run needs are there
     _invoke("history", "prune", "--keep", "1")
     assert len(nf.history()) == 1
+
+
+def test_the_scheduler_applies_history_keep_days_at_start(pipe: Pipeline, home: Path) -> None:
+    """`history.keep_days` prunes old runs each time the scheduler starts; a value under one
+    day is refused, since it would drop every run."""
+    first, second = _two_runs(pipe)
+    drain()
+    store = open_store()
+    old = store.run(first)
+    assert old is not None
+    store.write(runs=[{**old, "started": time.time() - 40 * 86400}])
+    refused = CliRunner().invoke(cli, ["settings", "set", "history.keep_days", "0"])
+    assert refused.exit_code == 2 and "1 or more" in refused.output
+    _invoke("settings", "set", "history.keep_days", "30")
+    out = _invoke("scheduler", "--once")
+    assert "history retention (keep_days 30): removed 1 run(s)" in out
+    assert [r.id for r in nf.history()] == [second]
+    assert pipe.run().cached == ["raw", "clean"]
