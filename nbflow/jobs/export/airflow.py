@@ -74,7 +74,7 @@ The task runs the job's notebook through nbflow (`run_job` -> `run_notebook`), a
 `nbflow scheduler` does: the same parameters and templates, the output notebook
 under << home >>/runs/<< name >>/, and the same inner cache, so a date
 that ran before is served from nbflow's cache inside the notebook. nbflow must be
-installed in the Python environment Airflow runs the task in (`pip install nbflow`).
+installed in the Python environment Airflow runs the task in (`pip install nbflow-pipelines`).
 
 Not shared (yet): runs made by Airflow are in Airflow's history, not in `nbflow
 runs`; nbflow has no shared cache URL yet, so Airflow's workers must see the

@@ -73,7 +73,7 @@ runs one date now. The task runs the job's notebook through nbflow (`run_job` ->
 `run_notebook`), as `nbflow scheduler` does: the same parameters and templates,
 the output notebook under << home >>/runs/<< name >>/, and the same inner
 cache, so a date that ran before is served from nbflow's cache inside the
-notebook. nbflow must be installed where the flow runs (`pip install nbflow`).
+notebook. nbflow must be installed where the flow runs (`pip install nbflow-pipelines`).
 
 Not shared (yet): runs made by Prefect are in Prefect's history, not in `nbflow
 runs`; nbflow has no shared cache URL yet, so the flow must run where the job's
