@@ -27,9 +27,12 @@ import contextlib
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+from nbflow.core import events as ev
 
 DEFAULT_LIMIT = 1_000_000
 """Characters kept per task (the tail); about 1 MB."""
@@ -175,3 +178,109 @@ def capture_output(limit: int = DEFAULT_LIMIT) -> Iterator[Captured]:
         # Output already buffered in the real stream stays there; ours is complete.
         _local.capture = previous
         _uninstall()
+
+
+# --- replay of a cached task's output ------------------------------------------------------
+#
+# A task satisfied from the cache printed nothing in this run; what it printed when its value
+# was computed is in the run history, a layer core does not know. The history layer registers
+# a *replay source* here on import (`set_replay_source`); `ReplayListener` asks it, by the
+# task's cache key, when a run was started with `replay_output=`.
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What a task printed in the run that computed a cached value."""
+
+    run_id: str
+    started: float
+    """When that run started (epoch seconds)."""
+    text: str
+    dropped: int = 0
+    """Bytes cut from the front of the log by its cap."""
+
+
+ReplaySource = Callable[[str, str, str], "Replayed | None"]
+"""(pipeline, task, cache key) -> the output of the run that computed that value, or None."""
+
+_replay_source: ReplaySource | None = None
+
+
+def set_replay_source(source: ReplaySource | None) -> None:
+    """Register where `ReplayListener` finds a cached value's output (None: nowhere)."""
+    global _replay_source
+    _replay_source = source
+
+
+GREY, RESET = "\x1b[90m", "\x1b[0m"
+
+
+class ReplayListener:
+    """Prints, for each task of a run satisfied from the cache, the output captured when its
+    value was computed, after a one-line marker. Nothing for a task whose computing run
+    printed nothing or is not in the history; a missing or unreadable history is one note per
+    run, never an error (a replay is a convenience, the run is what matters).
+
+    `tasks`: only these tasks (None: every cached task). `grey`: the replayed text in ANSI
+    grey, as a notebook shows it (the marker too), to tell it apart from live output.
+    """
+
+    def __init__(
+        self,
+        tasks: Collection[str] | None = None,
+        *,
+        grey: bool = False,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.tasks = None if tasks is None else frozenset(tasks)
+        self.grey = grey
+        self.stream = stream
+        self._done: set[tuple[str, str]] = set()
+        self._noted: set[str] = set()
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.TaskCached):
+            self._replay(event.pipeline, event.run_id, event.task, event.key)
+        elif isinstance(event, ev.RunFinished):
+            # A runner may report cached tasks only here (see `RunFinished.cached`).
+            for task, record in (event.cached or {}).items():
+                self._replay(event.pipeline, event.run_id, task, str(record.get("key") or ""))
+            self._done = {d for d in self._done if d[0] != event.run_id}
+            self._noted.discard(event.run_id)
+
+    def _replay(self, pipeline: str, run_id: str, task: str, key: str) -> None:
+        if not key or (self.tasks is not None and task not in self.tasks):
+            return
+        if (run_id, task) in self._done:
+            return
+        self._done.add((run_id, task))
+        source = _replay_source
+        if source is None:
+            self._note(run_id, "no run history here (it is switched off or not loaded)")
+            return
+        try:
+            found = source(pipeline, task, key)
+        except Exception as exc:  # a missing or locked history never fails the run
+            self._note(run_id, f"could not read the run history ({type(exc).__name__}: {exc})")
+            return
+        if found is None or not found.text:
+            return
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(found.started))
+        cut = f", first {found.dropped} bytes cut" if found.dropped else ""
+        marker = f"[nbflow] cached `{task}`: output of run {found.run_id} ({when} UTC{cut})"
+        text = found.text if found.text.endswith("\n") else found.text + "\n"
+        if self.grey:
+            marker, text = f"{GREY}{marker}{RESET}", f"{GREY}{text.rstrip(chr(10))}{RESET}\n"
+        self._write(f"{marker}\n{text}")
+
+    def _note(self, run_id: str, why: str) -> None:
+        if run_id not in self._noted:
+            self._noted.add(run_id)
+            self._write(f"[nbflow] no output to replay for cached tasks: {why}\n")
+
+    def _write(self, text: str) -> None:
+        stream = self.stream if self.stream is not None else sys.stdout
+        # Written outside any task capture: a replay is not what this run's task printed.
+        with adopt(None):
+            stream.write(text)
+            stream.flush()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from nbflow.core import events as ev
+from nbflow.core.capture import ReplayListener
 from nbflow.core.checks import Check, make_check
 from nbflow.core.errors import (
     MissingParameterError,
@@ -328,6 +329,7 @@ class Pipeline:
         assume: Collection[str] | Mapping[str, Any] = (),
         partition: Any = None,
         partitions: None = None,
+        replay_output: bool | Collection[str] = False,
     ) -> RunResult: ...
     @overload
     def run(
@@ -343,6 +345,7 @@ class Pipeline:
         assume: Collection[str] | Mapping[str, Any] = (),
         partition: Any = None,
         partitions: Sequence[Any] | slice | range,
+        replay_output: bool | Collection[str] = False,
     ) -> BackfillResult: ...
 
     def run(
@@ -358,6 +361,7 @@ class Pipeline:
         assume: Collection[str] | Mapping[str, Any] = (),
         partition: Any = None,
         partitions: Any = None,
+        replay_output: bool | Collection[str] = False,
     ) -> RunResult | BackfillResult:
         """Run `targets` (default: every sink) and the stale tasks they need.
 
@@ -367,7 +371,19 @@ class Pipeline:
         `partition`). `partitions`: several keys (a list, `slice(first, last)`
         or a `range` of positions): one run per key, returned as a
         `BackfillResult` (see `nbflow.core.partitions`).
+        `replay_output`: for each task satisfied from the cache (True: every one; or these
+        names), print what it printed in the run that computed its value, found in the run
+        history (`nbflow.core.capture.ReplayListener`).
         """
+        if replay_output:
+            names = (
+                None
+                if replay_output is True
+                else [replay_output]
+                if isinstance(replay_output, str)
+                else list(replay_output)
+            )
+            listeners = [*listeners, ReplayListener(names)]
         options: dict[str, Any] = {
             "executor": executor,
             "max_workers": max_workers,

@@ -1,10 +1,16 @@
-"""Reading the history from Python: `nf.history()`, `nf.last_run()`, `get_run()`."""
+"""Reading the history from Python: `nf.history()`, `nf.last_run()`, `get_run()`, and the
+replay source of cached tasks' output (`computed_output`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from nbflow.core.capture import Replayed
 from nbflow.core.errors import NbflowError
+from nbflow.core.home import home_dir
 from nbflow.history.recorder import drain, open_store
 from nbflow.history.records import RunRecord
+from nbflow.history.store import FILENAME
 
 KINDS = ("pipeline", "notebook", "job")
 STATES = ("running", "ok", "failed", "interrupted")
@@ -67,3 +73,31 @@ def children(run_id: str) -> list[RunRecord]:
     rows = store.runs(parent=run_id, limit=None)
     tasks = store.tasks([r["id"] for r in rows], rows)
     return [RunRecord.from_row(r, tasks[r["id"]]) for r in reversed(rows)]
+
+
+def computed_output(pipeline: str, task: str, key: str) -> Replayed | None:
+    """What `task` of `pipeline` printed in the newest run that computed the value of cache key
+    `key` (the replay source of `nbflow.core.capture`), or None when nothing was captured.
+
+    Registered on import of `nbflow.history`; a history file that is absent is not created
+    for this (a home that never recorded a run has nothing to replay).
+    """
+    drain()  # the computing run may be this process's previous one, still being written
+    home = home_dir()
+    if not (home / FILENAME).exists():
+        return None
+    store = open_store(home)
+    row = store.computed_by(pipeline, task, key)
+    if row is None or not row.get("log_path"):
+        return None
+    run = store.run(row["run_id"])
+    try:
+        text = Path(row["log_path"]).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:  # pruned logs: nothing to show
+        return None
+    return Replayed(
+        run_id=row["run_id"],
+        started=float((run or {}).get("started") or 0.0),
+        text=text,
+        dropped=int(row.get("log_dropped") or 0),
+    )

@@ -24,6 +24,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from nbflow.core.capture import ReplayListener
 from nbflow.core.errors import DuplicateOutputError, MissingParameterError
 from nbflow.core.pipeline import Pipeline, default_pipeline
 from nbflow.core.result import RunResult
@@ -170,7 +171,11 @@ class NbflowMagics(Magics):
     def task(self, line: str, cell: str) -> Any:
         """Register this cell as a cached task, run it (and stale upstream cells), bind its outputs.
 
-        %%task [NAME] [--retries N] [--retry-delay S] [--timeout S] [--no-cache] [--pipeline P]
+        %%task [NAME] [--retries N] [--retry-delay S] [--timeout S] [--no-cache] [--no-replay]
+               [--pipeline P]
+
+        A cell loaded from the cache replays, in grey, what it printed when its value was
+        computed (from the run history); `--no-replay` turns that off for the cell.
         """
         try:
             args = shlex.split(line)
@@ -179,10 +184,13 @@ class NbflowMagics(Magics):
         name: str | None = None
         options: dict[str, Any] = {}
         pipeline_name: str | None = None
+        replay = True
         it = iter(args)
         for arg in it:
             if arg == "--no-cache":
                 options["cache"] = False
+            elif arg == "--no-replay":  # a display choice, not a task option (no cache key)
+                replay = False
             elif arg in ("--retries", "--timeout", "--pipeline", "--retry-delay"):
                 value = next(it, None)
                 if value is None:
@@ -201,7 +209,7 @@ class NbflowMagics(Magics):
             elif arg.startswith("-"):
                 raise UsageError(
                     f"%%task: unknown option {arg}; usage: %%task [NAME] [--retries N] "
-                    "[--retry-delay S] [--timeout S] [--no-cache] [--pipeline P]"
+                    "[--retry-delay S] [--timeout S] [--no-cache] [--no-replay] [--pipeline P]"
                 )
             elif name is None:
                 if not arg.isidentifier():
@@ -210,10 +218,16 @@ class NbflowMagics(Magics):
             else:
                 raise UsageError(f"%%task: unexpected argument {arg!r}; give one NAME at most")
         pipe = self._pipeline(pipeline_name)
-        return self._register(pipe, cell, name, options)
+        return self._register(pipe, cell, name, options, replay=replay)
 
     def _register(
-        self, pipe: Pipeline, source: str, name: str | None, options: dict[str, Any]
+        self,
+        pipe: Pipeline,
+        source: str,
+        name: str | None,
+        options: dict[str, Any],
+        *,
+        replay: bool = False,
     ) -> Any:
         """Register and run the cell; return its trailing expression's value, which IPython
         then displays after the status line, as for a plain cell (None: nothing)."""
@@ -261,17 +275,29 @@ class NbflowMagics(Magics):
             new.signature = old.signature
         self.cells[(id(pipe), name)] = new
         self._link(pipe)
-        result = self._checked_run(pipe, [name], force=False)
+        # Only this cell's own output is replayed: an upstream cell loaded from the cache
+        # shows its output under its own cell.
+        result = self._checked_run(pipe, [name], force=False, replay=name if replay else None)
         self._bind(pipe, result, [*result.executed, name])
         elapsed = time.perf_counter() - started
         print(self._status_line(name, result, elapsed))
         raise_for_failures(result)
         return shown_value(name, result.metadata.get(name))
 
-    def _checked_run(self, pipe: Pipeline, targets: list[str] | None, force: bool) -> RunResult:
-        """Run; a name a task cell reads that nothing defines is explained in notebook terms."""
+    def _checked_run(
+        self, pipe: Pipeline, targets: list[str] | None, force: bool, replay: str | None = None
+    ) -> RunResult:
+        """Run; a name a task cell reads that nothing defines is explained in notebook terms.
+        `replay`: a task whose output to replay, in grey, if it is loaded from the cache."""
+        listeners = [ReplayListener([replay], grey=True)] if replay else []
         try:
-            return pipe.run(targets, params=self.params, force=force, raise_on_failure=False)
+            return pipe.run(
+                targets,
+                params=self.params,
+                force=force,
+                raise_on_failure=False,
+                listeners=listeners,
+            )
         except MissingParameterError as exc:
             if exc.task not in self._cells_of(pipe):
                 raise

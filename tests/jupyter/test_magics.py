@@ -324,3 +324,35 @@ def test_the_widget_shows_a_cells_value_as_text_in_its_tooltip(shell, capsys):
     w = DagWidget(default_pipeline(), interval=0)
     shown(shell, SUMMARY, capsys)
     assert w.info["summary"]["metadata"]["display"] == "'3 rows, 60 in total'"
+
+
+LOUD = """%%task
+print("extracting 5 rows")
+loud_rows = list(range(5))
+"""
+
+
+def test_a_cached_cell_replays_its_output_in_grey_unless_no_replay(shell, capsys):
+    out = run(shell, LOUD, capsys)
+    assert "extracting 5 rows" in out and "ran in" in out
+    out = run(shell, LOUD, capsys)
+    assert "loaded from cache" in out
+    runs = nf.history(default_pipeline().name)
+    first = [r for r in runs if r.task("loud_rows").state == "done"]
+    marker = f"\x1b[90m[nbflow] cached `loud_rows`: output of run {first[0].id} ("
+    assert marker in out, out
+    assert "\x1b[90mextracting 5 rows\x1b[0m\n" in out
+    assert out.index(marker) < out.index("loaded from cache")
+
+    out = run(shell, LOUD.replace("%%task", "%%task --no-replay"), capsys)
+    assert "loaded from cache" in out and "extracting" not in out and "[nbflow] cached" not in out
+
+
+def test_a_cell_replays_only_its_own_output_not_its_upstreams(shell, capsys):
+    run(shell, LOUD, capsys)
+    down = "%%task\nprint('summing')\nloud_total = sum(loud_rows) + bump\n"
+    shell.user_ns["bump"] = 0
+    run(shell, down, capsys)
+    shell.user_ns["bump"] = 1  # the downstream cell reruns; its upstream is loaded
+    out = run(shell, down, capsys)
+    assert "summing" in out and "extracting" not in out and "[nbflow] cached" not in out
