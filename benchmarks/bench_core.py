@@ -207,8 +207,8 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from nbflow.core.serialize import serialize
-    from nbflow.core.store import DiskStore
+    from nbflow.core.cache.serialize import serialize
+    from nbflow.core.cache.store import DiskStore
 
     df = pd.DataFrame(np.random.default_rng(0).random((10_000_000, 5)), columns=list("abcde"))
     size = df.memory_usage(index=False).sum()

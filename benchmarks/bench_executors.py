@@ -33,8 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import nbflow as nf
-from nbflow.core.dask import DaskExecutor, _LocalCluster, close_local_cluster
-from nbflow.core.parallel import ProcessExecutor, ThreadExecutor
+from nbflow.core.executors.dask import DaskExecutor, _LocalCluster, close_local_cluster
+from nbflow.core.executors.parallel import ProcessExecutor, ThreadExecutor
 
 N_TASKS = 8
 N_NOOP = 400

@@ -16,7 +16,7 @@ ratios measured in this run; nothing is asserted.
    claim, heartbeat thread, output path, finish, alerts) against a bare
    `run_notebook` of the same trivial notebook with the same parameter.
    Alternating pairs after one warm-up each; medians. The scheduler daemon
-   runs each run in a child process (`python -m nbflow.jobs.execute RUN_ID`);
+   runs each run in a child process (`python -m nbflow.jobs.attempt RUN_ID`);
    that path is timed too (interpreter start-up and imports come on top).
 """
 
@@ -44,7 +44,7 @@ def main() -> None:
         os.environ["NBFLOW_HOME"] = str(work / "home")
 
         import nbflow as nf
-        from nbflow.jobs.execute import run_in_foreground
+        from nbflow.jobs.attempt import run_in_foreground
         from nbflow.jobs.runstore import RunStore
         from nbflow.jobs.scheduler import Scheduler, trigger_run
         from nbflow.jobs.schedules import Schedule
@@ -106,12 +106,12 @@ def main() -> None:
             bare_times.append(bare(i))
             our_times.append(ours(i))
 
-        # the daemon's path: the same run in a child process (`python -m nbflow.jobs.execute`)
+        # the daemon's path: the same run in a child process (`python -m nbflow.jobs.attempt`)
         def child(i: int) -> float:
             start = time.perf_counter()
             run = trigger_run(store, "trivial", {"day": "2024-01-02"})
             subprocess.run(
-                [sys.executable, "-m", "nbflow.jobs.execute", str(run.id)],
+                [sys.executable, "-m", "nbflow.jobs.attempt", str(run.id)],
                 env=dict(os.environ),
                 check=True,
                 stdout=subprocess.DEVNULL,

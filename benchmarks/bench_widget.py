@@ -48,8 +48,8 @@ def layered(pipe, n: int, width: int = 10) -> None:
 def bench_updates() -> None:
     import nbflow as nf
     from nbflow.core import events as ev
-    from nbflow.jupyter import render
     from nbflow.jupyter.widget import DagWidget
+    from nbflow.viz import render
 
     with tempfile.TemporaryDirectory() as d:
         pipe = nf.Pipeline("w500", cache_dir=d)

@@ -45,9 +45,10 @@ from nbflow.core.errors import (
     WorkerDied,
 )
 from nbflow.core.events import LoggingListener, ProgressListener
-from nbflow.core.output import Output
-from nbflow.core.partitions import BackfillResult, DailyPartitions, StaticPartitions
-from nbflow.core.pipeline import (
+from nbflow.core.patterns.output import Output
+from nbflow.core.patterns.partitions import BackfillResult, DailyPartitions, StaticPartitions
+from nbflow.core.patterns.pools import pool
+from nbflow.core.pipeline.pipeline import (
     Pipeline,
     branch,
     check,
@@ -62,7 +63,6 @@ from nbflow.core.pipeline import (
     task,
     wait_for_file,
 )
-from nbflow.core.pools import pool
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
 
 # Importing the history registers its recorder as a listener of every run.
@@ -147,9 +147,9 @@ _LAZY = {
     "notebook_parameters": "nbflow.jobs.parameters",
     "record": "nbflow.jobs.record",
     "notebook_task": "nbflow.jobs.notebook_task",
-    "ThreadExecutor": "nbflow.core.parallel",
-    "ProcessExecutor": "nbflow.core.parallel",
-    "DaskExecutor": "nbflow.core.dask",
+    "ThreadExecutor": "nbflow.core.executors.parallel",
+    "ProcessExecutor": "nbflow.core.executors.parallel",
+    "DaskExecutor": "nbflow.core.executors.dask",
     "load_ipython_extension": "nbflow.jupyter.extension",
     "unload_ipython_extension": "nbflow.jupyter.extension",
 }
@@ -167,8 +167,8 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from nbflow.core.dask import DaskExecutor
-    from nbflow.core.parallel import ProcessExecutor, ThreadExecutor
+    from nbflow.core.executors.dask import DaskExecutor
+    from nbflow.core.executors.parallel import ProcessExecutor, ThreadExecutor
     from nbflow.jobs.notebook import run_notebook
     from nbflow.jobs.notebook_task import notebook_task
     from nbflow.jobs.parameters import notebook_parameters

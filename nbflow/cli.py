@@ -20,8 +20,8 @@ from typing import Any, NoReturn
 import click
 
 from nbflow import __version__
+from nbflow.core.cache.store import DiskStore
 from nbflow.core.errors import NbflowError
-from nbflow.core.store import DiskStore
 from nbflow.jobs.runstore import RUN_STATES, RunStore
 
 RUNS_LIMIT = 1_000_000
@@ -639,7 +639,7 @@ def _run_and_report(
     the notebooks running are stopped and their runs, and the queued ones among `own`
     (the runs the command created; default all), end `cancelled`; it says so and exits
     130."""
-    from nbflow.jobs.execute import run_in_foreground, sweep
+    from nbflow.jobs.attempt import run_in_foreground, sweep
 
     record = store.get_job(job)
     sweep(store)  # a run left `running` by a dead process must not block us forever
@@ -754,7 +754,7 @@ def backfill_command(
     with _ctrl_c_cancels(f"backfill {name}") as cancel:
         plan = plan_backfill(store, name, first, last, reprocess=reprocess, stop=cancel)
         if plan.interrupted:  # Ctrl-C while the runs were being stored: none of them runs
-            from nbflow.jobs.execute import CANCELLED_REASON
+            from nbflow.jobs.attempt import CANCELLED_REASON
 
             store.cancel_queued(plan.made, CANCELLED_REASON)
             _report_interrupted([store.get_run(i) for i in plan.made])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import nbflow.core.pipeline as pipeline_module
+import nbflow.core.pipeline.pipeline as pipeline_module
 from nbflow import Pipeline
 
 # The `other_user` fixture: a second, unprivileged user, for tests of who may own a home.

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nbflow import Pipeline
-from nbflow.core.store import INLINE_LIMIT
+from nbflow.core.cache.store import INLINE_LIMIT
 
 from .conftest import FIXTURES
 

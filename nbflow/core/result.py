@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbflow.core.checks import CheckResult
 from nbflow.core.errors import NbflowError
+from nbflow.core.patterns.checks import CheckResult
 from nbflow.core.types import Digest
 
 

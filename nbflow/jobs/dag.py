@@ -39,8 +39,8 @@ _REPORT_MARK = "@@nbflow-dag@@"
 # keeps a notebook's own `clear_cache()` / `%nbflow clear` / `invalidate()` from emptying
 # the cache the graph is coloured from.
 _HOLD_RUNS_CELL = """\
-import nbflow.core.runner as _nbflow_runner
-import nbflow.core.store as _nbflow_store
+import nbflow.core.run.runner as _nbflow_runner
+import nbflow.core.cache.store as _nbflow_store
 def _nbflow_dag_no_run(self, *args, **kwargs):
     raise RuntimeError("nbflow dag: tasks are defined and planned, never run")
 _nbflow_runner.Runner.run = _nbflow_dag_no_run
@@ -59,8 +59,8 @@ print({_REPORT_MARK!r} + _json.dumps(_describe_pipelines(globals())))
 def describe_pipelines(namespace: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The graphs (nodes, edges, sub-pipeline groups, states) of the pipelines a module or
     notebook defined: `nf.Pipeline` objects in `namespace`, and the default pipeline."""
-    from nbflow.core.pipeline import Pipeline, default_pipeline
-    from nbflow.jupyter.render import shape_of
+    from nbflow.core.pipeline.pipeline import Pipeline, default_pipeline
+    from nbflow.viz.render import shape_of
 
     pipes = {id(v): v for v in list(namespace.values()) if isinstance(v, Pipeline)}
     pipes.setdefault(id(default_pipeline()), default_pipeline())
@@ -138,7 +138,7 @@ def graphs_of_notebook(
 
 def render_graph(graph: Mapping[str, Any], output: Path) -> Path:
     """Write one graph to `output`; the format follows the suffix (.svg, .png, .pdf, .dot)."""
-    from nbflow.jupyter.render import GraphvizMissing, dot_available, graph_to_dot
+    from nbflow.viz.render import GraphvizMissing, dot_available, graph_to_dot
 
     dot = graph_to_dot(
         tuple(graph["nodes"]),

@@ -28,7 +28,7 @@ exits with a message naming that pid. Each `tick_once(now)`:
 (d) **starts queued runs** that are ready (retry time reached), oldest logical
     date first, while the job has fewer than `max_active` running and the home
     fewer than the global limit (`--max-running`). Each run executes in a child
-    process (`python -m nbflow.jobs.execute RUN_ID`, its own process group),
+    process (`python -m nbflow.jobs.attempt RUN_ID`, its own process group),
     which claims the run atomically, heartbeats, and finishes it.
 
 The clock is injectable (`Scheduler(clock=...)`, `tick_once(now)`), so tests
@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from nbflow.core.errors import JobsError
-from nbflow.jobs.execute import (
+from nbflow.jobs.attempt import (
     PARENT_ENV,
     alert_attempt,
     fault,
@@ -205,7 +205,7 @@ class Scheduler:
                     report.created += created
                     report.missed += missed
                 if schedule.when_file:
-                    from nbflow.jobs.sensors import sense
+                    from nbflow.jobs.file_sensor import sense
 
                     report.sensed += sense(self.store, record, now=now, cache=self._digests)
             except Exception as exc:  # one broken job must not stop the others
@@ -344,7 +344,7 @@ class Scheduler:
         """Start the runner child for `run` (own process group; it claims the run itself)."""
         env = {**os.environ, "NBFLOW_HOME": str(self.home), PARENT_ENV: str(os.getpid())}
         process = subprocess.Popen(
-            [self.python, "-m", "nbflow.jobs.execute", str(run.id)],
+            [self.python, "-m", "nbflow.jobs.attempt", str(run.id)],
             env=env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -584,7 +584,7 @@ def trigger_run(
     if now.microsecond == 0:
         now = now.replace(microsecond=1)
     texts = render_run_parameters(schedule, now, overrides)
-    from nbflow.jobs.execute import parse_run_parameters
+    from nbflow.jobs.attempt import parse_run_parameters
 
     values = parse_run_parameters(schedule.notebook, texts)
     check_parameters(values, notebook_parameters(schedule.notebook), schedule.notebook)

@@ -41,8 +41,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nbflow.core.cache.fingerprint import global_names
 from nbflow.core.errors import NbflowError
-from nbflow.core.fingerprint import global_names
 
 _BUILTINS = frozenset(dir(builtins))
 _counter = itertools.count()
@@ -313,7 +313,7 @@ def with_display(outputs: dict[str, Any], value: Any, task: str) -> Any:
     as metadata (nothing when the value is None, as in IPython)."""
     import uuid
 
-    from nbflow.core.output import Output
+    from nbflow.core.patterns.output import Output
 
     if value is None:
         return outputs

@@ -26,9 +26,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from nbflow.core.capture import ReplayListener
 from nbflow.core.errors import DuplicateOutputError, MissingParameterError
-from nbflow.core.pipeline import Pipeline, default_pipeline
+from nbflow.core.pipeline.pipeline import Pipeline, default_pipeline
 from nbflow.core.result import RunResult
-from nbflow.core.runner import raise_for_failures
+from nbflow.core.run.runner import raise_for_failures
 from nbflow.jupyter.cells import (
     _BUILTINS,
     CellError,

@@ -34,10 +34,11 @@ import anywidget
 import traitlets
 
 from nbflow.core import events as ev
-from nbflow.jupyter import display, render
+from nbflow.jupyter import display
+from nbflow.viz import render
 
 if TYPE_CHECKING:
-    from nbflow.core.pipeline import Pipeline
+    from nbflow.core.pipeline.pipeline import Pipeline
 
 _STATIC = Path(__file__).parent / "static"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from nbflow.core.dask import DaskExecutor
+from nbflow.core.executors.dask import DaskExecutor
 
 EXECUTORS = ["sequential", "threads", "processes", "dask"]
 

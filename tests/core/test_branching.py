@@ -7,7 +7,7 @@ import pytest
 import nbflow as nf
 from nbflow import Pipeline
 from nbflow.core import events as ev
-from nbflow.core.branching import BranchError
+from nbflow.core.patterns.branching import BranchError
 
 from ..conftest import Calls
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from nbflow import Pipeline
-from nbflow.core import codememo
-from nbflow.core.fingerprint import fingerprint_function
+from nbflow.core.cache import codememo
+from nbflow.core.cache.fingerprint import fingerprint_function
 
 from .cells import define
 
@@ -64,7 +64,7 @@ DRIVER = """
 import json, sys
 sys.path.insert(0, sys.argv[2])
 import nbflow as nf
-from nbflow.core import fingerprint
+from nbflow.core.cache import fingerprint
 parsed = []
 parse = fingerprint._parse_code
 fingerprint._parse_code = lambda fn: (parsed.append(fn.__name__), parse(fn))[1]

@@ -15,9 +15,9 @@ import pytest
 from distributed import Security
 from distributed.comm import connect
 
-from nbflow.core.dask import DaskExecutor, close_local_cluster
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
-from nbflow.core.executors import resolve_executor
+from nbflow.core.executors.base import resolve_executor
+from nbflow.core.executors.dask import DaskExecutor, close_local_cluster
 
 from .test_parallel import (
     Payload,
@@ -248,7 +248,7 @@ def test_a_cluster_of_its_own_can_go_without_credentials_when_asked() -> None:
 def test_missing_distributed_names_the_extra_to_install() -> None:
     code = (
         "import sys; sys.modules['distributed'] = None\n"
-        "from nbflow.core.executors import resolve_executor\n"
+        "from nbflow.core.executors.base import resolve_executor\n"
         "from nbflow.core.errors import NbflowError\n"
         "try:\n"
         "    resolve_executor('dask', None)\n"
@@ -264,7 +264,7 @@ def test_missing_distributed_names_the_extra_to_install() -> None:
 SCRIPT_WITH_LISTENING_CLUSTERS = """
 import os, sys, time
 import nbflow as nf
-from nbflow.core.dask import DaskExecutor
+from nbflow.core.executors.dask import DaskExecutor
 
 pipe = nf.Pipeline("ports", cache_dir={cache!r})
 

@@ -19,9 +19,9 @@ import pytest
 import nbflow as nf
 from nbflow import Pipeline, WorkerDied
 from nbflow.core import events as ev
-from nbflow.core.dask import DaskExecutor
 from nbflow.core.errors import UnpicklableTask
-from nbflow.core.parallel import ProcessExecutor, ThreadExecutor
+from nbflow.core.executors.dask import DaskExecutor
+from nbflow.core.executors.parallel import ProcessExecutor, ThreadExecutor
 
 from ..conftest import FIXTURES
 from .cells import define

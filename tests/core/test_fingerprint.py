@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbflow.core.fingerprint import fingerprint_function
+from nbflow.core.cache.fingerprint import fingerprint_function
 
 from .cells import define
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from nbflow import Pipeline
+from nbflow.core.cache.hashing import MAX_DEPTH, Unfingerprintable, digest_value
 from nbflow.core.errors import format_value_short
-from nbflow.core.hashing import MAX_DEPTH, Unfingerprintable, digest_value
 
 DISTINCT = [
     1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -10,10 +11,15 @@ import pytest
 JUPYTER_MODULES = ("IPython", "ipywidgets", "graphviz", "anywidget", "papermill", "nbformat")
 
 
+def _pythonpath() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": path} if path else {}
+
+
 @pytest.mark.parametrize(
     "statement",
     [
-        "import nbflow.core.pipeline, nbflow.core.runner, nbflow.core.store",
+        "import nbflow.core.pipeline.pipeline, nbflow.core.run.runner, nbflow.core.cache.store",
         "import nbflow as nf; p = nf.Pipeline('x'); p.task(lambda: 1, name='a'); p.run()",
     ],
 )
@@ -25,7 +31,7 @@ def test_core_imports_no_jupyter(statement: str, tmp_path) -> None:
         text=True,
         check=True,
         cwd=tmp_path,
-        env={"NBFLOW_HOME": str(tmp_path / "h"), "PATH": ""},
+        env={"NBFLOW_HOME": str(tmp_path / "h"), "PATH": "", **_pythonpath()},
     )
     assert out.stdout.strip() == ""
 

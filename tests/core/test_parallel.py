@@ -20,8 +20,8 @@ from nbflow.core.errors import (
     UnpicklableTask,
     WorkerDied,
 )
-from nbflow.core.executors import Job, Outcome, resolve_executor
-from nbflow.core.parallel import ProcessExecutor, RemoteError, ThreadExecutor
+from nbflow.core.executors.base import Job, Outcome, resolve_executor
+from nbflow.core.executors.parallel import ProcessExecutor, RemoteError, ThreadExecutor
 
 from .cells import define
 

@@ -8,7 +8,7 @@ import pytest
 
 import nbflow as nf
 from nbflow import Pipeline
-from nbflow.core.partitions import UnknownPartitionError
+from nbflow.core.patterns.partitions import UnknownPartitionError
 
 from ..conftest import Calls
 

@@ -11,7 +11,7 @@ import pytest
 import nbflow as nf
 from nbflow import Pipeline, RunFailed
 from nbflow.core import events as ev
-from nbflow.core.triggers import evaluate
+from nbflow.core.patterns.trigger_rules import evaluate
 
 from ..conftest import Calls
 

@@ -10,7 +10,7 @@ import pytest
 
 import nbflow as nf
 from nbflow import Pipeline, RunFailed
-from nbflow.core.sensors import SensorTimeout
+from nbflow.core.patterns.sensors import SensorTimeout
 
 from ..conftest import Calls
 

@@ -16,7 +16,7 @@ import pytest
 
 import nbflow as nf
 from nbflow import Pipeline
-from nbflow.core.store import INLINE_LIMIT, DiskStore
+from nbflow.core.cache.store import INLINE_LIMIT, DiskStore
 
 from ..conftest import FIXTURES, Calls
 

@@ -166,7 +166,7 @@ def test_sweep_marks_runs_without_heartbeat_crashed_and_retry_requeues_them(stor
 
 
 def test_ending_a_failed_attempt_queues_its_retry_in_the_same_commit(store):
-    from nbflow.jobs.execute import retry_policy
+    from nbflow.jobs.attempt import retry_policy
 
     store.add_job("etl", {"retries": 1, "retry_delay": 60}, now=T0)
     run, _ = store.create_run("etl", "scheduled", T0)
@@ -479,7 +479,7 @@ def test_a_reader_is_not_blocked_by_an_open_write_transaction(store):
 
 
 def test_a_reprocess_starts_a_new_retry_round_and_a_retry_does_not(store):
-    from nbflow.jobs.execute import _attempts_this_round
+    from nbflow.jobs.attempt import _attempts_this_round
 
     run, _ = store.create_run("etl", "backfill", T0)
     for pid in (1, 2):  # two failed attempts: a job with retries=1 has used its budget

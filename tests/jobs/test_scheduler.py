@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from nbflow.jobs.execute import (
+from nbflow.jobs.attempt import (
     Outcome,
     attempt_path_for,
     describe_outcome,
@@ -509,7 +509,7 @@ def test_a_backfilled_tick_is_not_scheduled_again(store, notebook):
 
 def test_one_tick_makes_at_most_runs_per_tick_sensor_runs(store, notebook, monkeypatch):
     """Issue 22 item 13: the work one tick may create is bounded for file sensors too."""
-    import nbflow.jobs.sensors as sensors
+    import nbflow.jobs.file_sensor as sensors
 
     monkeypatch.setattr(sensors, "RUNS_PER_TICK", 3)
     inbox = Path.cwd() / "in"

@@ -10,8 +10,8 @@ import pytest
 
 import nbflow as nf
 from nbflow.core import events as ev
-from nbflow.jupyter import render
 from nbflow.jupyter.widget import DagWidget
+from nbflow.viz import render
 
 
 @pytest.fixture

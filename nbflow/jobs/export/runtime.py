@@ -100,7 +100,7 @@ def run_job(
     plain JSON. Raises `NotebookFailed` when the notebook fails. `key` tells apart the
     output notebooks of runs that share a logical date (Airflow's mapped per-file tasks).
     """
-    from nbflow.jobs.execute import parse_run_parameters, render_run_parameters
+    from nbflow.jobs.attempt import parse_run_parameters, render_run_parameters
     from nbflow.jobs.notebook import run_notebook
     from nbflow.jobs.schedules import Schedule
 
@@ -147,7 +147,7 @@ def take_new_files(spec: Mapping[str, Any], *, home: str | Path, orchestrator: s
     files. One caller at a time (the exported DAG allows one active run)."""
     import json
 
-    from nbflow.jobs.sensors import file_digest, matching_files
+    from nbflow.jobs.file_sensor import file_digest, matching_files
 
     pattern = spec.get("when_file")
     if not pattern:

@@ -28,7 +28,7 @@ import threading
 import weakref
 from typing import Any
 
-from nbflow.core.fingerprint import CodeInfo
+from nbflow.core.cache.fingerprint import CodeInfo
 from nbflow.core.types import Digest
 
 NAMESPACE = "code-memo"

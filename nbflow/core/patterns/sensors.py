@@ -19,7 +19,7 @@ Policy:
 - In development, `run(assume={"wait_for_upstream"})` marks a sensor
   satisfied without checking (its value is `True`), and
   `run(assume={"wait_for_upstream": value})` gives the value to use.
-  (`nbflow.jobs.sensors` is the scheduler's side: a file that *starts* a run.)
+  (`nbflow.jobs.file_sensor` is the scheduler's side: a file that *starts* a run.)
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ from typing import Any, Protocol, TypeAlias
 
 from blake3 import blake3
 
+from nbflow.core.cache.hashing import Unfingerprintable, digest_value, hash_bytes
 from nbflow.core.errors import format_value_short
-from nbflow.core.hashing import Unfingerprintable, digest_value, hash_bytes
 from nbflow.core.types import Digest
 
 
@@ -756,7 +756,11 @@ class _Walker:
 
     def reference(self, name: str, obj: Any, closure: bool = False, updated: bool = False) -> None:
         kind = "closure variable" if closure else "global"
-        target = getattr(obj, "fn", None) if type(obj).__module__ == "nbflow.core.task" else None
+        target = (
+            getattr(obj, "fn", None)
+            if type(obj).__module__ == "nbflow.core.pipeline.task"
+            else None
+        )
         if target is not None:
             obj = target
         if isinstance(obj, types.ModuleType):

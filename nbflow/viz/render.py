@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from nbflow.core.errors import NbflowError
 
 if TYPE_CHECKING:
-    from nbflow.core.pipeline import Pipeline
+    from nbflow.core.pipeline.pipeline import Pipeline
 
 # State -> (fill colour, label). The order is the legend's. The colours differ in hue
 # *and* lightness, so neighbours in meaning stay apart: before a run, "fresh" is a
@@ -187,7 +187,7 @@ def shape_of(
 ) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[Group, ...]]:
     """The pipeline's nodes (topological order), edges and sub-pipeline groups: the key of
     its layout. A sub-pipeline task's inner tasks are nodes named `outer/inner`."""
-    from nbflow.core.subpipeline import SubpipelineCall
+    from nbflow.core.pipeline.subpipeline import SubpipelineCall
 
     g = pipe.graph()
     nodes = list(g.order)

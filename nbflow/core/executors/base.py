@@ -196,7 +196,7 @@ class SequentialExecutor:
 ExecutorFactory = Callable[[int | None], Executor]
 _FACTORIES: dict[str, ExecutorFactory] = {"sequential": lambda max_workers: SequentialExecutor()}
 # Registered for internal use, not names for `run(executor=...)`: "dask-client"
-# (nbflow.core.dask) wraps a `distributed.Client` passed as the executor.
+# (nbflow.core.executors.dask) wraps a `distributed.Client` passed as the executor.
 _INTERNAL = frozenset({"dask-client"})
 
 
@@ -249,7 +249,7 @@ def _load_builtin_executors() -> None:
     """Import the optional executor modules, which register themselves."""
     import importlib
 
-    for module in ("nbflow.core.parallel", "nbflow.core.dask"):
+    for module in ("nbflow.core.executors.parallel", "nbflow.core.executors.dask"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nbflow.core.errors import CycleError, UnknownDependencyError, UnknownTaskError
-from nbflow.core.task import Task
+from nbflow.core.pipeline.task import Task
 
 
 @dataclass(frozen=True, slots=True)

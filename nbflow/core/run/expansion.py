@@ -1,7 +1,7 @@
 """How the runner expands a mapped task into instances and assembles their results.
 
 The policy (per-element keys, what is reused, states and events) is in
-`nbflow.core.mapping`; these are the runner's steps for it, kept apart so
+`nbflow.core.patterns.mapping`; these are the runner's steps for it, kept apart so
 `runner.py` reads as the story of an ordinary run. `Runner` inherits them.
 """
 
@@ -11,22 +11,22 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from nbflow.core import events as ev
+from nbflow.core.cache.planner import Decision, Planner
+from nbflow.core.cache.serialize import serialize
+from nbflow.core.cache.store import Record
 from nbflow.core.errors import IntegrityError, MapInputError, UnpicklableResult, short_trace
-from nbflow.core.executors import Job, Outcome
-from nbflow.core.mapping import MapRun, assemble, instance_base, instance_key, split
-from nbflow.core.planner import Decision, Planner
-from nbflow.core.serialize import serialize
-from nbflow.core.store import Record
+from nbflow.core.executors.base import Job, Outcome
+from nbflow.core.patterns.mapping import MapRun, assemble, instance_base, instance_key, split
 from nbflow.core.types import CacheKey
 
 if TYPE_CHECKING:
     from collections import deque
     from collections.abc import Mapping
 
+    from nbflow.core.cache.store import DiskStore
     from nbflow.core.events import EventBus
-    from nbflow.core.pipeline import Pipeline
+    from nbflow.core.pipeline.pipeline import Pipeline
     from nbflow.core.result import RunResult
-    from nbflow.core.store import DiskStore
 
 # Decisions after which a mapped task reuses none of its cached instances.
 _RERUN_ALL = ("forced", "invalidated", "expired", "always reruns", "caching is off")

@@ -8,7 +8,7 @@ Policy:
   reported as timed out and its thread abandoned (see `call_with_timeout`).
 - **Processes** (`executor="processes"`) suit CPU-bound Python. Each worker
   is a fresh interpreter (not a fork of the driver) running the small loop
-  of `nbflow.core.worker`, talking to the driver over two private pipes.
+  of `nbflow.core.executors.worker`, talking to the driver over two private pipes.
   Jobs go there pickled with cloudpickle, so functions and classes defined
   in a notebook cell or in `__main__` work, and the user's script is never
   re-imported (no `if __name__ == "__main__"` guard needed). A large
@@ -44,14 +44,14 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
-from nbflow.core.executors import (
+from nbflow.core.executors.base import (
     Job,
     Outcome,
     execute_job,
     format_user_traceback,
     register_executor,
 )
-from nbflow.core.worker import (
+from nbflow.core.executors.worker import (
     SCATTER_THRESHOLD,
     RemoteError,
     WorkerProcess,

@@ -57,8 +57,8 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
-from nbflow.core.executors import Job, Outcome, execute_job, register_executor
-from nbflow.core.worker import (
+from nbflow.core.executors.base import Job, Outcome, execute_job, register_executor
+from nbflow.core.executors.worker import (
     SCATTER_THRESHOLD,
     approx_size,
     picklable_error,
@@ -109,7 +109,7 @@ def _start_local_cluster(distributed: Any, options: dict[str, Any]) -> tuple[Any
     # A caller who asks for a dashboard gets Dask's own classes, and so the dashboard.
     quiet = settings.get("dashboard_address") is None and "worker_class" not in settings
     if quiet:
-        from nbflow.core.dask_nodes import QuietLocalCluster, QuietNanny, QuietWorker
+        from nbflow.core.executors.dask_nodes import QuietLocalCluster, QuietNanny, QuietWorker
 
         settings["worker_class"] = QuietNanny if settings["processes"] else QuietWorker
     if settings["security"] is True:

@@ -34,7 +34,7 @@ import hashlib
 import os
 from datetime import datetime, timedelta
 
-from nbflow.jobs.execute import fault
+from nbflow.jobs.attempt import fault
 from nbflow.jobs.runstore import JobRecord, RunRecord, RunStore, utc_now
 
 __all__ = ["PATH_PARAMETER", "RUNS_PER_TICK", "file_digest", "matching_files", "sense"]

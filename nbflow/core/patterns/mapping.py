@@ -42,8 +42,8 @@ from typing import Any
 
 from blake3 import blake3
 
+from nbflow.core.cache.hashing import Unfingerprintable, digest_value
 from nbflow.core.errors import MapInputError
-from nbflow.core.hashing import Unfingerprintable, digest_value
 from nbflow.core.types import CacheKey
 
 

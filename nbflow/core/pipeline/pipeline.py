@@ -21,28 +21,28 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from nbflow.core import events as ev
+from nbflow.core.cache.planner import Planner
+from nbflow.core.cache.store import DiskStore
 from nbflow.core.capture import ReplayListener
-from nbflow.core.checks import Check, make_check
 from nbflow.core.errors import (
     MissingParameterError,
     NbflowError,
     ParameterError,
     UnknownTaskError,
 )
-from nbflow.core.graph import Graph, resolve_graph
 from nbflow.core.home import home_dir
-from nbflow.core.partitions import (
+from nbflow.core.patterns.checks import Check, make_check
+from nbflow.core.patterns.partitions import (
     BackfillResult,
     check_partition,
     missing_partition_error,
     partitioned,
 )
-from nbflow.core.planner import Planner
-from nbflow.core.resources import Resource, make_resource
+from nbflow.core.patterns.resources import Resource, make_resource
+from nbflow.core.pipeline.graph import Graph, resolve_graph
+from nbflow.core.pipeline.task import Task, make_options
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
-from nbflow.core.runner import Runner, raise_for_failures
-from nbflow.core.store import DiskStore
-from nbflow.core.task import Task, make_options
+from nbflow.core.run.runner import Runner, raise_for_failures
 
 
 class Pipeline:
@@ -134,7 +134,7 @@ class Pipeline:
     ) -> Any:
         """Register a branch task: it returns the name(s) of the direct downstream tasks to follow.
 
-        See `nbflow.core.branching`. Bare (`@pipe.branch`) or with `name`, `inputs`
+        See `nbflow.core.patterns.branching`. Bare (`@pipe.branch`) or with `name`, `inputs`
         (as in `task`) and task options.
         """
         return self.task(fn, name=name, inputs=inputs, branch=True, **options)
@@ -153,11 +153,11 @@ class Pipeline:
     ) -> Any:
         """Register a sensor: a task polled every `interval` s until it returns something truthy.
 
-        See `nbflow.core.sensors`. `timeout` counts from the first check; on
+        See `nbflow.core.patterns.sensors`. `timeout` counts from the first check; on
         timeout the sensor fails, or is `skipped` with `soft_fail=True`.
         `name` and `inputs` are as in `task`.
         """
-        from nbflow.core.sensors import sensor_options
+        from nbflow.core.patterns.sensors import sensor_options
 
         return self.task(
             fn, name=name, inputs=inputs, **sensor_options(interval, timeout, soft_fail, options)
@@ -174,7 +174,7 @@ class Pipeline:
         **options: Any,
     ) -> Task:
         """A sensor whose value is the sorted list of paths matching `pattern` (glob, `**` allowed)."""
-        from nbflow.core.sensors import file_check
+        from nbflow.core.patterns.sensors import file_check
 
         return self.sensor(
             file_check(pattern),
@@ -192,7 +192,7 @@ class Pipeline:
         *,
         version: str | None = None,
     ) -> Any:
-        """Register a resource injected into tasks by parameter name (see `nbflow.core.resources`).
+        """Register a resource injected into tasks by parameter name (see `nbflow.core.patterns.resources`).
 
         `pipe.resource("warehouse", connect)`, `@pipe.resource("warehouse")`
         or `@pipe.resource` on the factory (named after it). The factory is
@@ -212,7 +212,7 @@ class Pipeline:
         """`@pipe.check("task")`: a function judging the task's value after it runs.
 
         It returns a bool or `(bool, message)`. A failed blocking check stops
-        the task's downstream (see `nbflow.core.checks`).
+        the task's downstream (see `nbflow.core.patterns.checks`).
         """
 
         def register(check: Check) -> None:
@@ -231,9 +231,9 @@ class Pipeline:
         """Use pipeline `inner` as one task; its value is the dict of `inner`'s sink values.
 
         The task's parameters are `inner`'s run parameters. `inner` keeps its
-        own cache (see `nbflow.core.subpipeline`).
+        own cache (see `nbflow.core.pipeline.subpipeline`).
         """
-        from nbflow.core.subpipeline import ALWAYS_RUN_REASON, SubpipelineCall
+        from nbflow.core.pipeline.subpipeline import ALWAYS_RUN_REASON, SubpipelineCall
 
         if inner is self:
             raise NbflowError(f"pipeline `{self.name}` cannot be a task of itself")
@@ -370,7 +370,7 @@ class Pipeline:
         `partition`: the partition key for partitioned tasks (their parameter
         `partition`). `partitions`: several keys (a list, `slice(first, last)`
         or a `range` of positions): one run per key, returned as a
-        `BackfillResult` (see `nbflow.core.partitions`).
+        `BackfillResult` (see `nbflow.core.patterns.partitions`).
         `replay_output`: for each task satisfied from the cache (True: every one; or these
         names), print what it printed in the run that computed its value, found in the run
         history (`nbflow.core.capture.ReplayListener`).
@@ -488,7 +488,7 @@ class Pipeline:
                 planner.plan([name])
                 d = planner.decisions[name]
             except MissingParameterError as exc:
-                from nbflow.core.planner import Decision
+                from nbflow.core.cache.planner import Decision
 
                 d = Decision(
                     name,
@@ -546,7 +546,7 @@ class Pipeline:
     def to_dot(self, states: Mapping[str, str] | None = None) -> Any:
         """The graph as a `graphviz.Digraph`, coloured by `states` (task -> state; default:
         the current status)."""
-        from nbflow.jupyter.render import pipeline_to_dot
+        from nbflow.viz.render import pipeline_to_dot
 
         return pipeline_to_dot(self, states)
 

@@ -3,7 +3,7 @@
 Write order (why a crash never leaves a partial value behind a record):
 
 1. A value larger than `INLINE_LIMIT` is written to a temporary file and
-   renamed into `values/<d[:2]>/<digest>.nbv` (see `nbflow.core.valuefile`:
+   renamed into `values/<d[:2]>/<digest>.nbv` (see `nbflow.core.cache.valuefile`:
    every byte written, the size checked, then the rename). Files are named by
    content, so a rename is atomic and two writers of the same bytes agree.
 2. Only then is the metadata record (key -> digest, signature, parts for
@@ -66,10 +66,10 @@ from typing import Any, Protocol
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 
-from nbflow.core import valuefile
+from nbflow.core.cache import valuefile
+from nbflow.core.cache.serialize import Payload, deserialize, digest_payload
 from nbflow.core.errors import CacheError, IntegrityError, NbflowWarning
 from nbflow.core.home import ensure_private_dir, home_dir, secret_key
-from nbflow.core.serialize import Payload, deserialize, digest_payload
 from nbflow.core.types import CacheKey
 
 INLINE_LIMIT = 256 * 1024

@@ -37,13 +37,13 @@ from typing import Any
 
 from blake3 import blake3
 
-from nbflow.core.codememo import memo_for
+from nbflow.core.cache.codememo import memo_for
+from nbflow.core.cache.fingerprint import FunctionPrint, ValueDigests, fingerprint_function
+from nbflow.core.cache.hashing import Unfingerprintable, digest_value
+from nbflow.core.cache.store import Record, Store
 from nbflow.core.errors import MissingParameterError, format_value_short
-from nbflow.core.fingerprint import FunctionPrint, ValueDigests, fingerprint_function
-from nbflow.core.graph import Graph
-from nbflow.core.hashing import Unfingerprintable, digest_value
-from nbflow.core.store import Record, Store
-from nbflow.core.task import Task
+from nbflow.core.pipeline.graph import Graph
+from nbflow.core.pipeline.task import Task
 from nbflow.core.types import CacheKey, Digest
 
 

@@ -152,7 +152,7 @@ def _feed(value: Any, h: Any, depth: int) -> None:
             _feed(getattr(value, f.name), h, depth + 1)
         return
     if callable(value) and hasattr(value, "__code__"):
-        from nbflow.core.fingerprint import fingerprint_callable
+        from nbflow.core.cache.fingerprint import fingerprint_callable
 
         _tag(h, b"L", fingerprint_callable(value).encode())
         return

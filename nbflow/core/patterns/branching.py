@@ -11,7 +11,7 @@ Policy:
   loaded from the cache (a branch's value is small; reading it is the point).
 - Every direct downstream task that was not chosen ends `skipped`, whatever
   its trigger rule, with the reason "branch `b` chose `x`". From there skips
-  spread by the trigger rules of `nbflow.core.triggers`: a join after both
+  spread by the trigger rules of `nbflow.core.patterns.trigger_rules`: a join after both
   paths with `all_success` is skipped, with `none_failed_min_one_success` it runs.
 - A name that is not a direct downstream task fails the branch task with
   `BranchError`, naming the valid choices; it is never cached and never retried.

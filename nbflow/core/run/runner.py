@@ -31,8 +31,10 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nbflow.core import events as ev
-from nbflow.core.branching import BranchError, chosen_branches, describe_choice
-from nbflow.core.checks import Check, CheckResult, run_check
+from nbflow.core.cache.hashing import Unfingerprintable, digest_value
+from nbflow.core.cache.planner import Decision, Planner
+from nbflow.core.cache.serialize import serialize
+from nbflow.core.cache.store import Record
 from nbflow.core.errors import (
     IntegrityError,
     NbflowError,
@@ -43,7 +45,7 @@ from nbflow.core.errors import (
     UnpicklableTask,
     short_trace,
 )
-from nbflow.core.executors import (
+from nbflow.core.executors.base import (
     Job,
     Outcome,
     check_executor,
@@ -51,21 +53,19 @@ from nbflow.core.executors import (
     format_user_traceback,
     resolve_executor,
 )
-from nbflow.core.expansion import MapSteps
-from nbflow.core.hashing import Unfingerprintable, digest_value
-from nbflow.core.mapping import MapRun, assemble, split
-from nbflow.core.planner import Decision, Planner
-from nbflow.core.pools import pool_slots
-from nbflow.core.resources import ResourceError, ResourceScope
+from nbflow.core.patterns.branching import BranchError, chosen_branches, describe_choice
+from nbflow.core.patterns.checks import Check, CheckResult, run_check
+from nbflow.core.patterns.mapping import MapRun, assemble, split
+from nbflow.core.patterns.pools import pool_slots
+from nbflow.core.patterns.resources import ResourceError, ResourceScope
+from nbflow.core.patterns.sensors import ASSUMED_REASON, SensorTimeout, assumed, poke
+from nbflow.core.patterns.trigger_rules import RUN, evaluate
 from nbflow.core.result import RunResult
-from nbflow.core.sensors import ASSUMED_REASON, SensorTimeout, assumed, poke
-from nbflow.core.serialize import serialize
-from nbflow.core.store import Record
-from nbflow.core.triggers import RUN, evaluate
+from nbflow.core.run.expansion import MapSteps
 from nbflow.core.types import Digest
 
 if TYPE_CHECKING:
-    from nbflow.core.pipeline import Pipeline
+    from nbflow.core.pipeline.pipeline import Pipeline
 
 _FLUSH_INTERVAL = 0.25
 # Retrying cannot help these: the same value or job will not pickle next time either.

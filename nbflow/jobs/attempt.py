@@ -1,7 +1,7 @@
 """Executing one run of a job: claim, heartbeat, `run_notebook`, final state, retry, alerts.
 
 Every run goes through `execute_run`, whoever starts it: the scheduler daemon
-(in a child process, `python -m nbflow.jobs.execute RUN_ID`), and `nbflow
+(in a child process, `python -m nbflow.jobs.attempt RUN_ID`), and `nbflow
 trigger` / `nbflow backfill` in the foreground (in the calling process, one
 thread per run).
 
@@ -699,7 +699,7 @@ def _child_pids(parent: int) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m nbflow.jobs.execute RUN_ID`: execute one run (the scheduler's child).
+    """`python -m nbflow.jobs.attempt RUN_ID`: execute one run (the scheduler's child).
 
     Exit status: 0 success (or the run was not ours to take, or our attempt was taken over:
     its state is the other process's to record), 1 the attempt failed, 3 handed back because
@@ -709,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     skip_unused_imports()
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not args[0].isdigit():
-        print("usage: python -m nbflow.jobs.execute RUN_ID", file=sys.stderr)
+        print("usage: python -m nbflow.jobs.attempt RUN_ID", file=sys.stderr)
         return 2
     parent = os.environ.get(PARENT_ENV)
     outcome = execute_run(int(args[0]), parent_pid=int(parent) if parent else None)

@@ -46,7 +46,7 @@ import cloudpickle
 
 from nbflow.core import capture
 from nbflow.core.errors import UnpicklableResult, UnpicklableTask
-from nbflow.core.executors import Job, Outcome, format_user_traceback
+from nbflow.core.executors.base import Job, Outcome, format_user_traceback
 
 SCATTER_THRESHOLD = 64 * 1024
 """Arguments at least this large (bytes, as `approx_size` estimates) travel once per worker."""
@@ -147,7 +147,7 @@ import pickle, sys
 from multiprocessing.connection import Connection
 inbox = Connection(int(sys.argv[1]), writable=False)
 sys.path[:] = pickle.loads(inbox.recv_bytes())
-from nbflow.core.worker import worker_main
+from nbflow.core.executors.worker import worker_main
 worker_main(inbox, int(sys.argv[2]))
 """
 

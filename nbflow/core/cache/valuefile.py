@@ -31,8 +31,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from nbflow.core.cache.serialize import Payload
 from nbflow.core.errors import CacheError, IntegrityError
-from nbflow.core.serialize import Payload
 
 MAGIC = b"NBV1"
 CHUNK = 8 * 2**20

@@ -5,7 +5,7 @@ not: health checks, Prometheus metrics, worker lists, logs and call stacks
 (with task keys and file paths). On 127.0.0.1 it answers every local user,
 and no Dask setting turns it off (`dashboard_address=None` only picks a free
 port) or puts credentials in front of it. The local cluster's other ports
-speak TLS with credentials made for the cluster (`nbflow.core.dask`), so the
+speak TLS with credentials made for the cluster (`nbflow.core.executors.dask`), so the
 HTTP server was the only thing an outsider could read. These subclasses
 never start it: the node keeps an empty HTTP application (which Dask stops
 at close) and no socket listens. Nothing nbflow does uses those pages.

@@ -37,13 +37,13 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from nbflow.core.cache.fingerprint import FunctionPrint, fingerprint_function
+from nbflow.core.cache.hashing import hash_bytes
 from nbflow.core.events import forward_inner
-from nbflow.core.fingerprint import FunctionPrint, fingerprint_function
-from nbflow.core.hashing import hash_bytes
-from nbflow.core.output import Output
+from nbflow.core.patterns.output import Output
 
 if TYPE_CHECKING:
-    from nbflow.core.pipeline import Pipeline
+    from nbflow.core.pipeline.pipeline import Pipeline
 
 ALWAYS_RUN_REASON = "a sub-pipeline runs on every run; its own tasks are cached"
 

@@ -56,11 +56,11 @@ class TaskOptions:
     after: tuple[str, ...] = ()
     """Tasks this one runs after without taking their value (Airflow's `a >> b`); not part of the key."""
     map: str | None = None
-    """The parameter to map over: the task runs once per element (see `nbflow.core.mapping`)."""
+    """The parameter to map over: the task runs once per element (see `nbflow.core.patterns.mapping`)."""
     branch: bool = False
-    """The task returns the name(s) of the direct downstream tasks to follow (see `nbflow.core.branching`)."""
+    """The task returns the name(s) of the direct downstream tasks to follow (see `nbflow.core.patterns.branching`)."""
     sensor: Any = None
-    """A `SensorSpec` when the task is a sensor (see `nbflow.core.sensors`)."""
+    """A `SensorSpec` when the task is a sensor (see `nbflow.core.patterns.sensors`)."""
     partitions: Any = None
     """A partitions definition; the task takes the key as parameter `partition`."""
     always_run: str | None = None

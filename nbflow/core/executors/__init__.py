@@ -1,0 +1,1 @@
+"""Where task functions compute: the executor interface and sequential executor, threads, processes, Dask."""

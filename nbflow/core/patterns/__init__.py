@@ -1,0 +1,2 @@
+"""Orchestration patterns on top of tasks: branching, trigger rules, sensors, checks, resources,
+mapping, partitions, pools and recorded outputs."""
