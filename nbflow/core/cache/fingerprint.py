@@ -648,7 +648,10 @@ def _is_library_module(module_name: str) -> bool:
     top = module_name.partition(".")[0]
     if top in ("__main__", ""):
         return False
-    if top in sys.stdlib_module_names or top == "builtins":
+    if top in sys.stdlib_module_names or top in ("builtins", "nbflow"):
+        # nbflow itself counts by its version even when it runs from a source
+        # checkout: `nf.Output` in a task must not make it stale when nbflow's
+        # own modules are edited or moved, only when nbflow is upgraded.
         return True
     module = sys.modules.get(module_name) or sys.modules.get(top)
     path = getattr(module, "__file__", None)
