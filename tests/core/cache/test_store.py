@@ -18,7 +18,7 @@ import nbflow as nf
 from nbflow import Pipeline
 from nbflow.core.cache.store import INLINE_LIMIT, DiskStore
 
-from ..conftest import FIXTURES, Calls
+from ...conftest import FIXTURES, Calls
 
 
 def mode(path: Path) -> int:

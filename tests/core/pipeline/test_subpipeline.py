@@ -11,7 +11,7 @@ import nbflow as nf
 from nbflow import Pipeline, RunFailed
 from nbflow.core import events as ev
 
-from ..conftest import Calls
+from ...conftest import Calls
 
 
 def flows(tmp_path: Path, calls: Calls) -> tuple[Pipeline, Pipeline, Pipeline]:

@@ -13,7 +13,7 @@ from nbflow import Pipeline, RunFailed
 from nbflow.core import events as ev
 from nbflow.core.patterns.trigger_rules import evaluate
 
-from ..conftest import Calls
+from ...conftest import Calls
 
 
 def test_default_pipeline_api(calls: Calls) -> None:

@@ -10,7 +10,7 @@ import nbflow as nf
 from nbflow import Pipeline
 from nbflow.core.patterns.partitions import UnknownPartitionError
 
-from ..conftest import Calls
+from ...conftest import Calls
 
 daily = nf.DailyPartitions("2024-01-01", end="2024-01-31")
 

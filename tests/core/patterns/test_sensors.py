@@ -12,7 +12,7 @@ import nbflow as nf
 from nbflow import Pipeline, RunFailed
 from nbflow.core.patterns.sensors import SensorTimeout
 
-from ..conftest import Calls
+from ...conftest import Calls
 
 
 def test_polled_until_the_condition_holds(pipe: Pipeline, calls: Calls) -> None:

@@ -9,7 +9,7 @@ from nbflow import Pipeline
 from nbflow.core import events as ev
 from nbflow.core.patterns.branching import BranchError
 
-from ..conftest import Calls
+from ...conftest import Calls
 
 
 def diamond(pipe: Pipeline, calls: Calls, join_rule: str) -> None:

@@ -20,8 +20,8 @@ import pytest
 
 from nbflow import Pipeline
 
-from ..conftest import FIXTURES
-from .cells import define
+from ...conftest import FIXTURES
+from ..cells import define
 
 CELLS = """
 LIMIT = 10
@@ -93,7 +93,7 @@ def test_module_globals_a_task_updates_keep_it_fresh(
 
 def test_state_is_not_part_of_the_key_in_fresh_processes(tmp_path: Path) -> None:
     script = FIXTURES / "pipelines" / "module_state.py"
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])
     env = {**os.environ, "NBFLOW_HOME": str(tmp_path / "home"), "PYTHONPATH": root}
 
     def run() -> list[str]:

@@ -22,7 +22,7 @@ from nbflow import Pipeline
 from nbflow.core.cache import valuefile
 from nbflow.core.cache.store import INLINE_LIMIT, DiskStore
 
-from ..conftest import FIXTURES, Calls
+from ...conftest import FIXTURES, Calls
 
 PIPELINES = FIXTURES / "pipelines"
 

@@ -20,7 +20,7 @@ from nbflow import Pipeline
 from nbflow.core.cache import codememo
 from nbflow.core.cache.fingerprint import fingerprint_function
 
-from .cells import define
+from ..cells import define
 
 MODULE = """
 import logging
@@ -97,7 +97,7 @@ def _run(tmp: Path) -> dict[str, object]:
         **os.environ,
         "NBFLOW_HOME": str(tmp / "home"),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
     }
     out = subprocess.run(
         [sys.executable, "-c", DRIVER, str(tmp / "cache"), str(tmp / "src")],

@@ -23,7 +23,7 @@ from nbflow.core.errors import (
 from nbflow.core.executors.base import Job, Outcome, resolve_executor
 from nbflow.core.executors.parallel import ProcessExecutor, RemoteError, ThreadExecutor
 
-from .cells import define
+from ..cells import define
 
 _ids = iter(range(1, 1_000_000))
 

@@ -6,7 +6,7 @@ import pytest
 
 from nbflow.core.cache.fingerprint import fingerprint_function
 
-from .cells import define
+from ..cells import define
 
 BASE = """
 import math

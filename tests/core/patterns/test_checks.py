@@ -10,7 +10,7 @@ import nbflow as nf
 from nbflow import Pipeline
 from nbflow.core import events as ev
 
-from ..conftest import Calls
+from ...conftest import Calls
 
 ROWS = [{"id": 1, "age": 20}, {"id": 2, "age": 40}, {"id": 2, "age": 40}]
 

@@ -10,8 +10,8 @@ import pytest
 
 from nbflow import Pipeline
 
-from ..conftest import Calls
-from .cells import define
+from ...conftest import Calls
+from ..cells import define
 
 ETL = """
 import nbflow as nf

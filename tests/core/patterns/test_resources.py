@@ -10,7 +10,7 @@ import pytest
 import nbflow as nf
 from nbflow import Pipeline
 
-from ..conftest import Calls
+from ...conftest import Calls
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from nbflow.core.errors import UnpicklableTask
 from nbflow.core.executors.dask import DaskExecutor
 from nbflow.core.executors.parallel import ProcessExecutor, ThreadExecutor
 
-from ..conftest import FIXTURES
-from .cells import define
+from ...conftest import FIXTURES
+from ..cells import define
 from .test_parallel import pid_alive
 
 IN_WORKER_PROCESSES = pytest.mark.parametrize("executor", ["processes", "dask"], indirect=True)
