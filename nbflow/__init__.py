@@ -33,7 +33,6 @@ from nbflow.core.errors import (
     ParameterError,
     PipelineError,
     ResourceError,
-    RunFailed,
     SensorTimeout,
     TaskError,
     TaskTimeout,
@@ -63,7 +62,7 @@ from nbflow.core.pipeline.pipeline import (
     task,
     wait_for_file,
 )
-from nbflow.core.result import RunResult, StatusReport, TaskStatus
+from nbflow.core.result import RunFailed, RunResult, StatusReport, TaskStatus
 
 # Importing the history registers its recorder as a listener of every run.
 from nbflow.history.api import history, last_run

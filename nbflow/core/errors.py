@@ -8,7 +8,9 @@
     │   └── DuplicateOutputError        .name, .cells (two %%task cells define one name)
     ├── ParameterError                a run or notebook parameter is missing or wrong
     │   ├── MissingParameterError       .task, .param
-    │   └── UnknownPartitionError       .task, .key (the message lists or describes the valid keys)
+    │   ├── UnknownPartitionError       .task, .key (the message lists or describes the valid keys)
+    │   ├── UnknownParameterError       a notebook has no such parameter (jobs.parameters)
+    │   └── ParameterTypeError          a value does not match the parameter's type (jobs.parameters)
     ├── TaskError                     raised inside a run, about one task
     │   ├── TaskTimeout                 .task, .timeout
     │   ├── WorkerDied                  .task (the process running it vanished)
@@ -22,7 +24,23 @@
     │   └── IntegrityError              .key (signature or digest mismatch; never unpickled)
     ├── HomeError                     .path: a home, cache or run folder or secret others could control
     ├── RunFailed                     a run finished with failed tasks: .result, .task, .error, .traceback
+    │                                   (defined in nbflow.core.result, beside the RunResult it carries)
+    ├── GraphvizMissing               `dot` is not installed (nbflow.viz.render)
+    ├── CellError                     a %%task cell cannot be analysed (nbflow.jupyter.cells)
     └── JobsError                     papermill runs, schedules, the scheduler (nbflow.jobs)
+        ├── NotebookFailed              a cell raised, a kernel died or timed out (jobs.notebook)
+        ├── NotebookReadError           the notebook is not a readable .ipynb (jobs.notebook)
+        ├── KernelNotFound              the kernelspec it names is not installed (jobs.notebook)
+        ├── KernelStartError            the kernel would not start (jobs.notebook)
+        ├── ScheduleError               a cron expression, time zone or job option is wrong (jobs.schedules)
+        ├── TemplateError               a parameter template does not render (jobs.templates)
+        ├── UnknownJobError             no job of that name (jobs.runstore)
+        ├── JobExistsError              a job of that name exists already (jobs.runstore)
+        ├── SchedulerLocked             another scheduler holds the home (jobs.scheduler)
+        └── ExportError                 a job cannot be exported (jobs.export)
+
+Errors of the upper layers are defined where they belong and drawn here, so the
+whole tree is read in one place (tests/core/test_errors_tree.py keeps it true).
 
 Foreign exceptions are translated at the boundary with ``raise ... from``, so the
 original traceback stays chained. Messages name the thing, the fix, and the near miss.
@@ -33,10 +51,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from nbflow.core.result import RunResult
+from typing import Any
 
 
 class NbflowError(Exception):
@@ -285,30 +300,6 @@ class IntegrityError(CacheError):
         super().__init__(
             f"cache entry {key[:12]} failed its integrity check ({detail}); it is treated as a miss"
         )
-
-
-class RunFailed(NbflowError):
-    """A run ended with failed tasks. Carries the `RunResult` and the first failure's traceback."""
-
-    def __init__(self, result: RunResult, task: str, error: BaseException, traceback: str) -> None:
-        self.result = result
-        self.task = task
-        self.error = error
-        self.traceback = traceback
-        failed = [n for n, s in result.states.items() if s == "failed"]
-        others = (
-            f" ({len(failed) - 1} more failed: {', '.join(failed[1:4])})" if len(failed) > 1 else ""
-        )
-        super().__init__(
-            f"task `{task}` failed: {type(error).__name__}: {error}{others}. "
-            "Fix it and run again; finished tasks are cached."
-        )
-
-    def _render_traceback_(self) -> list[str]:
-        """IPython shows the failing task's own traceback, not nbflow's frames."""
-        lines = [f"RunFailed: task `{self.task}` failed", ""]
-        lines.extend(self.traceback.rstrip("\n").splitlines())
-        return lines
 
 
 class JobsError(NbflowError):

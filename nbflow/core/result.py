@@ -155,3 +155,27 @@ class RunResult:
             counts[s] = counts.get(s, 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         return f"<RunResult {self.pipeline} {'ok' if self.ok else 'FAILED'}: {summary} in {self.duration:.3f} s>"
+
+
+class RunFailed(NbflowError):
+    """A run ended with failed tasks. Carries the `RunResult` and the first failure's traceback."""
+
+    def __init__(self, result: RunResult, task: str, error: BaseException, traceback: str) -> None:
+        self.result = result
+        self.task = task
+        self.error = error
+        self.traceback = traceback
+        failed = [n for n, s in result.states.items() if s == "failed"]
+        others = (
+            f" ({len(failed) - 1} more failed: {', '.join(failed[1:4])})" if len(failed) > 1 else ""
+        )
+        super().__init__(
+            f"task `{task}` failed: {type(error).__name__}: {error}{others}. "
+            "Fix it and run again; finished tasks are cached."
+        )
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows the failing task's own traceback, not nbflow's frames."""
+        lines = [f"RunFailed: task `{self.task}` failed", ""]
+        lines.extend(self.traceback.rstrip("\n").splitlines())
+        return lines

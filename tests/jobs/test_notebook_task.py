@@ -13,7 +13,8 @@ import pytest
 
 import nbflow as nf
 from nbflow import Pipeline
-from nbflow.core.errors import ParameterError, RunFailed
+from nbflow.core.errors import ParameterError
+from nbflow.core.result import RunFailed
 from nbflow.jobs.notebook import NotebookFailed
 from nbflow.jobs.notebook_task import notebook_code_digest
 from nbflow.jobs.parameters import UnknownParameterError

@@ -39,7 +39,6 @@ from nbflow.core.errors import (
     IntegrityError,
     NbflowError,
     NbflowWarning,
-    RunFailed,
     UnknownTaskError,
     UnpicklableResult,
     UnpicklableTask,
@@ -60,7 +59,7 @@ from nbflow.core.patterns.pools import pool_slots
 from nbflow.core.patterns.resources import ResourceError, ResourceScope
 from nbflow.core.patterns.sensors import ASSUMED_REASON, SensorTimeout, assumed, poke
 from nbflow.core.patterns.trigger_rules import RUN, evaluate
-from nbflow.core.result import RunResult
+from nbflow.core.result import RunFailed, RunResult
 from nbflow.core.run.expansion import MapSteps
 from nbflow.core.types import Digest
 
