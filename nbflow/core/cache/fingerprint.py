@@ -53,7 +53,12 @@ from typing import Any, Protocol, TypeAlias
 
 from blake3 import blake3
 
-from nbflow.core.cache.hashing import Unfingerprintable, digest_value, hash_bytes
+from nbflow.core.cache.hashing import (
+    Unfingerprintable,
+    digest_value,
+    hash_bytes,
+    register_callable_hasher,
+)
 from nbflow.core.errors import format_value_short
 from nbflow.core.types import Digest
 
@@ -908,3 +913,6 @@ def fingerprint_function(
 def fingerprint_callable(fn: Any) -> Digest:
     """Just the combined digest (used when a function is a parameter value)."""
     return fingerprint_function(fn).digest
+
+
+register_callable_hasher(fingerprint_callable)

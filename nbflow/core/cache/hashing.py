@@ -20,6 +20,7 @@ import pathlib
 import pickle
 import sys
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from blake3 import blake3
@@ -152,11 +153,22 @@ def _feed(value: Any, h: Any, depth: int) -> None:
             _feed(getattr(value, f.name), h, depth + 1)
         return
     if callable(value) and hasattr(value, "__code__"):
-        from nbflow.core.cache.fingerprint import fingerprint_callable
-
-        _tag(h, b"L", fingerprint_callable(value).encode())
+        if _callable_hasher is None:
+            raise Unfingerprintable(f"{t.__module__}.{t.__qualname__}", "no code fingerprinter")
+        _tag(h, b"L", _callable_hasher(value).encode())
         return
     _feed_pickle(value, h)
+
+
+_callable_hasher: Callable[[Any], str] | None = None
+"""Digests a function given as a value; `nbflow.core.cache.fingerprint` registers its code
+fingerprint here when it is imported (digests sit below fingerprints and do not import them)."""
+
+
+def register_callable_hasher(hasher: Callable[[Any], str]) -> None:
+    """Make functions digestible as values, by `hasher` (the code fingerprint)."""
+    global _callable_hasher
+    _callable_hasher = hasher
 
 
 def _sub_digest(value: Any, depth: int) -> bytes:
