@@ -29,7 +29,7 @@
     ├── CellError                     a %%task cell cannot be analysed (nbflow.jupyter.cells)
     └── JobsError                     papermill runs, schedules, the scheduler (nbflow.jobs)
         ├── NotebookFailed              a cell raised, a kernel died or timed out (jobs.notebook)
-        ├── NotebookReadError           the notebook is not a readable .ipynb (jobs.notebook)
+        ├── NotebookReadError           the notebook is not a readable .ipynb (jobs.notebook_file)
         ├── KernelNotFound              the kernelspec it names is not installed (jobs.notebook)
         ├── KernelStartError            the kernel would not start (jobs.notebook)
         ├── ScheduleError               a cron expression, time zone or job option is wrong (jobs.schedules)

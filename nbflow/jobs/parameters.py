@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from nbflow.core.errors import JobsError, ParameterError, did_you_mean, format_value_short
+from nbflow.jobs.notebook_file import read_notebook
 
 __all__ = [
     "NOT_A_LITERAL",
@@ -121,8 +122,6 @@ class ParameterTypeError(ParameterError):
 
 def notebook_parameters(path: str | Path) -> dict[str, NotebookParameter]:
     """The parameters `path` declares, in order: name -> `NotebookParameter`."""
-    from nbflow.jobs.notebook import read_notebook
-
     return parameters_from_notebook(read_notebook(Path(path)), str(path))
 
 
