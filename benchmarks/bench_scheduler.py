@@ -45,8 +45,9 @@ def main() -> None:
 
         import nbflow as nf
         from nbflow.jobs.attempt import run_in_foreground
+        from nbflow.jobs.launch import trigger_run
         from nbflow.jobs.runstore import RunStore
-        from nbflow.jobs.scheduler import Scheduler, trigger_run
+        from nbflow.jobs.scheduler import Scheduler
         from nbflow.jobs.schedules import Schedule
 
         source = write_trivial_notebook(

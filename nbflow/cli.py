@@ -694,7 +694,7 @@ def _ids(ids: list[int], shown: int = 10) -> str:
 @click.option("--detach", is_flag=True, help="Only queue the run; a running scheduler runs it.")
 def trigger_command(name: str, parameters: tuple[tuple[str, str], ...], detach: bool) -> None:
     """Run job NAME now, in the foreground (a `manual` run; it takes no scheduled slot)."""
-    from nbflow.jobs.scheduler import trigger_run
+    from nbflow.jobs.launch import trigger_run
 
     store = _runstore()
     run = trigger_run(store, name, dict(parameters))
@@ -728,7 +728,7 @@ def backfill_command(
     name: str, start: str, end: str, reprocess: str, detach: bool, yes: bool
 ) -> None:
     """One run of job NAME per tick from --start to --end (both inclusive), in the foreground."""
-    from nbflow.jobs.scheduler import plan_backfill
+    from nbflow.jobs.launch import plan_backfill
     from nbflow.jobs.schedules import ScheduleError, parse_when
 
     store = _runstore()

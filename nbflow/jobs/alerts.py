@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import signal
 import smtplib
 import subprocess
 import urllib.error
@@ -42,6 +41,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from nbflow.jobs.processes import kill_group
 from nbflow.jobs.runstore import logical_iso, utc_iso
 from nbflow.jobs.schedules import ScheduleError
 
@@ -281,7 +281,7 @@ def _send_command(target: str, data: dict[str, Any], store: Any, timeout: float)
         try:
             _, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(process)
+            kill_group(process, wait=5)
             raise _AlertFailed(f"command timed out after {timeout:g} s") from None
     if process.returncode != 0:
         tail = stderr.strip().splitlines()[-1:] if stderr else []
@@ -300,17 +300,6 @@ _SENDERS: dict[str, Callable[[str, dict[str, Any], Any, float], str]] = {
 
 
 # -- helpers
-
-
-def _kill_group(process: subprocess.Popen[str]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except OSError:
-        process.kill()
-    try:
-        process.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def _safe_kind(target: object) -> TargetKind:

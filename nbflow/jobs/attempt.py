@@ -84,14 +84,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from nbflow.core.errors import NbflowError
 from nbflow.core.home import HomeError, private_subdir
+from nbflow.jobs.run_parameters import parse_run_parameters
 from nbflow.jobs.runstore import (
     ACTIVE_STATES,
     EndedAttempt,
@@ -115,8 +115,6 @@ __all__ = [
     "heartbeat_interval",
     "heartbeat_timeout",
     "output_path_for",
-    "parse_run_parameters",
-    "render_run_parameters",
     "rerun_advice",
     "retry_delay",
     "retry_policy",
@@ -157,45 +155,6 @@ def fault(point: str) -> None:
 
 
 # --- parameters and paths ------------------------------------------------------------
-
-
-def render_run_parameters(
-    schedule: Any,
-    logical_date: datetime,
-    overrides: Mapping[str, str] | None = None,
-    *,
-    literals: Mapping[str, str] | None = None,
-) -> dict[str, str]:
-    """The job's parameters (plus `overrides`, the `-p` texts of a trigger: templates too)
-    for tick `logical_date`, templates rendered to text: what is stored in the run row and
-    parsed again when the run starts. `literals` are data (a sensed file's path): stored as
-    they are, never rendered."""
-    from nbflow.jobs.parameters import NOT_A_LITERAL, notebook_parameters
-    from nbflow.jobs.templates import render_parameters, run_context
-
-    context = run_context(
-        logical_date,
-        schedule.tz,
-        data_interval_start=schedule.previous_tick(logical_date),
-        data_interval_end=logical_date,
-    )
-    declared = notebook_parameters(schedule.notebook) if Path(schedule.notebook).is_file() else {}
-    defaults = {n: p.default for n, p in declared.items() if p.default is not NOT_A_LITERAL}
-    rendered = render_parameters(
-        {**schedule.parameters, **(overrides or {})}, context, defaults=defaults, literals=literals
-    )
-    return {name: str(value) for name, value in rendered.items()}
-
-
-def parse_run_parameters(notebook: str | Path, texts: Mapping[str, Any]) -> dict[str, Any]:
-    """Stored text values -> values of the notebook's declared types (as `-p` values)."""
-    from nbflow.jobs.parameters import notebook_parameters, parse_cli_value
-
-    declared = notebook_parameters(notebook)
-    return {
-        name: parse_cli_value(value, declared.get(name)) if isinstance(value, str) else value
-        for name, value in texts.items()
-    }
 
 
 def output_path_for(home: Path, run: RunRecord) -> Path:

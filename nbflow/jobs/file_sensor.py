@@ -72,7 +72,7 @@ def sense(
     cache: DigestCache | None = None,
 ) -> list[RunRecord]:
     """Create the runs for `record`'s new or changed files; returns the runs created."""
-    from nbflow.jobs.scheduler import create_job_run
+    from nbflow.jobs.launch import create_job_run
 
     schedule = record.schedule
     if not schedule.when_file or record.paused:

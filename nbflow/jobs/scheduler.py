@@ -1,4 +1,4 @@
-"""The scheduler daemon (`nbflow scheduler`), and the run creation behind trigger and backfill.
+"""The scheduler daemon (`nbflow scheduler`); the runs it records come from `jobs.launch`.
 
 One `Scheduler` per home, held by an OS lock (`fcntl.flock` on
 `<home>/scheduler.lock`, which also holds the holder's pid); a second one
@@ -24,7 +24,7 @@ exits with a message naming that pid. Each `tick_once(now)`:
     or is queued or running gets no scheduled run: it is recorded `skipped`
     ("logical date already covered by backfill run N"), so the notebook runs
     once per logical date;
-(c) **file sensors**: one `sensor` run per new or changed file (`sensors.py`);
+(c) **file sensors**: one `sensor` run per new or changed file (`file_sensor.py`);
 (d) **starts queued runs** that are ready (retry time reached), oldest logical
     date first, while the job has fewer than `max_active` running and the home
     fewer than the global limit (`--max-running`). Each run executes in a child
@@ -67,13 +67,13 @@ from nbflow.jobs.attempt import (
     alert_attempt,
     fault,
     heartbeat_timeout,
-    render_run_parameters,
     retry_policy,
     sweep,
 )
+from nbflow.jobs.launch import create_job_run
+from nbflow.jobs.processes import kill_group
 from nbflow.jobs.runstore import (
     ACTIVE_STATES,
-    RETRYABLE_STATES,
     JobRecord,
     RunRecord,
     RunStore,
@@ -81,14 +81,10 @@ from nbflow.jobs.runstore import (
 )
 
 __all__ = [
-    "MAX_BACKFILL_TICKS",
     "MISSED_CATCHUP_LIMIT",
-    "BackfillPlan",
     "Scheduler",
     "SchedulerLocked",
     "TickReport",
-    "plan_backfill",
-    "trigger_run",
 ]
 
 MISSED_CATCHUP_LIMIT = 10_000
@@ -366,7 +362,7 @@ class Scheduler:
             child = self.children.pop(run.id, None)
             if child is None:
                 continue
-            _kill_group(child.process)
+            kill_group(child.process)
             self.echo(
                 f"run {run.id} {run.job}: runner pid {child.process.pid} missed its heartbeat "
                 f"for {self.heartbeat_timeout:g} s; killed it, its slot is free"
@@ -518,7 +514,7 @@ class Scheduler:
             time.sleep(0.1)
         self.reap()
         for run_id, child in list(self.children.items()):
-            _kill_group(child.process)
+            kill_group(child.process)
             if self.store.release_run(run_id, pid=child.process.pid):
                 self.echo(f"run {run_id} {child.run.job}: handed back to the queue")
             else:
@@ -527,197 +523,9 @@ class Scheduler:
 
     def kill_children(self) -> None:
         for child in self.children.values():
-            _kill_group(child.process)
+            kill_group(child.process)
             self.store.release_run(child.run.id, pid=child.process.pid)
         self.children.clear()
-
-
-# --- run creation, shared with trigger and backfill -----------------------------------------
-
-
-def create_job_run(
-    store: RunStore,
-    record: JobRecord,
-    run_type: str,
-    logical_date: datetime,
-    *,
-    overrides: dict[str, str] | None = None,
-    literals: dict[str, str] | None = None,
-    now: datetime | None = None,
-    reason: str | None = None,
-) -> tuple[RunRecord, bool]:
-    """Create a queued run with the job's rendered parameters (`literals`: data such as a
-    sensed file's path, never rendered). A parameter that cannot be rendered makes a run
-    that is `failed` at once, with the error (never a silent skip)."""
-    try:
-        texts = render_run_parameters(record.schedule, logical_date, overrides, literals=literals)
-        problem = None
-    except Exception as exc:
-        texts, problem = {}, f"parameters could not be rendered: {exc}"
-    run, made = store.create_run(
-        record.name, run_type, logical_date, parameters=texts, reason=reason, now=now
-    )
-    if made and problem:
-        store.finish_run(run.id, "failed", error=problem, now=now)
-        run = store.get_run(run.id)
-    return run, made
-
-
-def trigger_run(
-    store: RunStore,
-    name: str,
-    overrides: dict[str, str] | None = None,
-    *,
-    now: datetime | None = None,
-) -> RunRecord:
-    """A `manual` run of job `name` now (its logical date is this instant, to the
-    microsecond, so it never takes a scheduled tick's slot). Parameters are checked
-    first: an unknown name or a value of the wrong type raises, nothing is stored."""
-    from nbflow.jobs.parameters import check_parameters, notebook_parameters
-    from nbflow.jobs.schedules import check_text
-
-    record = store.get_job(name)
-    schedule = record.schedule
-    for key, text in (overrides or {}).items():
-        check_text(f"-p {key}", text)
-    now = now or utc_now()
-    if now.microsecond == 0:
-        now = now.replace(microsecond=1)
-    texts = render_run_parameters(schedule, now, overrides)
-    from nbflow.jobs.attempt import parse_run_parameters
-
-    values = parse_run_parameters(schedule.notebook, texts)
-    check_parameters(values, notebook_parameters(schedule.notebook), schedule.notebook)
-    run, _ = store.create_run(name, "manual", now, parameters=texts, now=now)
-    return run
-
-
-@dataclass
-class BackfillPlan:
-    """What `plan_backfill` did: the runs to wait for, and the ticks it left alone (why)."""
-
-    run_ids: list[int] = field(default_factory=list)
-    ticks: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    new: int = 0
-    """Runs created or reopened (with `dry_run`: that would be)."""
-    made: list[int] = field(default_factory=list)
-    """The ids of the runs this backfill created or reopened (not those it waits for)."""
-    interrupted: bool = False
-    """`stop` was set before every tick was planned."""
-
-    def skip(self, why: str) -> None:
-        self.skipped[why] = self.skipped.get(why, 0) + 1
-
-
-REPROCESS = ("none", "failed", "all")
-
-
-def plan_backfill(
-    store: RunStore,
-    name: str,
-    start: datetime,
-    end: datetime,
-    *,
-    reprocess: str = "none",
-    now: datetime | None = None,
-    dry_run: bool = False,
-    stop: threading.Event | None = None,
-) -> BackfillPlan:
-    """Queue one `backfill` run per tick of job `name` in [start, end] (both inclusive).
-
-    With `dry_run`, nothing is stored: the plan only counts (`new`: the runs it would
-    create or reopen), so the CLI can say how many before it asks. A range of more than
-    `MAX_BACKFILL_TICKS` ticks is refused before any is listed. When `stop` is set (Ctrl-C
-    while a long plan is being stored), planning stops at the next tick (`interrupted`).
-
-    Per tick, looking at its scheduled and backfill runs:
-    - a run queued or running: left alone, never duplicated;
-    - `none` (default): a tick that already ran (success, failed, crashed,
-      timed_out) is skipped; ticks never run, or only `missed`/`skipped`/`cancelled`,
-      get a run;
-    - `failed`: also ticks whose runs failed/crashed/timed out and never succeeded;
-    - `all`: every tick.
-    An existing backfill run is reopened (`requeue_run`) rather than duplicated.
-    """
-    if reprocess not in REPROCESS:
-        raise JobsError(f"--reprocess must be one of {', '.join(REPROCESS)}, not {reprocess!r}")
-    record = store.get_job(name)
-    schedule = record.schedule
-    now = now or utc_now()
-    plan = BackfillPlan()
-    ticks = _backfill_ticks(schedule, start, end)
-    plan.ticks = len(ticks)
-    for tick in ticks:
-        if stop is not None and stop.is_set():
-            plan.interrupted = True
-            break
-        runs = [
-            r
-            for r in (
-                store.find_run(name, "scheduled", tick),
-                store.find_run(name, "backfill", tick),
-            )
-            if r is not None
-        ]
-        states = {r.state for r in runs}
-        if states & set(ACTIVE_STATES):
-            active = next(r for r in runs if r.state in ACTIVE_STATES)
-            plan.skip(f"already {active.state}")
-            if active.run_type == "backfill":
-                plan.run_ids.append(active.id)  # wait for it too
-            continue
-        ran = "success" in states
-        failed = bool(states & set(RETRYABLE_STATES)) and not ran
-        if (ran and reprocess != "all") or (failed and reprocess == "none"):
-            plan.skip("already succeeded" if ran else "already ran and failed")
-            continue
-        existing = store.find_run(name, "backfill", tick)
-        if dry_run:
-            plan.new += 1
-            continue
-        if existing is not None:
-            reopen = (
-                ("success", *RETRYABLE_STATES) if reprocess == "all" else RETRYABLE_STATES
-            ) + ("missed", "skipped", "cancelled")
-            why = f"reprocess requested by backfill (after {existing.attempts} attempt(s))"
-            if store.requeue_run(
-                existing.id, from_states=reopen, reason=why, new_round=True, now=now
-            ):
-                plan.run_ids.append(existing.id)
-                plan.made.append(existing.id)
-                plan.new += 1
-            continue
-        run, _ = create_job_run(store, record, "backfill", tick, now=now)
-        plan.run_ids.append(run.id)
-        plan.made.append(run.id)
-        plan.new += 1
-    return plan
-
-
-MAX_BACKFILL_TICKS = 100_000
-"""The most ticks one backfill may cover: more is a mistake (a one-second job over a year
-is 31 million notebook runs), and listing them would take the memory of the machine."""
-
-
-def _backfill_ticks(schedule: Any, start: datetime, end: datetime) -> list[datetime]:
-    """The ticks in [start, end], listed in growing windows so that a range with more than
-    `MAX_BACKFILL_TICKS` is refused after listing about that many, not all of them."""
-    ticks: list[datetime] = []
-    cursor = start - timedelta(microseconds=1)
-    span = timedelta(days=1)
-    while cursor < end:
-        upto = min(cursor + span, end)
-        ticks.extend(schedule.ticks_between(cursor, upto))
-        if len(ticks) > MAX_BACKFILL_TICKS:
-            raise JobsError(
-                f"backfill of `{schedule.name}` from {start.isoformat()} to {end.isoformat()} "
-                f"covers more than {MAX_BACKFILL_TICKS:,} ticks, the limit; backfill a "
-                "shorter range at a time"
-            )
-        cursor = upto
-        span *= 2
-    return ticks
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -738,15 +546,3 @@ def _exit_text(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"status {code}"
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child's process group (the runner; its kernel exits with it)."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass

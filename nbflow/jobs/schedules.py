@@ -414,8 +414,8 @@ class Schedule:
     def check_notebook(self, *, now: datetime | None = None) -> None:
         """Check the notebook exists, declares every parameter, and that each value fits its
         type (templates are rendered once against the next tick and then checked)."""
-        from nbflow.jobs.parameters import check_parameters, notebook_parameters, parse_cli_value
-        from nbflow.jobs.templates import is_template, render_parameters, run_context
+        from nbflow.jobs.parameters import check_parameters, notebook_parameters
+        from nbflow.jobs.run_parameters import parse_run_parameters, render_run_parameters
 
         path = Path(self.notebook)
         if not path.is_file():
@@ -427,23 +427,10 @@ class Schedule:
                 field="notebook",
             )
         declared = notebook_parameters(path)
-        sample_tick = (self.next_ticks(now or datetime.now(UTC), 1) or [now or datetime.now(UTC)])[
-            0
-        ]
-        context = run_context(
-            sample_tick,
-            self.tz,
-            data_interval_start=self.previous_tick(sample_tick),
-            data_interval_end=sample_tick,
-        )
-        rendered = render_parameters(self.parameters, context, defaults=_defaults(declared))
-        values = {}
-        for name, text in self.parameters.items():
-            # A template's type is only known per run; its name is still checked.
-            if is_template(text):
-                values[name] = parse_cli_value(rendered[name], declared.get(name))
-            else:
-                values[name] = parse_cli_value(text, declared.get(name))
+        # Checked as the next run will get them: rendered against its tick, then parsed.
+        moment = now or datetime.now(UTC)
+        sample_tick = (self.next_ticks(moment, 1) or [moment])[0]
+        values = parse_run_parameters(path, render_run_parameters(self, sample_tick))
         check_parameters(values, declared, str(self.notebook))
         if self.when_file is not None and "path" not in declared:
             raise ScheduleError(
@@ -568,33 +555,6 @@ class Schedule:
         previous = self.previous_tick(tick)
         return tick - previous if previous is not None else None
 
-    # -- run parameters
-
-    def run_parameters(
-        self,
-        logical_date: datetime,
-        *,
-        overrides: Mapping[str, str] | None = None,
-        extra_context: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """The parameters of the run for tick `logical_date`: templates rendered, each value
-        parsed against the notebook's declared type (as `-p` values are)."""
-        from nbflow.jobs.parameters import notebook_parameters, parse_cli_value
-        from nbflow.jobs.templates import render_parameters, run_context
-
-        context = run_context(
-            logical_date,
-            self.tz,
-            data_interval_start=self.previous_tick(logical_date),
-            data_interval_end=logical_date,
-        )
-        context.update(extra_context or {})
-        declared = notebook_parameters(self.notebook) if Path(self.notebook).is_file() else {}
-        rendered = render_parameters(
-            {**self.parameters, **(overrides or {})}, context, defaults=_defaults(declared)
-        )
-        return {name: parse_cli_value(text, declared.get(name)) for name, text in rendered.items()}
-
     # -- storage
 
     def to_dict(self) -> dict[str, Any]:
@@ -627,13 +587,6 @@ class Schedule:
             "tz": self.tz,
             "paused": self.paused,
         }
-
-
-def _defaults(declared: Mapping[str, Any]) -> dict[str, Any]:
-    """The notebook's literal defaults, for `params.X` in templates."""
-    from nbflow.jobs.parameters import NOT_A_LITERAL
-
-    return {n: p.default for n, p in declared.items() if p.default is not NOT_A_LITERAL}
 
 
 def iter_ticks(schedule: Schedule, after: datetime) -> Iterator[datetime]:

@@ -29,8 +29,9 @@ from nbflow.jobs.attempt import (
     output_path_for,
     sweep,
 )
+from nbflow.jobs.launch import trigger_run
 from nbflow.jobs.runstore import RunStore
-from nbflow.jobs.scheduler import Scheduler, SchedulerLocked, _Child, trigger_run
+from nbflow.jobs.scheduler import Scheduler, SchedulerLocked, _Child
 from nbflow.jobs.schedules import Schedule
 from tests.jobs.notebooks import write_notebook
 
@@ -477,7 +478,7 @@ def test_the_ticks_one_tick_computes_are_bounded_not_the_downtime(store, noteboo
 
 def test_a_backfilled_tick_is_not_scheduled_again(store, notebook):
     """Issue 22 item 11: backfill tick T, then the scheduler's tick at T: one notebook run."""
-    from nbflow.jobs.scheduler import plan_backfill
+    from nbflow.jobs.launch import plan_backfill
 
     log = Path.cwd() / "log.txt"
     tick = T0 + timedelta(seconds=30)

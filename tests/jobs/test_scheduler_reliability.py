@@ -229,7 +229,7 @@ def _one_manual_run(
 ) -> int:
     """Job `job` (one retry; logs to log.txt; never due by itself) and one queued manual run
     of it, for a scheduler to pick up. Returns the run's id."""
-    from nbflow.jobs.scheduler import trigger_run
+    from nbflow.jobs.launch import trigger_run
 
     job = Schedule(
         name="job",

@@ -331,31 +331,6 @@ def test_check_notebook_names_missing_notebook_and_unknown_parameter(tmp_path):
         Schedule("j", str(nb), cron="0 2 * * *", parameters={"day": "{{ dss }}"}).check_notebook()
 
 
-def test_run_parameters_render_templates_and_parse_declared_types(tmp_path):
-    nb = tmp_path / "typed_parameters.ipynb"
-    nb.write_bytes((FIXTURES / "typed_parameters.ipynb").read_bytes())
-    schedule = Schedule(
-        "j",
-        str(nb),
-        cron="30 2 * * *",
-        tz="Europe/Berlin",
-        parameters={"day": "{{ ds }}", "title": "report {{ ds_nodash }}", "rows": "7"},
-    )
-    values = schedule.run_parameters(utc(2024, 3, 31, 1, 0), overrides={"rows": "9"})
-    assert values == {"day": date(2024, 3, 31), "title": "report 20240331", "rows": 9}
-
-
-def test_params_in_templates_fall_back_to_the_notebook_defaults(tmp_path):
-    nb = tmp_path / "typed_parameters.ipynb"
-    nb.write_bytes((FIXTURES / "typed_parameters.ipynb").read_bytes())
-    # `rows` is not set by the job: params.rows is the notebook's default, 10
-    schedule = Schedule(
-        "j", str(nb), cron="0 2 * * *", parameters={"title": "top {{ params.rows }}"}
-    )
-    schedule.check_notebook()
-    assert schedule.run_parameters(utc(2024, 1, 1, 2)) == {"title": "top 10"}
-
-
 def test_iter_ticks_is_lazy_and_stops_at_end():
     ticks = iter_ticks(job("0 0 * * *", end=utc(2024, 1, 3)), utc(2023, 12, 30, 12))
     assert list(ticks) == [utc(2023, 12, 31), utc(2024, 1, 1), utc(2024, 1, 2), utc(2024, 1, 3)]

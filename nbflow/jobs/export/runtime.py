@@ -100,8 +100,8 @@ def run_job(
     plain JSON. Raises `NotebookFailed` when the notebook fails. `key` tells apart the
     output notebooks of runs that share a logical date (Airflow's mapped per-file tasks).
     """
-    from nbflow.jobs.attempt import parse_run_parameters, render_run_parameters
     from nbflow.jobs.notebook import run_notebook
+    from nbflow.jobs.run_parameters import parse_run_parameters, render_run_parameters
     from nbflow.jobs.schedules import Schedule
 
     schedule = Schedule.from_dict(spec)
