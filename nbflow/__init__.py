@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The upper layers attach the views the engine does not draw (Pipeline.to_dot, .show).
+from nbflow import jupyter as _jupyter  # noqa: F401
+from nbflow import viz as _viz  # noqa: F401
 from nbflow.core.errors import (
     BranchError,
     CacheError,
@@ -47,8 +50,7 @@ from nbflow.core.events import LoggingListener, ProgressListener
 from nbflow.core.patterns.output import Output
 from nbflow.core.patterns.partitions import BackfillResult, DailyPartitions, StaticPartitions
 from nbflow.core.patterns.pools import pool
-from nbflow.core.pipeline.pipeline import (
-    Pipeline,
+from nbflow.core.pipeline.default import (
     branch,
     check,
     clear_cache,
@@ -62,6 +64,7 @@ from nbflow.core.pipeline.pipeline import (
     task,
     wait_for_file,
 )
+from nbflow.core.pipeline.pipeline import Pipeline
 from nbflow.core.result import RunFailed, RunResult, StatusReport, TaskStatus
 
 # Importing the history registers its recorder as a listener of every run.

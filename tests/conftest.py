@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import nbflow.core.pipeline.pipeline as pipeline_module
+import nbflow.core.pipeline.default as default_module
 from nbflow import Pipeline
 
 # The `other_user` fixture: a second, unprivileged user, for tests of who may own a home.
@@ -24,7 +24,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setattr(pipeline_module, "_DEFAULT", None)
+    monkeypatch.setattr(default_module, "_DEFAULT", None)
     return home
 
 

@@ -59,7 +59,8 @@ print({_REPORT_MARK!r} + _json.dumps(_describe_pipelines(globals())))
 def describe_pipelines(namespace: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The graphs (nodes, edges, sub-pipeline groups, states) of the pipelines a module or
     notebook defined: `nf.Pipeline` objects in `namespace`, and the default pipeline."""
-    from nbflow.core.pipeline.pipeline import Pipeline, default_pipeline
+    from nbflow.core.pipeline.default import default_pipeline
+    from nbflow.core.pipeline.pipeline import Pipeline
     from nbflow.viz.render import shape_of
 
     pipes = {id(v): v for v in list(namespace.values()) if isinstance(v, Pipeline)}

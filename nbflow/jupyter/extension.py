@@ -25,8 +25,11 @@ def load_ipython_extension(ipython: Any) -> None:
 
     if _MAGICS is not None and _MAGICS.shell is ipython:
         return
+    from nbflow.jupyter.widget import set_run_binder
+
     _MAGICS = NbflowMagics(ipython)
     ipython.register_magics(_MAGICS)
+    set_run_binder(_MAGICS.bind_run)
     ipython.events.register("pre_run_cell", _remember_cell_id)
 
 
@@ -40,4 +43,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     if _MAGICS is not None:
         ipython.magics_manager.magics["cell"].pop("task", None)
         ipython.magics_manager.magics["line"].pop("nbflow", None)
+        from nbflow.jupyter.widget import set_run_binder
+
+        set_run_binder(None)
     _MAGICS = None

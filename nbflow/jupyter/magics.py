@@ -26,7 +26,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from nbflow.core.capture import ReplayListener
 from nbflow.core.errors import DuplicateOutputError, MissingParameterError
-from nbflow.core.pipeline.pipeline import Pipeline, default_pipeline
+from nbflow.core.pipeline.default import default_pipeline
+from nbflow.core.pipeline.pipeline import Pipeline
 from nbflow.core.result import RunResult
 from nbflow.core.run.runner import raise_for_failures
 from nbflow.jupyter.cells import (
@@ -145,6 +146,10 @@ class NbflowMagics(Magics):
             task = pipe.task(fn, name=cell.name, inputs=bindings, **cell.options)
             task.cell = cell  # type: ignore[attr-defined]
             cell.signature = signature
+
+    def bind_run(self, pipe: Pipeline, result: RunResult) -> None:
+        """Bind the task cells' values of a run started elsewhere (the widget's buttons)."""
+        self._bind(pipe, result, list(result.states))
 
     def _bind(self, pipe: Pipeline, result: RunResult, names: list[str]) -> None:
         """Put task cells' outputs into the notebook. A cached value already bound (same

@@ -27,6 +27,7 @@ import html
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -356,12 +357,10 @@ class DagWidget(anywidget.AnyWidget):
         return message
 
     def _bind(self, result: Any) -> None:
-        """Task cells run from the widget bind their outputs as if their cell had run."""
-        from nbflow.jupyter import extension
-
-        magics = extension._MAGICS
-        if magics is not None:
-            magics._bind(self.pipe, result, list(result.states))
+        """Task cells run from the widget bind their outputs as if their cell had run (the
+        magics give that callback with `set_run_binder`)."""
+        if _BINDER is not None:
+            _BINDER(self.pipe, result)
 
     # --- display -----------------------------------------------------------------
 
@@ -450,6 +449,19 @@ def _jsonable(value: Any) -> Any:
         return (
             {k: repr(v)[:200] for k, v in value.items()} if isinstance(value, dict) else repr(value)
         )
+
+
+RunBinder = Callable[["Pipeline", Any], None]
+"""Called with the pipeline and the `RunResult` of a run started from a widget."""
+
+_BINDER: RunBinder | None = None
+
+
+def set_run_binder(binder: RunBinder | None) -> None:
+    """Who puts the values of a run started from a widget into the notebook: the `%%task`
+    magics, while the extension is loaded (`None` when it is unloaded)."""
+    global _BINDER
+    _BINDER = binder
 
 
 def show(pipe: Pipeline, *, interval: float = 0.1, widget: bool | None = None) -> DagWidget:

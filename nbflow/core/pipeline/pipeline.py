@@ -1,24 +1,22 @@
-"""`Pipeline`: a named set of tasks with a cache, and the module-level default pipeline.
+"""`Pipeline`: a named set of tasks with a cache (the default pipeline's API: `default.py`).
 
 Responsibilities:
 - register tasks (decorator or call; re-registering a name replaces the task,
   which is how re-executing an edited notebook cell works);
 - give a read-only `Graph` of the current tasks (cached until a task changes);
 - own the cache store and the listeners of its runs;
-- answer `run`, `status`, `explain`, `invalidate`, `clear_cache`, and hand
-  `show`/`to_dot` to the Jupyter layer, imported only when called.
+- answer `run`, `status`, `explain`, `invalidate`, `clear_cache`; `show` and
+  `to_dot` are views the upper layers attach (`attach_view`).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, overload
 
 from nbflow.core import events as ev
 from nbflow.core.cache.planner import Planner
@@ -43,6 +41,7 @@ from nbflow.core.pipeline.graph import Graph, resolve_graph
 from nbflow.core.pipeline.task import Task, make_options
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
 from nbflow.core.run.runner import Runner, raise_for_failures
+from nbflow.core.run.spec import RunSpec
 
 
 class Pipeline:
@@ -271,6 +270,18 @@ class Pipeline:
             self._graph = resolve_graph(self.tasks, self.resources)
         return self._graph
 
+    def run_spec(self) -> RunSpec:
+        """What a run of this pipeline needs of it, as handed to the runner."""
+        return RunSpec(
+            name=self.name,
+            tasks=self.tasks,
+            graph=self.graph(),
+            store=self.store,
+            resources=self.resources,
+            checks=self.checks,
+            listeners=tuple(self._listeners),
+        )
+
     def upstream(self, name: str) -> set[str]:
         """Every task `name` depends on, directly or not (what a run of `name` may need)."""
         g = self.graph()
@@ -399,7 +410,7 @@ class Pipeline:
         params = self._with_partition(targets, dict(params or {}), partition)
         self._last_params = dict(params)
         runner = Runner(
-            self,
+            self.run_spec(),
             targets,
             params=params,
             executor=executor,
@@ -537,79 +548,39 @@ class Pipeline:
         """The live DAG widget (Jupyter), redrawn at most every `interval` s while tasks run.
 
         `widget=False` draws a static graph only; the default uses the widget when a
-        browser front end is attached.
+        browser front end is attached. Drawn by the Jupyter layer (`attach_view`).
         """
-        from nbflow.jupyter.widget import show
-
-        return show(self, interval=interval, widget=widget)
+        return _view("show")(self, interval=interval, widget=widget)
 
     def to_dot(self, states: Mapping[str, str] | None = None) -> Any:
         """The graph as a `graphviz.Digraph`, coloured by `states` (task -> state; default:
-        the current status)."""
-        from nbflow.viz.render import pipeline_to_dot
-
-        return pipeline_to_dot(self, states)
+        the current status). Drawn by the viz layer (`attach_view`)."""
+        return _view("to_dot")(self, states)
 
 
-_DEFAULT: Pipeline | None = None
+_VIEWS: dict[str, Callable[..., Any]] = {}
+
+
+def attach_view(name: str, view: Callable[..., Any]) -> None:
+    """Give `Pipeline.show` or `Pipeline.to_dot` its implementation.
+
+    The engine draws nothing itself and imports no upper layer: `nbflow.viz` and
+    `nbflow.jupyter` attach their views when the `nbflow` package is imported.
+    """
+    if name not in ("show", "to_dot"):
+        raise ValueError(f"no pipeline view `{name}`: the views are `show` and `to_dot`")
+    _VIEWS[name] = view
+
+
+def _view(name: str) -> Callable[..., Any]:
+    view = _VIEWS.get(name)
+    if view is None:
+        raise NbflowError(
+            f"`Pipeline.{name}` is drawn by nbflow's {'Jupyter' if name == 'show' else 'viz'} "
+            "layer, which is not loaded; `import nbflow` loads it"
+        )
+    return view
+
+
 _PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
-
-
-def default_pipeline() -> Pipeline:
-    """The pipeline `@nf.task` and `nf.run()` use when none is given."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = Pipeline("default")
-    return _DEFAULT
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def on_default_pipeline(method: Callable[Concatenate[Pipeline, P], R]) -> Callable[P, R]:
-    """`method` as a module-level call on the default pipeline (`nf.run`, `@nf.task`, ...).
-
-    It keeps the method's signature, so help(), editors and mypy (overloads
-    included) show the same options with the same defaults, written once.
-    """
-
-    @functools.wraps(method)
-    def on_default(*args: P.args, **kwargs: P.kwargs) -> R:
-        return method(default_pipeline(), *args, **kwargs)
-
-    signature = inspect.signature(method)
-    on_default.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=list(signature.parameters.values())[1:]  # without `self`
-    )
-    on_default.__doc__ = (
-        f"`Pipeline.{method.__name__}` on the default pipeline.\n\n{method.__doc__}"
-    )
-    return on_default
-
-
-task = on_default_pipeline(Pipeline.task)
-branch = on_default_pipeline(Pipeline.branch)
-sensor = on_default_pipeline(Pipeline.sensor)
-wait_for_file = on_default_pipeline(Pipeline.wait_for_file)
-resource = on_default_pipeline(Pipeline.resource)
-run = on_default_pipeline(Pipeline.run)
-status = on_default_pipeline(Pipeline.status)
-explain = on_default_pipeline(Pipeline.explain)
-invalidate = on_default_pipeline(Pipeline.invalidate)
-clear_cache = on_default_pipeline(Pipeline.clear_cache)
-
-
-def check(target: Any, *, name: str | None = None, blocking: bool = True) -> Any:
-    """`@nf.check("task")` or `@nf.check(task_obj, blocking=False)` (see `Pipeline.check`).
-
-    Given a task object, the check goes to the pipeline that holds it;
-    given a name, to the default pipeline.
-    """
-    pipe = default_pipeline()
-    if isinstance(target, Task):
-        for candidate in list(_PIPELINES):
-            if candidate.tasks.get(target.name) is target:
-                pipe = candidate
-                break
-    return pipe.check(target, name=name, blocking=blocking)
+"""Every live pipeline (so `nf.check(task_obj)` finds the one that holds a task)."""

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
     from nbflow.core.cache.store import DiskStore
     from nbflow.core.events import EventBus
-    from nbflow.core.pipeline.pipeline import Pipeline
     from nbflow.core.result import RunResult
+    from nbflow.core.run.spec import RunSpec
 
 # Decisions after which a mapped task reuses none of its cached instances.
 _RERUN_ALL = ("forced", "invalidated", "expired", "always reruns", "caching is off")
@@ -36,7 +36,7 @@ class MapSteps:
     """The mapped-task steps of `Runner` (a mixin: `self` is the runner)."""
 
     if TYPE_CHECKING:  # what these steps use of the runner
-        pipe: Pipeline
+        spec: RunSpec
         store: DiskStore
         bus: EventBus
         result: RunResult
@@ -69,7 +69,7 @@ class MapSteps:
 
     def _expand(self, name: str, decision: Decision, kwargs: dict[str, Any]) -> list[Job] | None:
         """Look up each element's instance; return jobs for the missing ones (None: settled now)."""
-        task = self.pipe.tasks[name]
+        task = self.spec.tasks[name]
         opts = task.options
         param = opts.map
         assert param is not None
@@ -191,7 +191,7 @@ class MapSteps:
             mrun.values[i] = value
             mrun.executed.append(mrun.labels[i])
         else:
-            task = self.pipe.tasks[mrun.task]
+            task = self.spec.tasks[mrun.task]
             if job.attempt <= task.options.retries and not isinstance(error, self.not_retried):
                 delay = task.options.retry_delay_for(job.attempt)
                 self._emit_instance(mrun, i, "retrying", outcome, error)

@@ -64,7 +64,7 @@ from nbflow.core.run.expansion import MapSteps
 from nbflow.core.types import Digest
 
 if TYPE_CHECKING:
-    from nbflow.core.pipeline.pipeline import Pipeline
+    from nbflow.core.run.spec import RunSpec
 
 _FLUSH_INTERVAL = 0.25
 # Retrying cannot help these: the same value or job will not pickle next time either.
@@ -78,7 +78,7 @@ class Runner(MapSteps):
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        spec: RunSpec,
         targets: Iterable[str] | None = None,
         *,
         params: Mapping[str, Any] | None = None,
@@ -88,10 +88,10 @@ class Runner(MapSteps):
         listeners: Iterable[ev.Listener] = (),
         assume: Collection[str] | Mapping[str, Any] = (),
     ) -> None:
-        self.pipe = pipeline
-        self.graph = pipeline.graph()
-        self.store = pipeline.store
-        self.name = pipeline.name
+        self.spec = spec
+        self.graph = spec.graph
+        self.store = spec.store
+        self.name = spec.name
         self.run_id = uuid.uuid4().hex[:12]
         if isinstance(targets, str):
             targets = [targets]
@@ -103,23 +103,23 @@ class Runner(MapSteps):
         self.assume = self._check_assume(assume)
         self.planner = Planner(
             self.name,
-            pipeline.tasks,
+            spec.tasks,
             self.graph,
             self.store,
             params or {},
             force,
-            resources=pipeline.resources,
+            resources=spec.resources,
         )
-        self.resources = ResourceScope(pipeline.resources)
+        self.resources = ResourceScope(spec.resources)
         self._checks: dict[str, list[Check]] = {}
-        for check in pipeline.checks.values():
-            if check.task not in pipeline.tasks:
-                raise UnknownTaskError(check.task, pipeline.tasks, self.name)
+        for check in spec.checks.values():
+            if check.task not in spec.tasks:
+                raise UnknownTaskError(check.task, spec.tasks, self.name)
             self._checks.setdefault(check.task, []).append(check)
         # A misspelt executor fails now, not after the first stale task is planned.
         check_executor(executor)
         self.executor_spec, self.max_workers = executor, max_workers
-        self.bus = ev.EventBus([*pipeline._listeners, *listeners, *ev.default_listeners()])
+        self.bus = ev.EventBus([*spec.listeners, *listeners, *ev.default_listeners()])
         self.params = dict(params or {})
         self._cached_events = True
         """Whether a listener wants `TaskCached` events (set when the run starts)."""
@@ -147,9 +147,9 @@ class Runner(MapSteps):
             assume = {assume}
         values = dict(assume) if isinstance(assume, Mapping) else dict.fromkeys(assume, True)
         self.graph.check_known(values, self.name)
-        sensors = [n for n, t in self.pipe.tasks.items() if t.options.sensor is not None]
+        sensors = [n for n, t in self.spec.tasks.items() if t.options.sensor is not None]
         for name in values:
-            if self.pipe.tasks[name].options.sensor is None:
+            if self.spec.tasks[name].options.sensor is None:
                 raise NbflowError(
                     f"assume= marks sensors satisfied, and task `{name}` is not a sensor; "
                     f"sensors of pipeline `{self.name}`: {', '.join(sensors) or 'none'}"
@@ -189,7 +189,7 @@ class Runner(MapSteps):
         self._index, self._waiting, self._ready = index, waiting, ready
         for n in order:
             if not waiting[n]:
-                heapq.heappush(ready, (-self.pipe.tasks[n].options.priority, index[n], n))
+                heapq.heappush(ready, (-self.spec.tasks[n].options.priority, index[n], n))
         delayed: list[tuple[float, int, Job]] = []
         backlog = self._backlog
         executor = None
@@ -214,7 +214,7 @@ class Runner(MapSteps):
                 while ready and not backlog and (in_flight < capacity or executor is None):
                     item = heapq.heappop(ready)
                     name = item[2]
-                    pool = self.pipe.tasks[name].options.pool
+                    pool = self.spec.tasks[name].options.pool
                     if pool and self._pool_use[pool] >= pool_slots(pool):
                         blocked.append(item)  # waits for a slot of its pool
                         continue
@@ -313,7 +313,7 @@ class Runner(MapSteps):
                 waiting[down] -= 1
                 if not waiting[down]:
                     heapq.heappush(
-                        ready, (-self.pipe.tasks[down].options.priority, index[down], down)
+                        ready, (-self.spec.tasks[down].options.priority, index[down], down)
                     )
 
     # --- one task ------------------------------------------------------------
@@ -321,7 +321,7 @@ class Runner(MapSteps):
     def _start(self, name: str) -> Job | list[Job] | None:
         """Settle `name` now (cached, skipped, upstream_failed) or return its first job."""
         graph, result = self.graph, self.result
-        task = self.pipe.tasks[name]
+        task = self.spec.tasks[name]
         ups = graph.upstream[name]
         if self._gates or self._blocked:
             verdict, reason = self._gated(name, ups)
@@ -435,7 +435,7 @@ class Runner(MapSteps):
 
     def _complete(self, outcome: Outcome) -> tuple[float, int, Job] | None:
         job, name, result = outcome.job, outcome.job.task, self.result
-        task = self.pipe.tasks[name]
+        task = self.spec.tasks[name]
         result.attempts[name] = job.attempt
         result.durations[name] = result.durations.get(name, 0.0) + outcome.duration
         error, trace = outcome.error, outcome.traceback
@@ -534,7 +534,7 @@ class Runner(MapSteps):
     def _store_result(
         self, name: str, value: Any, duration: float, extra: Mapping[str, Any] | None = None
     ) -> None:
-        task = self.pipe.tasks[name]
+        task = self.spec.tasks[name]
         decision = self._decisions[name]
         metadata = None
         unwrap = getattr(value, "__nbflow_output__", None)
@@ -654,7 +654,7 @@ class Runner(MapSteps):
                 return "skipped", reason
         blocked = self._blocked
         verdict = evaluate(
-            self.pipe.tasks[name].options.trigger_rule,
+            self.spec.tasks[name].options.trigger_rule,
             ("failed" if u in blocked else states[u] for u in upstream),
         )
         if verdict != RUN:
@@ -686,7 +686,7 @@ class Runner(MapSteps):
 
     def _recompute(self, name: str) -> Any:
         """Run a task again in this process because its cached value failed its integrity check."""
-        task = self.pipe.tasks[name]
+        task = self.spec.tasks[name]
         kwargs = {p: self._value(u) for p, u in self.graph.deps[name].items()}
         for p in self.graph.run_params[name]:
             kwargs[p] = self.planner.param_value(task, p)
