@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import nbflow
-from nbflow.core.pipeline.task import TaskOptions
+from nbflow.core.dag.task import TaskOptions
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 API = DOCS / "api.md"

@@ -51,11 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from nbflow.core.cache.hashing import digest_value, hash_bytes
+from nbflow.core.dag.task import Task
 from nbflow.core.errors import JobsError
 from nbflow.core.home import home_dir
 from nbflow.core.pipeline.default import default_pipeline
 from nbflow.core.pipeline.pipeline import Pipeline
-from nbflow.core.pipeline.task import Task
 from nbflow.jobs.notebook import read_notebook, read_notebook_bytes, run_notebook
 from nbflow.jobs.parameters import (
     NOT_A_LITERAL,

@@ -765,9 +765,7 @@ class _Walker:
     def reference(self, name: str, obj: Any, closure: bool = False, updated: bool = False) -> None:
         kind = "closure variable" if closure else "global"
         target = (
-            getattr(obj, "fn", None)
-            if type(obj).__module__ == "nbflow.core.pipeline.task"
-            else None
+            getattr(obj, "fn", None) if type(obj).__module__ == "nbflow.core.dag.task" else None
         )
         if target is not None:
             obj = target

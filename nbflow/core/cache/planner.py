@@ -41,9 +41,9 @@ from nbflow.core.cache.codememo import memo_for
 from nbflow.core.cache.fingerprint import FunctionPrint, ValueDigests, fingerprint_function
 from nbflow.core.cache.hashing import Unfingerprintable, digest_value
 from nbflow.core.cache.store import Record, Store
+from nbflow.core.dag.graph import Graph
+from nbflow.core.dag.task import Task
 from nbflow.core.errors import MissingParameterError, format_value_short
-from nbflow.core.pipeline.graph import Graph
-from nbflow.core.pipeline.task import Task
 from nbflow.core.types import CacheKey, Digest
 
 

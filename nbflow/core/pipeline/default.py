@@ -11,8 +11,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from nbflow.core.dag.task import Task
 from nbflow.core.pipeline.pipeline import _PIPELINES, Pipeline
-from nbflow.core.pipeline.task import Task
 
 _DEFAULT: Pipeline | None = None
 

@@ -22,6 +22,8 @@ from nbflow.core import events as ev
 from nbflow.core.cache.planner import Planner
 from nbflow.core.cache.store import DiskStore
 from nbflow.core.capture import ReplayListener
+from nbflow.core.dag.graph import Graph, resolve_graph
+from nbflow.core.dag.task import Task, make_options
 from nbflow.core.errors import (
     MissingParameterError,
     NbflowError,
@@ -37,8 +39,6 @@ from nbflow.core.patterns.partitions import (
     partitioned,
 )
 from nbflow.core.patterns.resources import Resource, make_resource
-from nbflow.core.pipeline.graph import Graph, resolve_graph
-from nbflow.core.pipeline.task import Task, make_options
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
 from nbflow.core.run.runner import Runner, raise_for_failures
 from nbflow.core.run.spec import RunSpec

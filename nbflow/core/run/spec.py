@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from nbflow.core import events as ev
     from nbflow.core.cache.store import DiskStore
+    from nbflow.core.dag.graph import Graph
+    from nbflow.core.dag.task import Task
     from nbflow.core.patterns.checks import Check
     from nbflow.core.patterns.resources import Resource
-    from nbflow.core.pipeline.graph import Graph
-    from nbflow.core.pipeline.task import Task
 
 __all__ = ["RunSpec"]
 

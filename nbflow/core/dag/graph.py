@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from nbflow.core.dag.task import Task
 from nbflow.core.errors import CycleError, UnknownDependencyError, UnknownTaskError
-from nbflow.core.pipeline.task import Task
 
 
 @dataclass(frozen=True, slots=True)
