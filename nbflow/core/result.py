@@ -7,8 +7,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbflow.core.errors import NbflowError
-from nbflow.core.patterns.checks import CheckResult
 from nbflow.core.types import Digest
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The verdict of one check on a task's value in a run (`nf.check`)."""
+
+    check: str
+    task: str
+    passed: bool
+    message: str = ""
+    blocking: bool = True
+    cached: bool = False
+    """Not run again: the task was cached and the check and value are those of its last run."""
+
+    def __str__(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        message = f": {self.message}" if self.message else ""
+        return f"check `{self.check}` of `{self.task}` {verdict}{message}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbflow.core.errors import NbflowError, format_value_short
+from nbflow.core.result import CheckResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,22 +46,6 @@ class Check:
     task: str
     fn: Callable[[Any], Any]
     blocking: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    check: str
-    task: str
-    passed: bool
-    message: str = ""
-    blocking: bool = True
-    cached: bool = False
-    """Not run again: the task was cached and the check and value are those of its last run."""
-
-    def __str__(self) -> str:
-        verdict = "passed" if self.passed else "FAILED"
-        message = f": {self.message}" if self.message else ""
-        return f"check `{self.check}` of `{self.task}` {verdict}{message}"
 
 
 def run_check(check: Check, value: Any) -> CheckResult:

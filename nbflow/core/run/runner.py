@@ -53,13 +53,13 @@ from nbflow.core.executors.base import (
     resolve_executor,
 )
 from nbflow.core.patterns.branching import BranchError, chosen_branches, describe_choice
-from nbflow.core.patterns.checks import Check, CheckResult, run_check
+from nbflow.core.patterns.checks import Check, run_check
 from nbflow.core.patterns.mapping import MapRun, assemble, split
 from nbflow.core.patterns.pools import pool_slots
 from nbflow.core.patterns.resources import ResourceError, ResourceScope
 from nbflow.core.patterns.sensors import ASSUMED_REASON, SensorTimeout, assumed, poke
 from nbflow.core.patterns.trigger_rules import RUN, evaluate
-from nbflow.core.result import RunFailed, RunResult
+from nbflow.core.result import CheckResult, RunFailed, RunResult
 from nbflow.core.run.expansion import MapSteps
 from nbflow.core.types import Digest
 
