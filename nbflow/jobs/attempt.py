@@ -106,7 +106,7 @@ from nbflow.jobs.runstore import (
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_HEARTBEAT_TIMEOUT",
-    "Outcome",
+    "AttemptOutcome",
     "alert_attempt",
     "attempt_path_for",
     "describe_outcome",
@@ -300,7 +300,7 @@ class _Cancelled(Exception):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class AttemptOutcome:
     """What `execute_run` did with a run."""
 
     run: RunRecord
@@ -379,7 +379,7 @@ def execute_run(
     parent_pid: int | None = None,
     alerts: bool = True,
     cancel: threading.Event | None = None,
-) -> Outcome:
+) -> AttemptOutcome:
     """Claim run `run_id` and execute it to its final state (see the module docstring).
 
     `cancel` (the foreground's Ctrl-C): once it is set, an attempt that has not started
@@ -395,20 +395,20 @@ def execute_run(
     record = store.find_job(run.job)
     if record is None:
         if run.state != "queued":  # someone else's attempt, or already ended: not ours to end
-            return Outcome(run, "not claimed")
+            return AttemptOutcome(run, "not claimed")
         store.finish_run(run_id, "skipped", reason="job removed")
-        return Outcome(store.get_run(run_id), "skipped")
+        return AttemptOutcome(store.get_run(run_id), "skipped")
     if parent_pid and _parent_gone(parent_pid):
-        return Outcome(run, "not claimed")
+        return AttemptOutcome(run, "not claimed")
     attempt = store.claim_attempt(run_id, pid)
     if attempt is None:
-        return Outcome(store.get_run(run_id), "not claimed")
+        return AttemptOutcome(store.get_run(run_id), "not claimed")
     fault("runner:after-claim")
     try:
         out = output_path_for(store.path.parent, run)
     except HomeError as exc:  # e.g. a planted `runs/JOB` link: no notebook may be written
         store.finish_run(run_id, "failed", error=str(exc), pid=pid, attempt=attempt)
-        return Outcome(store.get_run(run_id), "failed", attempt=attempt)
+        return AttemptOutcome(store.get_run(run_id), "failed", attempt=attempt)
     finishing = threading.Lock()
     beat = _Heartbeat(
         store,
@@ -488,18 +488,20 @@ def execute_run(
         current = store.get_run(run_id)
         if current.output_path != str(work):
             work.unlink(missing_ok=True)
-        return Outcome(current, "taken over", duration=duration, attempt=attempt, discarded=state)
+        return AttemptOutcome(
+            current, "taken over", duration=duration, attempt=attempt, discarded=state
+        )
     done = store.get_run(run_id)
     if state == "success":
         if alerts and schedule.on_success:
             notify("success", run.job, done, schedule.on_success, store=store)
-        return Outcome(done, state, duration=duration, attempt=attempt)
+        return AttemptOutcome(done, state, duration=duration, attempt=attempt)
     if alerts and state != "cancelled":  # the user stopped it: nothing to alert about
         alert_attempt(store, ended)
-    return Outcome(done, state, retrying=ended.retrying, duration=duration, attempt=attempt)
+    return AttemptOutcome(done, state, retrying=ended.retrying, duration=duration, attempt=attempt)
 
 
-def describe_outcome(outcome: Outcome, tz: str = "UTC") -> str:
+def describe_outcome(outcome: AttemptOutcome, tz: str = "UTC") -> str:
     """One progress line: `run 3 demo-etl 2024-01-02 02:00: success in 2.1 s -> path`."""
     from zoneinfo import ZoneInfo
 

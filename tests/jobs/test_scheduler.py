@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from nbflow.jobs.attempt import (
-    Outcome,
+    AttemptOutcome,
     attempt_path_for,
     describe_outcome,
     execute_run,
@@ -320,7 +320,7 @@ def test_a_stalled_runner_whose_attempt_was_taken_over_records_nothing_when_it_w
     )
     store.add_job("gated", job.to_dict())
     run = trigger_run(store, "gated")
-    outcomes: dict[str, Outcome] = {}
+    outcomes: dict[str, AttemptOutcome] = {}
 
     def runner(name: str, pid: int, interval: float | None) -> threading.Thread:
         def work() -> None:

@@ -2,8 +2,8 @@
 
 The runner keeps everything that is not computing: it plans, decides
 freshness, retries, applies trigger rules, serializes and stores results,
-and emits events. An executor only computes: it receives `Job`s (one attempt
-of one task, with its arguments already loaded) and hands back `Outcome`s.
+and emits events. An executor only computes: it receives `TaskAttempt`s (one attempt
+of one task, with its arguments already loaded) and hands back `TaskOutcome`s.
 Executors start their workers lazily, on the first `submit`, so a fully
 cached run starts nothing.
 
@@ -29,7 +29,7 @@ from nbflow.core.errors import NbflowError, TaskTimeout
 
 
 @dataclass(kw_only=True, slots=True)
-class Job:
+class TaskAttempt:
     """One attempt of one task: everything a worker needs to compute it."""
 
     id: int
@@ -41,16 +41,16 @@ class Job:
     pool: str | None = None
     priority: int = 0
 
-    def next_attempt(self, job_id: int) -> Job:
+    def next_attempt(self, job_id: int) -> TaskAttempt:
         """The same job, to be run again as the next attempt (a retry)."""
         return dataclasses.replace(self, id=job_id, attempt=self.attempt + 1)
 
 
 @dataclass(kw_only=True, slots=True)
-class Outcome:
+class TaskOutcome:
     """What came back from a job: a value, or an error with its formatted traceback."""
 
-    job: Job
+    job: TaskAttempt
     value: Any = None
     error: BaseException | None = None
     traceback: str = ""
@@ -68,10 +68,10 @@ class Executor(Protocol):
 
     max_workers: int
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: TaskAttempt) -> None:
         """Queue a job. Starts workers on first use."""
 
-    def poll(self, timeout: float | None = None) -> list[Outcome]:
+    def poll(self, timeout: float | None = None) -> list[TaskOutcome]:
         """Block until at least one job finished (or `timeout` passed); return the finished ones."""
 
     def pending(self) -> int:
@@ -94,7 +94,7 @@ class _AlarmTimeout(BaseException):
     """Raised inside the task by SIGALRM; a BaseException so task code's `except Exception` can't swallow it."""
 
 
-def call_with_timeout(job: Job) -> Any:
+def call_with_timeout(job: TaskAttempt) -> Any:
     """Call `job.fn(**job.kwargs)`, enforcing `job.timeout` where the platform allows.
 
     In the main thread on Unix the timeout is a SIGALRM that interrupts the
@@ -138,7 +138,7 @@ def call_with_timeout(job: Job) -> Any:
     return box["value"]
 
 
-def execute_job(job: Job) -> Outcome:
+def execute_job(job: TaskAttempt) -> TaskOutcome:
     """Run one job in this process and capture its outcome (used by in-process executors).
 
     What the task prints and logs is captured (`nbflow.core.capture`) and kept in
@@ -149,19 +149,19 @@ def execute_job(job: Job) -> Outcome:
         try:
             value = call_with_timeout(job)
         except Exception as exc:
-            outcome = Outcome(
+            outcome = TaskOutcome(
                 job=job,
                 error=exc,
                 traceback=format_user_traceback(exc),
                 duration=time.perf_counter() - start,
             )
         else:
-            outcome = Outcome(job=job, value=value, duration=time.perf_counter() - start)
+            outcome = TaskOutcome(job=job, value=value, duration=time.perf_counter() - start)
     output_into(outcome, captured)
     return outcome
 
 
-def output_into(outcome: Outcome, captured: capture.Captured) -> None:
+def output_into(outcome: TaskOutcome, captured: capture.Captured) -> None:
     """Keep what a job printed in its outcome (nothing when it printed nothing)."""
     text = captured.text
     if text:
@@ -176,12 +176,12 @@ class SequentialExecutor:
     max_workers = 1
 
     def __init__(self) -> None:
-        self._queue: deque[Job] = deque()
+        self._queue: deque[TaskAttempt] = deque()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: TaskAttempt) -> None:
         self._queue.append(job)
 
-    def poll(self, timeout: float | None = None) -> list[Outcome]:
+    def poll(self, timeout: float | None = None) -> list[TaskOutcome]:
         if not self._queue:
             return []
         return [execute_job(self._queue.popleft())]

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
-from nbflow.core.executors.base import Job, Outcome, execute_job, register_executor
+from nbflow.core.executors.base import TaskAttempt, TaskOutcome, execute_job, register_executor
 from nbflow.core.executors.worker import (
     SCATTER_THRESHOLD,
     approx_size,
@@ -202,7 +202,7 @@ def _run_on_worker(
         worker = distributed.get_worker()
         key = worker.get_current_task()
         distributed.get_client().set_metadata([_STARTED, start_marks, str(key)], True)
-    outcome = execute_job(Job(id=0, task=task, fn=fn, kwargs=kwargs, timeout=timeout))
+    outcome = execute_job(TaskAttempt(id=0, task=task, fn=fn, kwargs=kwargs, timeout=timeout))
     output = outcome.extra.get("output", "")  # captured here, sent back with the outcome
     if outcome.ok:
         return True, outcome.value, "", outcome.duration, output
@@ -273,7 +273,7 @@ class DaskExecutor:
         self._futures: dict[str, _Submitted] = {}
         self._done: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._scattered: dict[int, tuple[Any, Future]] = {}
-        self._unsent: list[Outcome] = []
+        self._unsent: list[TaskOutcome] = []
         """Outcomes of jobs that never reached Dask (they did not pickle)."""
         if address is not None:
             self._connect(address, connect_timeout, security)
@@ -330,7 +330,7 @@ class DaskExecutor:
 
     # --- jobs ------------------------------------------------------------------
 
-    def submit(self, job: Job, *, resubmits: int = 0) -> None:
+    def submit(self, job: TaskAttempt, *, resubmits: int = 0) -> None:
         client = self.client
         try:
             self._submit(client, job, resubmits)
@@ -342,7 +342,7 @@ class DaskExecutor:
                 return
             raise exc
 
-    def _submit(self, client: Client, job: Job, resubmits: int) -> None:
+    def _submit(self, client: Client, job: TaskAttempt, resubmits: int) -> None:
         kwargs = {name: self._maybe_scatter(value) for name, value in job.kwargs.items()}
         future = client.submit(
             _run_on_worker,
@@ -374,12 +374,12 @@ class DaskExecutor:
         self._scattered[id(value)] = (value, future)
         return future
 
-    def poll(self, timeout: float | None = None) -> list[Outcome]:
+    def poll(self, timeout: float | None = None) -> list[TaskOutcome]:
         if self._unsent:
             unsent, self._unsent = self._unsent, []
             return unsent
         end = None if timeout is None else time.monotonic() + timeout
-        outcomes: list[Outcome] = []
+        outcomes: list[TaskOutcome] = []
         while self._futures and not outcomes:
             left = None if end is None else max(0.0, end - time.monotonic())
             try:
@@ -392,7 +392,7 @@ class DaskExecutor:
             outcomes = self._collect(finished)
         return outcomes
 
-    def _collect(self, finished: list[_Submitted]) -> list[Outcome]:
+    def _collect(self, finished: list[_Submitted]) -> list[TaskOutcome]:
         succeeded = [s for s in finished if s.future.status == "finished"]
         results = self.client.gather([s.future for s in succeeded]) if succeeded else []
         outcomes = []
@@ -402,11 +402,11 @@ class DaskExecutor:
             extra = {"output": output} if output else {}
             if ok:
                 outcomes.append(
-                    Outcome(job=entry.job, value=payload, duration=duration, extra=extra)
+                    TaskOutcome(job=entry.job, value=payload, duration=duration, extra=extra)
                 )
             else:
                 outcomes.append(
-                    Outcome(
+                    TaskOutcome(
                         job=entry.job,
                         error=payload,
                         traceback=traceback,
@@ -428,7 +428,7 @@ class DaskExecutor:
             return set()
         return set(self.client.get_metadata([_STARTED, self._marks], default={}))
 
-    def _failure(self, entry: _Submitted, started: set[str]) -> Outcome | None:
+    def _failure(self, entry: _Submitted, started: set[str]) -> TaskOutcome | None:
         """A future that erred in Dask itself: its worker died, or a value it needed was lost.
 
         Returns None when the job is submitted again instead: it never started,
@@ -454,7 +454,7 @@ class DaskExecutor:
             error = exc
         else:
             error = WorkerDied(job.task, f"Dask reported the task {future.status}")
-        return Outcome(
+        return TaskOutcome(
             job=job, error=error, traceback=f"{type(error).__name__}: {error}\n", duration=elapsed
         )
 
@@ -499,7 +499,7 @@ class DaskExecutor:
 
 @dataclass(slots=True)
 class _Submitted:
-    job: Job
+    job: TaskAttempt
     future: Future
     submitted: float
     resubmits: int

@@ -45,8 +45,8 @@ from typing import Any
 
 from nbflow.core.errors import NbflowError, TaskTimeout, WorkerDied
 from nbflow.core.executors.base import (
-    Job,
-    Outcome,
+    TaskAttempt,
+    TaskOutcome,
     execute_job,
     format_user_traceback,
     register_executor,
@@ -86,13 +86,13 @@ class _JobQueue:
     """Jobs waiting for a worker: highest priority first, then first submitted."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, Job]] = []
+        self._heap: list[tuple[int, int, TaskAttempt]] = []
         self._order = itertools.count()
 
-    def push(self, job: Job) -> None:
+    def push(self, job: TaskAttempt) -> None:
         heapq.heappush(self._heap, (-job.priority, next(self._order), job))
 
-    def pop(self) -> Job:
+    def pop(self) -> TaskAttempt:
         return heapq.heappop(self._heap)[2]
 
     def clear(self) -> None:
@@ -113,7 +113,7 @@ class ThreadExecutor:
         self._close_on_shutdown = close_on_shutdown
         self._lock = threading.Condition()
         self._waiting = _JobQueue()
-        self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[TaskOutcome] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._pending = 0
@@ -121,7 +121,7 @@ class ThreadExecutor:
         self._generation = 0
         self._closed = False
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: TaskAttempt) -> None:
         with self._lock:
             if self._closed:
                 raise NbflowError("this ThreadExecutor was closed; create a new one")
@@ -155,7 +155,7 @@ class ThreadExecutor:
                 if generation == self._generation:
                     self._done.put(outcome)
 
-    def poll(self, timeout: float | None = None) -> list[Outcome]:
+    def poll(self, timeout: float | None = None) -> list[TaskOutcome]:
         if self._pending == 0:
             return []
         try:
@@ -216,7 +216,7 @@ class ProcessExecutor:
         self._close_on_shutdown = close_on_shutdown
         self._workers: list[WorkerProcess] = []
         self._waiting = _JobQueue()
-        self._ready: list[Outcome] = []
+        self._ready: list[TaskOutcome] = []
         self._closed = False
         # Workers must not outlive the executor, even if nobody calls close().
         self._finalizer = weakref.finalize(self, stop_workers, self._workers)
@@ -226,7 +226,7 @@ class ProcessExecutor:
         """Live worker processes (0 until the first job needs one)."""
         return len(self._workers)
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: TaskAttempt) -> None:
         if self._closed:
             raise NbflowError("this ProcessExecutor was closed; create a new one")
         self._waiting.push(job)
@@ -236,7 +236,7 @@ class ProcessExecutor:
         busy = sum(1 for w in self._workers if w.job is not None)
         return len(self._waiting) + busy + len(self._ready)
 
-    def poll(self, timeout: float | None = None) -> list[Outcome]:
+    def poll(self, timeout: float | None = None) -> list[TaskOutcome]:
         end = None if timeout is None else time.monotonic() + timeout
         while not self._ready:
             busy = [w for w in self._workers if w.job is not None]
@@ -310,10 +310,10 @@ class ProcessExecutor:
         if output:
             extra["output"] = output
         if ok:
-            self._ready.append(Outcome(job=job, value=payload, duration=duration, extra=extra))
+            self._ready.append(TaskOutcome(job=job, value=payload, duration=duration, extra=extra))
             return
         self._ready.append(
-            Outcome(job=job, error=payload, traceback=traceback, duration=duration, extra=extra)
+            TaskOutcome(job=job, error=payload, traceback=traceback, duration=duration, extra=extra)
         )
 
     def _expire(self, now: float) -> None:
@@ -329,7 +329,7 @@ class ProcessExecutor:
         worker.kill()
         self._workers.remove(worker)
         self._ready.append(
-            Outcome(
+            TaskOutcome(
                 job=job,
                 error=error,
                 traceback=f"{type(error).__name__}: {error}\n",
@@ -369,8 +369,8 @@ class ProcessExecutor:
         self.close()
 
 
-def _failed(job: Job, exc: Exception) -> Outcome:
-    return Outcome(job=job, error=exc, traceback=format_user_traceback(exc))
+def _failed(job: TaskAttempt, exc: Exception) -> TaskOutcome:
+    return TaskOutcome(job=job, error=exc, traceback=format_user_traceback(exc))
 
 
 register_executor("threads", lambda n: ThreadExecutor(n, close_on_shutdown=True))

@@ -46,7 +46,7 @@ import cloudpickle
 
 from nbflow.core import capture
 from nbflow.core.errors import UnpicklableResult, UnpicklableTask
-from nbflow.core.executors.base import Job, Outcome, format_user_traceback
+from nbflow.core.executors.base import TaskAttempt, TaskOutcome, format_user_traceback
 
 SCATTER_THRESHOLD = 64 * 1024
 """Arguments at least this large (bytes, as `approx_size` estimates) travel once per worker."""
@@ -66,11 +66,11 @@ def approx_size(value: Any) -> int:
     return size
 
 
-def unpicklable_task(job: Job, exc: Exception) -> Outcome:
+def unpicklable_task(job: TaskAttempt, exc: Exception) -> TaskOutcome:
     """The failed outcome of a job that could not be pickled, naming the task and the fix."""
     error = UnpicklableTask(job.task, f"{type(exc).__name__}: {exc}")
     error.__cause__ = exc
-    return Outcome(job=job, error=error, traceback=f"UnpicklableTask: {error}\n")
+    return TaskOutcome(job=job, error=error, traceback=f"UnpicklableTask: {error}\n")
 
 
 class RemoteError(Exception):
@@ -155,7 +155,9 @@ worker_main(inbox, int(sys.argv[2]))
 # --- the driver side ------------------------------------------------------------
 
 
-def encode_job(job: Job, held: dict[int, Any], threshold: int) -> tuple[bytes, dict[int, Any]]:
+def encode_job(
+    job: TaskAttempt, held: dict[int, Any], threshold: int
+) -> tuple[bytes, dict[int, Any]]:
     """Pickle `job` for a worker holding `held`; large arguments it lacks go along (and are returned)."""
     inline: dict[str, Any] = {}
     refs: dict[str, int] = {}
@@ -178,7 +180,7 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     inbox: Connection
     outbox: Connection
-    job: Job | None = None
+    job: TaskAttempt | None = None
     deadline: float = float("inf")
     started: float = field(default_factory=time.perf_counter)
     held: dict[int, Any] = field(default_factory=dict)

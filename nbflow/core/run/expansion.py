@@ -15,7 +15,7 @@ from nbflow.core.cache.planner import Decision, Planner
 from nbflow.core.cache.serialize import serialize
 from nbflow.core.cache.store import Record
 from nbflow.core.errors import IntegrityError, MapInputError, UnpicklableResult, short_trace
-from nbflow.core.executors.base import Job, Outcome
+from nbflow.core.executors.base import TaskAttempt, TaskOutcome
 from nbflow.core.patterns.mapping import MapRun, assemble, instance_base, instance_key, split
 from nbflow.core.types import CacheKey
 
@@ -45,7 +45,7 @@ class MapSteps:
         not_retried: tuple[type[BaseException], ...]
         _job_ids: int
         _instances: dict[str, tuple[MapRun, int]]
-        _backlog: deque[Job]
+        _backlog: deque[TaskAttempt]
         _waiting: dict[str, int]
         _ready: list[tuple[int, int, str]]
         _index: dict[str, int]
@@ -67,7 +67,9 @@ class MapSteps:
             index: dict[str, int],
         ) -> None: ...
 
-    def _expand(self, name: str, decision: Decision, kwargs: dict[str, Any]) -> list[Job] | None:
+    def _expand(
+        self, name: str, decision: Decision, kwargs: dict[str, Any]
+    ) -> list[TaskAttempt] | None:
         """Look up each element's instance; return jobs for the missing ones (None: settled now)."""
         task = self.spec.tasks[name]
         opts = task.options
@@ -86,7 +88,7 @@ class MapSteps:
         # A forced, invalidated, expired or uncacheable task reruns every element.
         reuse = not decision.root.startswith(_RERUN_ALL)
         mrun = MapRun(name, param, labels, is_dict, keys, [None] * n, ["pending"] * n)
-        jobs: list[Job] = []
+        jobs: list[TaskAttempt] = []
         get_record, load = self.store.get_record, self.store.load
         previous = self._previous_instances(name) if reuse else {}
         cached: list[int] = []
@@ -113,7 +115,7 @@ class MapSteps:
             job_kwargs = dict(kwargs)
             job_kwargs[param] = element
             jobs.append(
-                Job(
+                TaskAttempt(
                     id=self._job_ids,
                     task=job_name,
                     fn=task.fn,
@@ -160,8 +162,8 @@ class MapSteps:
         return {k: v for k, v in zip(keys, values, strict=True) if k is not None}
 
     def _complete_instance(
-        self, outcome: Outcome, mrun: MapRun, i: int
-    ) -> tuple[float, int, Job] | None:
+        self, outcome: TaskOutcome, mrun: MapRun, i: int
+    ) -> tuple[float, int, TaskAttempt] | None:
         job = outcome.job
         mrun.duration += outcome.duration
         mrun.attempts = max(mrun.attempts, job.attempt)
@@ -215,7 +217,7 @@ class MapSteps:
         mrun: MapRun,
         i: int,
         state: str,
-        outcome: Outcome,
+        outcome: TaskOutcome,
         error: BaseException | None,
     ) -> None:
         self._emit(

@@ -45,8 +45,8 @@ from nbflow.core.errors import (
     short_trace,
 )
 from nbflow.core.executors.base import (
-    Job,
-    Outcome,
+    TaskAttempt,
+    TaskOutcome,
     check_executor,
     execute_job,
     format_user_traceback,
@@ -138,9 +138,9 @@ class Runner(MapSteps):
         """task -> (state, reason) imposed by a branch upstream that did not choose it."""
         self._blocked: dict[str, str] = {}
         """task -> why its downstream must not run (a failed blocking check)."""
-        self._backlog: deque[Job] = deque()
+        self._backlog: deque[TaskAttempt] = deque()
         self._instances: dict[str, tuple[MapRun, int]] = {}
-        """Job task name (`process[3]`) -> its mapped task's expansion and index."""
+        """TaskAttempt task name (`process[3]`) -> its mapped task's expansion and index."""
 
     def _check_assume(self, assume: Collection[str] | Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(assume, str):
@@ -190,7 +190,7 @@ class Runner(MapSteps):
         for n in order:
             if not waiting[n]:
                 heapq.heappush(ready, (-self.spec.tasks[n].options.priority, index[n], n))
-        delayed: list[tuple[float, int, Job]] = []
+        delayed: list[tuple[float, int, TaskAttempt]] = []
         backlog = self._backlog
         executor = None
         in_flight = 0
@@ -318,7 +318,7 @@ class Runner(MapSteps):
 
     # --- one task ------------------------------------------------------------
 
-    def _start(self, name: str) -> Job | list[Job] | None:
+    def _start(self, name: str) -> TaskAttempt | list[TaskAttempt] | None:
         """Settle `name` now (cached, skipped, upstream_failed) or return its first job."""
         graph, result = self.graph, self.result
         task = self.spec.tasks[name]
@@ -396,7 +396,7 @@ class Runner(MapSteps):
             else:
                 fn = functools.partial(poke, task.options.sensor, name, fn)
         self._job_ids += 1
-        return Job(
+        return TaskAttempt(
             id=self._job_ids,
             task=name,
             fn=fn,
@@ -426,14 +426,14 @@ class Runner(MapSteps):
             decision.reason = static.reason  # keep the root cause found at planning time
         return decision
 
-    def _submit(self, executor: Any, job: Job) -> None:
+    def _submit(self, executor: Any, job: TaskAttempt) -> None:
         if job.pool:
             self._pool_use[job.pool] += 1
         if job.task not in self._instances:
             self._emit(ev.TaskStarted, job.task, attempt=job.attempt)
         executor.submit(job)
 
-    def _complete(self, outcome: Outcome) -> tuple[float, int, Job] | None:
+    def _complete(self, outcome: TaskOutcome) -> tuple[float, int, TaskAttempt] | None:
         job, name, result = outcome.job, outcome.job.task, self.result
         task = self.spec.tasks[name]
         result.attempts[name] = job.attempt
@@ -696,7 +696,7 @@ class Runner(MapSteps):
         if task.options.map is not None:
             fn = functools.partial(_map_in_process, name, task.options.map, task.fn)
         outcome = execute_job(
-            Job(id=-1, task=name, fn=fn, kwargs=kwargs, timeout=task.options.timeout)
+            TaskAttempt(id=-1, task=name, fn=fn, kwargs=kwargs, timeout=task.options.timeout)
         )
         if outcome.error is not None:
             raise outcome.error

@@ -20,7 +20,7 @@ from nbflow.core.errors import (
     UnpicklableTask,
     WorkerDied,
 )
-from nbflow.core.executors.base import Job, Outcome, resolve_executor
+from nbflow.core.executors.base import TaskAttempt, TaskOutcome, resolve_executor
 from nbflow.core.executors.parallel import ProcessExecutor, RemoteError, ThreadExecutor
 
 from ..cells import define
@@ -28,14 +28,14 @@ from ..cells import define
 _ids = iter(range(1, 1_000_000))
 
 
-def job(fn: Callable[..., Any], task: str = "t", **kwargs: Any) -> Job:
+def job(fn: Callable[..., Any], task: str = "t", **kwargs: Any) -> TaskAttempt:
     options = {k: kwargs.pop(k) for k in ("timeout", "priority") if k in kwargs}
-    return Job(id=next(_ids), task=task, fn=fn, kwargs=kwargs, **options)
+    return TaskAttempt(id=next(_ids), task=task, fn=fn, kwargs=kwargs, **options)
 
 
-def drain(executor: Any, timeout: float = 60) -> dict[str, Outcome]:
+def drain(executor: Any, timeout: float = 60) -> dict[str, TaskOutcome]:
     """Poll until nothing is pending; outcomes by task name."""
-    outcomes: dict[str, Outcome] = {}
+    outcomes: dict[str, TaskOutcome] = {}
     deadline = time.monotonic() + timeout
     while executor.pending():
         assert time.monotonic() < deadline, "executor did not finish in time"
