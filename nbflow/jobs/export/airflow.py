@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 
 import jinja2
 
+from nbflow.jobs.alert_apprise import mask_url
 from nbflow.jobs.export import JobExport
 from nbflow.jobs.export.mapping import (
     comment_block,
@@ -352,7 +353,8 @@ def render_airflow_dag(job: JobExport) -> str:
     param_comment = comment_block(notes or ["(the job has no parameters)"])
 
     alerts = [
-        f"--on-{event} {', '.join(targets)}"
+        # Masked: an exported file is often committed, and a chat URL's token is its secret.
+        f"--on-{event} {', '.join(mask_url(t) for t in targets)}"
         for event, targets in (
             ("failure", schedule.on_failure),
             ("retry", schedule.on_retry),
@@ -363,7 +365,7 @@ def render_airflow_dag(job: JobExport) -> str:
     alert_comment = comment_block(
         [
             "Alerts: Airflow's task callbacks send the job's alerts through nbflow's senders",
-            "(webhook, python:, mailto:, command), with nbflow's payload ("
+            "(webhook, python:, mailto:, apprise URL, command), with nbflow's payload ("
             + ("; ".join(alerts) if alerts else "the job has none")
             + ").",
             "A failure alert is sent when the last try fails, as in nbflow.",
