@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 
 import jinja2
 
-from nbflow.jobs.alert_apprise import mask_url
 from nbflow.jobs.export import JobExport
 from nbflow.jobs.export.mapping import (
     comment_block,
@@ -353,8 +352,7 @@ def render_airflow_dag(job: JobExport) -> str:
     param_comment = comment_block(notes or ["(the job has no parameters)"])
 
     alerts = [
-        # Masked: an exported file is often committed, and a chat URL's token is its secret.
-        f"--on-{event} {', '.join(mask_url(t) for t in targets)}"
+        f"--on-{event} {', '.join(targets)}"
         for event, targets in (
             ("failure", schedule.on_failure),
             ("retry", schedule.on_retry),

@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 
 import jinja2
 
-from nbflow.jobs.alert_apprise import mask_url
 from nbflow.jobs.export import JobExport, export_filename
 from nbflow.jobs.export.mapping import (
     comment_block,
@@ -303,8 +302,7 @@ def render_prefect_flow(job: JobExport) -> str:
         notes.append("path: the flow parameter `path` (a --when-file job's file)")
 
     alerts = [
-        # Masked: an exported file is often committed, and a chat URL's token is its secret.
-        f"--on-{event} {', '.join(mask_url(t) for t in targets)}"
+        f"--on-{event} {', '.join(targets)}"
         for event, targets in (
             ("failure", schedule.on_failure),
             ("retry", schedule.on_retry),
