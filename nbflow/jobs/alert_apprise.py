@@ -42,6 +42,7 @@ __all__ = [
     "INSTALL_HINT",
     "AlertFailed",
     "add_alert_link",
+    "chat_webhook_as_apprise",
     "check_apprise_target",
     "is_apprise_url",
     "mask_url",
@@ -107,6 +108,29 @@ def check_apprise_target(target: str) -> None:
             "https://github.com/caronc/apprise/wiki for the form of its URL",
             field="alerts",
         )
+
+
+def chat_webhook_as_apprise(url: str) -> str | None:
+    """The apprise URL of a Slack or Discord incoming-webhook `https://` URL, else None.
+
+    Those services refuse nbflow's own JSON (they want their own message
+    fields), so `schedule add` refuses such a webhook and names this URL instead.
+    """
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    segments = [s for s in parts.path.split("/") if s]
+    if host == "hooks.slack.com" and segments[:1] == ["services"] and len(segments) == 4:
+        return "slack://" + "/".join(segments[1:])
+    if (
+        host in ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com")
+        and segments[:2] == ["api", "webhooks"]
+        and len(segments) == 4
+    ):
+        return "discord://" + "/".join(segments[2:])
+    return None
 
 
 # -- the message

@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from nbflow.jobs.alert_apprise import (
+    INSTALL_HINT,
     AlertFailed,
+    chat_webhook_as_apprise,
     check_apprise_target,
     is_apprise_url,
     mask_url,
@@ -71,6 +73,11 @@ _DETAIL_LIMIT = 500
 _PYTHON_TARGET = re.compile(
     r"python:(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<function>[A-Za-z_]\w*)"
 )
+# Printed as forms, not filled in: an error message must not echo the tokens.
+_CHAT_FORMS = {
+    "slack": ("Slack", "slack://T/B/C for https://hooks.slack.com/services/T/B/C"),
+    "discord": ("Discord", "discord://ID/TOKEN for https://discord.com/api/webhooks/ID/TOKEN"),
+}
 _VERBS = {"failure": "failed", "retry": "failed, will retry", "success": "succeeded"}
 
 
@@ -112,6 +119,14 @@ def check_target(target: str) -> None:
         if not host:
             raise ScheduleError(
                 f"alert URL `{target}` has no host; write e.g. https://hooks.example.com/path",
+                field="alerts",
+            )
+        if (chat := chat_webhook_as_apprise(target)) is not None:
+            # The webhook would answer every alert with HTTP 400: say so now, with the fix.
+            service, form = _CHAT_FORMS[chat.split("://", 1)[0]]
+            raise ScheduleError(
+                f"alert URL `{mask_url(target)}` is a {service} incoming webhook, which refuses "
+                f"nbflow's JSON; give it as the apprise URL {form}, with {INSTALL_HINT}",
                 field="alerts",
             )
     elif kind == "apprise":

@@ -311,3 +311,31 @@ def test_a_run_record_from_the_store_reaches_apprise(tmp_path, receiver):
     [request] = receiver.received  # type: ignore[attr-defined]
     assert request["json"]["type"] == "success"
     assert request["json"]["title"] == "nbflow: job etl succeeded (2024-01-02)"
+
+
+@pytest.mark.parametrize(
+    ("webhook", "form"),
+    [
+        (
+            "https://hooks.slack.com/services/T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ",
+            "slack://T/B/C for https://hooks.slack.com/services/T/B/C",
+        ),
+        (
+            "https://discord.com/api/webhooks/4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js",
+            "discord://ID/TOKEN for https://discord.com/api/webhooks/ID/TOKEN",
+        ),
+    ],
+)
+def test_a_chat_webhook_given_as_https_is_refused_with_its_apprise_form(webhook, form):
+    """Slack and Discord answer nbflow's JSON with HTTP 400: every alert would be lost."""
+    with pytest.raises(ScheduleError) as info:
+        check_target(webhook)
+
+    message = str(info.value)
+    assert (
+        f"give it as the apprise URL {form}, with pip install 'nbflow-pipelines[alerts]'" in message
+    )
+    assert (
+        "TIiajkdnlazkcOXrIdevi7FQ" not in message and "JHMHI8qBe7bk2ZwO5U711o3dV_js" not in message
+    )
+    check_target("https://hooks.example.com/services/a/b/c")  # any other webhook is as before
