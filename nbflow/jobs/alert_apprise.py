@@ -210,7 +210,7 @@ def send_apprise(target: str, data: Mapping[str, Any], timeout: float) -> str:
     with _apprise_said() as said:
         sent = notifier.notify(body=body, title=title, notify_type=kind)
     if not sent:
-        reason = said[-1] if said else "apprise reported a failure"
+        reason = _scrub(said[-1], target) if said else "apprise reported a failure"
         raise AlertFailed(f"not delivered: {reason}")
     return f"sent via apprise ({service.service_name})"
 
@@ -265,6 +265,24 @@ def mask_url(target: str) -> str:
 # -- helpers
 
 
+def _scrub(text: str, target: str) -> str:
+    """`text` (what apprise said) without the parts of `target` that `mask_url` hides:
+    apprise names a token it finds invalid ("Token (abc123...) was specified")."""
+    try:
+        parts = urlsplit(target.strip())
+        # From the netloc as written: `hostname` is lowercased, and apprise echoes the case.
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        secrets = [*userinfo.split(":", 1), hostport.split(":", 1)[0]]
+    except ValueError:
+        return _URL_IN_TEXT.sub(lambda m: mask_url(m[0]), text)
+    secrets += parts.path.split("/") + [v for _, v in parse_qsl(parts.query)] + [parts.fragment]
+    for secret in sorted(
+        {x for x in secrets if x and (_secretish(x) or x == parts.password)}, key=len, reverse=True
+    ):
+        text = text.replace(secret, "***")
+    return text
+
+
 def _secretish(text: str) -> bool:
     """Looks like a token: 8+ characters with a digit, or 20+ characters."""
     text = text.strip()
@@ -316,7 +334,7 @@ def _instantiate(target: str) -> tuple[Any, str]:
         )
     # Its first word is the useful one ("An invalid Slack (second) Token ..."); the last
     # only repeats the URL.
-    return service, (said[0] if said else "")
+    return service, (_scrub(said[0], target) if said else "")
 
 
 class _Said(logging.Filter):

@@ -186,6 +186,11 @@ def test_check_target_names_the_near_miss_and_what_is_missing():
         check_target("slak://T1/B2/C3")
     with pytest.raises(ScheduleError, match=r"not a valid `slack://` URL for apprise \(An invalid"):
         check_target("slack://T1JJ3T3L2")
+    # apprise names the token it finds invalid; the message does not repeat it.
+    with pytest.raises(ScheduleError) as info:
+        check_target("slack://T1JJ3T3L2/bad!!tokenvalue123/xyz")
+    assert "Token (***)" in str(info.value)
+    assert "T1JJ3T3L2" not in str(info.value) and "tokenvalue123" not in str(info.value)
 
 
 def test_without_apprise_the_error_says_what_to_install(monkeypatch, tmp_path):
