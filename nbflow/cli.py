@@ -372,7 +372,12 @@ def schedule() -> None:
     "--retry-delay", type=_Seconds(zero_ok=True), default=60.0, show_default=True, help="Seconds."
 )
 @click.option("--timeout", type=_Seconds(), help="Seconds one run may take.")
-@click.option("--on-failure", multiple=True, metavar="URL|COMMAND", help="Alert when a run fails.")
+@click.option(
+    "--on-failure",
+    multiple=True,
+    metavar="URL|COMMAND",
+    help="Alert when a run fails: a webhook, mailto:, python:, apprise URL (slack://...) or command.",
+)
 @click.option("--on-success", multiple=True, metavar="URL|COMMAND", help="Alert on success.")
 @click.option("--on-retry", multiple=True, metavar="URL|COMMAND", help="Alert on a retry.")
 @click.option("--when-file", metavar="GLOB", help="Run once per new or changed matching file.")
@@ -480,6 +485,7 @@ def schedule_list(as_json: bool) -> None:
 )
 def schedule_show(name: str, all_rules: bool) -> None:
     """The job's definition, its next five run times (its zone and UTC) and its time rules."""
+    from nbflow.jobs.alert_apprise import mask_url
     from nbflow.jobs.runstore import utc_now
     from nbflow.jobs.schedules import TIME_RULES, format_every, rules_summary
 
@@ -506,7 +512,7 @@ def schedule_show(name: str, all_rules: bool) -> None:
         ("on retry", job.on_retry),
     ):
         for spec in specs:
-            click.echo(f"{label + ':':<11} {spec}")
+            click.echo(f"{label + ':':<11} {mask_url(spec)}")  # a URL's token is a secret
     click.echo(f"added:      {_local_and_utc(record.created_at, job.tz)}")
     if record.resumed_at:
         click.echo(f"resumed:    {_local_and_utc(record.resumed_at, job.tz)}")

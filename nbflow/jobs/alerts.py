@@ -7,6 +7,8 @@ how it is sent:
     https://hooks.example.com/x      webhook: POST the run as JSON
     python:pkg.module:function       call `function(payload)` in this process
     mailto:ops@example.com,b@x.org   e-mail through the `smtp` setting of the run store
+    slack://T1/B2/C3, ntfy://...     any other `scheme://` URL: through apprise, which knows
+                                     Slack, Teams, Discord, ntfy... (see `alert_apprise`)
     anything else                    a shell command; the run is in NBFLOW_* variables
 
 Why it is built this way:
@@ -16,8 +18,10 @@ Why it is built this way:
   the `nbflow.alerts` logger (naming the target and the reason) and returned in
   its `AlertOutcome`, and the other targets are still tried.
 - **Stdlib only** (urllib, smtplib, subprocess, importlib): alerting works on a
-  bare install, with no client library per service. Anything fancier is a
-  `python:` target or a command away.
+  bare install, with no client library per service. Chat tools want their own
+  message formats, so apprise URLs are the one exception: apprise is an
+  optional dependency (`nbflow-pipelines[alerts]`), imported only when such a
+  target is checked or sent.
 - Every network or process target is bounded by `timeout` seconds, so a hung
   endpoint delays the scheduler by at most that much per target.
 
@@ -41,6 +45,15 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from nbflow.jobs.alert_apprise import (
+    INSTALL_HINT,
+    AlertFailed,
+    chat_webhook_as_apprise,
+    check_apprise_target,
+    is_apprise_url,
+    mask_url,
+    send_apprise,
+)
 from nbflow.jobs.processes import kill_group
 from nbflow.jobs.runstore import logical_iso, utc_iso
 from nbflow.jobs.schedules import ScheduleError
@@ -53,13 +66,18 @@ __all__ = ["EVENTS", "AlertOutcome", "check_target", "notify", "payload", "targe
 logger = logging.getLogger("nbflow.alerts")
 
 EVENTS: tuple[str, ...] = ("failure", "retry", "success")
-TargetKind = Literal["webhook", "python", "email", "command"]
+TargetKind = Literal["webhook", "python", "email", "apprise", "command"]
 
 _ERROR_ENV_LIMIT = 2_000
 _DETAIL_LIMIT = 500
 _PYTHON_TARGET = re.compile(
     r"python:(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<function>[A-Za-z_]\w*)"
 )
+# Printed as forms, not filled in: an error message must not echo the tokens.
+_CHAT_FORMS = {
+    "slack": ("Slack", "slack://T/B/C for https://hooks.slack.com/services/T/B/C"),
+    "discord": ("Discord", "discord://ID/TOKEN for https://discord.com/api/webhooks/ID/TOKEN"),
+}
 _VERBS = {"failure": "failed", "retry": "failed, will retry", "success": "succeeded"}
 
 
@@ -80,8 +98,10 @@ def target_kind(target: str) -> TargetKind:
         return "webhook"
     if lowered.startswith("python:"):
         return "python"
-    if lowered.startswith("mailto:"):
+    if lowered.startswith("mailto:") and not lowered.startswith("mailto://"):
         return "email"
+    if is_apprise_url(lowered):
+        return "apprise"
     return "command"
 
 
@@ -101,6 +121,16 @@ def check_target(target: str) -> None:
                 f"alert URL `{target}` has no host; write e.g. https://hooks.example.com/path",
                 field="alerts",
             )
+        if (chat := chat_webhook_as_apprise(target)) is not None:
+            # The webhook would answer every alert with HTTP 400: say so now, with the fix.
+            service, form = _CHAT_FORMS[chat.split("://", 1)[0]]
+            raise ScheduleError(
+                f"alert URL `{mask_url(target)}` is a {service} incoming webhook, which refuses "
+                f"nbflow's JSON; give it as the apprise URL {form}, with {INSTALL_HINT}",
+                field="alerts",
+            )
+    elif kind == "apprise":
+        check_apprise_target(target)
     elif kind == "python":
         if not _PYTHON_TARGET.fullmatch(target):
             raise ScheduleError(
@@ -291,10 +321,15 @@ def _send_command(target: str, data: dict[str, Any], store: Any, timeout: float)
     return "exit status 0"
 
 
+def _send_apprise(target: str, data: dict[str, Any], store: Any, timeout: float) -> str:
+    return send_apprise(target, data, timeout)
+
+
 _SENDERS: dict[str, Callable[[str, dict[str, Any], Any, float], str]] = {
     "webhook": _send_webhook,
     "python": _send_python,
     "email": _send_email,
+    "apprise": _send_apprise,
     "command": _send_command,
 }
 
@@ -334,7 +369,7 @@ def _body(data: dict[str, Any]) -> str:
 def _describe(exc: BaseException | str) -> str:
     if isinstance(exc, str):
         return exc
-    if isinstance(exc, _AlertFailed):
+    if isinstance(exc, _AlertFailed | AlertFailed):
         return str(exc)
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
@@ -349,14 +384,8 @@ def _clip(text: str) -> str:
 
 
 def _display(target: str) -> str:
-    """`target` for a log line, with any password in a URL hidden."""
-    if target_kind(target) != "webhook":
-        return target
-    try:
-        parts = urlsplit(target)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            return parts._replace(netloc=netloc).geturl()
-    except ValueError:
-        pass
+    """`target` for a log line, with what looks like a credential in a URL hidden (a
+    password, a token in the path or the query: see `alert_apprise.mask_url`)."""
+    if target_kind(target) in ("webhook", "apprise"):
+        return mask_url(target)
     return target

@@ -72,6 +72,20 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _ignored_names(text: str | None) -> tuple[str, ...]:
+    """`--ignore log_level,verbose` as names; a missing or malformed list is a `UsageError`."""
+    if text is None:
+        raise UsageError("%%task: --ignore needs a value: --ignore log_level,verbose")
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if not n.isidentifier()]
+    if not names or bad:
+        raise UsageError(
+            f"%%task: --ignore takes names separated by commas (--ignore log_level,verbose), "
+            f"not {text!r}"
+        )
+    return names
+
+
 @magics_class
 class NbflowMagics(Magics):
     """The magics; one instance per shell holds the task cells and run parameters."""
@@ -143,13 +157,73 @@ class NbflowMagics(Magics):
             fn = make_cell_function(cell.name, cell.source, cell.outputs, inputs, params, ns)
             upstream = sorted(set(inputs.values()))
             bindings = {f"__in_{i}": t for i, t in enumerate(upstream)}
-            task = pipe.task(fn, name=cell.name, inputs=bindings, **cell.options)
+            options = dict(cell.options)
+            if "ignore" in options:
+                options["ignore"] = self._ignored_params(cell, producers)
+            task = pipe.task(fn, name=cell.name, inputs=bindings, **options)
             task.cell = cell  # type: ignore[attr-defined]
             cell.signature = signature
 
     def bind_run(self, pipe: Pipeline, result: RunResult) -> None:
         """Bind the task cells' values of a run started elsewhere (the widget's buttons)."""
         self._bind(pipe, result, list(result.states))
+
+    def _ignored_params(
+        self, cell: CellTask, producers: dict[str, str], *, check: bool = False
+    ) -> tuple[str, ...]:
+        """The cell function's parameters that `--ignore` names: a run parameter by its name,
+        a name another task cell defines (or that cell's name) as that cell's whole input.
+
+        The key sees an upstream cell's whole value, so its input is left out only when every
+        name the cell reads from it is ignored. With `check`, anything that cannot be left out
+        raises `CellError` (when the cell is registered); later, when other cells change what
+        a name is, only what can be left out is (the rest counts, as it would without ignore).
+        """
+        ns = self._ns
+        wanted = set(cell.options.get("ignore", ()))
+        from_cell = {
+            n: producers[n]
+            for n in cell.reads
+            if n in producers and producers[n] != cell.name and n not in cell.outputs
+        }
+        upstream = sorted(set(from_cell.values()))
+        arg_for = {t: f"__in_{i}" for i, t in enumerate(upstream)}
+        out: list[str] = []
+        for name in sorted(wanted):
+            if name in arg_for:  # an upstream cell named directly
+                out.append(arg_for[name])
+            elif name in from_cell:
+                source = from_cell[name]
+                others = sorted(n for n, t in from_cell.items() if t == source and n not in wanted)
+                if not others:
+                    out.append(arg_for[source])
+                elif check:
+                    raise CellError(
+                        f"task cell `{cell.name}` ignores `{name}`, which comes from task cell "
+                        f"`{source}` with {', '.join(f'`{n}`' for n in others)}; the key sees "
+                        f"`{source}`'s whole value, so ignore all of them or name the cell: "
+                        f"--ignore {source}"
+                    )
+            elif name not in cell.reads or name in cell.outputs or name in _BUILTINS:
+                if check:
+                    from nbflow.core.errors import did_you_mean
+
+                    params = (n for n in cell.reads if n not in ns and n not in _BUILTINS)
+                    choices = sorted({*from_cell, *upstream, *params} - set(cell.outputs))
+                    raise CellError(
+                        f"task cell `{cell.name}` ignores `{name}`, which it does not read"
+                        f"{did_you_mean(name, choices)}; it can ignore: "
+                        f"{', '.join(choices) or 'nothing (it reads no parameter or input)'}"
+                    )
+            elif name not in ns:
+                out.append(name)  # a run parameter
+            elif check:
+                raise CellError(
+                    f"task cell `{cell.name}` ignores `{name}`, a notebook variable: its value "
+                    "counts as part of the cell's code; --ignore takes run parameters (`-p`) and "
+                    "names that other task cells define"
+                )
+        return tuple(sorted(set(out)))
 
     def _bind(self, pipe: Pipeline, result: RunResult, names: list[str]) -> None:
         """Put task cells' outputs into the notebook. A cached value already bound (same
@@ -177,10 +251,12 @@ class NbflowMagics(Magics):
         """Register this cell as a cached task, run it (and stale upstream cells), bind its outputs.
 
         %%task [NAME] [--retries N] [--retry-delay S] [--timeout S] [--no-cache] [--no-replay]
-               [--pipeline P]
+               [--ignore A,B] [--pipeline P]
 
         A cell loaded from the cache replays, in grey, what it printed when its value was
         computed (from the run history); `--no-replay` turns that off for the cell.
+        `--ignore log_level,verbose` names run parameters, inputs or upstream task cells the
+        cell reads whose values do not count in its cache key (the `ignore=` task option).
         """
         try:
             args = shlex.split(line)
@@ -196,6 +272,8 @@ class NbflowMagics(Magics):
                 options["cache"] = False
             elif arg == "--no-replay":  # a display choice, not a task option (no cache key)
                 replay = False
+            elif arg == "--ignore":
+                options["ignore"] = _ignored_names(next(it, None))
             elif arg in ("--retries", "--timeout", "--pipeline", "--retry-delay"):
                 value = next(it, None)
                 if value is None:
@@ -214,7 +292,8 @@ class NbflowMagics(Magics):
             elif arg.startswith("-"):
                 raise UsageError(
                     f"%%task: unknown option {arg}; usage: %%task [NAME] [--retries N] "
-                    "[--retry-delay S] [--timeout S] [--no-cache] [--no-replay] [--pipeline P]"
+                    "[--retry-delay S] [--timeout S] [--no-cache] [--no-replay] [--ignore A,B] "
+                    "[--pipeline P]"
                 )
             elif name is None:
                 if not arg.isidentifier():
@@ -275,6 +354,8 @@ class NbflowMagics(Magics):
                     f"a new name (e.g. `{n}_2 = ...`)"
                 )
         self._check_unique(pipe, new)
+        if "ignore" in options:  # before the cell is stored: a bad name must not stay behind
+            self._ignored_params(new, producers, check=True)
         old = self.cells.get((id(pipe), name))
         if old is not None and old.source == source and old.options == options:
             new.signature = old.signature

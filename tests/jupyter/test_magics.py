@@ -356,3 +356,51 @@ def test_a_cell_replays_only_its_own_output_not_its_upstreams(shell, capsys):
     shell.user_ns["bump"] = 1  # the downstream cell reruns; its upstream is loaded
     out = run(shell, down, capsys)
     assert "summing" in out and "extracting" not in out and "[nbflow] cached" not in out
+
+
+def test_ignore_option_leaves_a_run_parameter_and_an_upstream_cell_out_of_the_key(shell, capsys):
+    settings = "%%task\nopen(LOG, 'a').write('settings\\n')\nsettings = {'verbose': verbose}\n"
+    report = (
+        "%%task report --ignore log_level,settings\n"
+        "open(LOG, 'a').write('report\\n')\n"
+        "line = f'{day}: {len(settings)} ({log_level})'\n"
+    )
+    run(shell, "%nbflow run -p verbose=False -p day=d1 -p log_level=info", capsys)
+    run(shell, settings, capsys)
+    run(shell, report, capsys)
+    assert executions(shell) == ["settings", "report"]
+
+    # A new log level and new settings: the report is still loaded from the cache.
+    out = run(shell, "%nbflow run -p verbose=True -p log_level=debug", capsys)
+    assert "ran 1 (settings)" in out
+    out = run(shell, report, capsys)
+    assert "loaded from cache" in out
+    assert executions(shell) == ["settings", "report", "settings"]
+    out = run(shell, "%nbflow explain report", capsys)
+    assert "not in its key: upstream `settings`, `log_level` (ignore=)" in out
+
+    # `day` is not ignored: changing it reruns the cell.
+    out = run(shell, "%nbflow run report -p day=d2", capsys)
+    assert "ran 1 (report)" in out and shell.user_ns["line"] == "d2: 1 (debug)"
+
+
+def test_ignore_option_refuses_what_the_cell_cannot_leave_out(shell, capsys):
+    run(shell, "%%task pairs\npair_a = 1\npair_b = 2\n", capsys)
+    run(shell, "level = 'info'", capsys)
+
+    error = fails(shell, "%%task use --ignore log_levl\nout = pair_a + log_level\n")
+    assert str(error).startswith(
+        "task cell `use` ignores `log_levl`, which it does not read (did you mean `log_level`?)"
+    )
+    error = fails(shell, "%%task use --ignore pair_a\nout = pair_a + pair_b\n")
+    assert "comes from task cell `pairs` with `pair_b`" in str(error)
+    assert "--ignore pairs" in str(error)
+    error = fails(shell, "%%task use --ignore level\nout = pair_a + len(level)\n")
+    assert "`level`, a notebook variable" in str(error)
+    error = fails(shell, "%%task use --ignore\nout = 1\n")
+    assert type(error).__name__ == "UsageError" and "--ignore needs a value" in str(error)
+    error = fails(shell, "%%task use --ignore 'a b'\nout = 1\n")
+    assert type(error).__name__ == "UsageError" and "names separated by commas" in str(error)
+    # Nothing half-registered stays behind: the next cell runs.
+    run(shell, "%%task use --ignore pair_a,pair_b\nout = pair_a + pair_b\n", capsys)
+    assert shell.user_ns["out"] == 3

@@ -5,6 +5,10 @@ code fingerprint, `version=`, the digests of the run parameters the task
 takes, the *output digests* of its upstream tasks, the digests of watched
 files, and any extra identity (a notebook's code). Upstream output digests
 come from metadata records, so deciding freshness never unpickles a value.
+The parameters and inputs a task names in `ignore=` are left out of its key
+entirely (so a task without `ignore=` has the very key it always had), and a
+stale ignored upstream does not make the task stale; a decision's `note` lists
+them.
 
 Every task's code is fingerprinted when the plan begins, before any task
 runs, so each key sees the globals as the user left them; a global a task
@@ -168,6 +172,26 @@ class Planner:
             f"{'it is' if one else 'they are'} not part of its key"
         )
 
+    def ignore_note(self, task: Task) -> str:
+        """ "not in its key: `log_level` (ignore=)", or "" for a task that ignores nothing."""
+        if not task.options.ignore:
+            return ""
+        deps = self.graph.deps.get(task.name, {})
+        labels = []
+        for param in task.options.ignore:
+            upstream = deps.get(param)
+            if upstream is None or upstream == param:
+                labels.append(f"`{param}`")
+            elif param.startswith("__in_"):  # a task cell's input: named by its cell
+                labels.append(f"upstream `{upstream}`")
+            else:
+                labels.append(f"`{param}` from `{upstream}`")
+        return f"not in its key: {', '.join(labels)} (ignore=)"
+
+    def key_note(self, task: Task) -> str:
+        """What `task`'s key leaves out on purpose: the globals it updates, what it ignores."""
+        return "; ".join(n for n in (self.state_note(task), self.ignore_note(task)) if n)
+
     def param_value(self, task: Task, param: str) -> Any:
         if param in self.params:
             return self.params[param]
@@ -213,7 +237,10 @@ class Planner:
             f"nbflow-key-1|{len(self.pipeline)}:{self.pipeline}|{len(name)}:{name}|{fp.digest}|{opts.version!r}"
         ]
         params: dict[str, Digest] = {}
+        ignored = opts.ignore
         run_params = self.graph.run_params[name]
+        if ignored:
+            run_params = tuple(p for p in run_params if p not in ignored)
         if run_params:
             shorts = dict(shorts)
             for param in run_params:
@@ -226,13 +253,15 @@ class Planner:
                 material.append(f"p{len(param)}:{param}={digest}")
         inputs: dict[str, list[Any]] = {}
         for param, upstream in self.graph.deps[name].items():
+            if param in ignored:
+                continue
             d = upstream_digests.get(param) or "absent"
             inputs[param] = [upstream, d]
             material.append(f"i{len(param)}:{param}={len(upstream)}:{upstream}={d}")
         versions: dict[str, str] = {}
         for param in self.graph.resources.get(name, ()):
             version = self.resources[param].version
-            if version is not None:
+            if version is not None and param not in ignored:
                 versions[param] = version
                 material.append(f"r{len(param)}:{param}={version!r}")
         files: dict[str, str] = {}
@@ -259,7 +288,7 @@ class Planner:
         if versions:
             parts["resources"] = versions
         decision = Decision(name, False, "", key, None, parts, shorts)
-        decision.note = self.state_note(task)
+        decision.note = self.key_note(task)
         if volatile:
             decision.reason = f"always reruns: {volatile[0]}"
         elif opts.always_run:
@@ -311,10 +340,12 @@ class Planner:
                 continue
             digests: dict[str, Digest | None] = {}
             stale_up: Decision | None = None
+            ignored = self.tasks[name].options.ignore
             for param, upstream in self.graph.deps[name].items():
                 up = self.decisions[upstream]
                 if not up.fresh:
-                    stale_up = stale_up or up
+                    if param not in ignored:  # an ignored input's value is not in the key
+                        stale_up = stale_up or up
                     continue
                 assert up.record is not None
                 digests[param] = up.record["digest"]

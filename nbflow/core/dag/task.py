@@ -43,6 +43,9 @@ class TaskOptions:
     cache: bool = True
     ttl: float | None = None
     watch: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    """Parameters and inputs that do not count in the key (`log_level`, `verbose`): the task
+    still receives them, but a change of their value reruns nothing. Checked by `Task.create`."""
     version: str | None = None
     pool: str | None = None
     priority: int = 0
@@ -81,6 +84,12 @@ class TaskOptions:
         if isinstance(self.watch, str):
             self.watch = (self.watch,)
         self.watch = tuple(str(w) for w in self.watch)
+        if isinstance(self.ignore, str):
+            self.ignore = (self.ignore,)
+        if not all(isinstance(i, str) for i in self.ignore):
+            raise NbflowError("ignore= takes parameter names (strings), e.g. ignore=['log_level']")
+        # Sorted and unique: the option is a set, and its order must not matter anywhere.
+        self.ignore = tuple(sorted(set(self.ignore)))
         self.tags = tuple(self.tags)
         if isinstance(self.after, str):
             self.after = (self.after,)
@@ -154,6 +163,20 @@ class Task:
                 f"task `{name}` maps over `{options.map}`, which is not one of its parameters"
                 f"{did_you_mean(options.map, params)}; its parameters are: {', '.join(params) or 'none'}"
             )
+        for param in options.ignore:
+            if param not in params:
+                from nbflow.core.errors import did_you_mean
+
+                raise NbflowError(
+                    f"task `{name}` ignores `{param}`, which is not one of its parameters"
+                    f"{did_you_mean(param, params)}; ignore= names parameters or inputs of the "
+                    f"task, and its parameters are: {', '.join(params) or 'none'}"
+                )
+            if param == options.map:
+                raise NbflowError(
+                    f"task `{name}` maps over `{param}` and ignores it; the elements of a mapped "
+                    "parameter always count in the keys of its instances: drop it from ignore="
+                )
         if options.partitions is not None and "partition" not in params:
             raise NbflowError(
                 f"task `{name}` is partitioned, so it must take a parameter named `partition` "
@@ -179,4 +202,7 @@ def make_options(**kwargs: Any) -> TaskOptions:
     watch = kwargs.get("watch")
     if watch is not None and not isinstance(watch, str | Sequence):
         raise NbflowError("watch= takes a path, a glob, or a list of them")
+    ignore = kwargs.get("ignore")
+    if ignore is not None and not isinstance(ignore, str | Sequence):
+        raise NbflowError("ignore= takes a parameter name or a list of them")
     return TaskOptions(**{k: v for k, v in kwargs.items() if v is not None or k in ("timeout",)})

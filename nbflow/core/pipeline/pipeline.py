@@ -107,7 +107,8 @@ class Pipeline:
 
         Options: retries, retry_delay, backoff, jitter, max_retry_delay, timeout,
         trigger_rule, cache, ttl, watch, version, pool, priority, tags, owner,
-        description, identity, metadata (static facts, not in the key), after
+        description, identity, metadata (static facts, not in the key), ignore
+        (parameters and inputs that do not count in the key), after
         (tasks to run after without taking their value), map (a parameter to
         map over), branch, partitions.
         """
@@ -517,7 +518,7 @@ class Pipeline:
             else:
                 state = "stale"
             statuses[name] = TaskStatus(
-                name, state, d.reason, d.note or planner.state_note(self.tasks[name])
+                name, state, d.reason, d.note or planner.key_note(self.tasks[name])
             )
         return StatusReport(self.name, statuses)
 

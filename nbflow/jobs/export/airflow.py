@@ -363,7 +363,7 @@ def render_airflow_dag(job: JobExport) -> str:
     alert_comment = comment_block(
         [
             "Alerts: Airflow's task callbacks send the job's alerts through nbflow's senders",
-            "(webhook, python:, mailto:, command), with nbflow's payload ("
+            "(webhook, python:, mailto:, apprise URL, command), with nbflow's payload ("
             + ("; ".join(alerts) if alerts else "the job has none")
             + ").",
             "A failure alert is sent when the last try fails, as in nbflow.",
