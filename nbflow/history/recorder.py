@@ -264,6 +264,7 @@ class Recorder:
             "version": _version(),
             "parent": event.parent or os.environ.get(PARENT_ENV) or None,
             "heartbeat": event.time,
+            "graph": {"tasks": list(event.tasks), "edges": [list(e) for e in event.edges]},
         }
         run.reasons = dict(event.stale)
         try:
