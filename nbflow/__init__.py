@@ -122,6 +122,7 @@ __all__ = [
     "notebook_task",
     "pool",
     "record",
+    "report",
     "resource",
     "run",
     "run_notebook",
@@ -147,6 +148,7 @@ _LAZY = {
     "notebook_parameters": "nbflow.jobs.parameters",
     "record": "nbflow.jobs.record",
     "notebook_task": "nbflow.jobs.notebook_task",
+    "report": "nbflow.ui.report",
     "ThreadExecutor": "nbflow.core.parallel",
     "ProcessExecutor": "nbflow.core.parallel",
     "DaskExecutor": "nbflow.core.dask",
@@ -174,3 +176,4 @@ if TYPE_CHECKING:
     from nbflow.jobs.parameters import notebook_parameters
     from nbflow.jobs.record import record
     from nbflow.jupyter.extension import load_ipython_extension
+    from nbflow.ui.report import report
