@@ -462,8 +462,12 @@ footer { color: #9ca3af; font-size: 12px; margin: 24px 0; }
 {% endif %}
 {% for run in runs %}
 <section class="run depth-{{ run.depth }}" id="run-{{ run.id }}">
+{% if loop.first %}
+<h2>Summary</h2>
+{% else %}
 <h2>{{ run.name }} <span class="kind">{{ run.kind }} run <code>{{ run.id }}</code></span>
 <span class="state" style="background:{{ run.colour }}">{{ run.state }}</span></h2>
+{% endif %}
 <table class="summary">
 <tr><th>started</th><td>{{ run.started }}</td></tr>
 <tr><th>ended</th><td>{{ run.ended }}</td></tr>
@@ -501,7 +505,7 @@ footer { color: #9ca3af; font-size: 12px; margin: 24px 0; }
 <td><code>{{ t.name }}</code></td>
 <td class="swatch"><i style="background:{{ t.colour }}"></i>{{ t.state }}</td>
 <td>{{ t.duration }}</td>
-<td>{% if t.attempts %}{{ t.attempts|length }}{% for a in t.attempts %}{% if a.error or t.attempts|length > 1 %}<br>#{{ a.number }} {{ a.took }}{% if a.error %} <span class="error">{{ a.error }}</span>{% endif %}{% endif %}{% endfor %}{% else %}-{% endif %}</td>
+<td>{% if t.attempts %}{{ t.attempts|length }}{% for a in t.attempts %}{% if t.attempts|length > 1 %}<br>#{{ a.number }} {{ a.took }}{% if a.error %} <span class="error">{{ a.error }}</span>{% endif %}{% endif %}{% endfor %}{% else %}-{% endif %}</td>
 <td>{{ t.why }}</td>
 <td>{{ t.size }}{% if t.key %}<br><code class="note">{{ t.key }}</code>{% endif %}</td>
 <td>{% if t.log_size %}<a href="#log-{{ run.id }}-{{ loop.index }}">{{ t.log_size }}</a>{% else %}-{% endif %}</td>
