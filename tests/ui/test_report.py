@@ -148,6 +148,16 @@ def _failing_pipeline() -> nf.RunResult:
     def not_empty(value: list[int]) -> bool:
         return len(value) > 0
 
+    attempts = Path("attempts.txt")  # the test's cwd is its own folder
+
+    @nf.task(retries=1)
+    def flaky(clean: list[int]) -> int:
+        with attempts.open("a") as fh:
+            fh.write("x")
+        if len(attempts.read_text()) == 1:
+            raise ConnectionError("the API timed out")
+        return len(clean)
+
     @nf.task
     def publish(clean: list[int]) -> None:
         print("publishing", len(clean), "rows")
@@ -170,6 +180,7 @@ def test_a_pipeline_report_shows_tasks_states_reasons_logs_and_the_dag() -> None
     assert rows == {
         "extract": "done",
         "clean": "done",
+        "flaky": "done",
         "publish": "failed",
         "notify": "upstream_failed",
     }
@@ -182,13 +193,17 @@ def test_a_pipeline_report_shows_tasks_states_reasons_logs_and_the_dag() -> None
     assert "WARNING etl: source &lt;slow&gt; today" in text  # escaped, as text
     assert "<slow>" not in text
     assert "<details" in text and "open>" in text  # the failed task's log is unfolded
+    # Two attempts of `flaky`, the first one's error named.
+    flaky_row = text[text.index('data-task="flaky"') :]
+    flaky_row = flaky_row[: flaky_row.index("</tr>")]
+    assert "<td>2<br>#1" in flaky_row and "ConnectionError: the API timed out" in flaky_row
     # Output metadata and the check result.
     assert "<code>rows</code>" in text and "not_empty" in text and "passed" in text
     # The DAG: inline SVG, its nodes and the edges the run was planned with.
     svg = text[text.index("<svg") : text.index("</svg>")]
     for name in rows:
         assert f"<title>{name}</title>" in svg
-    assert svg.count('class="edge"') == 3
+    assert svg.count('class="edge"') == 4
     assert "#dc2626" in svg  # `publish` filled with the failed colour
     # The summary: parameters, host, nbflow version.
     assert "2024-05-01" in text and nf.__version__ in text
