@@ -919,6 +919,7 @@ _SETTINGS = {
     "smtp.starttls": bool,
     "smtp.from": str,
     "history.keep_days": int,
+    "alerts.report": bool,
 }
 
 

@@ -164,6 +164,7 @@ def notify(
             AlertOutcome(str(t), _safe_kind(t), False, f"not sent: {_describe(exc)}")
             for t in targets
         ]
+    _attach_report(data, run, store)
     for target in targets:
         kind = _safe_kind(target)
         try:
@@ -183,6 +184,35 @@ def notify(
         else:
             outcomes.append(AlertOutcome(str(target), kind, True, detail))
     return outcomes
+
+
+def _attach_report(data: dict[str, Any], run: RunRecord, store: RunStore | None) -> None:
+    """With the home's `alerts.report` setting on, write the report of this attempt of the
+    run (`<home>/reports/job-<run>-<attempt>.html`) and name it in the alert as `report`.
+
+    Off by default: a report renders the output notebook (about a second). Never raises: a
+    report that cannot be made (history off, the run not recorded) is logged, and the alert
+    goes without it.
+    """
+    history_id = f"job-{run.id}-{run.attempts}"  # the history's id of this attempt
+    try:
+        if store is None:
+            from nbflow.jobs.runstore import RunStore
+
+            store = RunStore()
+        if not (store.get_setting("alerts", {}) or {}).get("report"):
+            return
+        # The report belongs to the presentation layer: imported only when asked for.
+        from nbflow.ui.report import home_report_path, write_report
+
+        home = store.path.parent
+        path = write_report(history_id, home_report_path(home, history_id), private=True)
+    except Exception as exc:
+        logger.warning(
+            "no report for the alert of job %s run %s: %s", data["job"], run.id, _describe(exc)
+        )
+        return
+    data["report"] = str(path)
 
 
 # -- senders: each returns a short detail on success and raises on failure
@@ -263,6 +293,7 @@ def _send_command(target: str, data: dict[str, Any], store: Any, timeout: float)
         "NBFLOW_STATE": data["state"],
         "NBFLOW_ATTEMPTS": str(data["attempts"]),
         "NBFLOW_OUTPUT": data["output_path"] or "",
+        "NBFLOW_REPORT": data.get("report") or "",
         "NBFLOW_ERROR": (data["error"] or "")[:_ERROR_ENV_LIMIT],
         "NBFLOW_DURATION": "" if data["duration"] is None else str(data["duration"]),
     }

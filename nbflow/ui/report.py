@@ -80,8 +80,20 @@ def report(run_id: str) -> str:
     return _render(sections, parent=parent, cut=cut)
 
 
-def write_report(run_id: str, path: str | Path) -> Path:
-    """Write the report of run `run_id` to `path` (the file is replaced whole); returns it."""
+def home_report_path(home: Path, run_id: str) -> Path:
+    """Where the home keeps the report of run `run_id` (the one an alert names):
+    `<home>/reports/<run id>.html`, in a folder private to the user (0700, files 0600: a
+    report holds what the tasks printed). `nbflow history prune` removes it with its run."""
+    from nbflow.core.home import private_subdir
+
+    return private_subdir(home, "reports") / f"{run_id}.html"
+
+
+def write_report(run_id: str, path: str | Path, *, private: bool = False) -> Path:
+    """Write the report of run `run_id` to `path` (the file is replaced whole); returns it.
+
+    The file is readable as any file the user makes (the umask decides), unless `private`:
+    then it is 0600, as the home's own reports are."""
     import os
     import tempfile
 
@@ -100,8 +112,9 @@ def write_report(run_id: str, path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    # mkstemp makes the file 0600; a report is for reading by the people the user sends it to.
-    os.chmod(target, 0o644 & ~_umask())
+    if not private:
+        # mkstemp made it 0600; a report given a name is for the people the user sends it to.
+        os.chmod(target, 0o644 & ~_umask())
     return target
 
 
@@ -544,4 +557,4 @@ footer { color: #9ca3af; font-size: 12px; margin: 24px 0; }
 """
 
 
-__all__ = ["report", "write_report"]
+__all__ = ["home_report_path", "report", "write_report"]

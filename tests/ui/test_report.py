@@ -295,3 +295,62 @@ def test_the_cli_writes_the_report_and_refuses_an_unknown_run(tmp_path: Path) ->
 def test_nf_report_names_an_unknown_run() -> None:
     with pytest.raises(nf.NbflowError, match=r"no run `abc123`.*nbflow history"):
         nf.report("abc123")
+
+
+def test_an_alert_names_the_report_it_wrote_when_the_home_asks_for_it(
+    tmp_path: Path, home: Path
+) -> None:
+    nb = write_notebook(tmp_path / "fails.ipynb", 'date = "2024-01-01"', [IN_KERNEL, "1 / 0"])
+    told = tmp_path / "told.txt"
+    runner = CliRunner()
+    for args in (
+        ["settings", "set", "alerts.report", "true"],
+        [
+            "schedule",
+            "add",
+            "fragile",
+            str(nb),
+            "--cron",
+            "0 2 * * *",
+            "--on-failure",
+            f'printf %s "$NBFLOW_REPORT" > {told}',
+        ],
+    ):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    triggered = runner.invoke(cli, ["trigger", "fragile"])
+    assert triggered.exit_code == 1, triggered.output
+    [job] = nf.history("fragile", kind="job")
+    named = Path(told.read_text())
+    assert named == home / "reports" / f"{job.id}.html"
+    assert (named.stat().st_mode & 0o777, named.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    text = named.read_text(encoding="utf-8")
+    assert f'id="run-{job.id}"' in text and "ZeroDivisionError" in text
+    assert_self_contained(text)
+    # Pruning the run removes the report the alert wrote of it.
+    pruned = runner.invoke(cli, ["history", "prune", "--keep", "0"])
+    assert pruned.exit_code == 0, pruned.output
+    assert not named.exists()
+
+
+def test_without_the_setting_an_alert_writes_no_report(tmp_path: Path, home: Path) -> None:
+    nb = write_notebook(tmp_path / "fails.ipynb", None, ["1 / 0"])
+    told = tmp_path / "told.txt"
+    runner = CliRunner()
+    added = runner.invoke(
+        cli,
+        [
+            "schedule",
+            "add",
+            "fragile",
+            str(nb),
+            "--cron",
+            "0 2 * * *",
+            "--on-failure",
+            f'printf "[%s]" "$NBFLOW_REPORT" > {told}',
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    assert runner.invoke(cli, ["trigger", "fragile"]).exit_code == 1
+    assert told.read_text() == "[]"
+    assert not (home / "reports").exists()
