@@ -185,8 +185,8 @@ def _add_dag(section: _Section) -> None:
     edges = tuple(sorted({(u, d) for u, d in run.edges if u in known and d in known}))
     if not run.graph_tasks:
         section.dag_note = (
-            "this run was recorded before nbflow kept each run's graph: its tasks are drawn "
-            "without their dependencies"
+            "the history holds no graph of this run (it ended before it was written, or it "
+            "was recorded by an older nbflow): its tasks are drawn without their dependencies"
         )
     try:
         section.dag = layout(nodes, edges).static_svg(states)
