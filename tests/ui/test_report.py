@@ -354,3 +354,30 @@ def test_without_the_setting_an_alert_writes_no_report(tmp_path: Path, home: Pat
     assert runner.invoke(cli, ["trigger", "fragile"]).exit_code == 1
     assert told.read_text() == "[]"
     assert not (home / "reports").exists()
+
+
+def test_a_sub_pipeline_run_is_in_its_outer_runs_report() -> None:
+    inner = nf.Pipeline("inner_flow")
+    inner.task(lambda: [3, 1, 2], name="numbers")
+    outer = nf.Pipeline("outer_flow")
+    outer.subpipeline(inner, name="nested")
+    outer.task(lambda nested: sorted(nested["numbers"]), name="ordered")
+    r = outer.run()
+    [sub] = children(r.run_id)
+    assert sub.name == "inner_flow"
+    text = nf.report(r.run_id)
+    assert f'<section class="run depth-1" id="run-{sub.id}">' in text
+    assert 'data-task="numbers" data-state="done"' in text
+    assert text.count("<svg") == 2  # each run its own DAG
+
+
+def test_names_from_the_run_cannot_inject_markup() -> None:
+    hostile = '<img src=x onerror="alert(1)">'
+    pipe = nf.Pipeline(f"etl {hostile}")
+    pipe.task(lambda day: day, name=hostile)
+    pipe.task(lambda x: x, name="after", inputs={"x": hostile})
+    r = pipe.run(params={"day": hostile})
+    text = nf.report(r.run_id)
+    assert "<img" not in text  # in the task table, the summary, the parameters and the SVG
+    assert text.count("&lt;img src=x onerror=") >= 4
+    assert_self_contained(text)
