@@ -75,8 +75,8 @@ def report(run_id: str) -> str:
     pipeline runs inside it. Raises `NbflowError` for a run id the history does not know.
     """
     run = get_run(run_id)
-    sections, cut = _sections(run)
     parent = _parent_of(run)
+    sections, cut = _sections(run, parent)
     return _render(sections, parent=parent, cut=cut)
 
 
@@ -129,7 +129,7 @@ def _umask() -> int:
 # --- gathering ------------------------------------------------------------------------------
 
 
-def _sections(run: RunRecord) -> tuple[list[_Section], int]:
+def _sections(run: RunRecord, parent: RunRecord | None) -> tuple[list[_Section], int]:
     """The run and, depth first, the runs it started; and how many were left out."""
     out: list[_Section] = []
     seen: set[str] = set()
@@ -153,7 +153,7 @@ def _sections(run: RunRecord) -> tuple[list[_Section], int]:
         for child in section.children:
             visit(child, depth + 1, record)
 
-    visit(run, 0, _parent_of(run))
+    visit(run, 0, parent)
     return out, cut
 
 
@@ -201,11 +201,26 @@ def _add_notebook(section: _Section, parent: RunRecord | None) -> None:
     run = section.run
     if run.kind not in ("notebook", "job"):
         return
+    job: RunRecord | None = None  # the job run whose attempt this is
+    if run.kind == "job":
+        job = run
+    elif parent is not None and parent.kind == "job":
+        job = parent
+    later = _next_attempt(job) if job is not None else None
+    if job is not None and later is not None:
+        # Every attempt of a job run publishes its notebook under the same path: this
+        # attempt's was replaced by the next one's.
+        section.notebook_path = job.output
+        section.notebook_note = (
+            f"this attempt's output notebook was replaced by the one of the next attempt, "
+            f"run {later} (a job keeps its last attempt's notebook)"
+        )
+        return
     candidates = [run.output]
     # A job's notebook run wrote an attempt's working copy, published afterwards under the
     # job run's output path.
-    if parent is not None and parent.kind == "job":
-        candidates.append(parent.output)
+    if job is not None and job is not run:
+        candidates.append(job.output)
     paths = [Path(p) for p in candidates if p]
     found = next((p for p in paths if p.is_file()), None)
     if found is None:
@@ -224,6 +239,21 @@ def _add_notebook(section: _Section, parent: RunRecord | None) -> None:
         section.notebook = _restrict(notebook_html(found))
     except NbflowError as exc:
         section.notebook_note = str(exc)
+
+
+def _next_attempt(job: RunRecord) -> str | None:
+    """The history id of the attempt after job run `job` (`job-<run>-<attempt>`), if it ran."""
+    import re
+
+    match = re.fullmatch(r"job-(\d+)-(\d+)", job.id)
+    if match is None:
+        return None
+    later = f"job-{match[1]}-{int(match[2]) + 1}"
+    try:
+        found = get_run(later)
+    except NbflowError:
+        return None
+    return later if found.id == later else None
 
 
 def _restrict(document: str) -> str:
@@ -511,7 +541,7 @@ footer { color: #9ca3af; font-size: 12px; margin: 24px 0; }
 {% if run.tasks %}
 <h3>Tasks</h3>
 <table class="tasks">
-<thead><tr><th>task</th><th>state</th><th>duration</th><th>attempts</th><th>why it ran</th><th>value</th><th>log</th></tr></thead>
+<thead><tr><th>task</th><th>state</th><th>duration</th><th>attempts</th><th>why it ran (or did not)</th><th>value</th><th>log</th></tr></thead>
 <tbody>
 {% for t in run.tasks %}
 <tr class="task" data-task="{{ t.name }}" data-state="{{ t.state }}">

@@ -381,3 +381,42 @@ def test_names_from_the_run_cannot_inject_markup() -> None:
     assert "<img" not in text  # in the task table, the summary, the parameters and the SVG
     assert text.count("&lt;img src=x onerror=") >= 4
     assert_self_contained(text)
+
+
+def test_a_retried_job_attempt_does_not_show_the_next_attempts_notebook(tmp_path: Path) -> None:
+    marker = tmp_path / "tried"
+    first_fails = (
+        "from pathlib import Path\n"
+        f"marker = Path({str(marker)!r})\n"
+        "if not marker.exists():\n"
+        "    marker.write_text('once')\n"
+        "    raise RuntimeError('first attempt fails')\n"
+        "print('second attempt works')"
+    )
+    nb = write_notebook(tmp_path / "flaky.ipynb", None, [first_fails])
+    runner = CliRunner()
+    added = runner.invoke(
+        cli,
+        [
+            "schedule",
+            "add",
+            "flaky",
+            str(nb),
+            "--cron",
+            "0 2 * * *",
+            "--retries",
+            "1",
+            "--retry-delay",
+            "0",
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    triggered = runner.invoke(cli, ["trigger", "flaky"])
+    assert triggered.exit_code == 0, triggered.output
+    second, first = nf.history("flaky", kind="job")
+    assert (first.state, second.state) == ("failed", "ok")
+    text = nf.report(first.id)
+    assert parse(text).frames == []
+    assert f"replaced by the one of the next attempt, run {second.id}" in text
+    [frame] = parse(nf.report(second.id)).frames
+    assert "second attempt works" in (frame["srcdoc"] or "")
