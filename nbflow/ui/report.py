@@ -177,17 +177,24 @@ def _add_dag(section: _Section) -> None:
     from nbflow.jupyter.render import GraphvizMissing, layout
 
     run = section.run
-    if run.kind != "pipeline" or not (run.graph_tasks or run.tasks):
+    if run.kind != "pipeline":
+        return
+    if not run.graph_tasks:
+        # The graph is written with the run's end (off the run's thread: see the recorder).
+        section.dag_note = (
+            "the run has not ended: its graph is written when it does; the tasks it finished "
+            "so far are below"
+            if run.state == "running"
+            else "the history holds no graph of this run (its process died before writing "
+            "it, or an older nbflow recorded it): its tasks are drawn without their "
+            "dependencies"
+        )
+    if not (run.graph_tasks or run.tasks):
         return
     states = _states(run)
     nodes = tuple(states)
     known = set(nodes)
     edges = tuple(sorted({(u, d) for u, d in run.edges if u in known and d in known}))
-    if not run.graph_tasks:
-        section.dag_note = (
-            "the history holds no graph of this run (it ended before it was written, or it "
-            "was recorded by an older nbflow): its tasks are drawn without their dependencies"
-        )
     try:
         section.dag = layout(nodes, edges).static_svg(states)
     except GraphvizMissing as exc:

@@ -420,3 +420,26 @@ def test_a_retried_job_attempt_does_not_show_the_next_attempts_notebook(tmp_path
     assert f"replaced by the one of the next attempt, run {second.id}" in text
     [frame] = parse(nf.report(second.id)).frames
     assert "second attempt works" in (frame["srcdoc"] or "")
+
+
+def test_a_running_run_has_a_report_too() -> None:
+    from nbflow.core.events import current_run
+
+    seen: dict[str, str] = {}
+
+    @nf.task
+    def first() -> int:
+        print("first is done")
+        return 1
+
+    @nf.task
+    def snapshot(first: int) -> int:
+        # The report of the run this task is part of, made while it runs.
+        seen["text"] = nf.report(current_run.get() or "")
+        return first
+
+    nf.run()
+    text = seen["text"]
+    assert '<span class="state" style="background:#3b82f6">running</span>' in text
+    assert "the run has not ended: its graph is written when it does" in text
+    assert_self_contained(text)
