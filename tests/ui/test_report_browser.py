@@ -1,11 +1,17 @@
 """A report opened in a real browser (headless Debian Chromium through Playwright): the
 notebook's scripts run inside their sandboxed frame and cannot read the report around them,
-and the alert one of them calls never opens. A screenshot goes to `test-artifacts/`."""
+the alert one of them calls never opens, and nothing it asks for reaches a server (a real
+one on 127.0.0.1 that answers everything and counts the requests). A screenshot goes to
+`test-artifacts/`."""
 
 from __future__ import annotations
 
 import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +21,10 @@ from tests.conftest import ROOT
 from tests.jobs.notebooks import write_notebook
 from tests.ui.test_report import HOSTILE, IN_KERNEL
 
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = ROOT / "test-artifacts"
+
 # The pipeline in the kernel gets a task that fails (the notebook goes on: the run does not
 # raise), so the screenshot shows a failed task with its log.
 FAILING = IN_KERNEL.replace(
@@ -23,18 +33,61 @@ FAILING = IN_KERNEL.replace(
     "    print('publishing', total)\n    raise RuntimeError('the warehouse is read-only')\n\np.run(",
 ).replace("})", "}, raise_on_failure=False)")
 
-pytestmark = pytest.mark.browser
+# Outputs that try to send what they see out: an image and a fetch, to the test's server.
+# Each writes what happened into an element of its own.
+PHONE_HOME = '''
+from IPython.display import HTML, display
+display(HTML("""<div id="img">image not tried</div>
+<img src="http://127.0.0.1:PORT/img"
+ onerror="document.getElementById('img').textContent = 'image refused'"
+ onload="document.getElementById('img').textContent = 'image loaded'">
+<div id="fetch">fetch not tried</div><script>
+fetch("http://127.0.0.1:PORT/fetch").then(
+  () => { document.getElementById("fetch").textContent = "fetched"; },
+  (e) => { document.getElementById("fetch").textContent = "fetch refused: " + e.name; });
+</script>"""))
+'''
 
-ARTIFACTS = ROOT / "test-artifacts"
+UNTOUCHED = {"#probe": "probe did not run", "#img": "image not tried", "#fetch": "fetch not tried"}
 
 
-def test_a_notebook_script_in_the_report_cannot_read_the_report(tmp_path: Path) -> None:
+class _Counting(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def listener() -> Iterator[ThreadingHTTPServer]:
+    """A server on 127.0.0.1 that answers every GET and keeps the paths asked for."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+    server.paths = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_notebook_script_in_the_report_cannot_read_the_report(
+    tmp_path: Path, listener: ThreadingHTTPServer
+) -> None:
     from playwright.sync_api import sync_playwright
 
+    port = str(listener.server_address[1])
     nb = write_notebook(
         tmp_path / "hostile.ipynb",
         'date = "2024-01-01"',
-        [FAILING, HOSTILE],
+        [FAILING, HOSTILE, PHONE_HOME.replace("PORT", port)],
         markdown="# Nightly load\nA notebook whose outputs try to reach the page around them.",
     )
     nr = nf.run_notebook(nb, parameters={"date": "2024-02-03"})
@@ -51,16 +104,26 @@ def test_a_notebook_script_in_the_report_cannot_read_the_report(tmp_path: Path) 
             dialogs: list[str] = []
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(target.as_uri())
-            page.wait_for_selector("iframe.notebook")
-            frame = page.frame_locator("iframe.notebook")
-            probe = frame.locator("#probe")
-            # The script ran (the text changed) and was refused the parent's document.
-            probe.wait_for(state="attached")
-            page.wait_for_function(
-                "() => document.querySelector('iframe.notebook').contentWindow !== null"
-            )
-            text = probe.text_content(timeout=10_000)
-            assert text == "blocked: SecurityError", text
+            frame = page.wait_for_selector("iframe.notebook").content_frame()
+            assert frame is not None
+            # Wait until each hostile output has tried (its element's text changed).
+            for selector, before in UNTOUCHED.items():
+                frame.wait_for_function(
+                    "([s, t]) => { const e = document.querySelector(s);"
+                    " return e !== null && e.textContent !== t; }",
+                    arg=[selector, before],
+                    timeout=15_000,
+                )
+            seen = {s: frame.locator(s).text_content() for s in UNTOUCHED}
+            assert seen == {
+                # The script ran, and was refused the report's document.
+                "#probe": "blocked: SecurityError",
+                # The content policy the frame inherits refused both requests...
+                "#img": "image refused",
+                "#fetch": "fetch refused: TypeError",
+            }, seen
+            # ... and the server, which would have answered them, was never asked.
+            assert listener.paths == []  # type: ignore[attr-defined]
             assert dialogs == []  # sandbox without allow-modals: alert(1) never opened
             # Nothing of the frame's reached the report's own page.
             assert page.evaluate("() => document.title").startswith("nbflow report: notebook")
