@@ -69,6 +69,17 @@ from nbflow.core.result import RunFailed, RunResult, StatusReport, TaskStatus
 
 # Importing the history registers its recorder as a listener of every run.
 from nbflow.history.api import history, last_run
+from nbflow.jobs.hooks import set_report_writer as _set_report_writer
+
+
+def _write_alert_report(run_id: str, home: Path) -> Path:
+    """An alert's report (jobs/alerts.py, `alerts.report` setting), made by the ui layer."""
+    from nbflow.ui.report import home_report_path, write_report
+
+    return write_report(run_id, home_report_path(home, run_id), private=True)
+
+
+_set_report_writer(_write_alert_report)
 
 __version__ = "0.1.0"
 
@@ -124,6 +135,7 @@ __all__ = [
     "notebook_task",
     "pool",
     "record",
+    "report",
     "resource",
     "run",
     "run_notebook",
@@ -149,6 +161,7 @@ _LAZY = {
     "notebook_parameters": "nbflow.jobs.parameters",
     "record": "nbflow.jobs.record",
     "notebook_task": "nbflow.jobs.notebook_task",
+    "report": "nbflow.ui.report",
     "ThreadExecutor": "nbflow.core.executors.parallel",
     "ProcessExecutor": "nbflow.core.executors.parallel",
     "DaskExecutor": "nbflow.core.executors.dask",
@@ -169,6 +182,8 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from nbflow.core.executors.dask import DaskExecutor
     from nbflow.core.executors.parallel import ProcessExecutor, ThreadExecutor
     from nbflow.jobs.notebook import run_notebook
@@ -176,3 +191,4 @@ if TYPE_CHECKING:
     from nbflow.jobs.parameters import notebook_parameters
     from nbflow.jobs.record import record
     from nbflow.jupyter.extension import load_ipython_extension
+    from nbflow.ui.report import report

@@ -925,6 +925,7 @@ _SETTINGS = {
     "smtp.starttls": bool,
     "smtp.from": str,
     "history.keep_days": int,
+    "alerts.report": bool,
 }
 
 
@@ -1105,6 +1106,22 @@ def export_prefect(name: str, output: str) -> None:
 from nbflow.history.cli import register as _register_history  # noqa: E402
 
 _register_history(cli)  # `nbflow history`, `nbflow history show|prune`, `nbflow logs`
+
+
+@cli.command("report")
+@click.argument("run_id")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="File to write [default: report-RUN_ID.html].",
+)
+def report_command(run_id: str, output: str | None) -> None:
+    """Write one self-contained HTML report of run RUN_ID (an id from `nbflow history`)."""
+    from nbflow.ui.report import write_report
+
+    target = write_report(run_id, output or f"report-{run_id}.html")
+    click.echo(f"report of run {run_id} -> {target}")
 
 
 def main() -> None:

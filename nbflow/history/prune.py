@@ -2,8 +2,9 @@
 
 Policy: a run goes when it is older than `older_than` seconds, or when it is not
 among the `keep` newest runs of its name; a run still `running` never goes.
-With a run go its task rows, its log folder and, for a notebook run, the
-executed notebook it wrote inside the home (a file elsewhere is the user's).
+With a run go its task rows, its log folder, the report an alert wrote of it
+(`<home>/reports/`) and, for a notebook run, the executed notebook it wrote
+inside the home (a file elsewhere is the user's).
 The cache is never touched: a cached value stays for the runs that need it,
 and `nbflow cache gc` decides about values.
 """
@@ -73,6 +74,9 @@ def prune(
         output = row.get("output")
         if output and Path(output).is_relative_to(home) and Path(output).is_file():
             report.files.append(Path(output))
+        written = home / "reports" / f"{row['id']}.html"  # the report an alert named
+        if written.is_file():
+            report.files.append(written)
     if dry_run:
         return report
     # Rows first: a file left behind by a crash here is unreferenced garbage, never a record

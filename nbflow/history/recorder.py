@@ -100,6 +100,7 @@ class _Run:
         "broken",
         "cached",
         "checks",
+        "graph",
         "home",
         "id",
         "last_flush",
@@ -115,6 +116,7 @@ class _Run:
     def __init__(self, run_id: str, name: str, home: Path, store: HistoryStore) -> None:
         self.id, self.name, self.home, self.store = run_id, name, home, store
         self.row: dict[str, Any] = {}
+        self.graph: dict[str, Any] | None = None
         self.reasons: dict[str, str] = {}
         self.started: dict[str, float] = {}
         self.attempts: dict[str, list[dict[str, Any]]] = {}
@@ -265,6 +267,10 @@ class Recorder:
             "parent": event.parent or os.environ.get(PARENT_ENV) or None,
             "heartbeat": event.time,
         }
+        # Written with the run's end, encoded on the writer thread: the graph of a 1,000-task
+        # pipeline is ~40 KB of JSON, too dear for the start of every (cached) rerun. A run
+        # killed mid-way is reported without its edges.
+        run.graph = {"tasks": event.tasks, "edges": event.edges}
         run.reasons = dict(event.stale)
         try:
             store.write(runs=[run.row])
@@ -431,6 +437,7 @@ class Recorder:
             duration=event.duration,
             heartbeat=event.time,
             error=event.aborted or _first_error(event.states, run) or None,
+            graph=run.graph,
         )
         if event.cached:
             row["cached_tasks"] = [

@@ -123,6 +123,11 @@ class RunRecord:
     output: str | None = None
     """A notebook run's executed output notebook (its log)."""
     tasks: tuple[TaskRecord, ...] = field(default=())
+    graph_tasks: tuple[str, ...] = ()
+    """A pipeline run's tasks in topological order, as the run planned them (runs recorded
+    before nbflow kept the graph: empty)."""
+    edges: tuple[tuple[str, str], ...] = ()
+    """A pipeline run's dependencies: (upstream, downstream) pairs."""
 
     @property
     def ok(self) -> bool:
@@ -143,6 +148,7 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, Any], tasks: list[dict[str, Any]]) -> RunRecord:
+        graph = row.get("graph") or {}
         return cls(
             id=row["id"],
             kind=row["kind"],
@@ -160,6 +166,8 @@ class RunRecord:
             error=row.get("error") or "",
             output=row.get("output"),
             tasks=tuple(TaskRecord.from_row(t) for t in tasks),
+            graph_tasks=tuple(graph.get("tasks") or ()),
+            edges=tuple((str(u), str(d)) for u, d in graph.get("edges") or ()),
         )
 
     def to_dict(self) -> dict[str, Any]:

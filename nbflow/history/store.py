@@ -56,6 +56,7 @@ RUN_COLUMNS = (
     "error",
     "output",
     "cached_tasks",
+    "graph",
 )
 TASK_COLUMNS = (
     "run_id",
@@ -79,7 +80,7 @@ TASK_COLUMNS = (
     "log_dropped",
     "log_limit",
 )
-_JSON_COLUMNS = frozenset({"params", "attempts", "metadata", "checks", "cached_tasks"})
+_JSON_COLUMNS = frozenset({"params", "attempts", "metadata", "checks", "cached_tasks", "graph"})
 
 _TASK_JSON = tuple((c, c in _JSON_COLUMNS) for c in TASK_COLUMNS)
 
@@ -116,6 +117,12 @@ MIGRATIONS: list[str] = [
     # metadata], ...].
     """
     ALTER TABLE runs ADD COLUMN cached_tasks TEXT;
+    """,
+    # 3 -> 4: a pipeline run's graph as its `RunStarted` named it, {"tasks": [...in
+    # topological order], "edges": [[up, down], ...]}: a report draws the DAG from the
+    # history alone (the pipeline may be gone, its cache elsewhere).
+    """
+    ALTER TABLE runs ADD COLUMN graph TEXT;
     """,
 ]
 VERSION = len(MIGRATIONS)

@@ -39,15 +39,17 @@ import smtplib
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from nbflow.jobs import hooks
 from nbflow.jobs.alert_apprise import (
     INSTALL_HINT,
     AlertFailed,
+    add_alert_link,
     chat_webhook_as_apprise,
     check_apprise_target,
     is_apprise_url,
@@ -194,6 +196,7 @@ def notify(
             AlertOutcome(str(t), _safe_kind(t), False, f"not sent: {_describe(exc)}")
             for t in targets
         ]
+    _attach_report(data, run, store)
     for target in targets:
         kind = _safe_kind(target)
         try:
@@ -213,6 +216,42 @@ def notify(
         else:
             outcomes.append(AlertOutcome(str(target), kind, True, detail))
     return outcomes
+
+
+def _attach_report(data: dict[str, Any], run: RunRecord, store: RunStore | None) -> None:
+    """With the home's `alerts.report` setting on, write the report of this attempt of the
+    run (`<home>/reports/job-<run>-<attempt>.html`) and name it in the alert as `report`.
+
+    Off by default: a report renders the output notebook (about a second). Never raises: a
+    report that cannot be made (history off, the run not recorded) is logged, and the alert
+    goes without it.
+    """
+    history_id = f"job-{run.id}-{run.attempts}"  # the history's id of this attempt
+    try:
+        if store is None:
+            from nbflow.jobs.runstore import RunStore
+
+            store = RunStore()
+        if not (store.get_setting("alerts", {}) or {}).get("report"):
+            return
+        # The report belongs to the presentation layer, which gives its writer as a hook.
+        if hooks.report_writer is None:
+            raise RuntimeError("no report writer is set (nbflow.ui is not installed)")
+        path = hooks.report_writer(history_id, store.path.parent)
+    except Exception as exc:
+        logger.warning(
+            "no report for the alert of job %s run %s: %s", data["job"], run.id, _describe(exc)
+        )
+        return
+    data["report"] = str(path)
+
+
+def _report_link(data: Mapping[str, Any]) -> Mapping[str, str]:
+    """An apprise message names the run's report when the alert made one."""
+    return {"report": data["report"]} if data.get("report") else {}
+
+
+add_alert_link(_report_link)
 
 
 # -- senders: each returns a short detail on success and raises on failure
@@ -293,6 +332,7 @@ def _send_command(target: str, data: dict[str, Any], store: Any, timeout: float)
         "NBFLOW_STATE": data["state"],
         "NBFLOW_ATTEMPTS": str(data["attempts"]),
         "NBFLOW_OUTPUT": data["output_path"] or "",
+        "NBFLOW_REPORT": data.get("report") or "",
         "NBFLOW_ERROR": (data["error"] or "")[:_ERROR_ENV_LIMIT],
         "NBFLOW_DURATION": "" if data["duration"] is None else str(data["duration"]),
     }
