@@ -15,7 +15,9 @@ defines it once that cell has been executed.
 
 from __future__ import annotations
 
+import argparse
 import ast
+import re
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from nbflow.core.capture import ReplayListener
 from nbflow.core.errors import DuplicateOutputError, MissingParameterError
@@ -72,18 +75,53 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _ignored_names(text: str | None) -> tuple[str, ...]:
-    """`--ignore log_level,verbose` as names; a missing or malformed list is a `UsageError`."""
-    if text is None:
-        raise UsageError("%%task: --ignore needs a value: --ignore log_level,verbose")
+def _ignored_names(text: str) -> tuple[str, ...]:
+    """`--ignore log_level,verbose` as names."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     bad = [n for n in names if not n.isidentifier()]
     if not names or bad:
-        raise UsageError(
-            f"%%task: --ignore takes names separated by commas (--ignore log_level,verbose), "
-            f"not {text!r}"
+        raise argparse.ArgumentTypeError(
+            f"takes names separated by commas (--ignore log_level,verbose), not {text!r}"
         )
     return names
+
+
+def _task_name(text: str) -> str:
+    if not text.isidentifier():
+        raise argparse.ArgumentTypeError(f"the task name {text!r} must be a Python identifier")
+    return text
+
+
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number, not {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a number, not {text!r}") from None
+
+
+def _parse_magic_args(magic: Any, usage: str, line: str) -> argparse.Namespace:
+    """`line` parsed by the magic's generated parser (its help is `%%task?`), with argparse's
+    wording turned into one line that names the magic and the option."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        text = str(exc)
+        if m := re.match(r"argument (\S+): expected one argument", text):
+            text = f"{m[1].split('/')[-1]} needs a value"
+        elif m := re.match(r"argument (\S+): (.*)", text):
+            text = m[2] if m[1] == "name" else f"{m[1].split('/')[-1]} {m[2]}"
+        elif text.startswith("unrecognized arguments:"):
+            text = f"{text}; see {usage}? for the options"
+        raise UsageError(f"{usage}: {text}") from None
+    except ValueError as exc:  # an unclosed quote
+        raise UsageError(f"{usage}: {exc}") from None
 
 
 @magics_class
@@ -247,62 +285,48 @@ class NbflowMagics(Magics):
     # --- %%task ----------------------------------------------------------------
 
     @cell_magic
+    @magic_arguments(name="%task")  # IPython adds one %: the usage line says %%task
+    @argument(
+        "name",
+        nargs="?",
+        type=_task_name,
+        help="the task's name (default: the first "
+        "name the cell defines, or the name it had in this cell before)",
+    )
+    @argument("--retries", type=_count, metavar="N", help="attempts after the first on failure")
+    @argument("--retry-delay", type=_seconds, metavar="S", help="seconds between attempts")
+    @argument("--timeout", type=_seconds, metavar="S", help="fail an attempt after S seconds")
+    @argument("--no-cache", action="store_true", help="always run; never store the value")
+    @argument(
+        "--no-replay",
+        action="store_true",
+        help="do not replay what a cached cell printed when it was computed",
+    )
+    @argument(
+        "--ignore",
+        type=_ignored_names,
+        metavar="A,B",
+        help="run parameters, inputs or upstream cells left out of the cache key",
+    )
+    @argument("--pipeline", metavar="P", help="the pipeline to register in (default: default)")
     def task(self, line: str, cell: str) -> Any:
         """Register this cell as a cached task, run it (and stale upstream cells), bind its outputs.
-
-        %%task [NAME] [--retries N] [--retry-delay S] [--timeout S] [--no-cache] [--no-replay]
-               [--ignore A,B] [--pipeline P]
 
         A cell loaded from the cache replays, in grey, what it printed when its value was
         computed (from the run history); `--no-replay` turns that off for the cell.
         `--ignore log_level,verbose` names run parameters, inputs or upstream task cells the
         cell reads whose values do not count in its cache key (the `ignore=` task option).
         """
-        try:
-            args = shlex.split(line)
-        except ValueError as exc:
-            raise UsageError(f"%%task: {exc}") from exc
-        name: str | None = None
+        args = _parse_magic_args(self.task, "%%task", line)
         options: dict[str, Any] = {}
-        pipeline_name: str | None = None
-        replay = True
-        it = iter(args)
-        for arg in it:
-            if arg == "--no-cache":
-                options["cache"] = False
-            elif arg == "--no-replay":  # a display choice, not a task option (no cache key)
-                replay = False
-            elif arg == "--ignore":
-                options["ignore"] = _ignored_names(next(it, None))
-            elif arg in ("--retries", "--timeout", "--pipeline", "--retry-delay"):
-                value = next(it, None)
-                if value is None:
-                    raise UsageError(f"%%task: {arg} needs a value")
-                try:
-                    if arg == "--retries":
-                        options["retries"] = int(value)
-                    elif arg == "--timeout":
-                        options["timeout"] = float(value)
-                    elif arg == "--retry-delay":
-                        options["retry_delay"] = float(value)
-                    else:
-                        pipeline_name = value
-                except ValueError as exc:
-                    raise UsageError(f"%%task: {arg} takes a number, not {value!r}") from exc
-            elif arg.startswith("-"):
-                raise UsageError(
-                    f"%%task: unknown option {arg}; usage: %%task [NAME] [--retries N] "
-                    "[--retry-delay S] [--timeout S] [--no-cache] [--no-replay] [--ignore A,B] "
-                    "[--pipeline P]"
-                )
-            elif name is None:
-                if not arg.isidentifier():
-                    raise UsageError(f"%%task: the task name {arg!r} must be a Python identifier")
-                name = arg
-            else:
-                raise UsageError(f"%%task: unexpected argument {arg!r}; give one NAME at most")
-        pipe = self._pipeline(pipeline_name)
-        return self._register(pipe, cell, name, options, replay=replay)
+        if args.no_cache:
+            options["cache"] = False
+        for option in ("retries", "timeout", "retry_delay", "ignore"):
+            if getattr(args, option) is not None:
+                options[option] = getattr(args, option)
+        pipe = self._pipeline(args.pipeline)
+        # --no-replay is a display choice, not a task option (it is not in the cache key)
+        return self._register(pipe, cell, args.name, options, replay=not args.no_replay)
 
     def _register(
         self,

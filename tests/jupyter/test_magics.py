@@ -404,3 +404,25 @@ def test_ignore_option_refuses_what_the_cell_cannot_leave_out(shell, capsys):
     # Nothing half-registered stays behind: the next cell runs.
     run(shell, "%%task use --ignore pair_a,pair_b\nout = pair_a + pair_b\n", capsys)
     assert shell.user_ns["out"] == 3
+
+
+def test_task_help_is_generated_from_its_options() -> None:
+    """`%%task?` shows IPython's generated help: every option with what it does."""
+    from nbflow.jupyter.magics import NbflowMagics
+
+    doc = NbflowMagics.task.__doc__ or ""
+    assert doc.lstrip(": \n").startswith("%%task [--retries N]")
+    for option in ("--retry-delay S", "--timeout S", "--no-cache", "--no-replay", "--pipeline P"):
+        assert option in doc
+    assert "left out of the" in doc and "cache key" in doc  # --ignore's help
+
+
+def test_bad_task_arguments_are_one_line_naming_the_option(shell: Any, capsys) -> None:
+    for line, message in [
+        ("--retries x", "%%task: --retries takes a number, not 'x'"),
+        ("--timeout", "%%task: --timeout needs a value"),
+        ("9lives", "%%task: the task name '9lives' must be a Python identifier"),
+        ("a b", "%%task: unrecognized arguments: b; see %%task? for the options"),
+    ]:
+        error = fails(shell, f"%%task {line}\nout = 1\n")
+        assert type(error).__name__ == "UsageError" and str(error) == message
