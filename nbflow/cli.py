@@ -1101,6 +1101,19 @@ from nbflow.history.cli import register as _register_history  # noqa: E402
 _register_history(cli)  # `nbflow history`, `nbflow history show|prune`, `nbflow logs`
 
 
+@cli.command("ui")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--home", type=click.Path(file_okay=False), help="The nbflow home to show.")
+@click.option(
+    "--ip", default="127.0.0.1", show_default=True, help="Listen here (the token stays required)."
+)
+def ui_command(port: int, home: str | None, ip: str) -> None:
+    """The dashboard in the browser, on 127.0.0.1 with a fresh token in the printed URL."""
+    from nbflow.ui.app import serve
+
+    serve(port=port, ip=ip, home=home)
+
+
 def main() -> None:
     from nbflow.jobs.startup import skip_unused_imports
 

@@ -117,6 +117,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN cached_tasks TEXT;
     """,
+    # 3 -> 4: the dashboard lists the names of one kind with their last start (`names`).
+    """
+    CREATE INDEX runs_by_kind_name ON runs (kind, name, started);
+    """,
 ]
 VERSION = len(MIGRATIONS)
 
@@ -329,6 +333,17 @@ class HistoryStore:
             args.append(limit)
         with self._lock:
             return [_decode(r) for r in self._conn.execute(sql, args).fetchall()]
+
+    def names(self, kind: str) -> list[tuple[str, float]]:
+        """The names of the runs of `kind` with each one's latest start, newest first
+        (answered from the `runs_by_kind_name` index alone)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name, MAX(started) FROM runs WHERE kind=? GROUP BY name "
+                "ORDER BY MAX(started) DESC",
+                (kind,),
+            ).fetchall()
+        return [(row[0], row[1]) for row in rows]
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """One run row by id, or by a unique prefix of its id."""
