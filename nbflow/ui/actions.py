@@ -90,7 +90,9 @@ class BackfillPreview:
     last: dt.datetime
 
 
-def backfill_range(store: RunStore, name: str, start: str, end: str) -> tuple[dt.datetime, dt.datetime]:
+def backfill_range(
+    store: RunStore, name: str, start: str, end: str
+) -> tuple[dt.datetime, dt.datetime]:
     """`--start` / `--end` texts read in the job's zone, as the CLI reads them."""
     from nbflow.jobs.schedules import ScheduleError, parse_when
 

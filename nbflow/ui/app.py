@@ -55,9 +55,7 @@ class DashboardApp(ExtensionApp):
     extension_url = "/nbflow/"
     load_other_extensions = False  # `nbflow ui` serves the dashboard alone
 
-    home = Unicode("", help="The nbflow home to show (default: the active home).").tag(
-        config=True
-    )
+    home = Unicode("", help="The nbflow home to show (default: the active home).").tag(config=True)
 
     @classmethod
     def get_extension_package(cls) -> str:

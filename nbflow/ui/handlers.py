@@ -28,14 +28,14 @@ RESOURCE = "nbflow"
 JOB = r"(?P<name>[^/]+)"
 
 
-class BaseHandler(ExtensionHandlerMixin, JupyterHandler):  # type: ignore[misc]
+class BaseHandler(ExtensionHandlerMixin, JupyterHandler):
     """Shared by every dashboard handler: the home's stores and the page renderer."""
 
     auth_resource = RESOURCE
 
     @property
     def sources(self) -> queries.Sources:
-        return self.settings["nbflow_sources"]  # type: ignore[no-any-return]
+        return self.settings["nbflow_sources"]
 
     @property
     def root(self) -> str:
@@ -46,7 +46,9 @@ class BaseHandler(ExtensionHandlerMixin, JupyterHandler):  # type: ignore[misc]
         env = self.settings["nbflow_templates"]
         html = env.get_template(template).render(
             root=self.root,
-            xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
+            xsrf=self.xsrf_token.decode()
+            if isinstance(self.xsrf_token, bytes)
+            else self.xsrf_token,
             home=str(self.sources.home),
             sandbox=IFRAME_SANDBOX,
             **context,
@@ -181,7 +183,9 @@ class BackfillHandler(JobHandler):
                     preview=preview,
                 )
                 return
-            ids = actions.backfill(self.sources.jobs, self.sources.home, name, start, end, reprocess)
+            ids = actions.backfill(
+                self.sources.jobs, self.sources.home, name, start, end, reprocess
+            )
         except NbflowError as exc:
             self.show(name, status=400, error=str(exc))
             return
@@ -207,7 +211,9 @@ class RerunHandler(JobHandler):
             self.show(name, status=400, error=str(exc))
             return
         if run_id and len(ids) == 1:
-            self.redirect(f"{self.root}jobs/{web.escape.url_escape(name)}/runs/{ids[0]}", status=303)
+            self.redirect(
+                f"{self.root}jobs/{web.escape.url_escape(name)}/runs/{ids[0]}", status=303
+            )
             return
         notice = web.escape.url_escape(f"rerun started: {len(ids)} run(s)")
         self.redirect(f"{self.root}jobs/{web.escape.url_escape(name)}?notice={notice}", status=303)

@@ -413,9 +413,7 @@ def history_run(src: Sources, run_id: str) -> dict[str, Any]:
     if row["kind"] == "pipeline":
         view["pipelines"] = [pipeline_run_view(src, row)]
     else:
-        view["pipelines"] = [
-            pipeline_run_view(src, c) for c in children if c["kind"] == "pipeline"
-        ]
+        view["pipelines"] = [pipeline_run_view(src, c) for c in children if c["kind"] == "pipeline"]
     return view
 
 
@@ -449,7 +447,9 @@ def live_state(src: Sources, name: str, run_id: int) -> dict[str, Any]:
 # --- pipelines and the cache ------------------------------------------------------------
 
 
-def edges_from_cache(src: Sources, pipeline: str) -> tuple[dict[str, Record], list[tuple[str, str]]]:
+def edges_from_cache(
+    src: Sources, pipeline: str
+) -> tuple[dict[str, Record], list[tuple[str, str]]]:
     """The pipeline's latest records and the edges they name: each record keeps its inputs
     as `{param: [upstream task, digest]}` (the history keeps tasks, not the graph)."""
     try:

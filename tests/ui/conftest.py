@@ -99,7 +99,8 @@ def _wait_up(server: subprocess.Popen[bytes], url: str, log: Path) -> None:
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(
-                    "the dashboard server did not start:\n" + log.read_text(errors="replace")[-3000:]
+                    "the dashboard server did not start:\n"
+                    + log.read_text(errors="replace")[-3000:]
                 ) from None
             time.sleep(0.3)
 
@@ -166,7 +167,9 @@ def jupyter(tmp: Path) -> Iterator[Dashboard]:
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     out = open(log, "wb")  # noqa: SIM115 (closed in finally)
-    server = subprocess.Popen(cmd, cwd=work, env=env_for(home, tmp), stdout=out, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        cmd, cwd=work, env=env_for(home, tmp), stdout=out, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_up(server, f"{base}/api?token={token}", log)

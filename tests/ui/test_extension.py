@@ -28,7 +28,10 @@ def test_the_config_file_enables_the_extension_package_that_declares_its_app():
         {"module": "nbflow.ui.app", "app": DashboardApp}
     ]
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert '"etc/jupyter/jupyter_server_config.d" = ["jupyter-config/jupyter_server_config.d/nbflow.json"]' in pyproject
+    assert (
+        '"etc/jupyter/jupyter_server_config.d" = ["jupyter-config/jupyter_server_config.d/nbflow.json"]'
+        in pyproject
+    )
     assert '"ui/templates/*"' in pyproject
 
 
@@ -44,7 +47,10 @@ def test_jupyter_serves_the_dashboard_behind_its_own_login(lab_dashboard: Dashbo
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', job.text).group(1)
     assert s.post(d.url(f"jobs/{JOB}/pause", token=False), timeout=10).status_code == 403
     r = s.post(
-        d.url(f"jobs/{JOB}/pause", token=False), data={"_xsrf": xsrf}, allow_redirects=False, timeout=10
+        d.url(f"jobs/{JOB}/pause", token=False),
+        data={"_xsrf": xsrf},
+        allow_redirects=False,
+        timeout=10,
     )
     assert r.status_code == 303
     s.post(d.url(f"jobs/{JOB}/resume", token=False), data={"_xsrf": xsrf}, timeout=10)

@@ -77,8 +77,18 @@ def test_a_post_without_the_xsrf_value_is_refused_even_with_the_token(dashboard:
 
 
 def test_jupyters_own_apis_are_refused_by_the_standalone_server(dashboard: Dashboard):
-    assert requests.post(f"{dashboard.base}/api/kernels?token={dashboard.token}", timeout=10).status_code == 403
-    assert requests.get(f"{dashboard.base}/api/contents?token={dashboard.token}", timeout=10).status_code == 403
+    assert (
+        requests.post(
+            f"{dashboard.base}/api/kernels?token={dashboard.token}", timeout=10
+        ).status_code
+        == 403
+    )
+    assert (
+        requests.get(
+            f"{dashboard.base}/api/contents?token={dashboard.token}", timeout=10
+        ).status_code
+        == 403
+    )
     r = requests.post(f"{dashboard.base}/api/sessions?token={dashboard.token}", json={}, timeout=10)
     assert r.status_code == 403
 
@@ -86,7 +96,11 @@ def test_jupyters_own_apis_are_refused_by_the_standalone_server(dashboard: Dashb
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("count", "__import__('os').system('touch PWNED')", "is declared as int but was given a str"),
+        (
+            "count",
+            "__import__('os').system('touch PWNED')",
+            "is declared as int but was given a str",
+        ),
         ("count", "many", "is declared as int but was given a str"),
         ("evil", "1", "has no parameter `evil`"),
         ("greeting", "{{ cycler.__init__.__globals__.os.system('touch PWNED') }}", "greeting"),
@@ -105,7 +119,9 @@ def test_bad_parameters_are_refused_with_the_clis_message_and_nothing_runs(
     )
     assert r.status_code == 400, r.text[:500]
     error = re.search(r'<div class="error" id="form-error">(.*?)</div>', r.text, re.S)
-    assert error and message.replace("`", "`") in error.group(1).replace("&#96;", "`"), r.text[-2000:]
+    assert error and message.replace("`", "`") in error.group(1).replace("&#96;", "`"), r.text[
+        -2000:
+    ]
     assert len(runs(dashboard)) == before  # nothing stored, nothing started
     assert not (dashboard.work / "PWNED").exists() and not Path("PWNED").exists()
 
@@ -158,7 +174,9 @@ def test_backfill_shows_the_count_before_it_creates_runs(dashboard: Dashboard):
     form = {"_xsrf": xsrf, "start": "2024-01-01", "end": "2024-01-03", "reprocess": "none"}
     r = s.post(dashboard.url(f"jobs/{JOB}/backfill", token=False), data=form, timeout=30)
     assert r.status_code == 200
-    assert re.search(r"<b>3</b> tick\(s\); this makes <b>3</b> new run\(s\)", r.text), r.text[-1500:]
+    assert re.search(r"<b>3</b> tick\(s\); this makes <b>3</b> new run\(s\)", r.text), r.text[
+        -1500:
+    ]
     assert len(runs(dashboard)) == before  # counted, not created
     r = s.post(
         dashboard.url(f"jobs/{JOB}/backfill", token=False),
@@ -173,7 +191,10 @@ def test_backfill_shows_the_count_before_it_creates_runs(dashboard: Dashboard):
         wait_for_run(dashboard, f"jobs/{JOB}/runs/{run.id}")  # type: ignore[attr-defined]
     states = {run.state for run in runs(dashboard) if run.run_type == "backfill"}  # type: ignore[attr-defined]
     assert states == {"success"}
-    job = s.get(dashboard.url(f"jobs/{JOB}?state=success&since=2024-01-02&until=2024-01-02", token=False), timeout=10)
+    job = s.get(
+        dashboard.url(f"jobs/{JOB}?state=success&since=2024-01-02&until=2024-01-02", token=False),
+        timeout=10,
+    )
     rows = re.findall(r'<tr data-run="(\d+)">', job.text)
     assert len(rows) == 1  # the filters: one success on 2 January
 
