@@ -560,15 +560,16 @@ def stale_reasons(
         ups.setdefault(down, []).append(up)
     out: dict[str, str] = {}
     for task in order:  # the latest run's order is a topological order
-        if task in own:
-            out[task] = own[task]
-            continue
+        # As the planner does: a stale upstream is the reason before the task's own.
         root = next((u for u in ups.get(task, []) if out.get(u, "").startswith("stale")), None)
-        out[task] = (
-            f"stale: upstream `{root}` is stale"
-            if root
-            else "fresh in the cache (code edits show in `pipe.status()` where it is defined)"
-        )
+        if root:
+            out[task] = f"stale: upstream `{root}` is stale"
+        elif task in own:
+            out[task] = own[task]
+        else:
+            out[task] = (
+                "fresh in the cache (code edits show in `pipe.status()` where it is defined)"
+            )
     return out
 
 

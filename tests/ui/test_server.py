@@ -208,3 +208,81 @@ def test_the_pipeline_and_cache_pages_read_the_history_and_the_cache(dashboard: 
     assert "<code>pandas.DataFrame</code>" in cache and "<code>int</code>" in cache
     assert "raw: 5 x 2" in cache
     assert "&lt;b&gt;north&lt;/b&gt;" in cache and "<b>north</b>" not in cache
+
+
+def test_a_failed_run_is_rerun_from_its_page_with_its_parameters(dashboard: Dashboard):
+    flag = dashboard.work / "fail-now"
+    flag.write_text("")
+    s, xsrf = session(dashboard)
+    r = s.post(
+        dashboard.url(f"jobs/{JOB}/trigger", token=False),
+        data={"_xsrf": xsrf, "p:fail_if": str(flag), "orig:fail_if": ""},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert r.status_code == 303, r.text[:500]
+    run_path = r.headers["Location"].split("/nbflow/", 1)[1]
+    assert wait_for_run(dashboard, run_path)["state"] == "failed"
+    page = s.get(dashboard.url(run_path, token=False), timeout=10).text
+    assert "failing on purpose" in page and ">Rerun<" in page
+    failed_id = int(run_path.rsplit("/", 1)[1])
+
+    flag.unlink()  # the cause is fixed; rerun it
+    r = s.post(
+        dashboard.url(f"jobs/{JOB}/rerun", token=False),
+        data={"_xsrf": xsrf, "run": str(failed_id)},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert r.status_code == 303, r.text[:500]
+    again = r.headers["Location"].split("/nbflow/", 1)[1]
+    assert again != run_path
+    assert wait_for_run(dashboard, again)["state"] == "success"
+    store = RunStore(dashboard.home / "nbflow.db")
+    new = store.get_run(int(again.rsplit("/", 1)[1]))
+    assert new.run_type == "manual" and new.parameters["fail_if"] == str(flag)
+    # A run that did not fail is not rerun.
+    r = s.post(
+        dashboard.url(f"jobs/{JOB}/rerun", token=False),
+        data={"_xsrf": xsrf, "run": str(new.id)},
+        timeout=30,
+    )
+    assert r.status_code == 400 and "not failed; nothing to rerun" in r.text
+
+
+def test_listening_elsewhere_with_ip_still_needs_the_token(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from tests.ui.conftest import env_for, free_port
+
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "nbflow", "ui", "--port", str(port), "--ip", "0.0.0.0",
+             "--home", str(tmp_path / "home")],
+            env=env_for(tmp_path / "home", tmp_path), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while "nbflow dashboard: " not in log.read_text():
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            url = next(
+                line.split(": ", 1)[1]
+                for line in log.read_text().splitlines()
+                if line.startswith("nbflow dashboard: ")
+            )
+            assert url.startswith(f"http://0.0.0.0:{port}/nbflow/?token=")
+            bare = requests.get(
+                f"http://127.0.0.1:{port}/nbflow/", allow_redirects=False, timeout=10
+            )
+            assert bare.status_code == 302 and "/login" in bare.headers["Location"]
+            token = url.rsplit("=", 1)[1]
+            ok = requests.get(f"http://127.0.0.1:{port}/nbflow/?token={token}", timeout=10)
+            assert ok.status_code == 200 and "No jobs in this home" in ok.text
+        finally:
+            server.terminate()
+            server.wait(20)
