@@ -68,7 +68,6 @@ def test_trigger_watch_it_turn_green_read_its_notebook_and_log(served, browser_p
 
     page.goto(d.url(f"jobs/{JOB}"))  # the token logs the browser in (a cookie from now on)
     page.fill("#p-count", "7")
-    shoot(page, "job", kind, tmp_path, docs=docs)
     page.click("#trigger")
     page.wait_for_url("**/jobs/greet/runs/*")
     # A marker on the window: it survives only if the page is never reloaded.
@@ -110,6 +109,10 @@ def test_trigger_watch_it_turn_green_read_its_notebook_and_log(served, browser_p
     assert page.locator('tr[data-pipeline="sales"] .grid a.cell.ok').count() == 2
     assert page.locator('tr[data-pipeline="dashboard_inner"]').count() == 1
     shoot(page, "overview", kind, tmp_path, docs=docs)
+
+    page.goto(d.url(f"jobs/{JOB}"))  # the job's page, now with its run
+    assert page.locator("tr[data-run] .badge.ok").count() == 1
+    shoot(page, "job", kind, tmp_path, docs=docs)
 
     if docs:  # the other pages, for the docs
         page.goto(d.url("pipelines/sales"))
