@@ -56,6 +56,7 @@ RUN_COLUMNS = (
     "error",
     "output",
     "cached_tasks",
+    "outputs",
 )
 TASK_COLUMNS = (
     "run_id",
@@ -79,7 +80,7 @@ TASK_COLUMNS = (
     "log_dropped",
     "log_limit",
 )
-_JSON_COLUMNS = frozenset({"params", "attempts", "metadata", "checks", "cached_tasks"})
+_JSON_COLUMNS = frozenset({"params", "attempts", "metadata", "checks", "cached_tasks", "outputs"})
 
 _TASK_JSON = tuple((c, c in _JSON_COLUMNS) for c in TASK_COLUMNS)
 
@@ -117,9 +118,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN cached_tasks TEXT;
     """,
-    # 3 -> 4: the dashboard lists the names of one kind with their last start (`names`).
+    # 3 -> 4: the dashboard lists the names of one kind with their last start (`names`);
+    # a notebook run keeps the values it recorded with `nf.record` (as its parameters are
+    # kept: short JSON as it is, anything else as its cut repr).
     """
     CREATE INDEX runs_by_kind_name ON runs (kind, name, started);
+    ALTER TABLE runs ADD COLUMN outputs TEXT;
     """,
 ]
 VERSION = len(MIGRATIONS)

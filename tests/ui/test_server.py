@@ -150,6 +150,7 @@ def test_trigger_runs_the_job_with_the_parameter_and_its_pages_show_it(dashboard
 
     page = s.get(dashboard.url(run_path, token=False), timeout=10).text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    assert "message = &lt;script&gt;alert(1)&lt;/script&gt; x5" in page  # nf.record, escaped
     assert 'sandbox="allow-scripts"' in page and "allow-same-origin" not in page
     assert 'data-pipeline-run="' in page and 'data-task="rows"' in page  # the inner pipeline
     assert "<svg" in page  # its DAG
