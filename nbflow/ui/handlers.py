@@ -300,6 +300,19 @@ class RunHandler(BaseHandler):
         self.page("run.html", view=view)
 
 
+class RunJSONHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    def get(self, run_id: str) -> None:
+        try:
+            state = queries.history_live_state(self.sources, run_id)
+        except NbflowError as exc:
+            raise web.HTTPError(404, str(exc)) from exc
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(state))
+
+
 class LogHandler(BaseHandler):
     """A task's captured output as plain text (never HTML: nothing in it can run)."""
 
@@ -362,6 +375,7 @@ def routes() -> list[tuple[str, type[BaseHandler]]]:
         (rf"/nbflow/jobs/{JOB}/runs/(?P<run_id>\d+)/?", JobRunHandler),
         (rf"/nbflow/jobs/{JOB}/runs/(?P<run_id>\d+)/notebook", JobRunNotebookHandler),
         (rf"/nbflow/api/jobs/{JOB}/runs/(?P<run_id>\d+)", JobRunJSONHandler),
+        (r"/nbflow/api/runs/(?P<run_id>[\w.-]+)", RunJSONHandler),
         (r"/nbflow/runs/(?P<run_id>[\w.-]+)/?", RunHandler),
         (r"/nbflow/runs/(?P<run_id>[\w.-]+)/notebook", RunNotebookHandler),
         (r"/nbflow/runs/(?P<run_id>[\w.-]+)/logs/(?P<task>.+)", LogHandler),

@@ -419,6 +419,16 @@ def history_run(src: Sources, run_id: str) -> dict[str, Any]:
     return view
 
 
+def history_live_state(src: Sources, run_id: str) -> dict[str, Any]:
+    """The JSON a run page of the history polls: its state and its tasks' states."""
+    view = history_run(src, run_id)
+    return {
+        "state": view["state"],
+        "active": view["active"],
+        "tasks": {p["id"]: {t["name"]: t["state"] for t in p["tasks"]} for p in view["pipelines"]},
+    }
+
+
 def task_log(src: Sources, run_id: str, task: str) -> str:
     """What `task` printed in run `run_id` (the history's log file)."""
     store = src.history

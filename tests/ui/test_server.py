@@ -287,3 +287,21 @@ def test_listening_elsewhere_with_ip_still_needs_the_token(tmp_path):
         finally:
             server.terminate()
             server.wait(20)
+
+
+def test_a_history_run_has_a_page_and_a_live_state(dashboard: Dashboard):
+    page = requests.get(dashboard.url("pipelines/sales"), timeout=10).text
+    run_id = re.search(r'href="/nbflow/runs/([0-9a-f]+)"', page).group(1)
+    state = requests.get(dashboard.url(f"api/runs/{run_id}"), timeout=10).json()
+    assert state == {
+        "state": "ok",
+        "active": False,
+        "tasks": {run_id: {"raw": "done", "total": "done"}},
+    }
+    run = requests.get(dashboard.url(f"runs/{run_id}"), timeout=10).text
+    assert "Pipeline run" in run and 'data-task="raw"' in run
+    assert requests.get(dashboard.url("runs/nosuchrun"), timeout=10).status_code == 404
+    bare = requests.get(
+        dashboard.url(f"api/runs/{run_id}", token=False), allow_redirects=False, timeout=10
+    )
+    assert bare.status_code in (302, 403)
