@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,25 @@ def test_times_sizes_and_durations_read_well():
     assert queries.seconds(125) == "2 min 5 s"
     assert queries.size(2048) == "2.0 KB" and queries.size(12) == "12 B"
     assert queries.when(0.0, "Europe/Berlin") == "1970-01-01 01:00:00 CET"
+
+
+def test_the_overviews_queries_read_indexes(sources):
+    """The overview's look-ups stay cheap however long the history is (the benchmark
+    measures the time; this checks the plans)."""
+    history = sqlite3.connect(sources.home / "history.sqlite")
+    plans = {
+        "names": "SELECT name, MAX(started) FROM runs WHERE kind='pipeline' GROUP BY name",
+        "runs": "SELECT * FROM runs WHERE name='kinds' AND kind='pipeline' ORDER BY started DESC LIMIT 10",
+        "children": "SELECT * FROM runs WHERE parent='x'",
+    }
+    for what, sql in plans.items():
+        plan = " ".join(row[3] for row in history.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "USING" in plan and "INDEX" in plan, (what, plan)
+    jobs = sqlite3.connect(sources.jobs.path)
+    plan = " ".join(
+        row[3]
+        for row in jobs.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM runs WHERE job='j' ORDER BY logical_date DESC, id DESC LIMIT 25"
+        )
+    )
+    assert "INDEX runs_by_job_date" in plan, plan
