@@ -11,6 +11,7 @@ Screenshots go to the test's tmp dir, `test-artifacts/`, and (standalone) `docs/
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,30 @@ def shoot(page: Any, name: str, kind: str, tmp_path: Path, *, docs: bool) -> Non
     if docs:
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(DOCS_IMG / f"dashboard-{name}.png"), full_page=True)
+
+
+def more_runs(page: Any, d: Dashboard, tmp_path: Path, kind: str) -> None:
+    """A backfill from the browser (count shown, then confirmed) and a failing run, so the
+    overview's grid shows several states."""
+    page.goto(d.url(f"jobs/{JOB}"))
+    page.fill('#backfill-form input[name="start"]', "2024-01-01")
+    page.fill('#backfill-form input[name="end"]', "2024-01-05")
+    page.click('#backfill-form button[type="submit"]')
+    assert "this makes 5 new run(s)" in page.inner_text("#backfill-count")
+    shoot(page, "backfill", kind, tmp_path, docs=True)
+    page.click("#confirm-backfill")
+    page.wait_for_url(f"**/jobs/{JOB}?notice=*")
+    page.goto(d.url(f"jobs/{JOB}"))
+    page.fill("#p-fail_if", str(d.work / "greet.ipynb"))  # a file that exists: it fails
+    page.click("#trigger")
+    page.wait_for_selector('#run-state[data-state="failed"]', timeout=180_000)
+    page.goto(d.url())
+    deadline = time.monotonic() + 180
+    while page.locator(f'tr[data-job="{JOB}"] a.cell.ok').count() < 6:
+        assert time.monotonic() < deadline, "the backfill's runs did not all succeed"
+        time.sleep(1)
+        page.reload()  # the overview is not live; this waits for the runner
+    assert page.locator(f'tr[data-job="{JOB}"] a.cell.failed').count() == 1
 
 
 def test_trigger_watch_it_turn_green_read_its_notebook_and_log(served, browser_page, tmp_path):
@@ -106,12 +131,15 @@ def test_trigger_watch_it_turn_green_read_its_notebook_and_log(served, browser_p
     cell = page.locator(f'tr[data-job="{JOB}"] .grid a.cell')
     assert cell.count() == 1
     assert "ok" in (cell.first.get_attribute("class") or "")
+    if docs:
+        more_runs(page, d, tmp_path, kind)
+        page.goto(d.url())
     assert page.locator('tr[data-pipeline="sales"] .grid a.cell.ok').count() == 2
     assert page.locator('tr[data-pipeline="dashboard_inner"]').count() == 1
     shoot(page, "overview", kind, tmp_path, docs=docs)
 
     page.goto(d.url(f"jobs/{JOB}"))  # the job's page, now with its run
-    assert page.locator("tr[data-run] .badge.ok").count() == 1
+    assert page.locator("tr[data-run] .badge.ok").count() == (6 if docs else 1)
     shoot(page, "job", kind, tmp_path, docs=docs)
 
     if docs:  # the other pages, for the docs
