@@ -21,6 +21,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from nbflow.core.errors import NbflowError
+from nbflow.jobs.runstore import UnknownJobError
 from nbflow.ui import actions, queries
 from nbflow.ui.notebooks import IFRAME_SANDBOX, NOTEBOOK_CSP, render_notebook
 
@@ -111,7 +112,7 @@ class JobHandler(BaseHandler):
                 until += dt.timedelta(days=1, microseconds=-1)
             view = queries.job_page(self.sources, name, state=state, since=since, until=until)
         except NbflowError as exc:
-            self.failure(exc, 404 if "no job" in str(exc) or "unknown job" in str(exc) else 400)
+            self.failure(exc, 404 if isinstance(exc, UnknownJobError) else 400)
             return
         from nbflow.jobs.runstore import RUN_STATES
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from nbflow.core.errors import JobsError, NbflowError
 from nbflow.core.store import DiskStore, Record
 from nbflow.history.recorder import drain, open_store
 from nbflow.history.records import RunRecord as HistoryRun
@@ -119,13 +120,17 @@ def seconds(value: float | None) -> str:
 
 
 def size(value: int | None) -> str:
+    """Bytes for people: `12 B`, `2.0 KB`, `3.5 MB`, `1.2 GB`."""
     if value is None:
         return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value = int(value) / 1024  # type: ignore[assignment]
-    return f"{value} B"
+    if value < 1024:
+        return f"{value} B"
+    scaled = float(value)
+    for unit in ("KB", "MB", "GB"):
+        scaled /= 1024
+        if scaled < 1024 or unit == "GB":
+            break
+    return f"{scaled:.1f} {unit}"
 
 
 # --- overview ---------------------------------------------------------------------------
@@ -278,8 +283,6 @@ def job_run(src: Sources, name: str, run_id: int) -> dict[str, Any]:
     records), and, for the latest attempt, its notebook run and the pipeline runs inside."""
     run = src.jobs.get_run(run_id)
     if run.job != name:
-        from nbflow.core.errors import JobsError
-
         raise JobsError(f"run {run_id} belongs to job `{run.job}`, not `{name}`")
     found = src.jobs.find_job(name)
     tz = found.schedule.tz if found is not None else "UTC"
@@ -380,8 +383,6 @@ def _task_view(t: TaskRecord) -> dict[str, Any]:
 
 def history_run(src: Sources, run_id: str) -> dict[str, Any]:
     """Any run of the history by id (or unique prefix): pipeline, notebook or job attempt."""
-    from nbflow.core.errors import NbflowError
-
     drain()
     store = src.history
     store.settle_interrupted()
@@ -495,8 +496,6 @@ def pipeline_page(src: Sources, name: str) -> dict[str, Any]:
     """A pipeline: its DAG with the latest states, why each task would rerun now (as far as
     the cache can tell without the code), and per task its duration over its last runs,
     its last outputs and its last log."""
-    from nbflow.core.errors import NbflowError
-
     store = src.history
     runs = store.runs(name=name, kind="pipeline", limit=CHART_RUNS)
     if not runs:
@@ -722,8 +721,6 @@ def cached_value_preview(src: Sources, name: str, task: str, rows: int = 10) -> 
     The value is loaded through the store (signature and digest checked first, as every
     load is); a large value's buffers stay in the mapped file, so only the pages the
     first rows live on are read into memory by pandas."""
-    from nbflow.core.errors import NbflowError
-
     index = src.cache.index(name)
     record = index.get(task)
     if record is None:

@@ -301,6 +301,8 @@ def test_a_history_run_has_a_page_and_a_live_state(dashboard: Dashboard):
     run = requests.get(dashboard.url(f"runs/{run_id}"), timeout=10).text
     assert "Pipeline run" in run and 'data-task="raw"' in run
     assert requests.get(dashboard.url("runs/nosuchrun"), timeout=10).status_code == 404
+    unknown = requests.get(dashboard.url("jobs/greeet"), timeout=10)
+    assert unknown.status_code == 404 and "did you mean" in unknown.text and "greet" in unknown.text
     bare = requests.get(
         dashboard.url(f"api/runs/{run_id}", token=False), allow_redirects=False, timeout=10
     )
