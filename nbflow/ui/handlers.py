@@ -22,7 +22,7 @@ from tornado import web
 
 from nbflow.core.errors import NbflowError
 from nbflow.jobs.runstore import UnknownJobError
-from nbflow.ui import actions, queries
+from nbflow.ui import actions, cached, queries
 from nbflow.ui.notebooks import IFRAME_SANDBOX, NOTEBOOK_CSP, render_notebook
 
 RESOURCE = "nbflow"
@@ -351,12 +351,12 @@ class CacheHandler(BaseHandler):
         error = ""
         if task:
             try:
-                preview = queries.cached_value_preview(self.sources, name, task)
+                preview = cached.cached_value_preview(self.sources, name, task)
             except NbflowError as exc:
                 error = str(exc)
         self.page(
             "cache.html",
-            view=queries.cached_results(self.sources, name),
+            view=cached.cached_results(self.sources, name),
             preview=preview,
             preview_task=task,
             error=error,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -118,11 +119,11 @@ def standalone(tmp: Path) -> Iterator[Dashboard]:
     """`nbflow ui --port P --home H` as a real process; its token read from what it prints."""
     home, work = tmp / "home", tmp / "work"
     populate(home, work)
-    port = free_port()
     log = tmp / "ui.log"
     out = open(log, "wb")  # noqa: SIM115 (closed in finally)
     server = subprocess.Popen(
-        [sys.executable, "-m", "nbflow", "ui", "--port", str(port), "--home", str(home)],
+        # --port 0: a free port, chosen when the server binds (no race with other tests)
+        [sys.executable, "-m", "nbflow", "ui", "--port", "0", "--home", str(home)],
         cwd=work,
         env=env_for(tmp / "elsewhere", tmp),  # --home, not $NBFLOW_HOME, picks the home
         stdout=out,
@@ -130,16 +131,14 @@ def standalone(tmp: Path) -> Iterator[Dashboard]:
     )
     try:
         deadline = time.monotonic() + 60
-        token = ""
-        while not token:
-            for line in log.read_text(errors="replace").splitlines():
-                if line.startswith("nbflow dashboard: "):
-                    url = line.split(": ", 1)[1]
-                    assert url.startswith(f"http://127.0.0.1:{port}/nbflow/?token="), url
-                    token = url.rsplit("=", 1)[1]
+        pattern = re.compile(
+            r"^nbflow dashboard: http://127\.0\.0\.1:(\d+)/nbflow/\?token=(\S+)\n", re.M
+        )
+        while (found := pattern.search(log.read_text(errors="replace"))) is None:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("nbflow ui did not start:\n" + log.read_text()[-3000:])
             time.sleep(0.2)
+        port, token = int(found.group(1)), found.group(2)
         base = f"http://127.0.0.1:{port}"
         _wait_up(server, f"{base}/nbflow/?token={token}", log)
         yield Dashboard(base, token, home, work, log)

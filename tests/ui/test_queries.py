@@ -11,7 +11,7 @@ import pytest
 
 import nbflow as nf
 from nbflow.history.recorder import drain
-from nbflow.ui import queries
+from nbflow.ui import cached, queries
 
 VALUES = {
     "frame": pd.DataFrame({"a": [1, 2], "b": ["x", "<i>y</i>"]}),
@@ -58,7 +58,7 @@ def sources(home: Path) -> queries.Sources:
 
 
 def test_the_type_of_each_cached_value_is_read_without_unpickling_it(sources):
-    view = queries.cached_results(sources, "kinds")
+    view = cached.cached_results(sources, "kinds")
     found = {r["task"]: r["type"] for r in view["results"]}
     assert found == {**TYPES, "rows": "int"}
     assert sources.cache.loads == 0  # nothing was unpickled for the table
@@ -69,12 +69,12 @@ def test_the_type_of_each_cached_value_is_read_without_unpickling_it(sources):
 
 
 def test_a_dataframe_preview_has_shape_dtypes_and_escaped_rows(sources):
-    preview = queries.cached_value_preview(sources, "kinds", "frame")
+    preview = cached.cached_value_preview(sources, "kinds", "frame")
     assert preview["shape"] == "2 x 2"
     assert preview["dtypes"][0] == ("a", "int64")
     assert "&lt;i&gt;y&lt;/i&gt;" in preview["head"]
     with pytest.raises(nf.NbflowError, match="holds a numpy.ndarray; only DataFrames preview"):
-        queries.cached_value_preview(sources, "kinds", "array")
+        cached.cached_value_preview(sources, "kinds", "array")
 
 
 def test_the_pipeline_page_draws_the_dag_and_says_why_tasks_are_stale(sources):

@@ -256,32 +256,29 @@ def test_listening_elsewhere_with_ip_still_needs_the_token(tmp_path):
     import sys
     import time
 
-    from tests.ui.conftest import env_for, free_port
+    from tests.ui.conftest import env_for
 
-    port = free_port()
     log = tmp_path / "ui.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "nbflow", "ui", "--port", str(port), "--ip", "0.0.0.0",
+            [sys.executable, "-m", "nbflow", "ui", "--port", "0", "--ip", "0.0.0.0",
              "--home", str(tmp_path / "home")],
             env=env_for(tmp_path / "home", tmp_path), stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 60
-            while "nbflow dashboard: " not in log.read_text():
+            pattern = re.compile(
+                r"^nbflow dashboard: http://0\.0\.0\.0:(\d+)/nbflow/\?token=(\S+)\n", re.M
+            )
+            while (found := pattern.search(log.read_text(errors="replace"))) is None:
                 assert server.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.2)
-            url = next(
-                line.split(": ", 1)[1]
-                for line in log.read_text().splitlines()
-                if line.startswith("nbflow dashboard: ")
-            )
-            assert url.startswith(f"http://0.0.0.0:{port}/nbflow/?token=")
+            token = found.group(2)
+            port = int(found.group(1))
             bare = requests.get(
                 f"http://127.0.0.1:{port}/nbflow/", allow_redirects=False, timeout=10
             )
             assert bare.status_code == 302 and "/login" in bare.headers["Location"]
-            token = url.rsplit("=", 1)[1]
             ok = requests.get(f"http://127.0.0.1:{port}/nbflow/?token={token}", timeout=10)
             assert ok.status_code == 200 and "No jobs in this home" in ok.text
         finally:
