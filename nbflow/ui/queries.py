@@ -72,6 +72,30 @@ class Sources:
     _jobs: RunStore | None = None
     _cache: DiskStore | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _schedules: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _next: dict[tuple[str, str, bool], dt.datetime | None] = field(default_factory=dict)
+
+    def schedule(self, record: JobRecord) -> Any:
+        """The job's `Schedule`, parsed once per version of its definition."""
+        key = (record.name, f"{record.updated_at.isoformat()}|{record.paused}")
+        found = self._schedules.get(key)
+        if found is None:
+            found = self._schedules[key] = record.schedule
+        return found
+
+    def next_run(self, record: JobRecord, now: dt.datetime) -> dt.datetime | None:
+        """The job's next tick after `now` (None while paused or when it has ended),
+        computed again only once that tick has passed or the job changed: the overview
+        is drawn often, and computing cron ticks is half of its cost."""
+        if record.paused:
+            return None
+        key = (record.name, f"{record.updated_at.isoformat()}|{record.active_since}", False)
+        cached = self._next.get(key)
+        if cached is not None and cached > now:
+            return cached
+        ticks = self.schedule(record).next_ticks(max(now, record.active_since), 1)
+        self._next[key] = ticks[0] if ticks else None
+        return self._next[key]
 
     @property
     def jobs(self) -> RunStore:
@@ -136,29 +160,36 @@ def size(value: int | None) -> str:
 
 
 def _job_row(src: Sources, record: JobRecord, now: dt.datetime, limit: int) -> dict[str, Any]:
-    job = record.schedule
-    nxt = [] if record.paused else job.next_ticks(max(now, record.active_since), 1)
-    runs = src.jobs.list_runs(record.name, limit=limit)
+    job = src.schedule(record)
+    nxt = src.next_run(record, now)
+    cells = src.jobs.run_cells(record.name, limit)
     return {
         "name": record.name,
         "when": job.describe_when(),
         "tz": job.tz,
         "paused": record.paused,
-        "next_run": when(nxt[0], job.tz) if nxt else "-",
+        "next_run": when(nxt, job.tz),
         "notebook": job.notebook,
-        "runs": [_job_run_cell(r, job.tz) for r in reversed(runs)],
+        "runs": [_cell(record.name, *cell, job.tz) for cell in reversed(cells)],
     }
 
 
 def _job_run_cell(run: RunRecord, tz: str) -> dict[str, Any]:
+    return _cell(run.job, run.id, run.run_type, run.logical_date, run.state, tz)
+
+
+def _cell(
+    job: str, run_id: int, run_type: str, logical: dt.datetime, state: str, tz: str
+) -> dict[str, Any]:
+    shown = when(logical, tz)
     return {
-        "id": run.id,
-        "job": run.job,
-        "state": run.state,
-        "css": JOB_STATE_CLASS.get(run.state, "muted"),
-        "type": run.run_type,
-        "logical": when(run.logical_date, tz),
-        "title": f"{when(run.logical_date, tz)} · {run.run_type} · {run.state}",
+        "id": run_id,
+        "job": job,
+        "state": state,
+        "css": JOB_STATE_CLASS.get(state, "muted"),
+        "type": run_type,
+        "logical": shown,
+        "title": f"{shown} · {run_type} · {state}",
     }
 
 

@@ -142,3 +142,22 @@ def test_the_overviews_queries_read_indexes(sources):
         )
     )
     assert "INDEX runs_by_job_date" in plan, plan
+
+
+def test_the_next_run_is_remembered_until_the_job_changes(home: Path):
+    from nbflow.jobs.runstore import RunStore, utc_now
+    from nbflow.jobs.schedules import Schedule
+
+    store = RunStore(home / "nbflow.db")
+    spec = Schedule(name="daily", notebook="/nowhere.ipynb", cron="0 2 * * *").to_dict()
+    store.add_job("daily", spec)
+    src = queries.Sources(home)
+    now = utc_now()
+    first = src.next_run(store.get_job("daily"), now)
+    assert first is not None and first > now
+    assert src.next_run(store.get_job("daily"), now) == first
+    store.pause_job("daily")
+    assert src.next_run(store.get_job("daily"), now) is None
+    store.resume_job("daily")
+    assert src.next_run(store.get_job("daily"), now) == first
+    assert queries.overview(src)["jobs"][0]["next_run"] != "-"
