@@ -1124,6 +1124,19 @@ def report_command(run_id: str, output: str | None) -> None:
     click.echo(f"report of run {run_id} -> {target}")
 
 
+@cli.command("ui")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--home", type=click.Path(file_okay=False), help="The nbflow home to show.")
+@click.option(
+    "--ip", default="127.0.0.1", show_default=True, help="Listen here (the token stays required)."
+)
+def ui_command(port: int, home: str | None, ip: str) -> None:
+    """The dashboard in the browser, on 127.0.0.1 with a fresh token in the printed URL."""
+    from nbflow.ui.app import serve
+
+    serve(port=port, ip=ip, home=home)
+
+
 def main() -> None:
     from nbflow.jobs.startup import skip_unused_imports
 

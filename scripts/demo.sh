@@ -44,3 +44,8 @@ printf '\nThe nbflow command is in .venv/bin. To use it as `nbflow ...`:\n'
 printf '    source .venv/bin/activate\n'
 printf 'or call it as .venv/bin/nbflow. This demo kept its state in %s:\n' "$NBFLOW_HOME"
 printf '    NBFLOW_HOME=%s .venv/bin/nbflow runs demo-etl\n' "$NBFLOW_HOME"
+printf '\nTo see it all in the browser, open the dashboard on this home:\n'
+printf '    .venv/bin/nbflow ui --home %s\n' "$NBFLOW_HOME"
+printf 'and open the URL it prints: http://127.0.0.1:8765/nbflow/?token=<a fresh token each time>\n'
+printf '(inside JupyterLab the same dashboard is at http://127.0.0.1:8888/nbflow/)\n'
+

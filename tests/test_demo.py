@@ -44,9 +44,12 @@ def test_demo_script_runs_the_quickstart_a_cached_rerun_then_schedules_and_backf
     assert re.search(r" notebook +daily_etl +ok", history), history
     assert re.search(r" pipeline +\S+ +ok", history), history
     # A new shell has no `nbflow` on its PATH: the demo's last lines say how to get it.
-    tail = out.rstrip().splitlines()[-5:]
+    tail = out.rstrip().splitlines()[-10:]
     assert "source .venv/bin/activate" in "\n".join(tail)
     assert ".venv/bin/nbflow" in "\n".join(tail)
+    # It ends by saying how to open the dashboard on what it ran (command and URL form).
+    assert re.search(r"\.venv/bin/nbflow ui --home \S+", "\n".join(tail[-4:]))
+    assert "http://127.0.0.1:8765/nbflow/?token=" in "\n".join(tail[-4:])
     # Its output goes to a pipe here, not a terminal: no raw escape codes in it.
     assert "\x1b[" not in out + done.stderr
     runs = sorted((tmp_path / "demo-home" / "runs" / "demo-etl").glob("*.ipynb"))

@@ -584,6 +584,8 @@ class TrackedRun:
         self.state: str | None = None
         """Set to override the state recorded at exit (`ok` unless an exception left)."""
         self.error: str = ""
+        self.outputs: dict[str, Any] | None = None
+        """What a notebook run recorded with `nf.record` (as `history_params` keeps values)."""
 
 
 @contextlib.contextmanager
@@ -645,6 +647,7 @@ def track_run(
                 heartbeat=end,
                 error=(tracked.error or error or None),
                 output=tracked.output,
+                outputs=tracked.outputs,
             )
             try:
                 store.write(runs=[row])

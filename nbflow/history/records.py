@@ -122,6 +122,9 @@ class RunRecord:
     error: str = ""
     output: str | None = None
     """A notebook run's executed output notebook (its log)."""
+    outputs: dict[str, Any] | None = None
+    """What a notebook run recorded with `nf.record` (short JSON values as they are, others
+    as their cut repr)."""
     tasks: tuple[TaskRecord, ...] = field(default=())
     graph_tasks: tuple[str, ...] = ()
     """A pipeline run's tasks in topological order, as the run planned them (runs recorded
@@ -165,6 +168,7 @@ class RunRecord:
             parent=row.get("parent"),
             error=row.get("error") or "",
             output=row.get("output"),
+            outputs=row.get("outputs"),
             tasks=tuple(TaskRecord.from_row(t) for t in tasks),
             graph_tasks=tuple(graph.get("tasks") or ()),
             edges=tuple((str(u), str(d)) for u, d in graph.get("edges") or ()),

@@ -57,6 +57,7 @@ RUN_COLUMNS = (
     "output",
     "cached_tasks",
     "graph",
+    "outputs",
 )
 TASK_COLUMNS = (
     "run_id",
@@ -80,7 +81,9 @@ TASK_COLUMNS = (
     "log_dropped",
     "log_limit",
 )
-_JSON_COLUMNS = frozenset({"params", "attempts", "metadata", "checks", "cached_tasks", "graph"})
+_JSON_COLUMNS = frozenset(
+    {"params", "attempts", "metadata", "checks", "cached_tasks", "graph", "outputs"}
+)
 
 _TASK_JSON = tuple((c, c in _JSON_COLUMNS) for c in TASK_COLUMNS)
 
@@ -123,6 +126,13 @@ MIGRATIONS: list[str] = [
     # history alone (the pipeline may be gone, its cache elsewhere).
     """
     ALTER TABLE runs ADD COLUMN graph TEXT;
+    """,
+    # 4 -> 5: the dashboard lists the names of one kind with their last start (`names`);
+    # a notebook run keeps the values it recorded with `nf.record` (as its parameters are
+    # kept: short JSON as it is, anything else as its cut repr).
+    """
+    CREATE INDEX runs_by_kind_name ON runs (kind, name, started);
+    ALTER TABLE runs ADD COLUMN outputs TEXT;
     """,
 ]
 VERSION = len(MIGRATIONS)
@@ -336,6 +346,17 @@ class HistoryStore:
             args.append(limit)
         with self._lock:
             return [_decode(r) for r in self._conn.execute(sql, args).fetchall()]
+
+    def names(self, kind: str) -> list[tuple[str, float]]:
+        """The names of the runs of `kind` with each one's latest start, newest first
+        (answered from the `runs_by_kind_name` index alone)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name, MAX(started) FROM runs WHERE kind=? GROUP BY name "
+                "ORDER BY MAX(started) DESC",
+                (kind,),
+            ).fetchall()
+        return [(row[0], row[1]) for row in rows]
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """One run row by id, or by a unique prefix of its id."""

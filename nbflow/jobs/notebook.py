@@ -266,6 +266,7 @@ def run_notebook(
             tracked.id,
         )
         tracked.output = str(out)
+        tracked.outputs = history_params(result.outputs) if result.outputs else None
         if not result.ok:
             tracked.state, tracked.error = "failed", str(result.error)
     return result

@@ -89,6 +89,7 @@ API at a glance (`store = RunStore()`; every `now=` is an aware datetime):
                                                      the sweep: crashed, retries queued atomically
               get_run(id) · find_run(job, run_type, logical_date)
               list_runs(job, states=, run_types=, since=, until=, limit=, oldest_first=)
+              run_cells(job, limit) -> [(id, run_type, logical_date, state)]   lean, for grids
               queued_runs(job, now=, limit=)         claimable, oldest logical date first
               count_runs(job, states=) · count_running(job) · last_tick(job)
     sensor    sensor_file_seen(job, path, digest) · record_sensor_file(...) -> bool
@@ -1062,6 +1063,21 @@ class RunStore:
             sql += " LIMIT ?"
             args.append(int(limit))
         return [_run_from_row(r) for r in self._read().execute(sql, args)]
+
+    def run_cells(self, job: str, limit: int) -> list[tuple[int, str, datetime, str]]:
+        """The newest `limit` runs of `job` as (id, run type, logical date, state) only,
+        newest logical date first: the dashboard's grid, from the `runs_by_job_date` index
+        without building whole records."""
+        rows = (
+            self._read()
+            .execute(
+                "SELECT id, run_type, logical_date, state FROM runs WHERE job = ? "
+                "ORDER BY logical_date DESC, id DESC LIMIT ?",
+                (job, int(limit)),
+            )
+            .fetchall()
+        )
+        return [(r[0], r[1], parse_utc(r[2]), r[3]) for r in rows]
 
     def queued_runs(
         self, job: str | None = None, *, now: datetime | None = None, limit: int | None = None

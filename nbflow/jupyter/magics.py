@@ -441,6 +441,8 @@ class NbflowMagics(Magics):
             args = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"%nbflow: {exc}") from exc
+        if args[:1] == ["ui"]:
+            return _dashboard_link()
         pipeline_name = None
         if "--pipeline" in args:
             i = args.index("--pipeline")
@@ -512,10 +514,25 @@ class NbflowMagics(Magics):
         raise_for_failures(result)
 
 
-_COMMANDS = ("run", "status", "dag", "explain", "invalidate", "remove", "clear")
+def _dashboard_link() -> Any:
+    """`%nbflow ui`: the link to the dashboard of the Jupyter server this kernel runs
+    under (at `/nbflow/`, behind its login), or how to start one."""
+    from IPython.display import HTML
+
+    from nbflow.jupyter.links import jupyter_dashboard_url
+
+    url = jupyter_dashboard_url()
+    if url is None:
+        print("[nbflow] no Jupyter server found for this kernel; run `nbflow ui` in a terminal")
+        return None
+    print(f"[nbflow] dashboard: {url}")
+    return HTML(f'<a href="{url}" target="_blank" rel="noopener">open the nbflow dashboard</a>')
+
+
+_COMMANDS = ("run", "status", "dag", "explain", "invalidate", "remove", "clear", "ui")
 _USAGE = (
     "usage: %nbflow run [TARGET ...] [-p NAME=VALUE ...] [--force] | status | dag | "
-    "explain NAME | invalidate NAME | remove NAME | clear  [--pipeline P]"
+    "explain NAME | invalidate NAME | remove NAME | clear  [--pipeline P] | ui"
 )
 
 __all__ = ["CellTask", "NbflowMagics"]

@@ -59,3 +59,16 @@ def test_a_triggered_job_run_links_its_notebook_run(tmp_path: Path) -> None:
     assert pipeline.name == "in_kernel"
     shown = runner.invoke(cli, ["history", "show", job.id])
     assert f"child    {notebook.id} notebook" in shown.output
+
+
+def test_a_notebook_run_keeps_what_it_recorded(tmp_path: Path) -> None:
+    nb = Path(__file__).resolve().parents[1] / "fixtures" / "notebooks" / "records_outputs.ipynb"
+    nr = nf.run_notebook(nb, output=tmp_path / "out.ipynb")
+    assert nr.ok
+    outputs = get_run(nr.run_id or "").outputs or {}
+    # Short JSON as it is; anything else (a tuple, a DataFrame, an object) as its repr.
+    assert outputs["count"] == 30 and outputs["names"] == ["a", "b", "c"]
+    assert outputs["nested"] == {"k": [1, 2.5, None, True]}
+    assert outputs["pair"] == [1, 2]
+    assert "x" in outputs["frame"] and isinstance(outputs["frame"], str)
+    assert outputs["point"].startswith("<") and "Point" in outputs["point"]

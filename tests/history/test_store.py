@@ -123,3 +123,42 @@ def test_upgrade_from_version_2_adds_the_compact_cached_tasks_column(tmp_path: P
     store.write(runs=[{**run, "cached_tasks": [["t", "k", "d", 3, None]]}])
     [task] = store.tasks(["r2"])["r2"]
     assert (task["task"], task["state"], task["key"], task["size"]) == ("t", "cached", "k", 3)
+
+
+def test_upgrade_from_version_3_adds_the_graph_column(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    conn = _file_at(path, 3)
+    conn.execute(
+        "INSERT INTO runs (id, kind, name, started, state) VALUES ('r3', 'pipeline', 'p', 1.0, 'ok')"
+    )
+    conn.close()
+    store = HistoryStore(path)
+    [run] = store.runs()
+    assert run["id"] == "r3" and run["graph"] is None  # kept, drawn without edges
+    graph = {"tasks": ["a", "b"], "edges": [["a", "b"]]}
+    store.write(runs=[{**run, "graph": graph}])
+    assert store.runs()[0]["graph"] == graph
+
+
+def test_upgrade_from_version_4_adds_the_outputs_column_and_the_names_index(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.sqlite"
+    conn = _file_at(path, 4)
+    conn.execute(
+        "INSERT INTO runs (id, kind, name, started, state) VALUES ('r4', 'notebook', 'nb', 2.0, 'ok')"
+    )
+    conn.close()
+    store = HistoryStore(path)
+    [run] = store.runs()
+    assert run["id"] == "r4" and run["outputs"] is None
+    plan = (
+        sqlite3.connect(path)
+        .execute(
+            "EXPLAIN QUERY PLAN SELECT name, max(started) FROM runs WHERE kind = 'notebook' GROUP BY name"
+        )
+        .fetchall()
+    )
+    assert any("runs_by_kind_name" in str(row) for row in plan)
+    store.write(runs=[{**run, "outputs": {"rows": 3}}])
+    assert store.runs()[0]["outputs"] == {"rows": 3}

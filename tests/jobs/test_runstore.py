@@ -544,3 +544,13 @@ def test_cancel_queued_only_cancels_queued_runs(home: Path):
     assert [store.get_run(i).state for i in ids] == ["cancelled", "running", "success"]
     assert store.get_run(queued.id).reason == "interrupted"
     assert not store.finish_run(queued.id, "failed")  # terminal: final
+
+
+def test_run_cells_are_the_newest_runs_in_brief(store):
+    day = datetime(2024, 1, 1, 2, tzinfo=UTC)
+    for i in range(5):
+        store.create_run("etl", "scheduled", day + timedelta(days=i))
+    cells = store.run_cells("etl", 3)
+    assert [c[2] for c in cells] == [day + timedelta(days=i) for i in (4, 3, 2)]
+    assert {(c[1], c[3]) for c in cells} == {("scheduled", "queued")}
+    assert [c[0] for c in cells] == [r.id for r in store.list_runs("etl", limit=3)]
