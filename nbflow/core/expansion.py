@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from nbflow.core.events import EventBus
     from nbflow.core.pipeline import Pipeline
     from nbflow.core.result import RunResult
+    from nbflow.core.fsstore import FsStore
     from nbflow.core.store import DiskStore
 
 # Decisions after which a mapped task reuses none of its cached instances.
@@ -37,7 +38,7 @@ class MapSteps:
 
     if TYPE_CHECKING:  # what these steps use of the runner
         pipe: Pipeline
-        store: DiskStore
+        store: DiskStore | FsStore
         bus: EventBus
         result: RunResult
         name: str

@@ -1,0 +1,1055 @@
+"""The shared cache store: the `DiskStore` protocol on object storage, through fsspec.
+
+`Pipeline(..., cache_dir="s3://bucket/prefix")` (any fsspec URL with a
+scheme; `file:///team/cache` for a shared folder, where SQLite and so
+diskcache are unsafe), the `cache.url` home setting or `$NBFLOW_CACHE_URL`
+select it. Several machines read and write one cache; nothing here relies
+on a lock, a rename or a transaction the service may not offer.
+
+Objects under the prefix (each part of a name percent-escaped, so no
+pipeline's folder can run into another's):
+
+    nbflow-cache.json             signed marker: this prefix is an nbflow cache (gc needs it)
+    values/<d[:2]>/<digest>.nbv   a large value, in `valuefile`'s format, named by its digest
+    records/<pipeline>/<key>.rec  one signed record per cache key, never rewritten
+    index/<pipeline>/<stamp>.seg  signed index segments: task -> summary of its latest record
+    state/<pipeline>/<stamp>.seg  signed state changes (invalidations, failures, checks)
+    bytes/<namespace>/<name>.bin  signed named bytes (the code-fingerprint memo)
+    tmp/                          `file://` only: values being copied in
+
+Write order (why no reader ever sees a partial value or a record without its value):
+
+1. A value larger than `INLINE_LIMIT` is written to the local copy first
+   (`valuefile`: temporary file, size checked, renamed), then uploaded
+   unless an object of exactly its size is already there. On S3 an object
+   becomes visible only when its PUT (or multipart upload) completes, so a
+   writer killed mid-upload leaves nothing readable; on `file://` the bytes
+   go to `tmp/` and are renamed into `values/`. Names are digests, so two
+   writers of one value write the same bytes.
+2. Only then, on `flush()`, is the record written, with a create-only PUT
+   (S3's If-None-Match) where the service offers one: a record is immutable,
+   and a second writer of the same key (same code, same inputs) keeps the
+   first. Small values travel inside their record.
+3. Then one index segment per pipeline and flush, listing the records just
+   written. Segments are only ever added; a reader lists the folder, reads
+   the segments it has not seen (they never change) and merges them, the
+   newest `created` per task winning. When it finds more than `COMPACT_AT`
+   segments it writes their merge as one new segment and only then deletes
+   the ones it merged, so no entry is lost by compaction, and two readers
+   compacting at once only leave a duplicate.
+
+A lost or late index segment is only a cache miss: the planner then asks
+for the record under the key it computed (one GET). An index entry is a
+summary of a signed record and is used only when its key equals the key the
+planner computed, so it is never a wrong hit. So a 1,000-task rerun costs
+one LIST and a few GETs for the index, the same for the pipeline state, and
+one GET for the code memo — not one request per task.
+
+Signing, and what is checked before anything is unpickled:
+
+* Every object except values is ``NBF1 | HMAC-SHA256(secret, NBF1 | its name |
+  data) | data``, under the *team secret* (`cache.secret` setting or
+  `$NBFLOW_CACHE_SECRET`; see `team_secret`), never a home's own secret:
+  every machine must verify what the others wrote. The HMAC covers the
+  object's name, so an object copied to another name fails; a record must
+  also name the pipeline and key it was read for.
+* A value's digest, kept in its signed record, is checked before the value
+  is unpickled, whether it came from the local copy or the network. A value
+  object that fails is deleted (it cannot be a write in progress: objects
+  appear whole), so the recompute uploads a good one.
+* An object that fails a check is reported with a warning and treated as a
+  miss, never unpickled.
+
+Local read-through copy: values fetched or written are kept under the home
+(`shared-cache/<hash of the URL>/values`), so a second read does not go to
+the network; the digest is checked on every load, so a stale or damaged
+copy is fetched again. Deleting that folder is always safe.
+
+Failures: every call to the service has timeouts and few retries (set in
+`DEFAULT_OPTIONS`, overridden by fsspec's configuration or
+`storage_options`), and any failure becomes a `CacheError` naming the cache
+and what to check — refused credentials name the bucket — never a hang.
+
+`gc()` deletes only objects it can judge: it refuses a prefix without a
+signed marker, deletes only names of the layout above, keeps value objects
+younger than the grace period (an upload from another machine may not have
+written its record yet), and keeps every value while a record fails its
+signature check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import os
+import pickle
+import re
+import signal
+import stat
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from blake3 import blake3
+
+from nbflow.core import valuefile
+from nbflow.core.errors import CacheError, HomeError, IntegrityError, NbflowError, NbflowWarning
+from nbflow.core.home import ensure_private_dir, home_dir
+from nbflow.core.serialize import Payload, deserialize, digest_payload
+from nbflow.core.store import INLINE_LIMIT, Record, summary
+from nbflow.core.types import CacheKey
+
+URL_ENV = "NBFLOW_CACHE_URL"
+SECRET_ENV = "NBFLOW_CACHE_SECRET"
+SETTINGS_FILE = "cache.json"
+"""In the home: the `cache.url` and `cache.secret` settings (mode 0600)."""
+MIN_SECRET_CHARS = 32
+COMPACT_AT = 8
+"""A reader that finds more index (or state) segments than this merges them into one."""
+MARKER = "nbflow-cache.json"
+FORMAT = "nbflow-shared-cache-1"
+DEFAULT_GRACE = 3600.0
+"""gc keeps unreferenced values younger than this (seconds): their record may be on its way."""
+
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    # s3fs retries 5 times with back-off and botocore 5 more inside each: a dead endpoint
+    # would take minutes to report. Few retries and firm timeouts make it a prompt error.
+    "s3": {
+        "retries": 2,
+        "config_kwargs": {
+            "connect_timeout": 5,
+            "read_timeout": 60,
+            "retries": {"max_attempts": 2, "mode": "standard"},
+        },
+        # Listings must be fresh: other machines add segments all the time.
+        "use_listings_cache": False,
+    },
+}
+
+_TAG = b"NBF1"
+_MAC_LEN = 32
+_FAULT = os.environ.get("NBFLOW_FAULT", "")
+_VALUE_NAME = re.compile(r"^values/[0-9a-f]{2}/[0-9a-f]{8,128}\.nbv$")
+_RECORD_NAME = re.compile(r"^records/[^/]+/[^/]+\.rec$")
+_SEGMENT_NAME = re.compile(r"^(index|state)/[^/]+/[^/]+\.seg$")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(location: object) -> bool:
+    """Whether a `cache_dir` is an fsspec URL (it has a scheme), not a local folder."""
+    return isinstance(location, str) and bool(_URL.match(location))
+
+
+# --- settings: where the shared cache is, and its secret ---------------------------------
+
+
+def read_cache_settings(home: Path) -> dict[str, str]:
+    """The home's `cache.*` settings ({} when none); refused unless the file is ours and 0600,
+    since it holds the secret that signs what nbflow unpickles."""
+    path = home / SETTINGS_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise HomeError(
+            path, f"cannot read the cache settings `{path}` ({exc}): remove it"
+        ) from exc
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            raise HomeError(path, f"the cache settings `{path}` are not a file of yours: remove it")
+        if info.st_mode & 0o077:
+            raise HomeError(
+                path,
+                f"the cache settings `{path}` (they hold the team's cache secret) can be read or "
+                f"written by others: run `chmod 600 {path}` if nobody else could have used it",
+            )
+        try:
+            data = json.loads(fh.read() or b"{}")
+        except ValueError as exc:
+            raise HomeError(path, f"the cache settings `{path}` are not JSON: remove it") from exc
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def write_cache_settings(home: Path, **changes: str | None) -> None:
+    """Set (or, with None, remove) `cache.*` settings; written 0600 through a rename."""
+    ensure_private_dir(home, what=f"the nbflow home `{home}`")
+    current = read_cache_settings(home)
+    for name, value in changes.items():
+        if value is None:
+            current.pop(name, None)
+        else:
+            current[name] = value
+    tmp = home / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(current, fh, indent=2)
+    os.replace(tmp, home / SETTINGS_FILE)
+
+
+def configured_url(home: Path | None = None) -> str | None:
+    """The shared cache URL: `$NBFLOW_CACHE_URL`, else the home's `cache.url`, else None."""
+    url = os.environ.get(URL_ENV)
+    if url:
+        return url
+    home = home or home_dir(create=False)
+    return read_cache_settings(home).get("url") if home.is_dir() else None
+
+
+def team_secret(url: str, home: Path | None = None) -> bytes:
+    """The secret shared by everyone who uses the cache at `url`.
+
+    `$NBFLOW_CACHE_SECRET`, else the home's `cache.secret`. A home's own
+    `secret.key` would not do: each machine must verify what the others
+    signed. A missing or short secret is a `CacheError` saying how to set one.
+    """
+    text = os.environ.get(SECRET_ENV)
+    source = f"${SECRET_ENV}"
+    if not text:
+        home = home or home_dir(create=False)
+        text = read_cache_settings(home).get("secret") if home.is_dir() else None
+        source = f"the `cache.secret` setting of home `{home}`"
+    how = (
+        'generate one once with `python -c "import secrets; print(secrets.token_urlsafe(32))"`, '
+        f"give it to every machine that uses the cache (set {SECRET_ENV} from your secret "
+        "manager or CI secrets, or `nbflow settings set cache.secret VALUE`); see docs/team.md"
+    )
+    if not text:
+        raise CacheError(
+            f"the shared cache `{url}` needs the team's cache secret, which signs its entries: "
+            f"neither {SECRET_ENV} nor the `cache.secret` setting is set; {how}"
+        )
+    if len(text) < MIN_SECRET_CHARS:
+        raise CacheError(
+            f"the cache secret from {source} has {len(text)} characters; it needs at least "
+            f"{MIN_SECRET_CHARS} (anyone who can guess it can plant entries nbflow unpickles): {how}"
+        )
+    return text.encode()
+
+
+# --- the service: objects by name, every failure a CacheError ----------------------------
+
+
+def _escape(part: str) -> str:
+    """One name part, safe as one path segment on every service ("." and ".." included)."""
+    escaped = quote(part, safe="")
+    return "%2E" + escaped[1:] if escaped.startswith(".") else escaped
+
+
+def _stamp() -> str:
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+
+
+class _Objects:
+    """Named objects under one prefix: the few operations the store needs, with errors
+    translated at this boundary and every request counted (benchmarks report them)."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None) -> None:
+        import fsspec
+        import fsspec.config
+        from fsspec.implementations.local import LocalFileSystem
+
+        self.url = url
+        scheme = urlparse(url).scheme
+        self.bucket = urlparse(url).netloc
+        options = {
+            **DEFAULT_OPTIONS.get(scheme, {}),
+            **fsspec.config.conf.get(scheme, {}),
+            **(storage_options or {}),
+        }
+        try:
+            self.fs, root = fsspec.core.url_to_fs(url, **options)
+        except ImportError as exc:
+            extra = "s3" if scheme in ("s3", "s3a") else None
+            hint = (
+                f'pip install "nbflow-pipelines[{extra}]"'
+                if extra
+                else f"install the fsspec implementation for `{scheme}://`"
+            )
+            raise CacheError(
+                f"the shared cache `{url}` needs {exc.name or scheme}: {hint}"
+            ) from exc
+        except ValueError as exc:
+            raise CacheError(f"`{url}` is not a cache URL fsspec knows ({exc})") from exc
+        self.root = root.rstrip("/")
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.is_async = bool(getattr(self.fs, "async_impl", False))
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def _count(self, n: int = 1) -> None:
+        with self._lock:
+            self.requests += n
+
+    @contextlib.contextmanager
+    def boundary(self, what: str) -> Iterator[None]:
+        """Turn the service's errors into a `CacheError` that names the cache and the fix."""
+        try:
+            yield
+        except NbflowError:
+            raise
+        except PermissionError as exc:
+            raise CacheError(
+                f"access to bucket `{self.bucket}` of cache `{self.url}` was refused while "
+                f"{what} ({exc}): check the credentials this machine uses (AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the fsspec configuration) and the bucket's "
+                "policy"
+            ) from exc
+        except FileNotFoundError as exc:
+            raise CacheError(
+                f"cache `{self.url}` is not there while {what} ({exc}): create bucket "
+                f"`{self.bucket}` (or the folder), or fix the URL"
+            ) from exc
+        except Exception as exc:
+            # Connection refused, timeouts, DNS, TLS: aiohttp, botocore and OSError types.
+            raise CacheError(
+                f"cannot reach cache `{self.url}` while {what} ({type(exc).__name__}: {exc}); "
+                "check the network and the endpoint (AWS_ENDPOINT_URL or FSSPEC_S3_ENDPOINT_URL). "
+                "Nothing half-written was kept"
+            ) from exc
+
+    def _gather(self, coros: list[Any]) -> list[Any]:
+        from fsspec.asyn import sync
+
+        async def run() -> list[Any]:
+            return await asyncio.gather(*coros, return_exceptions=True)
+
+        return sync(self.fs.loop, run)
+
+    def get_many(self, names: Iterable[str], what: str) -> dict[str, bytes | None]:
+        """name -> bytes, None for a missing object; fetched concurrently where possible."""
+        names = list(names)
+        if not names:
+            return {}
+        self._count(len(names))
+        with self.boundary(what):
+            if self.is_async:
+                results = self._gather([self.fs._cat_file(self.path(n)) for n in names])
+            else:
+                results = []
+                for n in names:
+                    try:
+                        results.append(self.fs.cat_file(self.path(n)))
+                    except Exception as exc:
+                        results.append(exc)
+            out: dict[str, bytes | None] = {}
+            for name, result in zip(names, results, strict=True):
+                if isinstance(result, FileNotFoundError):
+                    out[name] = None
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    out[name] = bytes(result)
+            return out
+
+    def get(self, name: str, what: str) -> bytes | None:
+        return self.get_many([name], what)[name]
+
+    def put_many(self, items: dict[str, bytes], what: str, *, create: bool = False) -> None:
+        """Write objects; with `create`, one that exists is kept (create-only where offered)."""
+        if not items:
+            return
+        self._count(len(items))
+        with self.boundary(what):
+            if self.local:
+                for name, data in items.items():
+                    self._write_local(name, data, create)
+                return
+            if self.is_async:
+                mode = {"mode": "create"} if create else {}
+                results = self._gather(
+                    [self.fs._pipe_file(self.path(n), d, **mode) for n, d in items.items()]
+                )
+                for result in results:
+                    if isinstance(result, FileExistsError) and create:
+                        continue  # immutable: the first writer's object stays
+                    if isinstance(result, BaseException):
+                        raise result
+                return
+            for name, data in items.items():
+                self.fs.pipe_file(self.path(name), data)
+
+    def _write_local(self, name: str, data: bytes, create: bool) -> None:
+        target = Path(self.path(name))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_bytes(data)
+        try:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, target)  # never replaces: the first writer's object stays
+            else:
+                os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def list(self, folder: str, what: str) -> dict[str, dict[str, Any]]:
+        """name (relative to the prefix) -> its info (size, mtime), for every object under folder."""
+        self._count()
+        with self.boundary(what):
+            with contextlib.suppress(AttributeError):
+                self.fs.invalidate_cache(self.path(folder))
+            try:
+                found = self.fs.find(self.path(folder), detail=True)
+            except FileNotFoundError:
+                return {}
+        start = len(self.root) + 1
+        return {
+            path[start:]: info
+            for path, info in found.items()
+            if info.get("type", "file") == "file" and not path.rsplit("/", 1)[-1].startswith(".")
+        }
+
+    def size(self, name: str, what: str) -> int | None:
+        self._count()
+        with self.boundary(what):
+            try:
+                return int(self.fs.info(self.path(name))["size"])
+            except FileNotFoundError:
+                return None
+
+    def delete(self, names: Iterable[str], what: str) -> None:
+        names = list(names)
+        if not names:
+            return
+        self._count(max(1, len(names) // 1000) if not self.local else len(names))
+        with self.boundary(what):
+            if self.local:
+                for name in names:
+                    Path(self.path(name)).unlink(missing_ok=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm([self.path(n) for n in names])
+
+    def upload(self, local: Path, name: str, what: str) -> None:
+        """Copy a local value file to `name`, so that no reader ever sees part of it."""
+        self._count()
+        with self.boundary(what):
+            if self.local:
+                target = Path(self.path(name))
+                tmp_dir = Path(self.path("tmp"))
+                tmp_dir.mkdir(parents=True, exist_ok=True)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = tmp_dir / f"{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+                try:
+                    with open(local, "rb") as src, open(tmp, "wb") as dst:
+                        for chunk in iter(lambda: src.read(valuefile.CHUNK), b""):
+                            dst.write(chunk)
+                            _maybe_fault()
+                    os.replace(tmp, target)  # atomic on a POSIX folder, NFS included
+                finally:
+                    tmp.unlink(missing_ok=True)
+                return
+            # One PUT, or a multipart upload that becomes visible only when complete.
+            self.fs.put_file(str(local), self.path(name), callback=_FaultCallback())
+
+    def download(self, name: str, local: Path, what: str) -> None:
+        self._count()
+        with self.boundary(what):
+            self.fs.get_file(self.path(name), str(local))
+
+
+def _maybe_fault() -> None:
+    # Test hook for the crash tests: SIGKILL this process once part of a value is uploaded.
+    if _FAULT == "fsstore-mid-upload":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _FaultCallback:
+    """An fsspec callback that only serves the crash-test hook (`_maybe_fault`)."""
+
+    def __init__(self) -> None:
+        from fsspec.callbacks import Callback
+
+        self._inner = Callback()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def relative_update(self, inc: int = 1) -> None:
+        _maybe_fault()
+
+    def branched(self, *args: Any, **kwargs: Any) -> Any:
+        return None
+
+
+# --- the store --------------------------------------------------------------------------
+
+
+class FsStore:
+    """The shared store (see module docstring); the same protocol as `DiskStore`.
+
+    `secret` defaults to the team secret (`team_secret`); `home` holds the
+    local copies of values and the settings (the active home by default).
+    `storage_options` go to fsspec (e.g. `endpoint_url`, `key`, `secret`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        size_limit: int | None = None,
+        secret: bytes | None = None,
+        *,
+        home: Path | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not is_url(url):
+            raise CacheError(f"`{url}` is not a cache URL (scheme://...)")
+        self.url = url.rstrip("/")
+        self.directory = self.url
+        """Where the cache is (the URL; `DiskStore` has a folder here)."""
+        self.size_limit = size_limit
+        self.home = home or home_dir()
+        self._secret = secret if secret is not None else team_secret(self.url, self.home)
+        local = self.home / "shared-cache" / blake3(self.url.encode()).hexdigest(length=8)
+        self.local_dir = ensure_private_dir(local)
+        self.values_dir = ensure_private_dir(local / "values")
+        self.tmp_dir = ensure_private_dir(local / "tmp")
+        self.objects = _Objects(self.url, storage_options)
+        self._pending: list[Record] = []
+        self._lock = threading.Lock()
+        self._segments: dict[str, Any] = {}
+        """Verified segments by name: they never change, so each is read once per store."""
+        self._records: dict[str, Record] = {}
+        self._index_memo: dict[str, tuple[float, dict[str, Record]]] = {}
+        self._marked = False
+        self._warned: set[str] = set()
+        self.refused = 0
+        """Objects refused by a check (bad signature, wrong name), warned about once per kind."""
+        self.loads = 0
+        """Number of values unpickled by this store object (benchmarks report it)."""
+
+    def __repr__(self) -> str:
+        return f"<nbflow FsStore {self.url}>"
+
+    @property
+    def requests(self) -> int:
+        """Requests sent to the service by this store object (benchmarks report it)."""
+        return self.objects.requests
+
+    # --- signing ---------------------------------------------------------------------
+
+    def _mac(self, name: str, data: bytes) -> bytes:
+        encoded = name.encode("utf-8", "surrogatepass")
+        message = _TAG + len(encoded).to_bytes(4, "little") + encoded + data
+        return hmac.digest(self._secret, message, "sha256")
+
+    def _seal(self, name: str, data: bytes) -> bytes:
+        return _TAG + self._mac(name, data) + data
+
+    def _unseal(self, name: str, raw: bytes) -> bytes | None:
+        if len(raw) < 4 + _MAC_LEN or raw[:4] != _TAG:
+            return None
+        mac, data = raw[4 : 4 + _MAC_LEN], raw[4 + _MAC_LEN :]
+        return data if hmac.compare_digest(mac, self._mac(name, data)) else None
+
+    def _open(self, name: str, raw: bytes, belongs: Callable[[Any], bool], kind: str) -> Any:
+        """Verify, only then unpickle, then check the object names what it was read for."""
+        data = self._unseal(name, raw)
+        if data is not None:
+            obj = pickle.loads(data)  # signed with the team secret: checked above
+            if belongs(obj):
+                return obj
+            why = "is signed but belongs to another name (moved or copied)"
+        else:
+            why = "has a bad signature (tampered, or signed with another team secret)"
+        self._refuse(name, kind, why)
+        return None
+
+    def _refuse(self, name: str, kind: str, why: str) -> None:
+        self.refused += 1
+        if kind in self._warned:
+            return
+        self._warned.add(kind)
+        warnings.warn(
+            f"{kind} `{name}` of shared cache `{self.url}` {why}; ignoring it (never unpickled) "
+            f"and recomputing. Further refusals of this kind are counted, not reported; "
+            f"`nbflow cache info --cache-dir {self.url}` shows them",
+            NbflowWarning,
+            stacklevel=4,
+        )
+
+    def _dump(self, name: str, obj: Any) -> bytes:
+        return self._seal(name, pickle.dumps(obj, protocol=5))
+
+    def _mark(self) -> None:
+        """Write the signed marker once: gc collects only a prefix that carries it."""
+        if self._marked:
+            return
+        body = json.dumps({"format": FORMAT}).encode()
+        self.objects.put_many(
+            {MARKER: self._seal(MARKER, body)}, f"marking `{self.url}`", create=True
+        )
+        self._marked = True
+
+    def is_cache(self) -> bool:
+        """Whether the prefix holds a marker signed with this secret (it is our cache)."""
+        raw = self.objects.get(MARKER, "reading the marker")
+        return raw is not None and self._unseal(MARKER, raw) is not None
+
+    # --- names -----------------------------------------------------------------------
+
+    @staticmethod
+    def _record_name(pipeline: str, key: str) -> str:
+        return f"records/{_escape(pipeline)}/{_escape(key)}.rec"
+
+    # --- records ---------------------------------------------------------------------
+
+    def get_record(self, pipeline: str, key: CacheKey) -> Record | None:
+        name = self._record_name(pipeline, key)
+        known = self._records.get(name)
+        if known is not None:
+            return known
+        raw = self.objects.get(name, f"reading a record of pipeline `{pipeline}`")
+        if raw is None:
+            return None
+        record = self._open(
+            name,
+            raw,
+            lambda o: isinstance(o, dict) and (o.get("pipeline"), o.get("key")) == (pipeline, key),
+            "record",
+        )
+        if isinstance(record, dict):
+            self._records[name] = record  # immutable: kept for this store's life
+            return record
+        return None
+
+    def put(self, record: Record, payload: Payload) -> None:
+        """Store a value (uploaded first when large) and queue its record for `flush()`."""
+        record["digest"], record["fmt"], record["size"] = payload.digest, payload.fmt, payload.size
+        if payload.size > INLINE_LIMIT:
+            record["file"] = self._write_value(
+                payload, f"task `{record['task']}` of pipeline `{record['pipeline']}`"
+            )
+            record["inline"] = None
+        else:
+            record["file"] = None
+            record["inline"] = (payload.stream, [bytes(b) for b in payload.buffers])
+        with self._lock:
+            self._pending.append(record)
+
+    def _write_value(self, payload: Payload, what: str) -> str:
+        name = f"values/{payload.digest[:2]}/{payload.digest}.nbv"
+        local = self.values_dir / payload.digest[:2] / f"{payload.digest}.nbv"
+        if not (local.exists() and valuefile.size_ok(local)):
+            ensure_private_dir(local.parent)
+            valuefile.write_value(payload, local, self.tmp_dir, what)
+        size = local.stat().st_size
+        self._mark()
+        # Content-addressed: an object of the right size was written whole by someone.
+        if self.objects.size(name, f"checking the value of {what}") != size:
+            self.objects.upload(local, name, f"uploading the value of {what}")
+        return name
+
+    def flush(self) -> None:
+        """Write queued records (create-only), then one index segment per pipeline."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        self._mark()
+        records = {}
+        for r in pending:
+            name = self._record_name(r["pipeline"], r["key"])
+            records[name] = self._dump(name, r)
+        try:
+            self.objects.put_many(records, f"writing {len(records)} records", create=True)
+        except CacheError:
+            with self._lock:  # not written: kept for a later flush (the error is raised)
+                self._pending[:0] = pending
+            raise
+        by_pipeline: dict[str, dict[str, Record]] = {}
+        for r in pending:
+            # Instances of a mapped task are found by key only: the index lists tasks.
+            if not r.get("instance"):
+                by_pipeline.setdefault(r["pipeline"], {})[r["task"]] = summary(r)
+        segments = {}
+        for pipeline, entries in by_pipeline.items():
+            name = f"index/{_escape(pipeline)}/{_stamp()}.seg"
+            content = {"pipeline": pipeline, "entries": entries}
+            segments[name] = self._dump(name, content)
+            self._segments[name] = content
+            self._index_memo.pop(pipeline, None)
+        # A segment lost here (the process dies) is only a miss: the records are written.
+        self.objects.put_many(segments, "writing index segments", create=True)
+
+    # --- segments: the index and the pipeline state ------------------------------------
+
+    def _read_segments(self, kind: str, pipeline: str) -> dict[str, Any]:
+        """Every verified segment of `kind` for `pipeline`, by name (new ones fetched at once)."""
+        folder = f"{kind}/{_escape(pipeline)}/"
+        listed = [n for n in self.objects.list(folder, f"listing the {kind} of `{pipeline}`")]
+        listed = [n for n in listed if _SEGMENT_NAME.match(n)]
+        new = [n for n in listed if n not in self._segments]
+        fetched = self.objects.get_many(new, f"reading the {kind} of pipeline `{pipeline}`")
+        key = "entries" if kind == "index" else "changes"
+
+        def belongs(obj: Any) -> bool:
+            return (
+                isinstance(obj, dict)
+                and obj.get("pipeline") == pipeline
+                and isinstance(obj.get(key), dict)
+            )
+
+        for name, raw in fetched.items():
+            if raw is None:  # compacted away between the listing and the read
+                continue
+            content = self._open(name, raw, belongs, f"{kind} segment")
+            if content is not None:
+                self._segments[name] = content
+        return {n: self._segments[n] for n in listed if n in self._segments}
+
+    def _compact(self, kind: str, pipeline: str, merged: list[str], content: Any) -> None:
+        """Write `content` (the merge of `merged`) as one segment, then delete those merged."""
+        name = f"{kind}/{_escape(pipeline)}/{_stamp()}.seg"
+        self.objects.put_many(
+            {name: self._dump(name, content)}, f"compacting the {kind} of `{pipeline}`"
+        )
+        self._segments[name] = content
+        self.objects.delete(merged, f"compacting the {kind} of `{pipeline}`")
+        for old in merged:
+            self._segments.pop(old, None)
+
+    def index(self, pipeline: str) -> dict[str, Record]:
+        """task -> summary of its latest record (no value): one LIST and a few GETs."""
+        segments = self._read_segments("index", pipeline)
+        index = _merge_index(pipeline, segments.values())
+        if len(segments) > COMPACT_AT:
+            content = {"pipeline": pipeline, "entries": index}
+            self._compact("index", pipeline, list(segments), content)
+        self._index_memo[pipeline] = (time.monotonic(), index)
+        return index
+
+    def last_record(self, pipeline: str, task: str) -> Record | None:
+        # Called per task by `status()`: an index read a moment ago is good enough for a reason.
+        memo = self._index_memo.get(pipeline)
+        if memo is not None and time.monotonic() - memo[0] < 2.0:
+            return memo[1].get(task)
+        return self.index(pipeline).get(task)
+
+    def pipeline_state(self, pipeline: str) -> dict[str, Any]:
+        """Invalidations, failures and checks: the newest change per (section, task) wins."""
+        segments = self._read_segments("state", pipeline)
+        latest: dict[str, dict[str, list[Any]]] = {}
+        for content in segments.values():
+            for section, entries in content["changes"].items():
+                target = latest.setdefault(section, {})
+                for task, change in entries.items():
+                    if target.get(task) is None or change[0] >= target[task][0]:
+                        target[task] = change
+        if len(segments) > COMPACT_AT:
+            self._compact(
+                "state", pipeline, list(segments), {"pipeline": pipeline, "changes": latest}
+            )
+        state: dict[str, Any] = {"invalidated": {}, "failed": {}}
+        for section, entries in latest.items():
+            state.setdefault(section, {}).update(
+                {t: c[1] for t, c in entries.items() if c[1] is not None}
+            )
+        return state
+
+    def update_pipeline_state(self, pipeline: str, **changes: Any) -> None:
+        """Record `changes` (dicts keyed by task; None deletes) as one new state segment.
+
+        Each change carries its time, so segments merge in any order; deletions
+        are kept (as None) so an older change read later cannot bring a value back.
+        """
+        now = time.time()
+        content = {
+            "pipeline": pipeline,
+            "changes": {s: {t: [now, v] for t, v in e.items()} for s, e in changes.items()},
+        }
+        name = f"state/{_escape(pipeline)}/{_stamp()}.seg"
+        self._mark()
+        self.objects.put_many(
+            {name: self._dump(name, content)}, f"writing the state of `{pipeline}`", create=True
+        )
+        self._segments[name] = content
+
+    # --- named bytes -----------------------------------------------------------------
+
+    def get_bytes(self, namespace: str, name: str) -> bytes | None:
+        """The bytes last stored under (`namespace`, `name`), once their signature holds."""
+        obj = f"bytes/{_escape(namespace)}/{_escape(name)}.bin"
+        raw = self.objects.get(obj, f"reading `{namespace}`")
+        if raw is None:
+            return None
+        data = self._unseal(obj, raw)
+        if data is None:
+            self._refuse(obj, f"`{namespace}` entry", "has a bad signature")
+        return data
+
+    def put_bytes(self, namespace: str, name: str, data: bytes) -> None:
+        """Store `data` signed under (`namespace`, `name`); the last writer wins."""
+        obj = f"bytes/{_escape(namespace)}/{_escape(name)}.bin"
+        self._mark()
+        self.objects.put_many({obj: self._seal(obj, bytes(data))}, f"writing `{namespace}`")
+
+    # --- values ----------------------------------------------------------------------
+
+    def load(self, record: Record) -> Any:
+        """Unpickle a record's value after checking its digest; `IntegrityError` if it fails."""
+        if "inline" not in record:  # an index summary: fetch the full record
+            full = self.get_record(record["pipeline"], record["key"])
+            if full is None:
+                raise IntegrityError(record["key"], "record is missing")
+            record = full
+        if record.get("inline") is not None:
+            stream, buffers = record["inline"]
+            views = [memoryview(b) for b in buffers]
+            if digest_payload(record["fmt"], stream, views) != record["digest"]:
+                raise IntegrityError(record["key"], "value digest mismatch")
+            self.loads += 1
+            return deserialize(stream, views)
+        local = self.values_dir / record["digest"][:2] / f"{record['digest']}.nbv"
+        value = self._load_local(record, local)
+        if value is _MISSING:
+            self._fetch(record, local)
+            value = self._load_local(record, local)
+            if value is _MISSING:
+                # The object itself is bad (objects appear whole, so this is no upload in
+                # progress): delete it, so the recompute uploads a good one.
+                self.objects.delete([record["file"]], "removing a corrupt value")
+                raise IntegrityError(record["key"], "value digest mismatch")
+        self.loads += 1
+        return value
+
+    def _load_local(self, record: Record, local: Path) -> Any:
+        """The value from the local copy, or `_MISSING` (the copy is removed if it is bad)."""
+        if not local.exists():
+            return _MISSING
+        try:
+            _, stream, views, _ = valuefile.read_value(local, record["key"])
+        except IntegrityError:
+            local.unlink(missing_ok=True)
+            return _MISSING
+        if digest_payload(record["fmt"], stream, views) != record["digest"]:
+            local.unlink(missing_ok=True)
+            return _MISSING
+        return deserialize(stream, views)
+
+    def _fetch(self, record: Record, local: Path) -> None:
+        what = f"fetching the value of task `{record['task']}` of `{record['pipeline']}`"
+        ensure_private_dir(local.parent)
+        tmp = self.tmp_dir / f"{record['digest']}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            try:
+                self.objects.download(record["file"], tmp, what)
+            except CacheError as exc:
+                if isinstance(exc.__cause__, FileNotFoundError):
+                    raise IntegrityError(record["key"], "value object is missing") from exc
+                raise
+            os.replace(tmp, local)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # --- maintenance -----------------------------------------------------------------
+
+    def _scan(self) -> tuple[list[Record], list[str], dict[str, dict[str, Any]]]:
+        """Every record that verifies, the names of those that do not, and every object."""
+        listing = self.objects.list("", f"listing `{self.url}`")
+        names = [n for n in listing if _RECORD_NAME.match(n)]
+        fetched = self.objects.get_many(names, "reading the records")
+        records: list[Record] = []
+        unverified: list[str] = []
+        for name, raw in fetched.items():
+            if raw is None:
+                continue
+            data = self._unseal(name, raw)
+            record = pickle.loads(data) if data is not None else None
+            if (
+                isinstance(record, dict)
+                and self._record_name(str(record.get("pipeline")), str(record.get("key"))) == name
+            ):
+                records.append(record)
+            else:
+                unverified.append(name)
+        return records, unverified, listing
+
+    def records(self) -> Iterator[Record]:
+        """Every record that passes its signature check."""
+        yield from self._scan()[0]
+
+    def clear(self, pipeline: str) -> int:
+        """Delete every record, index and state segment of `pipeline` (its folders exactly:
+        `sales` never touches `sales2`); values go with the next `gc()` after the grace period."""
+        part = _escape(pipeline)
+        names: list[str] = []
+        removed = 0
+        for kind in ("records", "index", "state"):
+            found = list(self.objects.list(f"{kind}/{part}/", f"listing `{pipeline}`"))
+            names += found
+            removed += len(found) if kind == "records" else 0
+        self.objects.delete(names, f"clearing pipeline `{pipeline}`")
+        self._segments = {n: c for n, c in self._segments.items() if n not in set(names)}
+        self._records = {n: r for n, r in self._records.items() if n not in set(names)}
+        self._index_memo.pop(pipeline, None)
+        return removed
+
+    def info(self) -> dict[str, Any]:
+        records, unverified, listing = self._scan()
+        values = {n: i for n, i in listing.items() if _VALUE_NAME.match(n)}
+        per_pipeline: dict[str, int] = {}
+        for r in records:
+            per_pipeline[r["pipeline"]] = per_pipeline.get(r["pipeline"], 0) + 1
+        return {
+            "directory": self.url,
+            "records": len(records),
+            "unverified_records": len(unverified),
+            "pipelines": per_pipeline,
+            "inline_bytes": sum(r["size"] for r in records if r.get("inline") is not None),
+            "value_files": len(values),
+            "value_bytes": sum(int(i.get("size", 0)) for i in values.values()),
+            "size_limit": self.size_limit,
+            "local_copies": str(self.local_dir),
+        }
+
+    def gc(
+        self,
+        older_than: float | None = None,
+        size_limit: int | None = None,
+        grace: float = DEFAULT_GRACE,
+        *,
+        refuse_unverified: bool = False,
+        drop_unverified: bool = False,
+        verify: bool = False,
+    ) -> dict[str, int]:
+        """Remove unreferenced values older than `grace`; optionally old or excess records.
+
+        Refuses (`CacheError`, nothing deleted) a prefix without this cache's
+        signed marker, so a wrong URL never loses a bucket. Records go first,
+        values after; while some record fails its signature check no value is
+        deleted (`refuse_unverified` raises, `drop_unverified` deletes those
+        records first). `verify` is accepted for `DiskStore`'s signature; values
+        are always checked when loaded.
+        """
+        for label, amount in (("older_than", older_than), ("size_limit", size_limit)):
+            if amount is not None and not amount >= 0:
+                raise ValueError(f"gc: {label} must be 0 or more, got {amount!r}")
+        if not self.is_cache():
+            raise CacheError(
+                f"refusing to collect `{self.url}`: it has no `{MARKER}` signed with this cache "
+                "secret, so it is not an nbflow cache of this team (or the secret is another "
+                "one). Nothing was deleted"
+            )
+        now = time.time()
+        records, unverified, listing = self._scan()
+        dropped_unverified = 0
+        if unverified and drop_unverified:
+            self.objects.delete(unverified, "dropping unverified records")
+            dropped_unverified, unverified = len(unverified), []
+        if unverified and refuse_unverified:
+            raise CacheError(
+                f"refusing to collect `{self.url}`: {len(unverified)} records fail their signature "
+                "check (tampered, or signed with another team secret), so what they point to "
+                f"cannot be judged; `nbflow cache gc --cache-dir {self.url} --drop-unverified` "
+                "deletes them. Nothing was deleted"
+            )
+        drop: list[Record] = []
+        keep: list[Record] = []
+        for r in sorted(records, key=lambda r: r.get("created", 0.0)):
+            if older_than is not None and now - r.get("created", now) > older_than:
+                drop.append(r)
+            else:
+                keep.append(r)
+        limit = size_limit if size_limit is not None else self.size_limit
+        if limit is not None:
+            total = sum(r["size"] for r in keep)
+            while keep and total > limit:
+                r = keep.pop(0)
+                drop.append(r)
+                total -= r["size"]
+        self._drop_records(drop)
+        removed_files = 0
+        if not unverified:
+            referenced = {r["file"] for r in keep if r.get("file")}
+            old = [
+                n
+                for n, i in listing.items()
+                if _VALUE_NAME.match(n) and n not in referenced and now - _mtime(i) >= grace
+            ]
+            old += [
+                n for n, i in listing.items() if n.startswith("tmp/") and now - _mtime(i) >= grace
+            ]
+            self.objects.delete(old, "removing unreferenced values")
+            removed_files = sum(1 for n in old if n.startswith("values/"))
+            digests = {Path(n).stem for n in referenced}
+            for path in self.values_dir.glob("*/*.nbv"):
+                if path.stem not in digests:
+                    path.unlink(missing_ok=True)
+        return {
+            "records": len(drop),
+            "files": removed_files,
+            "corrupt": 0,
+            "tmp": 0,
+            "unverified": len(unverified),
+            "dropped_unverified": dropped_unverified,
+        }
+
+    def _drop_records(self, drop: list[Record]) -> None:
+        """Delete records, then rewrite the index of their pipelines without them."""
+        if not drop:
+            return
+        self.objects.delete(
+            [self._record_name(r["pipeline"], r["key"]) for r in drop], "removing old records"
+        )
+        gone: dict[str, set[str]] = {}
+        for r in drop:
+            gone.setdefault(r["pipeline"], set()).add(r["key"])
+        for pipeline, keys in gone.items():
+            # Merged and deleted from one listing: a segment added meanwhile is left alone.
+            segments = self._read_segments("index", pipeline)
+            index = _merge_index(pipeline, segments.values())
+            kept = {t: e for t, e in index.items() if e.get("key") not in keys}
+            self._compact(
+                "index", pipeline, list(segments), {"pipeline": pipeline, "entries": kept}
+            )
+            self._index_memo.pop(pipeline, None)
+        self._records.clear()
+
+    def close(self) -> None:
+        self.flush()
+
+
+_MISSING = object()
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    """An object's modification time (seconds since the epoch), from an fsspec info dict."""
+    for key in ("LastModified", "mtime", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        with contextlib.suppress(TypeError, ValueError):
+            return float(value)
+    return time.time()  # unknown: treated as new, so never collected
+
+
+def _merge_index(pipeline: str, segments: Iterable[Any]) -> dict[str, Record]:
+    """The merge of index segments: per task, the entry of the newest record."""
+    index: dict[str, Record] = {}
+    for content in segments:
+        for task, entry in content["entries"].items():
+            if not (
+                isinstance(entry, dict)
+                and entry.get("pipeline") == pipeline
+                and entry.get("task") == task
+            ):
+                continue
+            current = index.get(task)
+            if current is None or entry.get("created", 0.0) >= current.get("created", 0.0):
+                index[task] = entry
+    return index
