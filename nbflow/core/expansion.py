@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from nbflow.core.events import EventBus
+    from nbflow.core.fsstore import FsStore
     from nbflow.core.pipeline import Pipeline
     from nbflow.core.result import RunResult
-    from nbflow.core.fsstore import FsStore
     from nbflow.core.store import DiskStore
 
 # Decisions after which a mapped task reuses none of its cached instances.

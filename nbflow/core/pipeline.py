@@ -29,6 +29,7 @@ from nbflow.core.errors import (
     ParameterError,
     UnknownTaskError,
 )
+from nbflow.core.fsstore import FsStore, configured_url, is_url
 from nbflow.core.graph import Graph, resolve_graph
 from nbflow.core.home import home_dir
 from nbflow.core.partitions import (
@@ -41,7 +42,6 @@ from nbflow.core.planner import Planner
 from nbflow.core.resources import Resource, make_resource
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
 from nbflow.core.runner import Runner, raise_for_failures
-from nbflow.core.fsstore import FsStore, configured_url, is_url
 from nbflow.core.store import DiskStore
 from nbflow.core.task import Task, make_options
 
