@@ -122,7 +122,6 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     # s3fs retries 5 times with back-off and botocore 5 more inside each: a dead endpoint
     # would take minutes to report. Few retries and firm timeouts make it a prompt error.
     "s3": {
-        "retries": 2,
         "config_kwargs": {
             "connect_timeout": 5,
             "read_timeout": 60,
@@ -132,6 +131,9 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
         "use_listings_cache": False,
     },
 }
+
+S3_RETRIES = 2
+"""s3fs's own retries of a failed request (its default is 5, each with botocore's inside)."""
 
 _TAG = b"NBF1"
 _MAC_LEN = 32
@@ -279,6 +281,8 @@ class _Objects:
             ) from exc
         except ValueError as exc:
             raise CacheError(f"`{url}` is not a cache URL fsspec knows ({exc})") from exc
+        if scheme in ("s3", "s3a") and "retries" not in options:
+            self.fs.retries = S3_RETRIES  # a class attribute in s3fs, not an argument
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
         self.is_async = bool(getattr(self.fs, "async_impl", False))
@@ -297,8 +301,8 @@ class _Objects:
         """Turn the service's errors into a `CacheError` that names the cache and the fix."""
         try:
             yield
-        except NbflowError:
-            raise
+        except (NbflowError, TypeError, AttributeError):
+            raise  # ours, or a bug: not the service's doing
         except PermissionError as exc:
             raise CacheError(
                 f"access to bucket `{self.bucket}` of cache `{self.url}` was refused while "
@@ -525,6 +529,8 @@ class FsStore:
         self._index_memo: dict[str, tuple[float, dict[str, Record]]] = {}
         self._marked = False
         self._warned: set[str] = set()
+        self._bad: set[str] = set()
+        """Objects refused by a check: a record written under such a name replaces it."""
         self.refused = 0
         """Objects refused by a check (bad signature, wrong name), warned about once per kind."""
         self.loads = 0
@@ -568,6 +574,7 @@ class FsStore:
         return None
 
     def _refuse(self, name: str, kind: str, why: str) -> None:
+        self._bad.add(name)
         self.refused += 1
         if kind in self._warned:
             return
@@ -663,8 +670,16 @@ class FsStore:
         for r in pending:
             name = self._record_name(r["pipeline"], r["key"])
             records[name] = self._dump(name, r)
+        # Create-only, except over an object this store refused (tampered, or another
+        # team's): else a forged record would keep its name, and so a miss, forever.
+        replace = {n: d for n, d in records.items() if n in self._bad}
         try:
-            self.objects.put_many(records, f"writing {len(records)} records", create=True)
+            self.objects.put_many(replace, f"replacing {len(replace)} refused records")
+            self.objects.put_many(
+                {n: d for n, d in records.items() if n not in replace},
+                f"writing {len(records)} records",
+                create=True,
+            )
         except CacheError:
             with self._lock:  # not written: kept for a later flush (the error is raised)
                 self._pending[:0] = pending

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import nbflow as nf
-from nbflow.core.errors import CacheError, NbflowWarning
+from nbflow.core.errors import CacheError
 from nbflow.core.fsstore import FsStore, team_secret
 from tests.conftest import FIXTURES
 from tests.core.s3server import CREDENTIALS, MotoServer, Relay, moto_server
@@ -275,10 +275,12 @@ def test_a_tampered_record_or_value_is_refused_and_never_unpickled(
     assert outcome(run_child(url, tmp_path, "c", BIG_MB="2"))["executed"] == []
     assert calls(tmp_path, "c") == []
     assert not planted.exists()
-    with pytest.warns(NbflowWarning, match="bad signature"), pytest.raises(
-        CacheError, match="fail their signature check"
-    ):
+    # A forged record left in the bucket: gc judges nothing while it is there.
+    record = next(n for n in _objects(s3.endpoint, bucket) if "/records/" in n)
+    fs.pipe_file(f"{bucket}/{record}", fs.cat_file(f"{bucket}/{record}")[:36] + payload)
+    with pytest.raises(CacheError, match="fail their signature check.*Nothing was deleted"):
         FsStore(url).gc(refuse_unverified=True)
+    assert _objects(s3.endpoint, bucket).keys() >= {record}
 
 
 @pytest.mark.s3
@@ -311,7 +313,8 @@ def test_wrong_credentials_give_a_clear_error_naming_the_bucket(tmp_path: Path, 
     # A server that checks credentials after the first four requests (bucket, user, key, policy).
     with moto_server(tmp_path / "auth.log", {"INITIAL_NO_AUTH_ACTION_COUNT": "4"}) as server:
         _point_at(monkeypatch, server.endpoint)
-        bucket = _new_bucket(server.endpoint)
+        bucket = f"nbflow-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket=bucket)
         iam = boto3.client("iam", endpoint_url=server.endpoint)
         iam.create_user(UserName="team")
         key = iam.create_access_key(UserName="team")["AccessKey"]
