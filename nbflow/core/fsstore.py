@@ -115,6 +115,10 @@ COMPACT_AT = 8
 """A reader that finds more index (or state) segments than this merges them into one."""
 MARKER = "nbflow-cache.json"
 FORMAT = "nbflow-shared-cache-1"
+PREFETCH_TTL = 1.0
+"""Seconds a listing of segment names taken ahead (with the state, for the index) is used."""
+LISTING_TTL = 5.0
+"""Seconds a listing of a pipeline's records answers "is there a record under this key?"."""
 DEFAULT_GRACE = 3600.0
 """gc keeps unreferenced values younger than this (seconds): their record may be on its way."""
 
@@ -398,7 +402,7 @@ class _Objects:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def list(self, folder: str, what: str) -> dict[str, dict[str, Any]]:
+    def listing(self, folder: str, what: str) -> dict[str, dict[str, Any]]:
         """name (relative to the prefix) -> its info (size, mtime), for every object under folder."""
         self._count()
         with self.boundary(what):
@@ -414,6 +418,34 @@ class _Objects:
             for path, info in found.items()
             if info.get("type", "file") == "file" and not path.rsplit("/", 1)[-1].startswith(".")
         }
+
+    def list_many(self, folders: list[str], what: str) -> list[dict[str, dict[str, Any]]]:
+        """`listing` of several folders, concurrently where the service allows."""
+        if not self.is_async or len(folders) < 2:
+            return [self.listing(folder, what) for folder in folders]
+        self._count(len(folders))
+        with self.boundary(what):
+            for folder in folders:
+                self.fs.invalidate_cache(self.path(folder))
+            results = self._gather([self.fs._find(self.path(f), detail=True) for f in folders])
+        out: list[dict[str, dict[str, Any]]] = []
+        start = len(self.root) + 1
+        for result in results:
+            if isinstance(result, FileNotFoundError):
+                out.append({})
+                continue
+            if isinstance(result, BaseException):
+                with self.boundary(what):
+                    raise result
+            out.append(
+                {
+                    path[start:]: info
+                    for path, info in result.items()
+                    if info.get("type", "file") == "file"
+                    and not path.rsplit("/", 1)[-1].startswith(".")
+                }
+            )
+        return out
 
     def size(self, name: str, what: str) -> int | None:
         self._count()
@@ -527,6 +559,8 @@ class FsStore:
         """Verified segments by name: they never change, so each is read once per store."""
         self._records: dict[str, Record] = {}
         self._index_memo: dict[str, tuple[float, dict[str, Record]]] = {}
+        self._listings: dict[str, tuple[float, set[str]]] = {}
+        self._listed_segments: dict[tuple[str, str], tuple[float, list[str]]] = {}
         self._marked = False
         self._warned: set[str] = set()
         self._bad: set[str] = set()
@@ -613,11 +647,17 @@ class FsStore:
 
     # --- records ---------------------------------------------------------------------
 
-    def get_record(self, pipeline: str, key: CacheKey) -> Record | None:
+    def get_record(
+        self, pipeline: str, key: CacheKey, *, trust_listing: bool = True
+    ) -> Record | None:
+        """The record under `key` (None when missing or refused). With `trust_listing`, a
+        name missing from a recent listing of the pipeline's records is a miss, unread."""
         name = self._record_name(pipeline, key)
         known = self._records.get(name)
         if known is not None:
             return known
+        if trust_listing and name not in self._listed_records(pipeline):
+            return None
         raw = self.objects.get(name, f"reading a record of pipeline `{pipeline}`")
         if raw is None:
             return None
@@ -631,6 +671,21 @@ class FsStore:
             self._records[name] = record  # immutable: kept for this store's life
             return record
         return None
+
+    def _listed_records(self, pipeline: str) -> set[str]:
+        """The record names of `pipeline`, listed at most every `LISTING_TTL` seconds.
+
+        A plan of a pipeline that has never run asks for every task's record:
+        one LIST (per 1,000 records) answers them all instead of one GET per
+        task. A record another machine wrote since the listing is a miss, no more.
+        """
+        listed = self._listings.get(pipeline)
+        if listed is None or time.monotonic() - listed[0] > LISTING_TTL:
+            names = self.objects.listing(
+                f"records/{_escape(pipeline)}/", f"listing the records of `{pipeline}`"
+            )
+            listed = self._listings[pipeline] = (time.monotonic(), set(names))
+        return listed[1]
 
     def put(self, record: Record, payload: Payload) -> None:
         """Store a value (uploaded first when large) and queue its record for `flush()`."""
@@ -684,6 +739,10 @@ class FsStore:
             with self._lock:  # not written: kept for a later flush (the error is raised)
                 self._pending[:0] = pending
             raise
+        for r in pending:
+            listed = self._listings.get(r["pipeline"])
+            if listed is not None:
+                listed[1].add(self._record_name(r["pipeline"], r["key"]))
         by_pipeline: dict[str, dict[str, Record]] = {}
         for r in pending:
             # Instances of a mapped task are found by key only: the index lists tasks.
@@ -701,29 +760,44 @@ class FsStore:
 
     # --- segments: the index and the pipeline state ------------------------------------
 
-    def _read_segments(self, kind: str, pipeline: str) -> dict[str, Any]:
-        """Every verified segment of `kind` for `pipeline`, by name (new ones fetched at once)."""
-        folder = f"{kind}/{_escape(pipeline)}/"
-        listed = [n for n in self.objects.list(folder, f"listing the {kind} of `{pipeline}`")]
-        listed = [n for n in listed if _SEGMENT_NAME.match(n)]
-        new = [n for n in listed if n not in self._segments]
-        fetched = self.objects.get_many(new, f"reading the {kind} of pipeline `{pipeline}`")
-        key = "entries" if kind == "index" else "changes"
-
-        def belongs(obj: Any) -> bool:
-            return (
-                isinstance(obj, dict)
-                and obj.get("pipeline") == pipeline
-                and isinstance(obj.get(key), dict)
-            )
-
+    def _refresh(self, pipeline: str, kinds: tuple[str, ...]) -> None:
+        """List the segment folders of `kinds` at once, then fetch every new segment at once:
+        two round trips, however many kinds and segments."""
+        folders = [f"{kind}/{_escape(pipeline)}/" for kind in kinds]
+        listings = self.objects.list_many(folders, f"listing the index of `{pipeline}`")
+        now = time.monotonic()
+        new: list[str] = []
+        for kind, listing in zip(kinds, listings, strict=True):
+            names = [n for n in listing if _SEGMENT_NAME.match(n)]
+            self._listed_segments[(kind, pipeline)] = (now, names)
+            new += [n for n in names if n not in self._segments]
+        fetched = self.objects.get_many(new, f"reading the index of pipeline `{pipeline}`")
         for name, raw in fetched.items():
             if raw is None:  # compacted away between the listing and the read
                 continue
+            kind = name.split("/", 1)[0]
+            key = "entries" if kind == "index" else "changes"
+
+            def belongs(obj: Any, key: str = key) -> bool:
+                return (
+                    isinstance(obj, dict)
+                    and obj.get("pipeline") == pipeline
+                    and isinstance(obj.get(key), dict)
+                )
+
             content = self._open(name, raw, belongs, f"{kind} segment")
             if content is not None:
                 self._segments[name] = content
-        return {n: self._segments[n] for n in listed if n in self._segments}
+
+    def _read_segments(self, kind: str, pipeline: str) -> dict[str, Any]:
+        """Every verified segment of `kind` for `pipeline`, by name. A listing taken in the
+        last `PREFETCH_TTL` seconds (the planner reads state, then index) is used as is: a
+        segment it misses is only a miss."""
+        listed = self._listed_segments.pop((kind, pipeline), None)
+        if listed is None or time.monotonic() - listed[0] > PREFETCH_TTL:
+            self._refresh(pipeline, (kind,))
+            listed = self._listed_segments.pop((kind, pipeline))
+        return {n: self._segments[n] for n in listed[1] if n in self._segments}
 
     def _compact(self, kind: str, pipeline: str, merged: list[str], content: Any) -> None:
         """Write `content` (the merge of `merged`) as one segment, then delete those merged."""
@@ -755,6 +829,8 @@ class FsStore:
 
     def pipeline_state(self, pipeline: str) -> dict[str, Any]:
         """Invalidations, failures and checks: the newest change per (section, task) wins."""
+        # The planner asks for the index next: both are listed and fetched together.
+        self._refresh(pipeline, ("state", "index"))
         segments = self._read_segments("state", pipeline)
         latest: dict[str, dict[str, list[Any]]] = {}
         for content in segments.values():
@@ -816,7 +892,8 @@ class FsStore:
     def load(self, record: Record) -> Any:
         """Unpickle a record's value after checking its digest; `IntegrityError` if it fails."""
         if "inline" not in record:  # an index summary: fetch the full record
-            full = self.get_record(record["pipeline"], record["key"])
+            # Not through the listing: the index may name a record newer than it.
+            full = self.get_record(record["pipeline"], record["key"], trust_listing=False)
             if full is None:
                 raise IntegrityError(record["key"], "record is missing")
             record = full
@@ -873,7 +950,7 @@ class FsStore:
 
     def _scan(self) -> tuple[list[Record], list[str], dict[str, dict[str, Any]]]:
         """Every record that verifies, the names of those that do not, and every object."""
-        listing = self.objects.list("", f"listing `{self.url}`")
+        listing = self.objects.listing("", f"listing `{self.url}`")
         names = [n for n in listing if _RECORD_NAME.match(n)]
         fetched = self.objects.get_many(names, "reading the records")
         records: list[Record] = []
@@ -903,13 +980,14 @@ class FsStore:
         names: list[str] = []
         removed = 0
         for kind in ("records", "index", "state"):
-            found = list(self.objects.list(f"{kind}/{part}/", f"listing `{pipeline}`"))
+            found = list(self.objects.listing(f"{kind}/{part}/", f"listing `{pipeline}`"))
             names += found
             removed += len(found) if kind == "records" else 0
         self.objects.delete(names, f"clearing pipeline `{pipeline}`")
         self._segments = {n: c for n, c in self._segments.items() if n not in set(names)}
         self._records = {n: r for n, r in self._records.items() if n not in set(names)}
         self._index_memo.pop(pipeline, None)
+        self._listings.pop(pipeline, None)
         return removed
 
     def info(self) -> dict[str, Any]:
