@@ -49,10 +49,6 @@ class MotoServer:
                 raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.05)
 
-    def requests(self) -> int:
-        """Requests the server has answered so far (from its request log)."""
-        return sum(1 for line in self.log.read_text().splitlines() if '" ' in line and "HTTP/" in line)
-
     def stop(self) -> None:
         self.process.terminate()
         try:

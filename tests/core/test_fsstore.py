@@ -144,6 +144,42 @@ def test_two_processes_on_a_shared_folder(tmp_path: Path):
     assert not any((tmp_path / "shared").rglob("*.sqlite*"))  # no SQLite on the shared folder
 
 
+@pytest.mark.parametrize("where", ["file", pytest.param("s3", marks=pytest.mark.s3)])
+def test_two_processes_writing_at_once_corrupt_nothing(where: str, tmp_path: Path, request):
+    if where == "s3":
+        url = f"s3://{request.getfixturevalue('bucket')}/team"
+    else:
+        url = f"file://{tmp_path / 'shared'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BIG_MB": "8"}
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**env, "NBFLOW_HOME": str(tmp_path / f"home-{m}"), "CALLS": str(tmp_path / m)},
+        )
+        for m in ("a", "b")
+    ]
+    results = [child.communicate(timeout=240) for child in children]
+    assert [c.returncode for c in children] == [0, 0], [r[1][-2000:] for r in results]
+    totals = {json.loads(out.strip().splitlines()[-1])["total"] for out, _ in results}
+    assert len(totals) == 1
+    third = outcome(run_child(url, tmp_path, "c", BIG_MB="8"))
+    assert third["executed"] == [] and third["total"] in totals
+
+
+def test_a_lost_index_costs_reads_never_a_wrong_result(tmp_path: Path):
+    url = f"file://{tmp_path / 'shared'}"
+    outcome(run_child(url, tmp_path, "a"))
+    for segment in (tmp_path / "shared" / "index").rglob("*.seg"):
+        segment.unlink()  # every index update lost
+    again = outcome(run_child(url, tmp_path, "b"))
+    assert again["executed"] == []  # the records are found under the keys computed
+    assert calls(tmp_path, "b") == [] and again["summary"] == {"total": again["total"]}
+
+
 def test_a_rerun_decides_with_a_handful_of_requests_whatever_the_number_of_tasks(tmp_path: Path):
     url = f"file://{tmp_path / 'shared'}"
 
