@@ -804,7 +804,12 @@ class FsStore:
             names = [n for n in listing if _SEGMENT_NAME.match(n)]
             self._listed_segments[(kind, pipeline)] = (now, names)
             new += [n for n in names if n not in self._segments]
-        fetched = self.objects.get_many(new, f"reading the index of pipeline `{pipeline}`")
+        # Segments never change once written, so a copy kept locally (signed bytes, checked
+        # again like any read) spares a fresh process that round trip.
+        local = {n: self._local_segment(n) for n in new}
+        fetched: dict[str, bytes | None] = {n: r for n, r in local.items() if r is not None}
+        missing = [n for n in new if n not in fetched]
+        fetched |= self.objects.get_many(missing, f"reading the index of pipeline `{pipeline}`")
         for name, raw in fetched.items():
             if raw is None:  # compacted away between the listing and the read
                 continue
@@ -821,6 +826,25 @@ class FsStore:
             content = self._open(name, raw, belongs, f"{kind} segment")
             if content is not None:
                 self._segments[name] = content
+                if name in missing:
+                    self._keep_segment(name, raw)
+
+    def _segment_copy(self, name: str) -> Path:
+        return self.local_dir / "segments" / name.replace("/", "~")
+
+    def _local_segment(self, name: str) -> bytes | None:
+        try:
+            return self._segment_copy(name).read_bytes()
+        except OSError:
+            return None
+
+    def _keep_segment(self, name: str, raw: bytes) -> None:
+        """Keep a segment's bytes locally (through a rename: a reader sees all or nothing)."""
+        path = self._segment_copy(name)
+        ensure_private_dir(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(raw)
+        os.replace(tmp, path)
 
     def _read_segments(self, kind: str, pipeline: str) -> dict[str, Any]:
         """Every verified segment of `kind` for `pipeline`, by name. A listing taken in the
@@ -1114,6 +1138,11 @@ class FsStore:
             for path in self.values_dir.glob("*/*.nbv"):
                 if path.stem not in digests:
                     path.unlink(missing_ok=True)
+        # Local copies of segments compacted away are of no more use.
+        listed = {self._segment_copy(n).name for n in listing if _SEGMENT_NAME.match(n)}
+        for path in (self.local_dir / "segments").glob("*.seg"):
+            if path.name not in listed:
+                path.unlink(missing_ok=True)
         return {
             "records": len(drop),
             "files": removed_files,
