@@ -63,7 +63,9 @@ Signing, and what is checked before anything is unpickled:
 Local read-through copy: values fetched or written are kept under the home
 (`shared-cache/<hash of the URL>/values`), so a second read does not go to
 the network; the digest is checked on every load, so a stale or damaged
-copy is fetched again. Deleting that folder is always safe.
+copy is fetched again. Verified segments are kept there too (their names are
+never reused), so a new process lists them and fetches only unseen ones.
+Deleting that folder is always safe.
 
 Failures: every call to the service has timeouts and few retries (set in
 `DEFAULT_OPTIONS`, overridden by fsspec's configuration or
