@@ -68,7 +68,7 @@ never reused), so a new process lists them and fetches only unseen ones.
 Deleting that folder is always safe.
 
 Failures: every call to the service has timeouts and few retries (set in
-`DEFAULT_OPTIONS`, overridden by fsspec's configuration or
+`fsobjects.DEFAULT_OPTIONS`, overridden by fsspec's configuration or
 `storage_options`), and any failure becomes a `CacheError` naming the cache
 and what to check — refused credentials name the bucket — never a hang.
 
@@ -81,14 +81,11 @@ signature check.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import json
 import os
 import pickle
 import re
-import signal
 import stat
 import threading
 import time
@@ -97,12 +94,12 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
 
 from blake3 import blake3
 
 from nbflow.core import valuefile
-from nbflow.core.errors import CacheError, HomeError, IntegrityError, NbflowError, NbflowWarning
+from nbflow.core.errors import CacheError, HomeError, IntegrityError, NbflowWarning
+from nbflow.core.fsobjects import Objects, escape, mtime, stamp
 from nbflow.core.home import ensure_private_dir, home_dir
 from nbflow.core.serialize import Payload, deserialize, digest_payload
 from nbflow.core.store import INLINE_LIMIT, Record, summary
@@ -124,26 +121,8 @@ LISTING_TTL = 5.0
 DEFAULT_GRACE = 3600.0
 """gc keeps unreferenced values younger than this (seconds): their record may be on its way."""
 
-DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
-    # s3fs retries 5 times with back-off and botocore 5 more inside each: a dead endpoint
-    # would take minutes to report. Few retries and firm timeouts make it a prompt error.
-    "s3": {
-        "config_kwargs": {
-            "connect_timeout": 5,
-            "read_timeout": 60,
-            "retries": {"max_attempts": 2, "mode": "standard"},
-        },
-        # Listings must be fresh: other machines add segments all the time.
-        "use_listings_cache": False,
-    },
-}
-
-S3_RETRIES = 2
-"""s3fs's own retries of a failed request (its default is 5, each with botocore's inside)."""
-
 _TAG = b"NBF1"
 _MAC_LEN = 32
-_FAULT = os.environ.get("NBFLOW_FAULT", "")
 _VALUE_NAME = re.compile(r"^values/[0-9a-f]{2}/[0-9a-f]{8,128}\.nbv$")
 _RECORD_NAME = re.compile(r"^records/[^/]+/[^/]+\.rec$")
 _SEGMENT_NAME = re.compile(r"^(index|state)/[^/]+/[^/]+\.seg$")
@@ -243,318 +222,6 @@ def team_secret(url: str, home: Path | None = None) -> bytes:
     return text.encode()
 
 
-# --- the service: objects by name, every failure a CacheError ----------------------------
-
-
-def _escape(part: str) -> str:
-    """One name part, safe as one path segment on every service ("." and ".." included)."""
-    escaped = quote(part, safe="")
-    return "%2E" + escaped[1:] if escaped.startswith(".") else escaped
-
-
-def _stamp() -> str:
-    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
-
-
-class _Objects:
-    """Named objects under one prefix: the few operations the store needs, with errors
-    translated at this boundary and every request counted (benchmarks report them)."""
-
-    def __init__(self, url: str, storage_options: dict[str, Any] | None) -> None:
-        import fsspec
-        import fsspec.config
-        from fsspec.implementations.local import LocalFileSystem
-
-        self.url = url
-        scheme = urlparse(url).scheme
-        self.bucket = urlparse(url).netloc
-        options = {
-            **DEFAULT_OPTIONS.get(scheme, {}),
-            **fsspec.config.conf.get(scheme, {}),
-            **(storage_options or {}),
-        }
-        try:
-            self.fs, root = fsspec.core.url_to_fs(url, **options)
-        except ImportError as exc:
-            extra = "s3" if scheme in ("s3", "s3a") else None
-            hint = (
-                f'pip install "nbflow-pipelines[{extra}]"'
-                if extra
-                else f"install the fsspec implementation for `{scheme}://`"
-            )
-            raise CacheError(
-                f"the shared cache `{url}` needs {exc.name or scheme}: {hint}"
-            ) from exc
-        except ValueError as exc:
-            raise CacheError(f"`{url}` is not a cache URL fsspec knows ({exc})") from exc
-        if scheme in ("s3", "s3a") and "retries" not in options:
-            self.fs.retries = S3_RETRIES  # a class attribute in s3fs, not an argument
-        self.root = root.rstrip("/")
-        self.s3 = scheme in ("s3", "s3a")
-        self.local = isinstance(self.fs, LocalFileSystem)
-        self.is_async = bool(getattr(self.fs, "async_impl", False))
-        self.requests = 0
-        self._lock = threading.Lock()
-
-    def path(self, name: str) -> str:
-        return f"{self.root}/{name}"
-
-    def _count(self, n: int = 1) -> None:
-        with self._lock:
-            self.requests += n
-
-    @contextlib.contextmanager
-    def boundary(self, what: str) -> Iterator[None]:
-        """Turn the service's errors into a `CacheError` that names the cache and the fix."""
-        try:
-            yield
-        except (NbflowError, TypeError, AttributeError):
-            raise  # ours, or a bug: not the service's doing
-        except PermissionError as exc:
-            raise CacheError(
-                f"access to bucket `{self.bucket}` of cache `{self.url}` was refused while "
-                f"{what} ({exc}): check the credentials this machine uses (AWS_ACCESS_KEY_ID / "
-                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the fsspec configuration) and the bucket's "
-                "policy"
-            ) from exc
-        except FileNotFoundError as exc:
-            raise CacheError(
-                f"cache `{self.url}` is not there while {what} ({exc}): create bucket "
-                f"`{self.bucket}` (or the folder), or fix the URL"
-            ) from exc
-        except Exception as exc:
-            # Connection refused, timeouts, DNS, TLS: aiohttp, botocore and OSError types.
-            raise CacheError(
-                f"cannot reach cache `{self.url}` while {what} ({type(exc).__name__}: {exc}); "
-                "check the network and the endpoint (AWS_ENDPOINT_URL or FSSPEC_S3_ENDPOINT_URL). "
-                "Nothing half-written was kept"
-            ) from exc
-
-    def _gather(self, coros: list[Any]) -> list[Any]:
-        from fsspec.asyn import sync
-
-        async def run() -> list[Any]:
-            return await asyncio.gather(*coros, return_exceptions=True)
-
-        return sync(self.fs.loop, run)
-
-    def get_many(self, names: Iterable[str], what: str) -> dict[str, bytes | None]:
-        """name -> bytes, None for a missing object; fetched concurrently where possible."""
-        names = list(names)
-        if not names:
-            return {}
-        self._count(len(names))
-        with self.boundary(what):
-            if self.is_async:
-                # s3fs sends a HEAD first (to split large objects) unless told one stream will
-                # do; ours are small, so one GET each.
-                extra = {"max_concurrency": 1} if self.s3 else {}
-                results = self._gather([self.fs._cat_file(self.path(n), **extra) for n in names])
-            else:
-                results = []
-                for n in names:
-                    try:
-                        results.append(self.fs.cat_file(self.path(n)))
-                    except Exception as exc:
-                        results.append(exc)
-            out: dict[str, bytes | None] = {}
-            for name, result in zip(names, results, strict=True):
-                if isinstance(result, FileNotFoundError):
-                    out[name] = None
-                elif isinstance(result, BaseException):
-                    raise result
-                else:
-                    out[name] = bytes(result)
-            return out
-
-    def get(self, name: str, what: str) -> bytes | None:
-        return self.get_many([name], what)[name]
-
-    def put_many(self, items: dict[str, bytes], what: str, *, create: bool = False) -> None:
-        """Write objects; with `create`, one that exists is kept (create-only where offered)."""
-        if not items:
-            return
-        self._count(len(items))
-        with self.boundary(what):
-            if self.local:
-                for name, data in items.items():
-                    self._write_local(name, data, create)
-                return
-            if self.is_async:
-                mode = {"mode": "create"} if create else {}
-                results = self._gather(
-                    [self.fs._pipe_file(self.path(n), d, **mode) for n, d in items.items()]
-                )
-                for result in results:
-                    if isinstance(result, FileExistsError) and create:
-                        continue  # immutable: the first writer's object stays
-                    if isinstance(result, BaseException):
-                        raise result
-                return
-            for name, data in items.items():
-                self.fs.pipe_file(self.path(name), data)
-
-    def _write_local(self, name: str, data: bytes, create: bool) -> None:
-        target = Path(self.path(name))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.write_bytes(data)
-        try:
-            if create:
-                with contextlib.suppress(FileExistsError):
-                    os.link(tmp, target)  # never replaces: the first writer's object stays
-            else:
-                os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def listing(self, folder: str, what: str) -> dict[str, dict[str, Any]]:
-        """name (relative to the prefix) -> its info (size, mtime), for every object under folder."""
-        self._count()
-        with self.boundary(what):
-            with contextlib.suppress(AttributeError):
-                self.fs.invalidate_cache(self.path(folder))
-            try:
-                if self.is_async:
-                    from fsspec.asyn import sync
-
-                    found = sync(self.fs.loop, self._find, folder)
-                else:
-                    found = self.fs.find(self.path(folder), detail=True)
-            except FileNotFoundError:
-                return {}
-        start = len(self.root) + 1
-        return {
-            path[start:]: info
-            for path, info in found.items()
-            if info.get("type", "file") == "file" and not path.rsplit("/", 1)[-1].startswith(".")
-        }
-
-    def list_many(self, folders: list[str], what: str) -> list[dict[str, dict[str, Any]]]:
-        """`listing` of several folders, concurrently where the service allows."""
-        if not self.is_async or len(folders) < 2:
-            return [self.listing(folder, what) for folder in folders]
-        self._count(len(folders))
-        with self.boundary(what):
-            for folder in folders:
-                self.fs.invalidate_cache(self.path(folder))
-            results = self._gather([self._find(f) for f in folders])
-        out: list[dict[str, dict[str, Any]]] = []
-        start = len(self.root) + 1
-        for result in results:
-            if isinstance(result, FileNotFoundError):
-                out.append({})
-                continue
-            if isinstance(result, BaseException):
-                with self.boundary(what):
-                    raise result
-            out.append(
-                {
-                    path[start:]: info
-                    for path, info in result.items()
-                    if info.get("type", "file") == "file"
-                    and not path.rsplit("/", 1)[-1].startswith(".")
-                }
-            )
-        return out
-
-    async def _find(self, folder: str) -> dict[str, dict[str, Any]]:
-        """Every object under `folder` (full paths -> info). On S3, plain LIST requests, one
-        per 1,000 keys: s3fs's `find` adds a HEAD and a second LIST when a folder is empty."""
-        if not self.s3:
-            found: dict[str, dict[str, Any]] = await self.fs._find(self.path(folder), detail=True)
-            return found
-        bucket, _, key = self.path(folder).partition("/")
-        out: dict[str, dict[str, Any]] = {}
-        token: dict[str, str] = {}
-        while True:
-            page = await self.fs._call_s3(
-                "list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=1000, **token
-            )
-            for item in page.get("Contents", []):
-                out[f"{bucket}/{item['Key']}"] = {
-                    "size": item["Size"],
-                    "LastModified": item["LastModified"],
-                    "type": "file",
-                }
-            if not page.get("IsTruncated"):
-                return out
-            self._count()
-            token = {"ContinuationToken": page["NextContinuationToken"]}
-
-    def size(self, name: str, what: str) -> int | None:
-        self._count()
-        with self.boundary(what):
-            try:
-                return int(self.fs.info(self.path(name))["size"])
-            except FileNotFoundError:
-                return None
-
-    def delete(self, names: Iterable[str], what: str) -> None:
-        names = list(names)
-        if not names:
-            return
-        self._count(max(1, len(names) // 1000) if not self.local else len(names))
-        with self.boundary(what):
-            if self.local:
-                for name in names:
-                    Path(self.path(name)).unlink(missing_ok=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm([self.path(n) for n in names])
-
-    def upload(self, local: Path, name: str, what: str) -> None:
-        """Copy a local value file to `name`, so that no reader ever sees part of it."""
-        self._count()
-        with self.boundary(what):
-            if self.local:
-                target = Path(self.path(name))
-                tmp_dir = Path(self.path("tmp"))
-                tmp_dir.mkdir(parents=True, exist_ok=True)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = tmp_dir / f"{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-                try:
-                    with open(local, "rb") as src, open(tmp, "wb") as dst:
-                        for chunk in iter(lambda: src.read(valuefile.CHUNK), b""):
-                            dst.write(chunk)
-                            _maybe_fault()
-                    os.replace(tmp, target)  # atomic on a POSIX folder, NFS included
-                finally:
-                    tmp.unlink(missing_ok=True)
-                return
-            # One PUT, or a multipart upload that becomes visible only when complete.
-            self.fs.put_file(str(local), self.path(name), callback=_FaultCallback())
-
-    def download(self, name: str, local: Path, what: str) -> None:
-        self._count()
-        with self.boundary(what):
-            self.fs.get_file(self.path(name), str(local))
-
-
-def _maybe_fault() -> None:
-    # Test hook for the crash tests: SIGKILL this process once part of a value is uploaded.
-    if _FAULT == "fsstore-mid-upload":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _FaultCallback:
-    """An fsspec callback that only serves the crash-test hook (`_maybe_fault`)."""
-
-    def __init__(self) -> None:
-        from fsspec.callbacks import Callback
-
-        self._inner = Callback()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def relative_update(self, inc: int = 1) -> None:
-        _maybe_fault()
-
-    def branched(self, *args: Any, **kwargs: Any) -> Any:
-        return None
-
-
 # --- the store --------------------------------------------------------------------------
 
 
@@ -587,7 +254,7 @@ class FsStore:
         self.local_dir = ensure_private_dir(local)
         self.values_dir = ensure_private_dir(local / "values")
         self.tmp_dir = ensure_private_dir(local / "tmp")
-        self.objects = _Objects(self.url, storage_options)
+        self.objects = Objects(self.url, storage_options)
         self._pending: list[Record] = []
         self._lock = threading.Lock()
         self._segments: dict[str, Any] = {}
@@ -678,7 +345,7 @@ class FsStore:
 
     @staticmethod
     def _record_name(pipeline: str, key: str) -> str:
-        return f"records/{_escape(pipeline)}/{_escape(key)}.rec"
+        return f"records/{escape(pipeline)}/{escape(key)}.rec"
 
     # --- records ---------------------------------------------------------------------
 
@@ -717,7 +384,7 @@ class FsStore:
         listed = self._listings.get(pipeline)
         if listed is None or time.monotonic() - listed[0] > LISTING_TTL:
             names = self.objects.listing(
-                f"records/{_escape(pipeline)}/", f"listing the records of `{pipeline}`"
+                f"records/{escape(pipeline)}/", f"listing the records of `{pipeline}`"
             )
             listed = self._listings[pipeline] = (time.monotonic(), set(names))
         return listed[1]
@@ -785,7 +452,7 @@ class FsStore:
                 by_pipeline.setdefault(r["pipeline"], {})[r["task"]] = summary(r)
         segments = {}
         for pipeline, entries in by_pipeline.items():
-            name = f"index/{_escape(pipeline)}/{_stamp()}.seg"
+            name = f"index/{escape(pipeline)}/{stamp()}.seg"
             content = {"pipeline": pipeline, "entries": entries}
             segments[name] = self._dump(name, content)
             self._segments[name] = content
@@ -798,7 +465,7 @@ class FsStore:
     def _refresh(self, pipeline: str, kinds: tuple[str, ...]) -> None:
         """List the segment folders of `kinds` at once, then fetch every new segment at once:
         two round trips, however many kinds and segments."""
-        folders = [f"{kind}/{_escape(pipeline)}/" for kind in kinds]
+        folders = [f"{kind}/{escape(pipeline)}/" for kind in kinds]
         listings = self.objects.list_many(folders, f"listing the index of `{pipeline}`")
         now = time.monotonic()
         new: list[str] = []
@@ -860,7 +527,7 @@ class FsStore:
 
     def _compact(self, kind: str, pipeline: str, merged: list[str], content: Any) -> None:
         """Write `content` (the merge of `merged`) as one segment, then delete those merged."""
-        name = f"{kind}/{_escape(pipeline)}/{_stamp()}.seg"
+        name = f"{kind}/{escape(pipeline)}/{stamp()}.seg"
         self.objects.put_many(
             {name: self._dump(name, content)}, f"compacting the {kind} of `{pipeline}`"
         )
@@ -920,7 +587,7 @@ class FsStore:
             "pipeline": pipeline,
             "changes": {s: {t: [now, v] for t, v in e.items()} for s, e in changes.items()},
         }
-        name = f"state/{_escape(pipeline)}/{_stamp()}.seg"
+        name = f"state/{escape(pipeline)}/{stamp()}.seg"
         self._mark()
         self.objects.put_many(
             {name: self._dump(name, content)}, f"writing the state of `{pipeline}`", create=True
@@ -931,7 +598,7 @@ class FsStore:
 
     def get_bytes(self, namespace: str, name: str) -> bytes | None:
         """The bytes last stored under (`namespace`, `name`), once their signature holds."""
-        obj = f"bytes/{_escape(namespace)}/{_escape(name)}.bin"
+        obj = f"bytes/{escape(namespace)}/{escape(name)}.bin"
         raw = self.objects.get(obj, f"reading `{namespace}`")
         if raw is None:
             return None
@@ -942,7 +609,7 @@ class FsStore:
 
     def put_bytes(self, namespace: str, name: str, data: bytes) -> None:
         """Store `data` signed under (`namespace`, `name`); the last writer wins."""
-        obj = f"bytes/{_escape(namespace)}/{_escape(name)}.bin"
+        obj = f"bytes/{escape(namespace)}/{escape(name)}.bin"
         self._mark()
         self.objects.put_many({obj: self._seal(obj, bytes(data))}, f"writing `{namespace}`")
 
@@ -1035,7 +702,7 @@ class FsStore:
     def clear(self, pipeline: str) -> int:
         """Delete every record, index and state segment of `pipeline` (its folders exactly:
         `sales` never touches `sales2`); values go with the next `gc()` after the grace period."""
-        part = _escape(pipeline)
+        part = escape(pipeline)
         names: list[str] = []
         removed = 0
         for kind in ("records", "index", "state"):
@@ -1129,10 +796,10 @@ class FsStore:
             old = [
                 n
                 for n, i in listing.items()
-                if _VALUE_NAME.match(n) and n not in referenced and now - _mtime(i) >= grace
+                if _VALUE_NAME.match(n) and n not in referenced and now - mtime(i) >= grace
             ]
             old += [
-                n for n, i in listing.items() if n.startswith("tmp/") and now - _mtime(i) >= grace
+                n for n, i in listing.items() if n.startswith("tmp/") and now - mtime(i) >= grace
             ]
             self.objects.delete(old, "removing unreferenced values")
             removed_files = sum(1 for n in old if n.startswith("values/"))
@@ -1180,19 +847,6 @@ class FsStore:
 
 
 _MISSING = object()
-
-
-def _mtime(info: dict[str, Any]) -> float:
-    """An object's modification time (seconds since the epoch), from an fsspec info dict."""
-    for key in ("LastModified", "mtime", "last_modified", "updated", "created"):
-        value = info.get(key)
-        if value is None:
-            continue
-        if hasattr(value, "timestamp"):
-            return float(value.timestamp())
-        with contextlib.suppress(TypeError, ValueError):
-            return float(value)
-    return time.time()  # unknown: treated as new, so never collected
 
 
 def _merge_index(pipeline: str, segments: Iterable[Any]) -> dict[str, Record]:
