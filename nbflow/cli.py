@@ -20,6 +20,14 @@ from typing import Any, NoReturn
 import click
 
 from nbflow import __version__
+from nbflow.core.cache.fsstore import (
+    MIN_SECRET_CHARS,
+    FsStore,
+    configured_url,
+    is_url,
+    read_cache_settings,
+    write_cache_settings,
+)
 from nbflow.core.cache.store import DiskStore
 from nbflow.core.errors import NbflowError
 from nbflow.jobs.runstore import RUN_STATES, RunStore
@@ -157,9 +165,12 @@ def notebook_values(notebook: str | Path, parameters: Iterable[tuple[str, str]])
     return {name: parse_cli_value(text, declared.get(name)) for name, text in parameters}
 
 
-def _store(cache_dir: str | None) -> DiskStore:
+def _store(cache_dir: str | None) -> DiskStore | FsStore:
     from nbflow.core.home import home_dir
 
+    url = cache_dir if is_url(cache_dir) else None if cache_dir else configured_url()
+    if url:
+        return FsStore(url)
     return DiskStore(cache_dir or home_dir() / "cache")
 
 
@@ -169,7 +180,11 @@ def cache() -> None:
 
 
 @cache.command("info")
-@click.option("--cache-dir", help="A pipeline's own cache_dir (default: the home's cache).")
+@click.option(
+    "--cache-dir",
+    help="A pipeline's own cache_dir, or a shared cache's URL (default: the home's cache, or "
+    "the shared cache set by cache.url / NBFLOW_CACHE_URL).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def cache_info(cache_dir: str | None, as_json: bool) -> None:
     """Where the cache is, how many results it holds, and how big it is."""
@@ -193,7 +208,11 @@ def cache_info(cache_dir: str | None, as_json: bool) -> None:
 
 
 @cache.command("gc")
-@click.option("--cache-dir", help="A pipeline's own cache_dir (default: the home's cache).")
+@click.option(
+    "--cache-dir",
+    help="A pipeline's own cache_dir, or a shared cache's URL (default: the home's cache, or "
+    "the shared cache set by cache.url / NBFLOW_CACHE_URL).",
+)
 @click.option("--older-than", type=float, help="Also drop results older than this many days.")
 @click.option("--max-size", help="Also drop the oldest results until the cache fits, e.g. 10GB.")
 @click.option(
@@ -214,6 +233,10 @@ def cache_gc(
             f"{older_than} is not a number of days; give 0 or more", param_hint="--older-than"
         )
     size_limit = _parse_size(max_size) if max_size is not None else None
+    url = cache_dir if is_url(cache_dir) else None if cache_dir else configured_url()
+    if url:
+        _shared_gc(url, older_than, size_limit, drop_unverified)
+        return
     # Opened without creating anything: a gc refused for want of the right secret must not
     # leave a new home (with a fresh secret) behind.
     home = home_dir(create=False)
@@ -232,6 +255,35 @@ def cache_gc(
     click.echo(
         f"removed {removed['records']} results, {removed['files']} orphan value files, "
         f"{removed['corrupt']} corrupt value files, {removed['tmp']} temp files"
+        + (
+            f", {removed['dropped_unverified']} unverified results"
+            if removed["dropped_unverified"]
+            else ""
+        )
+    )
+
+
+def _shared_gc(
+    url: str, older_than: float | None, size_limit: int | None, drop_unverified: bool
+) -> None:
+    """gc of a shared cache: only unreferenced values older than an hour, and only under a
+    prefix that carries this team's signed marker."""
+    store = FsStore(url)
+    if not store.is_cache():
+        click.echo(
+            f"no nbflow cache signed with this cache secret at {url}; nothing to collect "
+            "(a wrong URL or another team's secret: nothing was deleted)"
+        )
+        return
+    removed = store.gc(
+        older_than=older_than * 86400 if older_than is not None else None,
+        size_limit=size_limit,
+        refuse_unverified=True,
+        drop_unverified=drop_unverified,
+    )
+    click.echo(
+        f"removed {removed['records']} results, {removed['files']} unreferenced values "
+        "(older than an hour)"
         + (
             f", {removed['dropped_unverified']} unverified results"
             if removed["dropped_unverified"]
@@ -349,6 +401,12 @@ def _short_repr(value: object, limit: int = 100) -> str:
 
 def _runstore() -> RunStore:
     return RunStore()
+
+
+def _home() -> Path:
+    from nbflow.core.home import home_dir
+
+    return home_dir()
 
 
 @cli.group()
@@ -926,13 +984,17 @@ _SETTINGS = {
     "smtp.from": str,
     "history.keep_days": int,
     "alerts.report": bool,
+    "cache.url": str,
+    "cache.secret": str,
 }
+"""`cache.*` live in the home's cache.json (nbflow.core reads them), the others in the run store."""
+_MASKED = ("password", "secret")
 
 
 @cli.group()
 def settings() -> None:
     """Settings of this home (the SMTP server e-mail alerts go through; how many days of run
-    history the scheduler keeps)."""
+    history the scheduler keeps; the shared cache and its team secret)."""
 
 
 def _setting_key(key: str) -> tuple[str, str]:
@@ -968,11 +1030,25 @@ def settings_set(key: str, value: str) -> None:
         parsed = value
     if key == "history.keep_days" and isinstance(parsed, int) and parsed < 1:
         raise click.UsageError(f"`{key}` is a number of days, 1 or more, not {value!r}")
-    store = _runstore()
-    current = dict(store.get_setting(group, {}) or {})
-    current[field] = parsed
-    store.set_setting(group, current)
-    shown = "***" if field == "password" else repr(parsed)
+    if key == "cache.url" and not is_url(value):
+        raise click.UsageError(
+            f"`{key}` is a URL with a scheme (s3://bucket/prefix, file:///shared/folder), "
+            f"not {value!r}"
+        )
+    if key == "cache.secret" and len(value) < MIN_SECRET_CHARS:
+        raise click.UsageError(
+            f"`{key}` needs at least {MIN_SECRET_CHARS} characters (it signs what nbflow "
+            f"unpickles), not {len(value)}; make one with "
+            '`python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+        )
+    if group == "cache":
+        write_cache_settings(_home(), **{field: value})
+    else:
+        store = _runstore()
+        current = dict(store.get_setting(group, {}) or {})
+        current[field] = parsed
+        store.set_setting(group, current)
+    shown = "***" if field in _MASKED else repr(parsed)
     click.echo(f"{key} = {shown}")
 
 
@@ -981,10 +1057,13 @@ def settings_set(key: str, value: str) -> None:
 def settings_unset(key: str) -> None:
     """Remove KEY."""
     group, field = _setting_key(key)
-    store = _runstore()
-    current = dict(store.get_setting(group, {}) or {})
-    current.pop(field, None)
-    store.set_setting(group, current)
+    if group == "cache":
+        write_cache_settings(_home(), **{field: None})
+    else:
+        store = _runstore()
+        current = dict(store.get_setting(group, {}) or {})
+        current.pop(field, None)
+        store.set_setting(group, current)
     click.echo(f"{key} removed")
 
 
@@ -994,11 +1073,12 @@ def settings_show(as_json: bool) -> None:
     """Every setting (passwords masked)."""
     store = _runstore()
     values = {}
+    cache_settings = read_cache_settings(_home())
     for key in _SETTINGS:
         group, field = key.partition(".")[::2]
-        current = store.get_setting(group, {}) or {}
+        current = cache_settings if group == "cache" else store.get_setting(group, {}) or {}
         if field in current:
-            values[key] = "***" if field == "password" else current[field]
+            values[key] = "***" if field in _MASKED else current[field]
     if as_json:
         click.echo(json.dumps(values, indent=2))
         return

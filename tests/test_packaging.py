@@ -19,7 +19,10 @@ def test_the_distribution_is_not_named_like_the_other_project_on_pypi():
     assert project["name"] == DIST
     assert project["scripts"] == {"nbflow": "nbflow.cli:main"}
     self_refs = [r for extra in project["optional-dependencies"].values() for r in extra]
-    assert [r for r in self_refs if r.startswith("nbflow")] == [f"{DIST}[dask,browser,alerts]"]
+    assert sorted(r for r in self_refs if r.startswith("nbflow")) == [
+        f"{DIST}[dask,browser,alerts,test]",
+        f"{DIST}[s3]",
+    ]
 
 
 def test_no_install_line_in_the_docs_or_messages_names_the_wrong_package():

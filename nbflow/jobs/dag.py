@@ -46,7 +46,10 @@ def _nbflow_dag_no_run(self, *args, **kwargs):
 _nbflow_runner.Runner.run = _nbflow_dag_no_run
 _nbflow_store.DiskStore.clear = lambda self, pipeline: 0
 _nbflow_store.DiskStore.update_pipeline_state = lambda self, pipeline, **changes: None
-del _nbflow_runner, _nbflow_store, _nbflow_dag_no_run
+import nbflow.core.cache.fsstore as _nbflow_fsstore
+_nbflow_fsstore.FsStore.clear = lambda self, pipeline: 0
+_nbflow_fsstore.FsStore.update_pipeline_state = lambda self, pipeline, **changes: None
+del _nbflow_runner, _nbflow_store, _nbflow_fsstore, _nbflow_dag_no_run
 """
 
 _REPORT_CELL = f"""\

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from nbflow.core import events as ev
+from nbflow.core.cache.fsstore import FsStore, configured_url, is_url
 from nbflow.core.cache.planner import Planner
 from nbflow.core.cache.store import DiskStore
 from nbflow.core.capture import ReplayListener
@@ -56,12 +57,19 @@ class Pipeline:
         if not name or not isinstance(name, str):
             raise NbflowError("a pipeline needs a non-empty name")
         self.name = name
-        self.cache_dir = Path(cache_dir).absolute() if cache_dir is not None else None
+        # A URL (s3://bucket/prefix, file:///team/cache) is a cache shared through fsspec.
+        self.cache_dir: Path | str | None = (
+            str(cache_dir)
+            if is_url(cache_dir)
+            else Path(cache_dir).absolute()
+            if cache_dir is not None
+            else None
+        )
         self.size_limit = size_limit
         self.tasks: dict[str, Task] = {}
         self._graph: Graph | None = None
-        self._store: DiskStore | None = None
-        self._store_dir: Path | None = None
+        self._store: DiskStore | FsStore | None = None
+        self._store_dir: Path | str | None = None
         self._listeners: list[ev.Listener] = []
         self._last_params: dict[str, Any] = {}
         self.resources: dict[str, Resource] = {}
@@ -302,14 +310,18 @@ class Pipeline:
     # --- cache -----------------------------------------------------------------
 
     @property
-    def store(self) -> DiskStore:
-        """The cache store of this pipeline: in `cache_dir`, else in the nbflow home's cache
-        (followed if `$NBFLOW_HOME` changes)."""
-        directory = self.cache_dir or home_dir() / "cache"
-        if self._store is None or self._store_dir != directory:
+    def store(self) -> DiskStore | FsStore:
+        """The cache store of this pipeline: `cache_dir` (a folder, or a URL for a shared
+        cache), else the shared cache the home is set to (`cache.url`, `$NBFLOW_CACHE_URL`),
+        else the home's own cache (followed if `$NBFLOW_HOME` changes)."""
+        location = self.cache_dir or configured_url(home_dir()) or home_dir() / "cache"
+        if self._store is None or self._store_dir != location:
             # The default pipeline follows $NBFLOW_HOME if it changes (tests, notebooks).
-            self._store = DiskStore(directory, size_limit=self.size_limit)
-            self._store_dir = directory
+            if isinstance(location, str):
+                self._store = FsStore(location, size_limit=self.size_limit)
+            else:
+                self._store = DiskStore(location, size_limit=self.size_limit)
+            self._store_dir = location
         return self._store
 
     def clear_cache(self) -> int:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections import deque
     from collections.abc import Mapping
 
-    from nbflow.core.cache.store import DiskStore
+    from nbflow.core.cache.store import Store
     from nbflow.core.events import EventBus
     from nbflow.core.result import RunResult
     from nbflow.core.run.spec import RunSpec
@@ -37,7 +37,7 @@ class MapSteps:
 
     if TYPE_CHECKING:  # what these steps use of the runner
         spec: RunSpec
-        store: DiskStore
+        store: Store
         bus: EventBus
         result: RunResult
         name: str

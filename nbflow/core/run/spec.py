@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nbflow.core import events as ev
-    from nbflow.core.cache.store import DiskStore
+    from nbflow.core.cache.store import Store
     from nbflow.core.dag.graph import Graph
     from nbflow.core.dag.task import Task
     from nbflow.core.patterns.checks import Check
@@ -30,7 +30,7 @@ class RunSpec:
     name: str
     tasks: Mapping[str, Task]
     graph: Graph
-    store: DiskStore
+    store: Store
     resources: Mapping[str, Resource]
     checks: Mapping[str, Check]
     listeners: tuple[ev.Listener, ...] = ()
