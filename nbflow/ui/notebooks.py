@@ -12,14 +12,17 @@ So it is never inlined into a dashboard page. It is served on its own URL with
   is fetched from elsewhere, and nothing is sent anywhere by `<img src=...>` tricks;
 - `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`.
 
-Rendering is nbconvert's HTML exporter (the `lab` template), memoized per file and
-modification time, so a page polled during a run does not convert again.
+Rendering is the report's (`notebook_html`: nbconvert's `lab` template without its CDN
+scripts, images inlined), memoized per file and modification time, so a page polled during
+a run does not convert again.
 """
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
+
+from nbflow.ui.notebook_html import notebook_html
 
 NOTEBOOK_CSP = (
     "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; "
@@ -38,10 +41,4 @@ def render_notebook(path: str | Path) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _render(path: str, mtime_ns: int, size: int) -> str:
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(path, as_version=4)
-    exporter = HTMLExporter(template_name="lab")
-    body, _resources = exporter.from_notebook_node(nb)
-    return body
+    return notebook_html(path)
