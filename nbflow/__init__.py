@@ -64,6 +64,7 @@ from nbflow.core.pipeline import (
 )
 from nbflow.core.pools import pool
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
+from nbflow.core.secrets import SecretError, secret
 
 # Importing the history registers its recorder as a listener of every run.
 from nbflow.history.api import history, last_run
@@ -95,6 +96,7 @@ __all__ = [
     "ResourceError",
     "RunFailed",
     "RunResult",
+    "SecretError",
     "SensorTimeout",
     "StaticPartitions",
     "StatusReport",
@@ -125,6 +127,7 @@ __all__ = [
     "resource",
     "run",
     "run_notebook",
+    "secret",
     "sensor",
     "show",
     "status",

@@ -8,6 +8,7 @@ Errors from nbflow are shown as one clear line (exit code 2 for bad input,
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -20,7 +21,7 @@ from typing import Any, NoReturn
 import click
 
 from nbflow import __version__
-from nbflow.core.errors import NbflowError
+from nbflow.core.errors import NbflowError, did_you_mean
 from nbflow.core.store import DiskStore
 from nbflow.jobs.runstore import RUN_STATES, RunStore
 
@@ -1094,6 +1095,81 @@ def export_airflow(name: str, output: str) -> None:
 def export_prefect(name: str, output: str) -> None:
     """Write a Prefect 3 flow and its deployment for job NAME (`python FILE` serves it)."""
     _export("prefect", name, output)
+
+
+# --- secrets (core) ----------------------------------------------------------
+
+
+@cli.group()
+def secret() -> None:
+    """Secrets that runs use by name (`secret:NAME`, `nf.secret("NAME")`); values are never shown."""
+
+
+@secret.command("set")
+@click.argument("name")
+@click.option(
+    "--from-env",
+    "from_env",
+    metavar="VAR",
+    help="Take the value from environment variable VAR instead of prompting.",
+)
+def secret_set(name: str, from_env: str | None) -> None:
+    """Store secret NAME: prompted for (never echoed), or read from --from-env VAR."""
+    import getpass
+
+    from nbflow.core.secrets import check_name, set_secret
+
+    check_name(name)
+    if from_env is not None:
+        value = os.environ.get(from_env)
+        if not value:
+            raise click.UsageError(
+                f"environment variable `{from_env}` is not set or empty; export it first"
+            )
+    elif sys.stdin.isatty():
+        value = getpass.getpass(f"value of secret {name}: ")
+    else:
+        # Piped in (`... | nbflow secret set NAME`): one line, its newline dropped.
+        value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise click.UsageError(f"no value given for secret `{name}`; nothing was stored")
+    backend = set_secret(name, value)
+    click.echo(f"secret `{name}` stored in {_backend_text(backend)}")
+
+
+@secret.command("list")
+def secret_list() -> None:
+    """The names of the stored secrets and where each is kept (never the values)."""
+    from nbflow.core.secrets import secret_names
+
+    names = secret_names()
+    if not names:
+        click.echo("no secrets (add one with `nbflow secret set NAME`)")
+    for name, backend in names.items():
+        click.echo(f"{name}\t{backend}")
+
+
+@secret.command("remove")
+@click.argument("name")
+def secret_remove(name: str) -> None:
+    """Forget secret NAME."""
+    from nbflow.core.secrets import remove_secret, secret_names
+
+    if not remove_secret(name):
+        known = ", ".join(f"`{n}`" for n in secret_names()) or "none"
+        raise click.UsageError(
+            f"no secret `{name}`{did_you_mean(name, secret_names())}; stored: {known}"
+        )
+    click.echo(f"secret `{name}` removed")
+
+
+def _backend_text(backend: str) -> str:
+    from nbflow.core.home import home_dir
+    from nbflow.core.secrets import STORE_FILE
+
+    if backend == "keyring":
+        return "the system keyring"
+    return f"{home_dir() / STORE_FILE} (mode 0600; no usable keyring backend)"
 
 
 from nbflow.history.cli import register as _register_history  # noqa: E402

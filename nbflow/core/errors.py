@@ -21,6 +21,7 @@
     ├── CacheError                    the store could not do what was asked
     │   └── IntegrityError              .key (signature or digest mismatch; never unpickled)
     ├── HomeError                     .path: a home, cache or run folder or secret others could control
+    ├── SecretError                   .name: a secret unknown or misnamed, or its store unusable (nbflow.core.secrets)
     ├── RunFailed                     a run finished with failed tasks: .result, .task, .error, .traceback
     └── JobsError                     papermill runs, schedules, the scheduler (nbflow.jobs)
 
