@@ -963,11 +963,22 @@ def settings_set(key: str, value: str) -> None:
     if key == "history.keep_days" and isinstance(parsed, int) and parsed < 1:
         raise click.UsageError(f"`{key}` is a number of days, 1 or more, not {value!r}")
     store = _runstore()
+    if key == "smtp.password":
+        from nbflow.core.secrets import set_secret
+        from nbflow.jobs.alerts import SMTP_PASSWORD, smtp_settings
+
+        smtp_settings(store)  # an old clear-text password moves out of the settings first
+        backend = set_secret(SMTP_PASSWORD, str(parsed))
+        click.echo(
+            f"{key} = *** (kept as secret `{SMTP_PASSWORD}` in {_backend_text(backend)}; "
+            f"`nbflow secret set {SMTP_PASSWORD}` prompts for it instead of taking it from "
+            "the command line)"
+        )
+        return
     current = dict(store.get_setting(group, {}) or {})
     current[field] = parsed
     store.set_setting(group, current)
-    shown = "***" if field == "password" else repr(parsed)
-    click.echo(f"{key} = {shown}")
+    click.echo(f"{key} = {parsed!r}")
 
 
 @settings.command("unset")
@@ -976,6 +987,14 @@ def settings_unset(key: str) -> None:
     """Remove KEY."""
     group, field = _setting_key(key)
     store = _runstore()
+    if key == "smtp.password":
+        from nbflow.core.secrets import remove_secret
+        from nbflow.jobs.alerts import SMTP_PASSWORD, smtp_settings
+
+        smtp_settings(store)
+        remove_secret(SMTP_PASSWORD)
+        click.echo(f"{key} removed")
+        return
     current = dict(store.get_setting(group, {}) or {})
     current.pop(field, None)
     store.set_setting(group, current)
@@ -986,13 +1005,19 @@ def settings_unset(key: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (passwords masked).")
 def settings_show(as_json: bool) -> None:
     """Every setting (passwords masked)."""
+    from nbflow.core.secrets import secret_names
+    from nbflow.jobs.alerts import SMTP_PASSWORD, smtp_settings
+
     store = _runstore()
+    smtp_settings(store)  # an old clear-text password moves to the secret store
     values = {}
     for key in _SETTINGS:
         group, field = key.partition(".")[::2]
         current = store.get_setting(group, {}) or {}
         if field in current:
-            values[key] = "***" if field == "password" else current[field]
+            values[key] = current[field]
+        elif key == "smtp.password" and SMTP_PASSWORD in secret_names():
+            values[key] = "***"
     if as_json:
         click.echo(json.dumps(values, indent=2))
         return

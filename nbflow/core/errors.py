@@ -318,6 +318,8 @@ class JobsError(NbflowError):
 
 def format_value_short(value: Any, limit: int = 40) -> str:
     """A one-line repr of `value` for messages, cut to `limit` characters."""
+    if type(value).__module__ == "nbflow.core.secrets":  # a Secret or SecretRef: its name only
+        return f"secret `{value.__nbflow_secret__}`"
     if type(value) is int and value.bit_length() > 10_000:
         # repr() refuses ints past Python's 4,300-digit limit; say what it is instead.
         return f"<int of about {int(value.bit_length() * 0.30103) + 1} digits>"

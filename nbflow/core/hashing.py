@@ -24,6 +24,7 @@ from typing import Any
 
 from blake3 import blake3
 
+from nbflow.core.secrets import Secret, SecretRef
 from nbflow.core.types import Digest
 
 
@@ -85,6 +86,11 @@ def _feed(value: Any, h: Any, depth: int) -> None:
         limit = f"nested more than {MAX_DEPTH} levels deep, nbflow's limit for a digest"
         raise Unfingerprintable(type(value).__name__, limit, limit)
     t = type(value)
+    if t is Secret or t is SecretRef:
+        # A secret counts by its name, never its value: the value must not reach a key
+        # (nor anything derived from one), and a resolved value keys as its reference does.
+        _tag(h, b"K", value.__nbflow_secret__.encode())
+        return
     tag = _SCALARS.get(t)
     if tag is not None:
         if t is str:

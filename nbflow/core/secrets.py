@@ -79,6 +79,10 @@ class SecretError(NbflowError):
         super().__init__(message)
 
 
+_revealed: set[str] = set()
+"""Every secret value this process has held (see `revealed`)."""
+
+
 # --- references and values ------------------------------------------------------------
 
 
@@ -118,6 +122,8 @@ class Secret(str):
     def __new__(cls, value: str, name: str) -> Secret:
         self = super().__new__(cls, value)
         self.__nbflow_secret__ = name
+        # Known to this process's masking wherever it arrives (a worker unpickles it here).
+        _revealed.add(str(value))
         return self
 
     @property
@@ -151,9 +157,6 @@ def check_name(name: str) -> str:
 
 
 # --- masking ----------------------------------------------------------------------------
-
-_revealed: set[str] = set()
-
 
 def revealed() -> frozenset[str]:
     """Every secret value `secret()` returned in this process."""
