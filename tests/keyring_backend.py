@@ -17,12 +17,19 @@ import keyring
 import keyring.backend
 import keyring.errors
 import pytest
+from jaraco.classes import properties
 
 PATH_ENV = "NBFLOW_TEST_KEYRING"
 
 
 class FileKeyring(keyring.backend.KeyringBackend):
-    priority = 1  # type: ignore[assignment]
+    @properties.classproperty
+    def priority(cls) -> float:
+        # Only where a test selected it: keyring considers every backend class imported,
+        # and one that raises here is not viable.
+        if PATH_ENV not in os.environ:
+            raise RuntimeError(f"{PATH_ENV} is not set")
+        return 1
 
     def _load(self) -> dict[str, dict[str, str]]:
         path = Path(os.environ[PATH_ENV])
@@ -50,6 +57,8 @@ class FileKeyring(keyring.backend.KeyringBackend):
 @pytest.fixture
 def test_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Use `FileKeyring` here and in child processes; the file it writes (outside the home)."""
+    # Taken before PYTHON_KEYRING_BACKEND is set: keyring picks its backend on first use.
+    previous = keyring.get_keyring()
     path = tmp_path / "keyring.json"
     monkeypatch.setenv(PATH_ENV, str(path))
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "tests.keyring_backend.FileKeyring")
@@ -57,7 +66,6 @@ def test_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     # Child processes import this module by name, whatever their working directory.
     root = str(Path(__file__).resolve().parent.parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    previous = keyring.get_keyring()
     keyring.set_keyring(FileKeyring())
     try:
         yield path

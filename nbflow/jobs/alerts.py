@@ -277,7 +277,7 @@ def smtp_settings(store: Any) -> dict[str, Any]:
             from nbflow.core.secrets import set_secret
 
             set_secret(SMTP_PASSWORD, str(password))
-        store.set_setting("smtp", settings)
+        store.erase_setting_field("smtp", "password")
         logger.warning(
             "moved the SMTP password from the settings of the run store to the secret store "
             "(secret `%s`); the settings no longer hold it",
