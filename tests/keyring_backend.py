@@ -55,7 +55,7 @@ class FileKeyring(keyring.backend.KeyringBackend):
 
 
 @pytest.fixture
-def test_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def plugin_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Use `FileKeyring` here and in child processes; the file it writes (outside the home)."""
     # Taken before PYTHON_KEYRING_BACKEND is set: keyring picks its backend on first use.
     previous = keyring.get_keyring()
@@ -65,7 +65,9 @@ def test_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.delenv("NBFLOW_SECRET_BACKEND", raising=False)
     # Child processes import this module by name, whatever their working directory.
     root = str(Path(__file__).resolve().parent.parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    )
     keyring.set_keyring(FileKeyring())
     try:
         yield path

@@ -158,6 +158,7 @@ def check_name(name: str) -> str:
 
 # --- masking ----------------------------------------------------------------------------
 
+
 def revealed() -> frozenset[str]:
     """Every secret value `secret()` returned in this process."""
     return frozenset(_revealed)

@@ -470,9 +470,7 @@ def _inject_parameters(
         nb.cells.insert(at, cell)
         origin.insert(at, None)
     # JSON-safe for the metadata only: the cell above holds the faithful values.
-    nb.metadata.papermill["parameters"] = {
-        k: _metadata_value(v) for k, v in params.items()
-    }
+    nb.metadata.papermill["parameters"] = {k: _metadata_value(v) for k, v in params.items()}
     return nb, origin
 
 

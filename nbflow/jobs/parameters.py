@@ -259,7 +259,7 @@ def check_parameters(
                 raise ParameterError(
                     f"parameter `{name}` of notebook `{notebook}` is declared as "
                     f"{expected.__name__}, but was given secret `{value.name}`; a secret is "
-                    "text: declare the parameter as a string (e.g. `password = \"\"`)"
+                    'text: declare the parameter as a string (e.g. `password = ""`)'
                 )
             continue
         if expected is not None and not _fits(value, expected):

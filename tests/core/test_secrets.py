@@ -23,7 +23,7 @@ from nbflow.core.secrets import (
     secret_names,
     set_secret,
 )
-from tests.keyring_backend import test_keyring  # noqa: F401  (a fixture)
+from tests.keyring_backend import plugin_keyring  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -73,18 +73,21 @@ def test_a_store_file_others_can_read_or_a_link_is_refused(home: Path, tmp_path:
         secret_names()
 
 
-def test_keyring_holds_the_value_when_a_usable_backend_exists(home: Path, test_keyring: Path):
+def test_keyring_holds_the_value_when_a_usable_backend_exists(
+    home: Path, request: pytest.FixtureRequest
+) -> None:
+    keyring_file: Path = request.getfixturevalue("plugin_keyring")
     assert backend_name() == "keyring"
     assert set_secret("db_password", "in-the-keyring") == "keyring"
     # The home lists the name only; the value is in the keyring, under the home's service.
     assert b"in-the-keyring" not in (home / "secrets.json").read_bytes()
-    assert json.loads(test_keyring.read_text()) == {
+    assert json.loads(keyring_file.read_text()) == {
         f"nbflow:{home}": {"db_password": "in-the-keyring"}
     }
     assert secret_names() == {"db_password": "keyring"}
     assert nf.secret("db_password") == "in-the-keyring"
     assert remove_secret("db_password")
-    assert json.loads(test_keyring.read_text()) == {f"nbflow:{home}": {}}
+    assert json.loads(keyring_file.read_text()) == {f"nbflow:{home}": {}}
 
 
 def test_keyring_fail_backend_does_not_count(monkeypatch: pytest.MonkeyPatch) -> None:

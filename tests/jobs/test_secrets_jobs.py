@@ -24,7 +24,7 @@ from nbflow.jobs.notebook import run_notebook
 from nbflow.jobs.runstore import RunStore
 from tests.jobs.notebooks import write_notebook
 from tests.jobs.test_alerts import _Recorder, _serving, _url, smtp_server  # noqa: F401
-from tests.keyring_backend import test_keyring  # noqa: F401  (a fixture)
+from tests.keyring_backend import plugin_keyring  # noqa: F401  (a fixture)
 
 VALUE = "Zq8-secret-VALUE-7731"
 DIGEST = hashlib.sha256(VALUE.encode()).hexdigest()
@@ -77,9 +77,46 @@ def test_a_reference_is_resolved_in_the_kernel_and_masked_in_the_output(home: Pa
     assert f"sha256 {DIGEST}" in texts  # the kernel had the real value
 
 
+def test_papermill_autosave_during_a_long_cell_never_writes_the_value(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """papermill saves the notebook while a cell still runs (every 30 s by default; every
+    50 ms here): each of those files is read as it was written."""
+    import papermill.engines as engines
+
+    set_secret("db_password", VALUE)
+    original_init, original_write = engines.NotebookExecutionManager.__init__, engines.write_ipynb
+    written: list[bytes] = []
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **{**kwargs, "autosave_cell_every": 0.05})
+        self.max_autosave_pct = 10_000  # never back off
+
+    def write(nb: Any, path: str) -> None:
+        original_write(nb, path)
+        written.append(Path(path).read_bytes())
+
+    monkeypatch.setattr(engines.NotebookExecutionManager, "__init__", init)
+    monkeypatch.setattr(engines, "write_ipynb", write)
+    path = write_notebook(
+        Path("nb.ipynb"),
+        'password = ""',
+        ["import time\nfor i in range(6):\n    print('tick', i, password, flush=True)\n"
+         "    time.sleep(0.2)\nprint('done')"],
+    )  # fmt: skip
+    nr = run_notebook(path, {"password": SecretRef("db_password")}, output="out.ipynb")
+    assert nr.ok, nr.error
+    # Saved with some ticks printed and the cell not finished ("done" is its last output).
+    mid_cell = [w for w in written if b"tick 1 ***" in w and b'"done\\n"' not in w]
+    assert mid_cell, "papermill saved nothing while the cell ran"
+    assert all(VALUE.encode() not in w for w in written)
+
+
 def test_an_exception_carrying_the_value_is_masked_in_the_failure(home: Path):
     set_secret("db_password", VALUE)
-    path = write_notebook(Path("nb.ipynb"), 'password = ""', ['raise ValueError("bad " + password)'])
+    path = write_notebook(
+        Path("nb.ipynb"), 'password = ""', ['raise ValueError("bad " + password)']
+    )
     nr = run_notebook(path, {"password": SecretRef("db_password")}, output="out.ipynb")
     assert not nr.ok and nr.error is not None
     assert nr.error.evalue == "bad ***" and VALUE not in nr.error.traceback
@@ -129,7 +166,7 @@ def test_a_scheduled_job_with_a_secret_leaves_it_in_no_file_of_the_home_and_no_a
 ) -> None:
     """Issue 18, "Done when"."""
     if backend == "keyring":
-        keyring_file = request.getfixturevalue("test_keyring")
+        keyring_file = request.getfixturevalue("plugin_keyring")
     stored = nbflow("secret", "set", "db_password", input=VALUE + "\n")
     assert stored.exit_code == 0 and VALUE not in stored.output
     write_notebook(Path("job.ipynb"), 'password = ""\nmarker = ""', JOB)
@@ -188,16 +225,17 @@ def test_a_scheduled_job_with_a_secret_leaves_it_in_no_file_of_the_home_and_no_a
 
 
 def test_a_clear_text_smtp_password_moves_to_the_secret_store_on_first_use(
-    home: Path, smtp_server: Any
+    home: Path, request: pytest.FixtureRequest
 ) -> None:
+    mail: Any = request.getfixturevalue("smtp_server")
     store = RunStore()
     old = "old-clear-text-smtp-pw"
-    port = smtp_server.server_address[1]
+    port = mail.server_address[1]
     store.set_setting("smtp", {"host": "127.0.0.1", "port": port, "password": old})
     run, _ = store.create_run("j", "manual", datetime(2024, 1, 1, tzinfo=UTC))
     # First use: an e-mail alert reads the settings.
     [outcome] = notify("failure", "j", run, ["mailto:ops@example.com"], store=store)
-    assert outcome.ok and len(smtp_server.messages) == 1
+    assert outcome.ok and len(mail.messages) == 1
     assert store.get_setting("smtp") == {"host": "127.0.0.1", "port": port}
     assert secret("smtp.password") == old and "smtp.password" in secret_names()
     # Gone from the database file and its write-ahead log, not only from the row.
