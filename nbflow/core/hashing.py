@@ -6,7 +6,9 @@ regardless of dict or set order. NumPy arrays count dtype, shape and bytes;
 pandas objects count every value, the index, the column names and dtypes.
 Anything else falls back to its pickle; a value that cannot be pickled
 either raises `Unfingerprintable`, which the planner turns into "always
-rerun" with the reason stated — never a silent guess.
+rerun" with the reason stated — never a silent guess. A secret
+(`nbflow.core.secrets.Secret`, or a `SecretRef`) counts by its name only:
+its value never enters a digest.
 """
 
 from __future__ import annotations
