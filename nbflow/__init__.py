@@ -66,6 +66,7 @@ from nbflow.core.pipeline.default import (
 )
 from nbflow.core.pipeline.pipeline import Pipeline
 from nbflow.core.result import RunFailed, RunResult, StatusReport, TaskStatus
+from nbflow.core.secrets import SecretError, secret
 
 # Importing the history registers its recorder as a listener of every run.
 from nbflow.history.api import history, last_run
@@ -108,6 +109,7 @@ __all__ = [
     "ResourceError",
     "RunFailed",
     "RunResult",
+    "SecretError",
     "SensorTimeout",
     "StaticPartitions",
     "StatusReport",
@@ -139,6 +141,7 @@ __all__ = [
     "resource",
     "run",
     "run_notebook",
+    "secret",
     "sensor",
     "show",
     "status",

@@ -8,6 +8,7 @@ Errors from nbflow are shown as one clear line (exit code 2 for bad input,
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -29,7 +30,7 @@ from nbflow.core.cache.fsstore import (
     write_cache_settings,
 )
 from nbflow.core.cache.store import DiskStore
-from nbflow.core.errors import NbflowError
+from nbflow.core.errors import NbflowError, did_you_mean
 from nbflow.jobs.runstore import RUN_STATES, RunStore
 
 RUNS_LIMIT = 1_000_000
@@ -1043,13 +1044,25 @@ def settings_set(key: str, value: str) -> None:
         )
     if group == "cache":
         write_cache_settings(_home(), **{field: value})
-    else:
-        store = _runstore()
-        current = dict(store.get_setting(group, {}) or {})
-        current[field] = parsed
-        store.set_setting(group, current)
-    shown = "***" if field in _MASKED else repr(parsed)
-    click.echo(f"{key} = {shown}")
+        click.echo(f"{key} = {'***' if field in _MASKED else repr(parsed)}")
+        return
+    store = _runstore()
+    if key == "smtp.password":
+        from nbflow.core.secrets import set_secret
+        from nbflow.jobs.alerts import SMTP_PASSWORD, smtp_settings
+
+        smtp_settings(store)  # an old clear-text password moves out of the settings first
+        backend = set_secret(SMTP_PASSWORD, str(parsed))
+        click.echo(
+            f"{key} = *** (kept as secret `{SMTP_PASSWORD}` in {_backend_text(backend)}; "
+            f"`nbflow secret set {SMTP_PASSWORD}` prompts for it instead of taking it from "
+            "the command line)"
+        )
+        return
+    current = dict(store.get_setting(group, {}) or {})
+    current[field] = parsed
+    store.set_setting(group, current)
+    click.echo(f"{key} = {parsed!r}")
 
 
 @settings.command("unset")
@@ -1059,11 +1072,20 @@ def settings_unset(key: str) -> None:
     group, field = _setting_key(key)
     if group == "cache":
         write_cache_settings(_home(), **{field: None})
-    else:
-        store = _runstore()
-        current = dict(store.get_setting(group, {}) or {})
-        current.pop(field, None)
-        store.set_setting(group, current)
+        click.echo(f"{key} removed")
+        return
+    store = _runstore()
+    if key == "smtp.password":
+        from nbflow.core.secrets import remove_secret
+        from nbflow.jobs.alerts import SMTP_PASSWORD, smtp_settings
+
+        smtp_settings(store)
+        remove_secret(SMTP_PASSWORD)
+        click.echo(f"{key} removed")
+        return
+    current = dict(store.get_setting(group, {}) or {})
+    current.pop(field, None)
+    store.set_setting(group, current)
     click.echo(f"{key} removed")
 
 
@@ -1071,7 +1093,11 @@ def settings_unset(key: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (passwords masked).")
 def settings_show(as_json: bool) -> None:
     """Every setting (passwords masked)."""
+    from nbflow.core.secrets import secret_names
+    from nbflow.jobs.alerts import SMTP_PASSWORD, smtp_settings
+
     store = _runstore()
+    smtp_settings(store)  # an old clear-text password moves to the secret store
     values = {}
     cache_settings = read_cache_settings(_home())
     for key in _SETTINGS:
@@ -1079,6 +1105,8 @@ def settings_show(as_json: bool) -> None:
         current = cache_settings if group == "cache" else store.get_setting(group, {}) or {}
         if field in current:
             values[key] = "***" if field in _MASKED else current[field]
+        elif key == "smtp.password" and SMTP_PASSWORD in secret_names():
+            values[key] = "***"
     if as_json:
         click.echo(json.dumps(values, indent=2))
         return
@@ -1181,6 +1209,81 @@ def export_airflow(name: str, output: str) -> None:
 def export_prefect(name: str, output: str) -> None:
     """Write a Prefect 3 flow and its deployment for job NAME (`python FILE` serves it)."""
     _export("prefect", name, output)
+
+
+# --- secrets (core) ----------------------------------------------------------
+
+
+@cli.group()
+def secret() -> None:
+    """Secrets that runs use by name (`secret:NAME`, `nf.secret("NAME")`); values are never shown."""
+
+
+@secret.command("set")
+@click.argument("name")
+@click.option(
+    "--from-env",
+    "from_env",
+    metavar="VAR",
+    help="Take the value from environment variable VAR instead of prompting.",
+)
+def secret_set(name: str, from_env: str | None) -> None:
+    """Store secret NAME: prompted for (never echoed), or read from --from-env VAR."""
+    import getpass
+
+    from nbflow.core.secrets import check_name, set_secret
+
+    check_name(name)
+    if from_env is not None:
+        value = os.environ.get(from_env)
+        if not value:
+            raise click.UsageError(
+                f"environment variable `{from_env}` is not set or empty; export it first"
+            )
+    elif sys.stdin.isatty():
+        value = getpass.getpass(f"value of secret {name}: ")
+    else:
+        # Piped in (`... | nbflow secret set NAME`): one line, its newline dropped.
+        value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise click.UsageError(f"no value given for secret `{name}`; nothing was stored")
+    backend = set_secret(name, value)
+    click.echo(f"secret `{name}` stored in {_backend_text(backend)}")
+
+
+@secret.command("list")
+def secret_list() -> None:
+    """The names of the stored secrets and where each is kept (never the values)."""
+    from nbflow.core.secrets import secret_names
+
+    names = secret_names()
+    if not names:
+        click.echo("no secrets (add one with `nbflow secret set NAME`)")
+    for name, backend in names.items():
+        click.echo(f"{name}\t{backend}")
+
+
+@secret.command("remove")
+@click.argument("name")
+def secret_remove(name: str) -> None:
+    """Forget secret NAME."""
+    from nbflow.core.secrets import remove_secret, secret_names
+
+    if not remove_secret(name):
+        known = ", ".join(f"`{n}`" for n in secret_names()) or "none"
+        raise click.UsageError(
+            f"no secret `{name}`{did_you_mean(name, secret_names())}; stored: {known}"
+        )
+    click.echo(f"secret `{name}` removed")
+
+
+def _backend_text(backend: str) -> str:
+    from nbflow.core.home import home_dir
+    from nbflow.core.secrets import STORE_FILE
+
+    if backend == "keyring":
+        return "the system keyring"
+    return f"{home_dir() / STORE_FILE} (mode 0600; no usable keyring backend)"
 
 
 from nbflow.history.cli import register as _register_history  # noqa: E402

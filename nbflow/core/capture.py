@@ -14,6 +14,9 @@ Policy:
   capturing thread as `LEVEL logger: message`; records are those the
   logging configuration lets through (the root logger's default level is
   WARNING). nbflow's own loggers are left out.
+- **Masked.** The text is read with every secret value this process has
+  held replaced by `***` (`nbflow.core.secrets.mask_revealed`), so a task
+  that prints its password leaves `***` in its log and history.
 - **Bounded.** A capture keeps at most `limit` characters, the tail (the end
   of a log says why it failed), and counts what it dropped.
 - **Where it applies**: around the call of a task's function, in the thread
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from nbflow.core import events as ev
+from nbflow.core.secrets import mask_revealed
 
 DEFAULT_LIMIT = 1_000_000
 """Characters kept per task (the tail); about 1 MB."""
@@ -64,7 +68,8 @@ class Captured:
     def text(self) -> str:
         if self.size > self.limit:
             self._trim()
-        return "".join(self.parts)
+        # Masked when read, not when written: a value split across two writes is still found.
+        return mask_revealed("".join(self.parts))
 
 
 _local = threading.local()

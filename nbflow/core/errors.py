@@ -23,6 +23,7 @@
     ├── CacheError                    the store could not do what was asked
     │   └── IntegrityError              .key (signature or digest mismatch; never unpickled)
     ├── HomeError                     .path: a home, cache or run folder or secret others could control
+    ├── SecretError                   .name: a secret unknown or misnamed, or its store unusable (nbflow.core.secrets)
     ├── RunFailed                     a run finished with failed tasks: .result, .task, .error, .traceback
     │                                   (defined in nbflow.core.result, beside the RunResult it carries)
     ├── GraphvizMissing               `dot` is not installed (nbflow.viz.render)
@@ -308,6 +309,8 @@ class JobsError(NbflowError):
 
 def format_value_short(value: Any, limit: int = 40) -> str:
     """A one-line repr of `value` for messages, cut to `limit` characters."""
+    if type(value).__module__ == "nbflow.core.secrets":  # a Secret or SecretRef: its name only
+        return f"secret `{value.__nbflow_secret__}`"
     if type(value) is int and value.bit_length() > 10_000:
         # repr() refuses ints past Python's 4,300-digit limit; say what it is instead.
         return f"<int of about {int(value.bit_length() * 0.30103) + 1} digits>"

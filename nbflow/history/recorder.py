@@ -511,10 +511,13 @@ PARAM_LIMIT = 500
 
 
 def _safe_value(value: Any) -> Any:
-    """A run parameter as the history keeps it: itself if it is short plain JSON, else
-    its (cut) repr. Never raises: a value whose repr fails is named by its type."""
+    """A run parameter as the history keeps it: a secret as its reference (`secret:NAME`);
+    itself if it is short plain JSON, else its (cut) repr. Never raises: a value whose repr fails is named by its type."""
     import json
 
+    secret_name = getattr(value, "__nbflow_secret__", None)
+    if type(value).__module__ == "nbflow.core.secrets" and secret_name is not None:
+        return f"secret:{secret_name}"  # a Secret is a str: without this, its value
     try:
         text = json.dumps(value)
     except (TypeError, ValueError, RecursionError):

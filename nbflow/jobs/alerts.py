@@ -9,6 +9,7 @@ how it is sent:
     mailto:ops@example.com,b@x.org   e-mail through the `smtp` setting of the run store
     slack://T1/B2/C3, ntfy://...     any other `scheme://` URL: through apprise, which knows
                                      Slack, Teams, Discord, ntfy... (see `alert_apprise`)
+                                     (its password in the secret store: `smtp.password`)
     anything else                    a shell command; the run is in NBFLOW_* variables
 
 Why it is built this way:
@@ -26,6 +27,11 @@ Why it is built this way:
   endpoint delays the scheduler by at most that much per target.
 
 `check_target` catches obviously malformed targets when a schedule is added.
+
+The SMTP password is the secret `smtp.password` (`nbflow secret set
+smtp.password`), not a setting: `smtp_settings` moves a clear-text one that an
+older nbflow stored in the settings table into the secret store the first time
+it reads the settings, and deletes it there.
 """
 
 from __future__ import annotations
@@ -302,7 +308,7 @@ def _send_email(target: str, data: dict[str, Any], store: Any, timeout: float) -
         from nbflow.jobs.runstore import RunStore
 
         store = RunStore()
-    settings = store.get_setting("smtp", {}) or {}
+    settings = smtp_settings(store)
     host = str(settings.get("host") or "localhost")
     port = int(settings.get("port") or 25)
     message = EmailMessage()
@@ -315,11 +321,44 @@ def _send_email(target: str, data: dict[str, Any], store: Any, timeout: float) -
             if settings.get("starttls"):
                 smtp.starttls()
             if settings.get("user"):
-                smtp.login(str(settings["user"]), str(settings.get("password") or ""))
+                smtp.login(str(settings["user"]), _smtp_password())
             smtp.send_message(message)
     except OSError as exc:  # smtplib.SMTPException is an OSError too
         raise _AlertFailed(f"SMTP server {host}:{port}: {_describe(exc)}") from None
     return f"sent to {', '.join(addresses)} via {host}:{port}"
+
+
+SMTP_PASSWORD = "smtp.password"
+"""The name of the secret that holds the SMTP password."""
+
+
+def smtp_settings(store: Any) -> dict[str, Any]:
+    """The `smtp` settings of `store`, without the password (the secret `smtp.password`).
+
+    A password an older nbflow kept in the settings is migrated on this first read: stored
+    as the secret, then removed from the settings row (in that order, so a crash between
+    the two leaves it in both places, never in neither).
+    """
+    settings = dict(store.get_setting("smtp", {}) or {})
+    if "password" in settings:
+        password = settings.pop("password")
+        if password:
+            from nbflow.core.secrets import set_secret
+
+            set_secret(SMTP_PASSWORD, str(password))
+        store.erase_setting_field("smtp", "password")
+        logger.warning(
+            "moved the SMTP password from the settings of the run store to the secret store "
+            "(secret `%s`); the settings no longer hold it",
+            SMTP_PASSWORD,
+        )
+    return settings
+
+
+def _smtp_password() -> str:
+    from nbflow.core.secrets import secret_values
+
+    return secret_values([SMTP_PASSWORD]).get(SMTP_PASSWORD, "")
 
 
 def _send_command(target: str, data: dict[str, Any], store: Any, timeout: float) -> str:

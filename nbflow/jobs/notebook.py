@@ -29,7 +29,12 @@ The story of one run, top to bottom:
      nbclient's liveness poll within about a second and reported as
      "kernel died", never a hang;
    - the working directory is given to the kernel process, not set with
-     `chdir` in ours, so threads running notebooks do not race on it.
+     `chdir` in ours, so threads running notebooks do not race on it;
+   - every message from the kernel has the values of the home's secrets
+     replaced by `***` before papermill puts it into the notebook, so no save
+     of the output notebook (papermill's per-cell saves, its periodic
+     autosave during a long cell, the final write) ever holds one
+     (`nbflow.core.secrets`).
 5. Collect the result: `NotebookRun.ok`, the failure (cell index in the input
    notebook, exception name, message, traceback) and the recorded outputs. A
    `sys.exit()` with a clean code (none, 0, None, False) is a deliberate early
@@ -72,6 +77,7 @@ from papermill.iorw import write_ipynb
 
 from nbflow.core.errors import JobsError, did_you_mean
 from nbflow.core.home import create_private_file, home_dir, private_subdir
+from nbflow.core.secrets import SecretError, SecretRef, mask, secret_names, secret_values
 from nbflow.history.recorder import history_params, parent_env, track_run
 from nbflow.jobs.notebook_file import NotebookReadError, read_notebook, read_notebook_bytes
 from nbflow.jobs.parameters import check_parameters, parameters_from_notebook, render_parameters
@@ -232,6 +238,7 @@ def run_notebook(
     if not workdir.is_dir():
         raise JobsError(f"working directory `{workdir}` of the run does not exist; create it first")
 
+    _check_secret_references(params)
     nb, origin = _inject_parameters(nb, params)
     nb.metadata.papermill["input_path"] = str(source)
     # The papermill that ran it (papermill writes it only into a notebook it never ran;
@@ -307,6 +314,8 @@ def _run_recorded(
         progress=progress,
         origin=origin,
         total=sum(1 for c in nb.cells if c.cell_type == "code"),
+        # Every secret of the home, not only the ones passed: a cell may call nf.secret itself.
+        secrets=tuple(secret_values().values()),
     )
     try:
         stopped = _execute(nb, out, kernel_name, control, start_timeout)
@@ -328,6 +337,18 @@ def _run_recorded(
         exited_at=exited_at,
         run_id=run_id,
     )
+
+
+def _check_secret_references(params: Mapping[str, Any]) -> None:
+    """Refuse a run whose parameters name a secret that is not stored, before a kernel starts."""
+    stored = secret_names()
+    for param, value in params.items():
+        if isinstance(value, SecretRef) and value.name not in stored:
+            raise SecretError(
+                value.name,
+                f"parameter `{param}` refers to secret `{value.name}`{did_you_mean(value.name, stored)}, "
+                f"which is not set; set it with `nbflow secret set {value.name}`",
+            )
 
 
 def installed_kernels() -> list[str]:
@@ -392,11 +413,19 @@ def _inject_parameters(
         nb.cells.insert(at, cell)
         origin.insert(at, None)
     # JSON-safe for the metadata only: the cell above holds the faithful values.
-    nb.metadata.papermill["parameters"] = {
-        k: v if isinstance(v, str | int | float | bool | type(None)) else repr(v)
-        for k, v in params.items()
-    }
+    nb.metadata.papermill["parameters"] = {k: _metadata_value(v) for k, v in params.items()}
     return nb, origin
+
+
+def _metadata_value(value: Any) -> Any:
+    """A parameter as papermill's metadata shows it: JSON scalars as they are, a secret as its
+    reference (`secret:NAME`; a `Secret` is a str, so it is checked first), the rest as repr."""
+    name = getattr(value, "__nbflow_secret__", None)
+    if name is not None:
+        return f"secret:{name}"
+    if isinstance(value, str | int | float | bool | type(None)):
+        return value
+    return repr(value)
 
 
 # --- the engine -------------------------------------------------------------------------
@@ -414,6 +443,8 @@ class _RunControl:
     origin: list[int | None]
     """Each cell's number: its index in the input notebook (None: the injected cell)."""
     total: int
+    secrets: tuple[str, ...] = ()
+    """Values masked in every message from the kernel."""
     done: int = 0
     current: int | None = None
     """Index of the cell running (None: the kernel is still starting)."""
@@ -461,6 +492,13 @@ class _Client(PapermillNotebookClient):
             config=self.config,
         )
         return self.km
+
+    def process_message(self, msg: dict[str, Any], cell: Any, cell_index: int) -> Any:
+        # Masked before papermill's client sees it: the cell's outputs (and so every save of
+        # the notebook, papermill's autosave included) never hold a secret value.
+        if self.control.secrets and "content" in msg:
+            msg["content"] = _masked(msg["content"], self.control.secrets)
+        return super().process_message(msg, cell, cell_index)
 
     def papermill_execute_cells(self) -> None:
         # papermill's loop, plus: stop on a spent budget or a dead kernel with the
@@ -518,6 +556,17 @@ class NbflowEngine(NBClientEngine):
 
 
 papermill_engines.register("nbflow", NbflowEngine)
+
+
+def _masked(content: Any, values: tuple[str, ...]) -> Any:
+    """`content` (a kernel message's JSON) with every string masked; other values kept."""
+    if isinstance(content, str):
+        return mask(content, values)
+    if isinstance(content, dict):
+        return {k: _masked(v, values) for k, v in content.items()}
+    if isinstance(content, list | tuple):
+        return [_masked(v, values) for v in content]
+    return content
 
 
 def _execute(

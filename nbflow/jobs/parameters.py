@@ -27,6 +27,11 @@ Policy:
 - **Command-line values** are Python literals when they parse as one, else
   strings; a parameter declared as a string always receives the raw text, and
   one declared as a date or datetime receives the ISO text parsed.
+- **Secrets**: `secret:NAME` (on the command line, or what a template's
+  `{{ secret('NAME') }}` renders to) is a `SecretRef`, never text. It fits a
+  parameter declared as a string (or untyped) and is rendered as the call
+  `_nbflow_secrets.secret('NAME')`, so the value is fetched by the kernel when
+  the cell runs and the cell itself holds only the reference.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from nbflow.core.errors import JobsError, ParameterError, did_you_mean, format_value_short
+from nbflow.core.secrets import Secret, SecretRef, parse_reference
 from nbflow.jobs.notebook_file import read_notebook
 
 __all__ = [
@@ -247,6 +253,14 @@ def check_parameters(
         if param is None:
             raise UnknownParameterError(name, declared, notebook)
         expected = _expected_type(param)
+        if isinstance(value, SecretRef):
+            if expected not in (None, str):
+                raise ParameterError(
+                    f"parameter `{name}` of notebook `{notebook}` is declared as "
+                    f"{expected.__name__}, but was given secret `{value.name}`; a secret is "
+                    'text: declare the parameter as a string (e.g. `password = ""`)'
+                )
+            continue
         if expected is not None and not _fits(value, expected):
             raise ParameterTypeError(name, expected.__name__, value, notebook)
 
@@ -290,6 +304,7 @@ _MODULE_ALIASES = {
     "datetime": "_nbflow_datetime",
     "decimal": "_nbflow_decimal",
     "pathlib": "_nbflow_pathlib",
+    "nbflow.core.secrets": "_nbflow_secrets",
     "zoneinfo": "_nbflow_zoneinfo",
 }
 
@@ -327,6 +342,9 @@ class _Renderer:
 
     def render(self, value: Any, where: str) -> str:
         t = type(value)
+        if t is SecretRef or t is Secret:
+            # The reference, resolved by the kernel when the cell runs: never the value.
+            return f"{self.use('nbflow.core.secrets')}.secret({value.__nbflow_secret__!r})"
         if value is None or t is bool or t is int or t is str:
             return repr(value)
         if t is float:
@@ -433,7 +451,11 @@ class _Renderer:
 
 
 def parse_cli_value(text: str, declared: NotebookParameter | None = None) -> Any:
-    """A `-p NAME VALUE` value: a Python literal if it parses as one, else the text itself."""
+    """A `-p NAME VALUE` value: `secret:NAME` is a `SecretRef`; else a Python literal if it
+    parses as one, else the text itself."""
+    ref = parse_reference(text)
+    if ref is not None:
+        return ref
     expected = _expected_type(declared) if declared is not None else None
     if expected is str:
         return text

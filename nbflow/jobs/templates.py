@@ -25,6 +25,11 @@ Policy:
 
   The three times are datetimes that print as ISO text, so
   `{{ logical_date.strftime("%H") }}` works as well.
+- `{{ secret('NAME') }}` is a reference to a secret, never its value: it
+  renders to `secret:NAME`, which the parameter parser reads as a
+  `SecretRef` resolved inside the kernel (`nbflow.core.secrets`). It must be
+  the whole value: text around it would turn the reference into a plain
+  string, so that is an error.
 - `params.X` may refer to another templated parameter; it is rendered on
   demand, and a cycle (`a` uses `b`, `b` uses `a`) is an error naming it.
 - **Only the job's own `-p` texts are templates.** Data that reaches a run
@@ -49,6 +54,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from nbflow.core.errors import JobsError, did_you_mean
+from nbflow.core.secrets import SecretError, SecretRef
 
 __all__ = [
     "CONTEXT_NAMES",
@@ -181,8 +187,26 @@ def _render_one(name: str, value: str, context: Mapping[str, Any], params: _Para
         template = _ENV.from_string(value)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(name, value, f"is not valid Jinja2 ({exc.message}); fix it") from exc
+    referenced: list[SecretRef] = []
+
+    def secret(secret_name: str) -> str:
+        try:
+            ref = SecretRef(secret_name)
+        except SecretError as exc:
+            raise TemplateError(name, value, f"names no valid secret: {exc}") from None
+        referenced.append(ref)
+        return str(ref)
+
     try:
-        return template.render({**context, "params": params})
+        rendered = template.render({**context, "params": params, "secret": secret})
+        if referenced and rendered != str(referenced[0]):
+            raise TemplateError(
+                name,
+                value,
+                "puts text around a secret reference; `{{ secret('NAME') }}` must be the whole "
+                "value (the secret is fetched inside the kernel: compose it there)",
+            )
+        return rendered
     except SecurityError as exc:
         raise TemplateError(
             name,
@@ -192,7 +216,7 @@ def _render_one(name: str, value: str, context: Mapping[str, Any], params: _Para
         ) from exc
     except jinja2.UndefinedError as exc:
         missing = _undefined_name(str(exc))
-        known = [*context, "params"]
+        known = [*context, "params", "secret"]
         if missing and exc.message and "has no attribute" in exc.message:
             # params.X with an unknown X
             hint = did_you_mean(missing, params) or (

@@ -78,6 +78,7 @@ CORE_RANK = {
     "result": 1,
     "home": 1,
     "events": 1,
+    "secrets": 1,
     "capture": 2,
     "dag": 2,
     "cache": 3,

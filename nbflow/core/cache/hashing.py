@@ -6,7 +6,9 @@ regardless of dict or set order. NumPy arrays count dtype, shape and bytes;
 pandas objects count every value, the index, the column names and dtypes.
 Anything else falls back to its pickle; a value that cannot be pickled
 either raises `Unfingerprintable`, which the planner turns into "always
-rerun" with the reason stated — never a silent guess.
+rerun" with the reason stated — never a silent guess. A secret
+(`nbflow.core.secrets.Secret`, or a `SecretRef`) counts by its name only:
+its value never enters a digest.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from blake3 import blake3
 
+from nbflow.core.secrets import Secret, SecretRef
 from nbflow.core.types import Digest
 
 
@@ -86,6 +89,11 @@ def _feed(value: Any, h: Any, depth: int) -> None:
         limit = f"nested more than {MAX_DEPTH} levels deep, nbflow's limit for a digest"
         raise Unfingerprintable(type(value).__name__, limit, limit)
     t = type(value)
+    if t is Secret or t is SecretRef:
+        # A secret counts by its name, never its value: the value must not reach a key
+        # (nor anything derived from one), and a resolved value keys as its reference does.
+        _tag(h, b"K", value.__nbflow_secret__.encode())
+        return
     tag = _SCALARS.get(t)
     if tag is not None:
         if t is str:
