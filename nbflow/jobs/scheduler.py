@@ -63,6 +63,8 @@ from typing import IO, Any
 
 from nbflow.core.errors import JobsError
 from nbflow.jobs.execute import (
+    ADDRESS_ENV,
+    EXECUTOR_ENV,
     PARENT_ENV,
     alert_attempt,
     fault,
@@ -144,8 +146,13 @@ class Scheduler:
         poll: float = 2.0,
         echo: Callable[[str], None] | None = None,
         python: str = sys.executable,
+        executor: str = "local",
+        address: str | None = None,
     ) -> None:
         self.store = store or RunStore()
+        self.executor, self.address = executor, address
+        """For jobs without an executor of their own: `dask` runs them on the cluster at
+        `address` (the runner child submits the attempt; see `nbflow.jobs.dask_runs`)."""
         self.home = self.store.path.parent
         self.clock = clock
         self.max_running = max_running or max(os.cpu_count() or 2, 2)
@@ -343,6 +350,9 @@ class Scheduler:
     def spawn(self, run: RunRecord) -> None:
         """Start the runner child for `run` (own process group; it claims the run itself)."""
         env = {**os.environ, "NBFLOW_HOME": str(self.home), PARENT_ENV: str(os.getpid())}
+        env[EXECUTOR_ENV] = self.executor
+        if self.address:
+            env[ADDRESS_ENV] = self.address
         process = subprocess.Popen(
             [self.python, "-m", "nbflow.jobs.execute", str(run.id)],
             env=env,
@@ -411,6 +421,7 @@ class Scheduler:
         self.echo(
             f"nbflow scheduler (pid {os.getpid()}) for {self.home}: "
             f"max running {self.max_running}, heartbeat timeout {self.heartbeat_timeout:g} s"
+            + (f", runs on the Dask cluster at {self.address}" if self.executor == "dask" else "")
         )
         try:
             if once:
