@@ -159,26 +159,33 @@ def main() -> None:
         os.sched_setaffinity(0, everything)
         notebook = write_notebook(work / "cpu.ipynb", n)
         print(f"calibrated: {n:,} loop iterations ≈ {seconds:g} s on one core\n")
-        results = {}
-        for label, alone_cores, worker_cores in (
-            ("pinned", {0}, [{0}, {1}]),
-            ("shared", None, [None, None]),
+        # Other users' load changes while this runs: the pinned setting, the one the
+        # target is about, is measured in the order alone, cluster, cluster, alone, and
+        # its ratio taken over the sums; the load average is printed beside each figure.
+        for label, alone_cores, worker_cores, order in (
+            ("pinned", {0}, [{0}, {1}], "ABBA"),
+            ("shared", None, [None, None], "AB"),
         ):
-            if alone_cores:
-                os.sched_setaffinity(0, alone_cores)  # the kernels inherit it
-            alone = four_at_one_tick(work, notebook, "local", None)
-            os.sched_setaffinity(0, everything)
-            cluster = Cluster(work, worker_cores)
-            try:
-                on_dask = four_at_one_tick(work, notebook, "dask", cluster.address)
-            finally:
-                cluster.close()
-            results[label] = (alone, on_dask)
-            print(
-                f"{label}: scheduler alone {alone:6.1f} s   two-worker cluster {on_dask:6.1f} s   "
-                f"ratio {on_dask / alone:.2f} (target <= 0.6 for the pinned setting)",
-                flush=True,
-            )
+            times: dict[str, list[float]] = {"A": [], "B": []}
+            for which in order:
+                if which == "A":
+                    if alone_cores:
+                        os.sched_setaffinity(0, alone_cores)  # the kernels inherit it
+                    took = four_at_one_tick(work, notebook, "local", None)
+                    os.sched_setaffinity(0, everything)
+                else:
+                    cluster = Cluster(work, worker_cores)
+                    try:
+                        took = four_at_one_tick(work, notebook, "dask", cluster.address)
+                    finally:
+                        cluster.close()
+                times[which].append(took)
+                what = "scheduler alone   " if which == "A" else "two-worker cluster"
+                load = os.getloadavg()[0]
+                print(f"  {label}: {what} {took:6.1f} s   (load average {load:.1f})", flush=True)
+            ratio = sum(times["B"]) / sum(times["A"])
+            target = " (target <= 0.6)" if label == "pinned" else " (no target: same CPUs)"
+            print(f"{label}: cluster / alone = {ratio:.2f}{target}\n", flush=True)
         ideal = JOBS * seconds / 2
         print(
             f"\n(ideal for two one-core workers: {ideal:.0f} s; alone on one core with "

@@ -435,7 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         values = parse_run_parameters(spec["notebook"], spec["parameters"])
         nr = run_notebook(
-            spec["notebook"], values, output=spec["output"], timeout=spec["timeout"], cwd=spec["cwd"]
+            spec["notebook"],
+            values,
+            output=spec["output"],
+            timeout=spec["timeout"],
+            cwd=spec["cwd"],
         )
         _name_input(Path(spec["output"]), spec["input_path"])
         result = {"state": "done", "failure": nr.error}

@@ -33,7 +33,12 @@ The story of one run:
    notebook, written by the attempt that ended it.
 4. The parameters stored in the run row (rendered text, as `-p` values) are
    parsed against the notebook's declared types and `run_notebook` executes it
-   with the job's timeout.
+   with the job's timeout — here, or, for a job on a Dask cluster (`dask_address`:
+   the job's `executor`/`address`, else the scheduler's), on a worker: the attempt
+   is submitted as a Dask future (`nbflow.jobs.dask_runs`) while this process keeps
+   the claim and the heartbeat, records the worker (`set_worker`), and writes the
+   notebook that comes back as the working copy. A worker that dies ends the
+   attempt `crashed` (retried by the rules of 5, as a runner that died is).
 5. `RunStore.end_attempt` with `success`, `failed` or `timed_out` and a
    one-line error, our pid and attempt number, and in the same write
    transaction the retry decision (`retry_policy`): a failure with retries
@@ -559,7 +564,11 @@ def execute_run(
             address = dask_address(record)
             if address is None:
                 nr = run_notebook(
-                    schedule.notebook, values, output=work, timeout=schedule.timeout, progress=progress
+                    schedule.notebook,
+                    values,
+                    output=work,
+                    timeout=schedule.timeout,
+                    progress=progress,
                 )
                 failure, remote_state = nr.error, None
             else:

@@ -29,7 +29,11 @@ exits with a message naming that pid. Each `tick_once(now)`:
     date first, while the job has fewer than `max_active` running and the home
     fewer than the global limit (`--max-running`). Each run executes in a child
     process (`python -m nbflow.jobs.execute RUN_ID`, its own process group),
-    which claims the run atomically, heartbeats, and finishes it.
+    which claims the run atomically, heartbeats, and finishes it. With
+    `executor="dask"` (`nbflow scheduler --executor dask --address ...`) the child
+    of a job without an executor of its own runs the notebook on the Dask cluster
+    (`nbflow.jobs.dask_runs`); the limits count it from its claim, so a future still
+    queued in the cluster holds its slot.
 
 The clock is injectable (`Scheduler(clock=...)`, `tick_once(now)`), so tests
 step through time without sleeping; the children use the real clock.

@@ -213,7 +213,9 @@ def test_a_worker_killed_mid_run_crashes_the_run_and_the_retry_succeeds_on_the_o
         "    marker.touch()\n"
         "    time.sleep(120)  # the first attempt: its worker is killed meanwhile"
     )
-    notebook = write_notebook(Path.cwd() / "slow.ipynb", f"log = {str(log)!r}", [ANCESTRY, slow_once])
+    notebook = write_notebook(
+        Path.cwd() / "slow.ipynb", f"log = {str(log)!r}", [ANCESTRY, slow_once]
+    )
     store = RunStore()
     add_job(store, "slow", notebook, retries=1, retry_delay=0)
     scheduler = Scheduler(store, executor="dask", address=cluster.address, echo=lambda _: None)
@@ -286,16 +288,14 @@ def test_the_global_limit_counts_runs_waiting_in_the_cluster(cluster: Cluster) -
     scheduler = Scheduler(
         store, executor="dask", address=cluster.address, max_running=1, echo=lambda _: None
     )
-    serve_until(
-        scheduler, lambda: len(ran(store)) == 2 and store.count_runs() == 0
-    )
+    serve_until(scheduler, lambda: len(ran(store)) == 2 and store.count_runs() == 0)
     assert [r.state for r in ran(store)] == ["success"] * 2
     events = [line.split() for line in times.read_text().splitlines()]
     assert [e[0] for e in sorted(events, key=lambda e: float(e[1]))] == ["start", "end"] * 2
 
 
 KERNEL_PID_THEN_SLEEP = [
-    f"import os, time\nopen({{pidfile!r}}, 'w').write(str(os.getpid()))\ntime.sleep(120)"
+    "import os, time\nopen({pidfile!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)"
 ]
 
 
