@@ -261,7 +261,9 @@ def run_attempt_on_dask(
         if not future.done() and not stopped:
             stop()
         try:
-            client.set_metadata([NAMESPACE, key], {})  # no delete in Dask's metadata API
+            # No delete in Dask's metadata API: the entry shrinks to the stop flag, which
+            # a copy of the attempt Dask may still run (or start) must find.
+            client.set_metadata([NAMESPACE, key], {"stop": True})
         except Exception:  # the scheduler went away meanwhile: nothing is left to clean
             pass
         client.close()
@@ -309,6 +311,8 @@ def worker_attempt(payload: dict[str, Any]) -> dict[str, Any]:
     worker = distributed.get_worker()
     client = distributed.get_client()
     key = payload["key"]
+    if client.get_metadata([NAMESPACE, key, "stop"], default=False):
+        return {"state": "stopped", "worker": None}  # the attempt ended before it got here
     prior = client.get_metadata([NAMESPACE, key, "started"], default=None)
     if prior is not None:
         # Dask reruns a task whose worker died: that attempt crashed, and nbflow's retry
