@@ -47,13 +47,16 @@ LOOP = "x = 0\nfor i in range(n):\n    x += i * i\n"
 
 
 def calibrate(seconds: float) -> int:
-    """Iterations of LOOP that take `seconds` on one core of this machine (best of three)."""
-    probe = 2_000_000
+    """Iterations of LOOP that take `seconds` of one core's CPU time (best of three).
+
+    CPU time, not wall time: other users' load would make a wall-clock calibration
+    (and so the notebooks' work) vary from one run of the benchmark to the next."""
+    probe = 5_000_000
     best = float("inf")
     for _ in range(3):
-        start = time.perf_counter()
+        start = time.process_time()
         exec(LOOP, {"n": probe})
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return int(probe * seconds / best)
 
 
@@ -90,7 +93,19 @@ class Cluster:
                 **common,  # type: ignore[call-overload]
             )
         ]
+        try:
+            self._start_workers(file, dask, worker_cores, common)
+        except BaseException:
+            self.close()  # never leave a scheduler or a worker behind
+            raise
+
+    def _start_workers(
+        self, file: Path, dask: str, worker_cores: list[set[int] | None], common: dict
+    ) -> None:
+        deadline = time.monotonic() + 120
         while not file.exists() or not file.read_text().strip():
+            if time.monotonic() > deadline:
+                raise SystemExit("the Dask scheduler did not start in 120 s")
             time.sleep(0.2)
         self.address = json.loads(file.read_text())["address"]
         for cores in worker_cores:
@@ -158,7 +173,7 @@ def main() -> None:
         n = calibrate(seconds)
         os.sched_setaffinity(0, everything)
         notebook = write_notebook(work / "cpu.ipynb", n)
-        print(f"calibrated: {n:,} loop iterations ≈ {seconds:g} s on one core\n")
+        print(f"calibrated: {n:,} loop iterations ≈ {seconds:g} s of one core's CPU time\n")
         # Other users' load changes while this runs: the pinned setting, the one the
         # target is about, is measured in the order alone, cluster, cluster, alone, and
         # its ratio taken over the sums; the load average is printed beside each figure.

@@ -480,7 +480,8 @@ def _attempt_on_dask(
     if remote.state == "timed_out":
         return None, "timed_out", rerun_advice(remote.error or "timeout", run)
     if remote.state == "stopped":
-        return None, "failed", "stopped"  # only when cancelled: ends `cancelled` below
+        # Cancelled (Ctrl-C): ends `cancelled` below; otherwise Dask ran a late copy.
+        return None, "failed", "the attempt on the Dask worker was stopped before it ended"
     return None, remote.state, remote.error
 
 
