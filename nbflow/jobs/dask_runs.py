@@ -208,6 +208,8 @@ def run_attempt_on_dask(
         "timeout": timeout,
     }
     future = client.submit(worker_attempt, payload, key=key, pure=False)
+    finished = threading.Event()
+    future.add_done_callback(lambda _: finished.set())
     stopped = False
 
     def stop() -> None:
@@ -223,7 +225,7 @@ def run_attempt_on_dask(
     beat, beat_seen = None, time.monotonic()
     try:
         while not future.done():
-            time.sleep(POLL)
+            finished.wait(POLL)  # set as soon as the future is done: no poll's delay
             if future.done():
                 break
             now = time.monotonic()
@@ -360,8 +362,12 @@ def _wait(child: subprocess.Popen[bytes], client: Any, worker: Any, key: str, ti
     beats = 0
     last_beat = 0.0
     started = time.monotonic()
-    while child.poll() is None:
-        time.sleep(POLL)
+    while True:
+        try:
+            child.wait(timeout=POLL)
+            break
+        except subprocess.TimeoutExpired:
+            pass
         now = time.monotonic()
         if now - last_beat >= BEAT_EVERY:
             beats += 1
