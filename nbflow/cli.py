@@ -440,6 +440,12 @@ def schedule() -> None:
 @click.option("--on-success", multiple=True, metavar="URL|COMMAND", help="Alert on success.")
 @click.option("--on-retry", multiple=True, metavar="URL|COMMAND", help="Alert on a retry.")
 @click.option("--when-file", metavar="GLOB", help="Run once per new or changed matching file.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    help="Where runs execute (default: as the scheduler's --executor says).",
+)
+@click.option("--address", metavar="tcp://HOST:PORT", help="With --executor dask: its scheduler.")
 def schedule_add(
     name: str,
     notebook: str,
@@ -458,6 +464,8 @@ def schedule_add(
     on_success: tuple[str, ...],
     on_retry: tuple[str, ...],
     when_file: str | None,
+    executor: str | None,
+    address: str | None,
 ) -> None:
     """Add job NAME running NOTEBOOK; everything is checked before anything is stored."""
     from pathlib import Path
@@ -485,6 +493,8 @@ def schedule_add(
         on_retry=on_retry,
         # Relative paths are relative to where `add` ran, not to the daemon's cwd.
         when_file=str(Path(when_file).absolute()) if when_file else None,
+        executor=executor,
+        address=address,
     )
     job.check_notebook(now=now)
     _runstore().add_job(name, job.to_dict(), now=now)
@@ -565,6 +575,9 @@ def schedule_show(name: str, all_rules: bool) -> None:
         f"(delay {job.retry_delay:g} s), timeout {f'{job.timeout:g} s' if job.timeout else 'none'}, "
         f"catch-up {'on' if job.catchup else 'off'}"
     )
+    if job.executor is not None:
+        where = f" at {job.address}" if job.address else ""
+        click.echo(f"executor:   {job.executor}{where}")
     for label, specs in (
         ("on failure", job.on_failure),
         ("on success", job.on_success),
@@ -637,17 +650,37 @@ def schedule_remove(name: str) -> None:
     help="On SIGTERM, seconds to let running runs finish before handing them back.",
 )
 @click.option("--poll", type=click.FloatRange(min=0.05), default=2.0, show_default=True)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="Where runs of jobs without an executor of their own execute.",
+)
+@click.option(
+    "--address", metavar="tcp://HOST:PORT", help="With --executor dask: the Dask scheduler."
+)
 def scheduler_command(
     once: bool,
     max_running: int | None,
     heartbeat_timeout: float | None,
     grace: float,
     poll: float,
+    executor: str,
+    address: str | None,
 ) -> None:
     """The scheduler daemon, in the foreground (one per home; stop it with SIGTERM)."""
     from nbflow.jobs.scheduler import Scheduler, SchedulerLocked
 
+    if executor == "dask" or address is not None:
+        from nbflow.jobs.dask_runs import check_executor, connect
+
+        check_executor(executor, address)
+        assert address is not None
+        connect(address).close()  # unreachable: say so now, not at the first run
     sched = Scheduler(
+        executor=executor,
+        address=address,
         max_running=max_running,
         heartbeat_timeout=heartbeat_timeout,
         grace=grace,

@@ -33,7 +33,12 @@ The story of one run:
    notebook, written by the attempt that ended it.
 4. The parameters stored in the run row (rendered text, as `-p` values) are
    parsed against the notebook's declared types and `run_notebook` executes it
-   with the job's timeout.
+   with the job's timeout — here, or, for a job on a Dask cluster (`dask_address`:
+   the job's `executor`/`address`, else the scheduler's), on a worker: the attempt
+   is submitted as a Dask future (`nbflow.jobs.dask_runs`) while this process keeps
+   the claim and the heartbeat, records the worker (`set_worker`), and writes the
+   notebook that comes back as the working copy. A worker that dies ends the
+   attempt `crashed` (retried by the rules of 5, as a runner that died is).
 5. `RunStore.end_attempt` with `success`, `failed` or `timed_out` and a
    one-line error, our pid and attempt number, and in the same write
    transaction the retry decision (`retry_policy`): a failure with retries
@@ -69,7 +74,8 @@ exits when its parent dies), so no process is orphaned and the restarted
 scheduler runs the run again, into the same output notebook.
 
 Fault injection for the reliability tests: `NBFLOW_FAULT=runner:after-claim`
-(or `runner:kernel-started`, `runner:before-finish`, `runner:after-finish` —
+(or `runner:kernel-started`, `runner:worker-started` (a run on Dask: its worker has
+started it), `runner:before-finish`, `runner:after-finish` —
 right after the commit that ends the attempt, before the alerts —, several
 separated by commas) makes this process SIGKILL itself at that point; with
 `NBFLOW_FAULT_ONCE_DIR` set, each point fires once (a marker file in that folder
@@ -88,6 +94,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from nbflow.core.errors import NbflowError
 from nbflow.core.home import HomeError, private_subdir
@@ -109,6 +116,7 @@ __all__ = [
     "AttemptOutcome",
     "alert_attempt",
     "attempt_path_for",
+    "dask_address",
     "describe_outcome",
     "execute_run",
     "fault",
@@ -128,6 +136,8 @@ DEFAULT_HEARTBEAT_TIMEOUT = 30.0
 FAULT_ENV = "NBFLOW_FAULT"
 FAULT_ONCE_ENV = "NBFLOW_FAULT_ONCE_DIR"
 PARENT_ENV = "NBFLOW_PARENT_PID"
+EXECUTOR_ENV = "NBFLOW_RUN_EXECUTOR"
+ADDRESS_ENV = "NBFLOW_RUN_ADDRESS"
 EXIT_HANDED_BACK = 3
 
 
@@ -364,10 +374,75 @@ def _hand_back_and_exit(
 ) -> None:
     """The scheduler that started us died: give the run back and exit (the kernel follows)."""
     finishing.acquire()  # never released: the main thread must not finish the run now
+    if "nbflow.jobs.dask_runs" in sys.modules:  # its attempts on Dask must not run on
+        sys.modules["nbflow.jobs.dask_runs"].stop_all()
     try:
         store.release_run(run_id, pid=pid, attempt=attempt)
     finally:
         os._exit(EXIT_HANDED_BACK)
+
+
+def dask_address(record: JobRecord) -> str | None:
+    """Where the job's runs execute: the Dask scheduler's address, or None (here).
+
+    The job's own `executor`/`address` (`schedule add --executor dask --address ...`) come
+    first; a job without an executor follows the scheduler that started the runner
+    (`nbflow scheduler --executor dask --address ...`, passed in `NBFLOW_RUN_EXECUTOR` and
+    `NBFLOW_RUN_ADDRESS`); `--executor local` runs here whatever the scheduler says."""
+    spec = record.spec
+    executor = spec.get("executor") or os.environ.get(EXECUTOR_ENV) or "local"
+    if executor != "dask":
+        return None
+    return spec.get("address") or os.environ.get(ADDRESS_ENV) or None
+
+
+def _attempt_on_dask(
+    store: RunStore,
+    run: RunRecord,
+    pid: int,
+    attempt: int,
+    address: str,
+    schedule: Any,
+    work: Path,
+    cancel: threading.Event | None,
+) -> tuple[Any, str | None, str | None]:
+    """One attempt on a Dask worker (`nbflow.jobs.dask_runs`): the notebook's failure (None:
+    it ran and succeeded), or the state and error of an attempt that got no notebook result
+    (`crashed` when the worker died, `timed_out`, `failed`). Its executed notebook is
+    written to `work`, as a local attempt writes it."""
+    from nbflow.core.home import create_private_file
+    from nbflow.jobs.dask_runs import run_attempt_on_dask
+
+    def started(worker: dict[str, Any]) -> None:
+        store.set_worker(run.id, worker, pid=pid, attempt=attempt)
+        fault("runner:worker-started")
+
+    try:
+        remote = run_attempt_on_dask(
+            address,
+            schedule.notebook,
+            run.parameters,
+            label=f"{run.job}-{run.id}-{attempt}",
+            timeout=schedule.timeout,
+            heartbeat_timeout=heartbeat_timeout(),
+            cancel=cancel,
+            on_started=started,
+        )
+    except NbflowError as exc:  # unreachable scheduler, no `distributed`: named in the error
+        return None, "failed", str(exc)
+    if remote.notebook is not None:
+        home = store.path.parent
+        private_subdir(home, *work.parent.relative_to(home).parts)
+        create_private_file(work)
+        work.write_bytes(remote.notebook)
+    if remote.state == "done":
+        return remote.failure, None, None
+    if remote.state == "timed_out":
+        return None, "timed_out", rerun_advice(remote.error or "timeout", run)
+    if remote.state == "stopped":
+        # Cancelled (Ctrl-C): ends `cancelled` below; otherwise Dask ran a late copy.
+        return None, "failed", "the attempt on the Dask worker was stopped before it ended"
+    return None, remote.state, remote.error
 
 
 def execute_run(
@@ -426,6 +501,9 @@ def execute_run(
     started = time.monotonic()
     error: str | None = None
     state = "failed"
+    failure: Any = None
+    remote_state: str | None = None
+    """Set by an attempt on Dask that did not get to a notebook result (crashed, ...)."""
 
     def progress(done: int, total: int, **cell: object) -> None:
         if done == 1:
@@ -444,18 +522,30 @@ def execute_run(
             partition=str(run.logical_date),
             run_id=f"job-{run_id}-{attempt}",
         ) as tracked:
-            nr = run_notebook(
-                schedule.notebook, values, output=work, timeout=schedule.timeout, progress=progress
-            )
+            address = dask_address(record)
+            if address is None:
+                nr = run_notebook(
+                    schedule.notebook,
+                    values,
+                    output=work,
+                    timeout=schedule.timeout,
+                    progress=progress,
+                )
+                failure, remote_state = nr.error, None
+            else:
+                failure, remote_state, error = _attempt_on_dask(
+                    store, run, pid, attempt, address, schedule, work, cancel
+                )
             tracked.output = str(out)
-            if not nr.ok:
-                tracked.state, tracked.error = "failed", str(nr.error)
-        if nr.ok:
+            if failure is not None or remote_state is not None:
+                tracked.state, tracked.error = "failed", str(failure or error)
+        if remote_state is not None:
+            state = remote_state
+        elif failure is None:
             state = "success"
         else:
-            assert nr.error is not None
-            state = "timed_out" if nr.error.reason == "timeout" else "failed"
-            error = rerun_advice(str(nr.error), run)
+            state = "timed_out" if failure.reason == "timeout" else "failed"
+            error = rerun_advice(str(failure), run)
     except _Cancelled:
         pass
     except NbflowError as exc:

@@ -55,7 +55,8 @@ Tables:
     jobs(name PK, spec JSON, paused, created_at, updated_at, resumed_at)
     runs(id PK, job, run_type, logical_date, state, attempts, retry_base, pid, heartbeat,
          queued_at, not_before, started_at, ended_at, duration, output_path,
-         error, reason, parameters JSON)      UNIQUE(job, run_type, logical_date)
+         error, reason, parameters JSON, worker JSON)
+                                               UNIQUE(job, run_type, logical_date)
     sensor_files(job, path, content_digest, seen_at, run_id)
                                                UNIQUE(job, path, content_digest)
     settings(key PK, value JSON)
@@ -78,6 +79,7 @@ API at a glance (`store = RunStore()`; every `now=` is an aware datetime):
               claim_attempt(id, pid) -> int | None   the same, returning the attempt number
               heartbeat(id, pid=, attempt=) -> bool  False: stop, it is not yours
               set_output_path(id, path, pid=, attempt=)
+              set_worker(id, {address, host, pid}, pid=, attempt=)   a run on Dask
               finish_run(id, state, error=, reason=, output_path=, pid=, attempt=) -> bool
               end_attempt(id, state, error=, reason=, output_path=, retry=, pid=, attempt=,
                           before_commit=)
@@ -158,7 +160,7 @@ RUN_STATES: tuple[str, ...] = ACTIVE_STATES + TERMINAL_STATES
 RUN_TYPES: tuple[str, ...] = ("scheduled", "manual", "backfill", "sensor")
 RETRYABLE_STATES: tuple[str, ...] = ("failed", "crashed", "timed_out")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 30_000
 
 _RUNS_TABLE = """
@@ -183,6 +185,7 @@ CREATE TABLE IF NOT EXISTS {name} (
     error        TEXT,
     reason       TEXT,
     parameters   TEXT NOT NULL DEFAULT '{{}}',
+    worker       TEXT,
     UNIQUE (job, run_type, logical_date)
 )"""
 _RUN_COLUMNS = (
@@ -224,9 +227,12 @@ _MIGRATIONS = {
     # The `cancelled` state: SQLite cannot change a CHECK constraint, so the table is
     # rebuilt (columns named: a file upgraded from version 1 has retry_base last). Its
     # indexes go with the old table and are made again by the schema that follows.
-    2: _RUNS_TABLE.format(name="runs_v3")
+    2: _RUNS_TABLE.replace("    worker       TEXT,\n", "").format(name="runs_v3")
     + f"; INSERT INTO runs_v3 ({_RUN_COLUMNS}) SELECT {_RUN_COLUMNS} FROM runs"
     + "; DROP TABLE runs; ALTER TABLE runs_v3 RENAME TO runs;",
+    # Where an attempt on a Dask cluster runs (`worker`, JSON: address, host, pid). The
+    # version-2 rebuild above makes the table as it was in version 3, without it.
+    3: "ALTER TABLE runs ADD COLUMN worker TEXT;",
 }
 
 
@@ -340,6 +346,9 @@ class RunRecord:
     error: str | None
     reason: str | None
     parameters: dict[str, Any]
+    worker: dict[str, Any] | None = None
+    """Where the latest attempt ran on a Dask cluster: the worker's `address`, `host` and
+    `pid` (None: it ran on the scheduler's host, or has not started on a worker yet)."""
 
     @property
     def terminal(self) -> bool:
@@ -374,6 +383,7 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
         error=row["error"],
         reason=row["reason"],
         parameters=json.loads(row["parameters"]),
+        worker=json.loads(row["worker"]) if row["worker"] else None,
     )
 
 
@@ -712,7 +722,7 @@ class RunStore:
         with self._write() as db:
             cursor = db.execute(
                 "UPDATE runs SET state = 'running', pid = ?, heartbeat = ?, started_at = ?, "
-                "ended_at = NULL, duration = NULL, attempts = attempts + 1 "
+                "ended_at = NULL, duration = NULL, worker = NULL, attempts = attempts + 1 "
                 "WHERE id = ? AND state = 'queued' AND (not_before IS NULL OR not_before <= ?)",
                 (pid, stamp, stamp, run_id, stamp),
             )
@@ -878,6 +888,26 @@ class RunStore:
                 db.execute(
                     f"UPDATE runs SET output_path = ? WHERE id = ? AND {states}{owner}",
                     (str(output_path), run_id, *owner_args),
+                ).rowcount
+                == 1
+            )
+
+    def set_worker(
+        self,
+        run_id: int,
+        worker: Mapping[str, Any],
+        *,
+        pid: int | None = None,
+        attempt: int | None = None,
+    ) -> bool:
+        """Record the Dask worker an attempt runs on (`address`, `host`, `pid`), while the
+        run is `running` (under the claim `pid`/`attempt`, when given)."""
+        owner, owner_args = _claim_clause(pid, attempt)
+        with self._write() as db:
+            return (
+                db.execute(
+                    f"UPDATE runs SET worker = ? WHERE id = ? AND state = 'running'{owner}",
+                    (json.dumps(dict(worker)), run_id, *owner_args),
                 ).rowcount
                 == 1
             )

@@ -29,7 +29,11 @@ exits with a message naming that pid. Each `tick_once(now)`:
     date first, while the job has fewer than `max_active` running and the home
     fewer than the global limit (`--max-running`). Each run executes in a child
     process (`python -m nbflow.jobs.attempt RUN_ID`, its own process group),
-    which claims the run atomically, heartbeats, and finishes it.
+    which claims the run atomically, heartbeats, and finishes it. With
+    `executor="dask"` (`nbflow scheduler --executor dask --address ...`) the child
+    of a job without an executor of its own runs the notebook on the Dask cluster
+    (`nbflow.jobs.dask_runs`); the limits count it from its claim, so a future still
+    queued in the cluster holds its slot.
 
 The clock is injectable (`Scheduler(clock=...)`, `tick_once(now)`), so tests
 step through time without sleeping; the children use the real clock.
@@ -63,6 +67,8 @@ from typing import IO, Any
 
 from nbflow.core.errors import JobsError
 from nbflow.jobs.attempt import (
+    ADDRESS_ENV,
+    EXECUTOR_ENV,
     PARENT_ENV,
     alert_attempt,
     fault,
@@ -140,8 +146,13 @@ class Scheduler:
         poll: float = 2.0,
         echo: Callable[[str], None] | None = None,
         python: str = sys.executable,
+        executor: str = "local",
+        address: str | None = None,
     ) -> None:
         self.store = store or RunStore()
+        self.executor, self.address = executor, address
+        """For jobs without an executor of their own: `dask` runs them on the cluster at
+        `address` (the runner child submits the attempt; see `nbflow.jobs.dask_runs`)."""
         self.home = self.store.path.parent
         self.clock = clock
         self.max_running = max_running or max(os.cpu_count() or 2, 2)
@@ -339,6 +350,9 @@ class Scheduler:
     def spawn(self, run: RunRecord) -> None:
         """Start the runner child for `run` (own process group; it claims the run itself)."""
         env = {**os.environ, "NBFLOW_HOME": str(self.home), PARENT_ENV: str(os.getpid())}
+        env[EXECUTOR_ENV] = self.executor
+        if self.address:
+            env[ADDRESS_ENV] = self.address
         process = subprocess.Popen(
             [self.python, "-m", "nbflow.jobs.attempt", str(run.id)],
             env=env,
@@ -407,6 +421,7 @@ class Scheduler:
         self.echo(
             f"nbflow scheduler (pid {os.getpid()}) for {self.home}: "
             f"max running {self.max_running}, heartbeat timeout {self.heartbeat_timeout:g} s"
+            + (f", runs on the Dask cluster at {self.address}" if self.executor == "dask" else "")
         )
         try:
             if once:

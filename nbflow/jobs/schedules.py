@@ -327,6 +327,10 @@ class Schedule:
     on_retry: tuple[str, ...] = ()
     when_file: str | None = None
     paused: bool = False
+    executor: str | None = None
+    """Where runs execute: `local` (the scheduler's host), `dask` (a worker of the Dask
+    scheduler at `address`), or None: as the scheduler that starts the run says."""
+    address: str | None = None
 
     def __post_init__(self) -> None:
         if self.cron is not None and self.cron.strip().lower() in CRON_ALIASES:
@@ -388,6 +392,13 @@ class Schedule:
                     job=self.name,
                     field=label,
                 )
+        if self.executor is not None or self.address is not None:
+            from nbflow.jobs.dask_runs import check_executor
+
+            try:
+                check_executor(self.executor, self.address)
+            except JobsError as exc:
+                raise ScheduleError(where + str(exc), job=self.name, field="executor") from None
         check_seconds("--retry-delay", self.retry_delay)
         if self.timeout is not None:
             check_seconds("--timeout", self.timeout, low_open=True)

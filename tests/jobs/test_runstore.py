@@ -521,7 +521,7 @@ def test_a_file_of_the_first_schema_is_upgraded_in_place(home: Path):
     assert (run.attempts, run.retry_base) == (2, 0)
     assert store.requeue_run(run.id, new_round=True)
     assert store.get_run(run.id).retry_base == 2
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 4
     # version 3: the rebuilt table takes `cancelled`, keeps its rows, ids and indexes
     assert store.cancel_queued([run.id], "Ctrl-C") == [run.id]
     assert store.get_run(run.id).state == "cancelled"
@@ -529,6 +529,42 @@ def test_a_file_of_the_first_schema_is_upgraded_in_place(home: Path):
     assert new.id == run.id + 1
     indexes = {r[1] for r in sqlite3.connect(path).execute("PRAGMA index_list(runs)")}
     assert {"runs_by_state", "runs_by_job_date"} <= indexes
+
+
+def test_a_version_3_file_gets_the_worker_column_and_keeps_its_runs(home: Path):
+    """Version 4 adds `runs.worker` (where an attempt on Dask runs); a version-3 file, made
+    by the schema as it was then, is upgraded in place and its runs read back unchanged."""
+    from nbflow.jobs import runstore
+
+    path = home / "nbflow.db"
+    home.mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(path)
+    old.executescript(
+        runstore._RUNS_TABLE.replace("    worker       TEXT,\n", "").format(name="runs")
+        + """;
+        INSERT INTO runs (job, run_type, logical_date, state, attempts, queued_at, pid)
+            VALUES ('etl', 'scheduled', '2024-03-31T01:00:00+00:00', 'queued', 0,
+                    '2024-03-31T01:00:00.000000+00:00', NULL);
+        PRAGMA user_version = 3;
+        """
+    )
+    old.close()
+    store = RunStore(path)
+    (run,) = store.list_runs("etl")
+    assert run.worker is None and run.state == "queued"
+    columns = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(runs)")]
+    assert columns[-1] == "worker"
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 4
+    attempt = store.claim_attempt(run.id, 7, now=T0)
+    where = {"address": "tcp://10.0.0.5:4000", "host": "node5", "pid": 4242}
+    assert not store.set_worker(run.id, where, pid=8, attempt=attempt)  # not that claim's
+    assert store.set_worker(run.id, where, pid=7, attempt=attempt)
+    assert store.get_run(run.id).worker == where
+    assert store.get_run(run.id).to_dict()["worker"] == where
+    store.finish_run(run.id, "crashed", now=T0)
+    assert store.requeue_run(run.id)
+    store.claim_attempt(run.id, 9, now=T0)
+    assert store.get_run(run.id).worker is None  # a new attempt: not started on a worker yet
 
 
 def test_cancel_queued_only_cancels_queued_runs(home: Path):
