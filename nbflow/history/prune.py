@@ -19,6 +19,7 @@ from pathlib import Path
 from nbflow.core.errors import NbflowError
 from nbflow.core.home import home_dir
 from nbflow.history.logs import run_dir
+from nbflow.history.recorder import _written_sets as written_sets
 from nbflow.history.recorder import drain, open_store
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -78,6 +79,8 @@ def prune(
     # Rows first: a file left behind by a crash here is unreferenced garbage, never a record
     # that points to nothing.
     store.delete_runs(report.runs)
+    # The package sets of the runs removed may be gone with them: the next run writes its own.
+    written_sets.clear()
     for path in report.files:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

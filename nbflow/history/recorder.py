@@ -46,6 +46,7 @@ from nbflow.core import events as ev
 from nbflow.core.errors import NbflowWarning
 from nbflow.core.home import home_dir
 from nbflow.history import logs
+from nbflow.history.env import SOURCE_ENV, environment
 from nbflow.history.store import FILENAME, HEARTBEAT, HistoryStore
 
 FLUSH_INTERVAL = 1.0
@@ -102,6 +103,7 @@ class _Run:
         "checks",
         "home",
         "id",
+        "key_parts",
         "last_flush",
         "last_flush_at",
         "name",
@@ -122,6 +124,8 @@ class _Run:
         self.pending: list[dict[str, Any]] = []
         """Finished task rows not yet written (with `output` to write as a log file)."""
         self.cached: list[tuple[str, str, str, int, Any, float]] = []
+        self.key_parts: list[tuple[str, Any, Any]] = []
+        """(key, parts, shorts) of the tasks computed, not yet written (see `store.key_parts`)."""
         self.last_flush = time.monotonic()
         self.last_flush_at = time.time()
         """Wall time of the last write, compared with event times (no clock read per event)."""
@@ -219,6 +223,8 @@ class Recorder:
         if attempts:  # retried: the earlier attempts came with TaskRetrying
             attempts[0]["start"] = start
             attempts.append({"number": event.attempts, "end": event.time})
+        if event.parts is not None and event.key:
+            run.key_parts.append((event.key, event.parts, event.shorts))
         run.pending.append(
             {
                 "run_id": run.id,
@@ -250,6 +256,8 @@ class Recorder:
             return
         run = _Run(event.run_id, event.pipeline, home, store)
         params = history_params(dict(event.params or {}))
+        version = _version()
+        env, package_sets = _environment(store, version, event.source)
         partition = params.get("partition")
         run.row = {
             "id": event.run_id,
@@ -261,13 +269,16 @@ class Recorder:
             "state": "running",
             "host": _HOST,
             "pid": os.getpid(),
-            "version": _version(),
+            "version": version,
             "parent": event.parent or os.environ.get(PARENT_ENV) or None,
             "heartbeat": event.time,
+            "env": env,
+            "packages": env.pop("packages_digest", None),
         }
         run.reasons = dict(event.stale)
         try:
-            store.write(runs=[run.row])
+            store.write(runs=[run.row], package_sets=package_sets)
+            _written_sets.update((store.path, d) for d in package_sets)
         except _WRITE_ERRORS as exc:
             _warn(event.run_id, event.pipeline, exc)
             return
@@ -414,7 +425,10 @@ class Recorder:
         if run.broken:
             return
         try:
-            run.store.write(tasks=self._rows(run, final=False), heartbeat=[run.id])
+            parts, run.key_parts = run.key_parts, []
+            run.store.write(
+                tasks=self._rows(run, final=False), heartbeat=[run.id], key_parts=parts
+            )
         except _WRITE_ERRORS as exc:
             run.broken = True
             _warn(run.id, run.name, exc)
@@ -456,7 +470,8 @@ class Recorder:
                                 "ended": event.time,
                             }
                         )
-            run.store.write(runs=[row], tasks=tasks)
+            parts, run.key_parts = run.key_parts, []
+            run.store.write(runs=[row], tasks=tasks, key_parts=parts)
         except _WRITE_ERRORS as exc:
             _warn(run.id, run.name, exc)
 
@@ -558,9 +573,33 @@ def set_recording(on: bool) -> None:
         ev.remove_default_listener(RECORDER)
 
 
-def parent_env(run_id: str) -> dict[str, str]:
-    """The environment a process started by run `run_id` needs so its runs link to it."""
-    return {PARENT_ENV: run_id}
+def parent_env(run_id: str, source: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The environment a process started by run `run_id` needs so its runs link to it (and,
+    given `source`, name that file as where the code of its pipeline runs comes from)."""
+    env = {PARENT_ENV: run_id}
+    if source is not None:
+        env[SOURCE_ENV] = str(Path(source).absolute())
+    return env
+
+
+_written_sets: set[tuple[Path, str]] = set()
+"""(history file, package set digest) written by this process: a rerun writes no set."""
+
+
+def _environment(
+    store: HistoryStore, version: str, source: str | os.PathLike[str] | None
+) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """The `env` of a run starting now (its package set's digest under `packages_digest`,
+    for the `packages` column), and the package set to write when this process has not
+    written it into `store` yet. Never raises: an environment that cannot be read is
+    recorded as such (`env_error`), and the run is recorded without it."""
+    try:
+        env, digest, found = environment(version, source)
+    except Exception as exc:
+        return {"nbflow": version, "env_error": f"{type(exc).__name__}: {exc}"}, {}
+    env["packages_digest"] = digest or None
+    new = {digest: found} if digest and (store.path, digest) not in _written_sets else {}
+    return env, new
 
 
 def new_run_id() -> str:
@@ -588,10 +627,12 @@ def track_run(
     partition: str | None = None,
     parent: str | None = None,
     run_id: str | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> Iterator[TrackedRun]:
     """Record a run of `kind` (`notebook`, `job`) around the block: `running` at once,
     `ok`/`failed`/`interrupted` at exit (or `tracked.state`). Runs started in this thread
-    meanwhile link to it as their parent; give a kernel `parent_env(tracked.id)`."""
+    meanwhile link to it as their parent; give a kernel `parent_env(tracked.id)`.
+    `source`: the notebook (or file) that runs, whose digest and git commit are recorded."""
     tracked = TrackedRun(run_id or new_run_id())
     store: HistoryStore | None = None
     start = time.time()
@@ -612,7 +653,11 @@ def track_run(
     if enabled():
         try:
             store = open_store()
-            store.write(runs=[row])
+            env, package_sets = _environment(store, row["version"], source)
+            row["env"] = env
+            row["packages"] = env.pop("packages_digest", None)
+            store.write(runs=[row], package_sets=package_sets)
+            _written_sets.update((store.path, d) for d in package_sets)
         except _WRITE_ERRORS as exc:
             store = None
             _warn(tracked.id, name, exc)

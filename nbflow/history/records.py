@@ -122,6 +122,13 @@ class RunRecord:
     error: str = ""
     output: str | None = None
     """A notebook run's executed output notebook (its log)."""
+    env: dict[str, Any] | None = None
+    """What it ran on: `python`, `implementation`, `platform`, `executable`, `nbflow`,
+    `packages` (how many distributions), `source` (`path`, `digest`) and `git` (`root`,
+    `commit`, `branch`, `dirty`, `tracked`, or `error`) when known; None for runs recorded
+    before nbflow recorded environments. `nbflow.history.diff.packages_of` reads the set."""
+    packages: str | None = None
+    """The digest of its installed distribution set (a row of the history's `package_sets`)."""
     tasks: tuple[TaskRecord, ...] = field(default=())
 
     @property
@@ -159,6 +166,8 @@ class RunRecord:
             parent=row.get("parent"),
             error=row.get("error") or "",
             output=row.get("output"),
+            env=row.get("env"),
+            packages=row.get("packages"),
             tasks=tuple(TaskRecord.from_row(t) for t in tasks),
         )
 

@@ -484,6 +484,7 @@ def execute_run(
             params=history_params(values),
             partition=str(run.logical_date),
             run_id=f"job-{run_id}-{attempt}",
+            source=schedule.notebook,
         ) as tracked:
             nr = run_notebook(
                 schedule.notebook, values, output=work, timeout=schedule.timeout, progress=progress
