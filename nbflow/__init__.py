@@ -113,6 +113,7 @@ __all__ = [
     "check",
     "clear_cache",
     "default_pipeline",
+    "diff_runs",
     "explain",
     "history",
     "invalidate",
@@ -147,6 +148,7 @@ _LAZY = {
     "notebook_parameters": "nbflow.jobs.parameters",
     "record": "nbflow.jobs.record",
     "notebook_task": "nbflow.jobs.notebook_task",
+    "diff_runs": "nbflow.history.diff",
     "ThreadExecutor": "nbflow.core.parallel",
     "ProcessExecutor": "nbflow.core.parallel",
     "DaskExecutor": "nbflow.core.dask",
@@ -169,6 +171,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from nbflow.core.dask import DaskExecutor
     from nbflow.core.parallel import ProcessExecutor, ThreadExecutor
+    from nbflow.history.diff import diff_runs
     from nbflow.jobs.notebook import run_notebook
     from nbflow.jobs.notebook_task import notebook_task
     from nbflow.jobs.parameters import notebook_parameters

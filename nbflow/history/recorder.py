@@ -426,9 +426,7 @@ class Recorder:
             return
         try:
             parts, run.key_parts = run.key_parts, []
-            run.store.write(
-                tasks=self._rows(run, final=False), heartbeat=[run.id], key_parts=parts
-            )
+            run.store.write(tasks=self._rows(run, final=False), heartbeat=[run.id], key_parts=parts)
         except _WRITE_ERRORS as exc:
             run.broken = True
             _warn(run.id, run.name, exc)
