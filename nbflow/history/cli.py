@@ -203,11 +203,8 @@ def _show_env(run: RunRecord, as_json: bool) -> None:
     if packages is None:
         click.echo("  packages not recorded")
         return
-    _table(
-        ["package", "version"],
-        [[name, version] for name, version in packages.items()],
-        caption=f"{len(packages)} distributions, set {run.packages}",
-    )
+    click.echo(f"  packages {len(packages)} distributions (set {run.packages}):")
+    _table(["package", "version"], [[name, version] for name, version in packages.items()])
 
 
 @history_group.command("diff")
@@ -222,7 +219,7 @@ def history_diff(run_a: str, run_b: str, force: bool, as_json: bool) -> None:
 
     d = diff_runs(run_a, run_b, force=force)
     if as_json:
-        click.echo(json.dumps(d.to_dict(), indent=2, default=repr))
+        click.echo(json.dumps(d.to_dict(), indent=2, default=repr, ensure_ascii=False))
         return
     click.echo(
         f"a  run {d.a.id} {d.a.kind} `{d.a.name}` {d.a.state}, started {_when(d.a.started)} UTC"
