@@ -30,6 +30,7 @@ from nbflow.core.planner import differences
 from nbflow.history.api import children, get_run
 from nbflow.history.recorder import open_store
 from nbflow.history.records import RunRecord, TaskRecord
+from nbflow.history.store import HistoryStore
 
 ABSENT = "(absent)"
 """How a value one run lacks is shown."""
@@ -214,7 +215,12 @@ def _task_diffs(
                 )
             )
             continue
-        ids = {"key_a": ta.key, "key_b": tb.key, "digest_a": ta.digest, "digest_b": tb.digest}
+        ids: dict[str, Any] = {
+            "key_a": ta.key,
+            "key_b": tb.key,
+            "digest_a": ta.digest,
+            "digest_b": tb.digest,
+        }
         if ta.key == tb.key:
             if ta.digest != tb.digest and ta.digest and tb.digest:
                 why = (
@@ -298,15 +304,15 @@ def packages_of(run: RunRecord) -> dict[str, str] | None:
     return open_store().package_set(run.packages)
 
 
-def _package_diff(store: Any, a: RunRecord, b: RunRecord, notes: list[str]) -> PackageDiff:
+def _package_diff(store: HistoryStore, a: RunRecord, b: RunRecord, notes: list[str]) -> PackageDiff:
     if a.packages and a.packages == b.packages:
         return PackageDiff()
-    sets = [store.package_set(r.packages) if r.packages else None for r in (a, b)]
-    if sets[0] is None or sets[1] is None:
-        missing = ", ".join(r.id for r, s in zip((a, b), sets, strict=True) if s is None)
+    pa = store.package_set(a.packages) if a.packages else None
+    pb = store.package_set(b.packages) if b.packages else None
+    if pa is None or pb is None:
+        missing = ", ".join(r.id for r, s in ((a, pa), (b, pb)) if s is None)
         notes.append(f"no package set recorded for run {missing}")
         return PackageDiff(known=False)
-    pa, pb = sets
     return PackageDiff(
         added={n: pb[n] for n in sorted(set(pb) - set(pa))},
         removed={n: pa[n] for n in sorted(set(pa) - set(pb))},
