@@ -18,7 +18,9 @@ Policy: **cheap on every run, never in the way.**
   file's stat changes.
 - git runs as a subprocess (`git status`, with a short timeout) only when the
   repository's `HEAD`, its reflog or its index, or the source file, changed
-  since the last look in this process; otherwise the last answer is used. So
+  since the last look in this process; otherwise the last answer is used. It
+  runs in a thread of its own: the run does not wait for it, and its answer
+  is written with the run's end. So
   a change to another file of the repository, with no commit and no `git add`,
   is noticed by the next process (or the next change of the source file), not
   by the next run in this one.
@@ -50,6 +52,7 @@ SOURCE_ENV = "NBFLOW_SOURCE"
 _LOCK = threading.Lock()
 _PACKAGES: tuple[tuple[tuple[str, int | None], ...], str, dict[str, str]] | None = None
 _GIT: dict[Path, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+"""Repository root -> (what the last look depended on, its answer)."""
 _ROOTS: dict[str, Path | None] = {}
 _FIXED: dict[str, str] | None = None
 
@@ -243,8 +246,42 @@ def _look(root: Path, source: Path) -> dict[str, Any]:
     return info
 
 
-def git_state(source: Path, source_digest: str | None) -> dict[str, Any] | None:
-    """The commit (and dirty flag) of the repository holding `source`, or None outside one."""
+class GitLook:
+    """A look at a repository (`git status`) running in a thread of its own, so a run
+    never waits for git when it starts; the recorder takes `result()` when it writes the
+    run's end (off the run's thread)."""
+
+    def __init__(self, root: Path, source: Path, key: tuple[Any, ...]) -> None:
+        self._root, self._source, self._key = root, source, key
+        self._info: dict[str, Any] | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="nbflow-git", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            info = _look(self._root, self._source)
+        except Exception as exc:  # never the run's problem
+            info = {"root": str(self._root), "error": f"{type(exc).__name__}: {exc}"}
+        with _LOCK:
+            _GIT[self._root] = (self._key, info)
+            _PENDING.pop(self._root, None)
+        self._info = info
+        self._done.set()
+
+    def result(self, timeout: float = 2 * GIT_TIMEOUT + 1) -> dict[str, Any]:
+        """What git said (waiting at most `timeout` s; then an `error` says it did not answer)."""
+        if not self._done.wait(timeout):
+            return {"root": str(self._root), "error": f"git did not answer in {timeout:g} s"}
+        assert self._info is not None
+        return self._info
+
+
+_PENDING: dict[Path, GitLook] = {}
+
+
+def git_state(source: Path, source_digest: str | None) -> dict[str, Any] | GitLook | None:
+    """The commit (and dirty flag) of the repository holding `source`: the last answer when
+    nothing it depends on changed, else a `GitLook` under way; None outside a repository."""
     root = repo_root(source.parent)
     if root is None:
         return None
@@ -256,13 +293,15 @@ def git_state(source: Path, source_digest: str | None) -> dict[str, Any] | None:
         _mtime(gitdir / "logs" / "HEAD"),
         _mtime(gitdir / "index"),
     )
-    cached = _GIT.get(root)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    info = _look(root, source)
     with _LOCK:
-        _GIT[root] = (key, info)
-    return info
+        cached = _GIT.get(root)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        pending = _PENDING.get(root)
+        if pending is not None and pending._key == key:
+            return pending
+        look = _PENDING[root] = GitLook(root, source, key)
+    return look
 
 
 # --- the whole environment ---------------------------------------------------------
@@ -279,9 +318,10 @@ def source_file(candidate: str | os.PathLike[str] | None) -> Path | None:
 
 def environment(
     nbflow_version: str, source: str | os.PathLike[str] | None = None
-) -> tuple[dict[str, Any], str, dict[str, str]]:
+) -> tuple[dict[str, Any], str, dict[str, str], GitLook | None]:
     """The environment of a run starting now: (the `env` column, the package set's digest,
-    the package set). Never raises (see the module docstring)."""
+    the package set, and a `GitLook` under way whose result is the env's `git`, when git
+    had to be asked). Never raises (see the module docstring)."""
     env: dict[str, Any] = dict(_fixed())
     env["nbflow"] = nbflow_version
     try:
@@ -298,9 +338,11 @@ def environment(
             source_digest = None
         env["source"] = {"path": str(path), "digest": source_digest}
         git = git_state(path, source_digest)
+        if isinstance(git, GitLook):
+            return env, digest, found, git
         if git is not None:
             env["git"] = git
-    return env, digest, found
+    return env, digest, found, None
 
 
-__all__ = ["environment", "packages", "packages_digest", "scan_packages", "source_file"]
+__all__ = ["GitLook", "environment", "packages", "packages_digest", "scan_packages", "source_file"]

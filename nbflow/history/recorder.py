@@ -46,7 +46,7 @@ from nbflow.core import events as ev
 from nbflow.core.errors import NbflowWarning
 from nbflow.core.home import home_dir
 from nbflow.history import logs
-from nbflow.history.env import SOURCE_ENV, environment
+from nbflow.history.env import SOURCE_ENV, GitLook, environment
 from nbflow.history.store import FILENAME, HEARTBEAT, HistoryStore
 
 FLUSH_INTERVAL = 1.0
@@ -101,6 +101,7 @@ class _Run:
         "broken",
         "cached",
         "checks",
+        "git",
         "home",
         "id",
         "key_parts",
@@ -130,6 +131,8 @@ class _Run:
         self.last_flush_at = time.time()
         """Wall time of the last write, compared with event times (no clock read per event)."""
         self.broken = False
+        self.git: GitLook | None = None
+        """The look at the source's repository still under way when the run started."""
 
 
 class Recorder:
@@ -257,7 +260,7 @@ class Recorder:
         run = _Run(event.run_id, event.pipeline, home, store)
         params = history_params(dict(event.params or {}))
         version = _version()
-        env, package_sets = _environment(store, version, event.source)
+        env, package_sets, run.git = _environment(store, version, event.source)
         partition = params.get("partition")
         run.row = {
             "id": event.run_id,
@@ -452,6 +455,8 @@ class Recorder:
         self._submit(functools.partial(self._write_final, run, row, event))
 
     def _write_final(self, run: _Run, row: dict[str, Any], event: ev.RunFinished) -> None:
+        if run.git is not None and row.get("env") is not None:
+            row["env"] = {**row["env"], "git": run.git.result()}
         try:
             tasks = self._rows(run, final=True)
             if event.aborted:
@@ -586,18 +591,19 @@ _written_sets: set[tuple[Path, str]] = set()
 
 def _environment(
     store: HistoryStore, version: str, source: str | os.PathLike[str] | None
-) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+) -> tuple[dict[str, Any], dict[str, dict[str, str]], GitLook | None]:
     """The `env` of a run starting now (its package set's digest under `packages_digest`,
-    for the `packages` column), and the package set to write when this process has not
-    written it into `store` yet. Never raises: an environment that cannot be read is
+    for the `packages` column), the package set to write when this process has not
+    written it into `store` yet, and the git look to take the env's `git` from at the
+    run's end, if one is under way. Never raises: an environment that cannot be read is
     recorded as such (`env_error`), and the run is recorded without it."""
     try:
-        env, digest, found = environment(version, source)
+        env, digest, found, git = environment(version, source)
     except Exception as exc:
-        return {"nbflow": version, "env_error": f"{type(exc).__name__}: {exc}"}, {}
+        return {"nbflow": version, "env_error": f"{type(exc).__name__}: {exc}"}, {}, None
     env["packages_digest"] = digest or None
     new = {digest: found} if digest and (store.path, digest) not in _written_sets else {}
-    return env, new
+    return env, new, git
 
 
 def new_run_id() -> str:
@@ -633,6 +639,7 @@ def track_run(
     `source`: the notebook (or file) that runs, whose digest and git commit are recorded."""
     tracked = TrackedRun(run_id or new_run_id())
     store: HistoryStore | None = None
+    git: GitLook | None = None
     start = time.time()
     row: dict[str, Any] = {
         "id": tracked.id,
@@ -651,7 +658,7 @@ def track_run(
     if enabled():
         try:
             store = open_store()
-            env, package_sets = _environment(store, row["version"], source)
+            env, package_sets, git = _environment(store, row["version"], source)
             row["env"] = env
             row["packages"] = env.pop("packages_digest", None)
             store.write(runs=[row], package_sets=package_sets)
@@ -674,6 +681,8 @@ def track_run(
         ev.current_run.reset(token)
         if store is not None:
             end = time.time()
+            if git is not None and row.get("env") is not None:
+                row["env"] = {**row["env"], "git": git.result()}
             row.update(
                 state=tracked.state or state,
                 ended=end,

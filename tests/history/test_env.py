@@ -251,3 +251,36 @@ def test_a_notebook_run_and_the_pipeline_runs_in_its_kernel_name_the_notebook(
     [inner] = children(run.id)
     # The task is a cell's lambda (no file): the notebook the kernel ran is the source.
     assert inner.env is not None and inner.env["source"] == expected
+
+
+def test_a_run_does_not_wait_for_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from nbflow.history import env
+
+    real_git = shutil.which("git")
+    assert real_git is not None
+    repo = git_repo(tmp_path / "repo")
+    (repo / "slowgit.py").write_text("def one():\n    return 1\n", encoding="utf-8")
+    git(repo, "add", "slowgit.py")
+    git(repo, "commit", "-qm", "first")
+    # A `git` that answers only once the test lets it: a run that waited would hang here
+    # (until the look's timeout, which then leaves no look pending).
+    release = tmp_path / "release"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(
+        f'#!/bin/sh\nwhile [ ! -e "{release}" ]; do sleep 0.02; done\nexec "{real_git}" "$@"\n'
+    )
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.syspath_prepend(str(repo))
+    import slowgit  # type: ignore[import-not-found]
+
+    pipe = nf.Pipeline("slow_git")
+    pipe.task(slowgit.one)
+    r = pipe.run()
+    assert r.ok and repo in env._PENDING  # the run ended; git has not answered yet
+    release.touch()
+    recorded = get_run(r.run_id).env["git"]  # type: ignore[index]
+    assert recorded["commit"] == git(repo, "rev-parse", "HEAD") and recorded["dirty"] is False
