@@ -137,6 +137,11 @@ def history_show(run_id: str, env: bool, as_json: bool) -> None:
     click.echo(f"  host     {run.host} pid {run.pid}, nbflow {run.version}")
     if run.params:
         click.echo("  params   " + ", ".join(f"{k}={v!r}" for k, v in run.params.items()))
+    if run.env:
+        git = run.env.get("git") or {}
+        commit = git.get("commit")
+        where = f", git {commit[:10]}{' (dirty)' if git.get('dirty') else ''}" if commit else ""
+        click.echo(f"  env      Python {run.env.get('python')}{where}; `--env` shows all")
     if run.parent:
         click.echo(f"  parent   {run.parent}")
     for c in inner:

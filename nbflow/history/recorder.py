@@ -589,6 +589,11 @@ _written_sets: set[tuple[Path, str]] = set()
 """(history file, package set digest) written by this process: a rerun writes no set."""
 
 
+def forget_written_sets() -> None:
+    """After a prune (which removes the package sets no run names): write them again."""
+    _written_sets.clear()
+
+
 def _environment(
     store: HistoryStore, version: str, source: str | os.PathLike[str] | None
 ) -> tuple[dict[str, Any], dict[str, dict[str, str]], GitLook | None]:

@@ -231,6 +231,9 @@ def test_history_show_env_prints_the_environment(tmp_path: Path, home: Path) -> 
     assert f"source   {script} (digest {file_digest(str(script))})" in out
     assert f"git      {git(repo, 'rev-parse', 'HEAD')} on" in out and "(clean)" in out
     assert "blake3" in out and "distributions (set " in out
+    plain = CliRunner().invoke(cli, ["history", "show", run_id], catch_exceptions=False)
+    head = git(repo, "rev-parse", "HEAD")[:10]
+    assert f"env      Python {platform.python_version()}, git {head}; `--env`" in plain.output
     result = CliRunner().invoke(cli, ["history", "show", run_id, "--env", "--json"])
     data = __import__("json").loads(result.output)
     assert data["env"]["git"]["dirty"] is False and "blake3" in data["packages"]
