@@ -11,8 +11,9 @@ Compared, for two runs of the same pipeline, notebook or job:
   deterministic, or it was forced); tasks only one run has are listed as such.
   A notebook or job run is compared through the pipeline runs inside it
   (merged per pipeline, the last run of a task counting);
-- **environment**: Python version, implementation and platform, nbflow version,
-  the source file's digest, its git commit and dirty flag;
+- **environment**: the host, Python version, implementation, platform and
+  interpreter, nbflow version, the source file's digest, its git commit and
+  dirty flag;
 - **packages**: distributions added, removed, or at another version.
 
 Two runs of different pipelines (or kinds) are refused, naming both, unless
@@ -34,7 +35,7 @@ from nbflow.history.store import HistoryStore
 
 ABSENT = "(absent)"
 """How a value one run lacks is shown."""
-ENV_FIELDS = ("python", "implementation", "platform", "nbflow")
+ENV_FIELDS = ("python", "implementation", "platform", "executable", "nbflow")
 _DEPTH = 4
 """How deep the runs inside a run are followed: job → notebook → pipeline → sub-pipeline."""
 
@@ -275,14 +276,15 @@ def _explain(
 
 
 def _env_diff(a: RunRecord, b: RunRecord, notes: list[str]) -> dict[str, tuple[Any, Any]]:
+    out: dict[str, tuple[Any, Any]] = {}
+    if a.host != b.host:
+        out["host"] = (a.host, b.host)
     if a.env is None or b.env is None:
         missing = ", ".join(r.id for r in (a, b) if r.env is None)
         notes.append(f"no environment recorded for run {missing} (an older nbflow ran it)")
-        out = {}
         if a.version != b.version:
             out["nbflow"] = (a.version, b.version)
         return out
-    out = {}
     for key in ENV_FIELDS:
         if a.env.get(key) != b.env.get(key):
             out[key] = (a.env.get(key, ABSENT), b.env.get(key, ABSENT))
