@@ -14,6 +14,11 @@ Responsibilities:
   written by a writer thread, so `run()` returns without waiting for it;
   readers in this process wait for it (`drain`), and so does the interpreter's
   exit. A process killed in that moment leaves its run `interrupted`.
+- **Environment.** The start row holds the run's environment (`env.py`: Python,
+  platform, nbflow, the source file's digest, git) and names its package set,
+  written once per set and process; the git answer, when it had to be asked,
+  comes with the end row. Each computed task's key parts (from `TaskFinished`)
+  are written once per key with its row, for `diff_runs`.
 - **Never in the way.** A write that fails (a locked or full disk, a home
   that cannot be used) is one `NbflowWarning` per run; the run goes on and its
   cache is untouched, the rest of that run is not recorded.
