@@ -23,7 +23,8 @@ Policy: **cheap on every run, never in the way.**
   is written with the run's end. So
   a change to another file of the repository, with no commit and no `git add`,
   is noticed by the next process (or the next change of the source file), not
-  by the next run in this one.
+  by the next run in this one. Which folder holds the repository is looked up
+  once per folder and process (a `git init` later is seen by the next process).
 - Nothing here raises: a missing `git`, a timeout, an unreadable file leave
   that part out (`git` then holds an `error`), and the run goes on.
 """
