@@ -128,6 +128,7 @@ __all__ = [
     "check",
     "clear_cache",
     "default_pipeline",
+    "diff_runs",
     "explain",
     "history",
     "invalidate",
@@ -164,6 +165,7 @@ _LAZY = {
     "notebook_parameters": "nbflow.jobs.parameters",
     "record": "nbflow.jobs.record",
     "notebook_task": "nbflow.jobs.notebook_task",
+    "diff_runs": "nbflow.history.diff",
     "report": "nbflow.ui.report",
     "ThreadExecutor": "nbflow.core.executors.parallel",
     "ProcessExecutor": "nbflow.core.executors.parallel",
@@ -189,6 +191,7 @@ if TYPE_CHECKING:
 
     from nbflow.core.executors.dask import DaskExecutor
     from nbflow.core.executors.parallel import ProcessExecutor, ThreadExecutor
+    from nbflow.history.diff import diff_runs
     from nbflow.jobs.notebook import run_notebook
     from nbflow.jobs.notebook_task import notebook_task
     from nbflow.jobs.parameters import notebook_parameters

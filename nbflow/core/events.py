@@ -44,6 +44,8 @@ class RunStarted(Event):
     """The run parameters given to the run (a partition key as `partition`)."""
     parent: str = ""
     """The run id of the run whose task started this one (a sub-pipeline), if known."""
+    source: str = ""
+    """The file the pipeline's task code comes from ("" when none is on disk: a cell)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,6 +93,10 @@ class TaskFinished(TaskEvent):
     digest: str = ""
     size: int = 0
     """Digest and size in bytes of its stored value (empty / 0 when not cached)."""
+    parts: dict[str, Any] | None = None
+    shorts: dict[str, str] | None = None
+    """The parts of its cache key and their short reprs, as its cache record keeps them
+    (code fingerprint parts, parameter and upstream digests; None when not cached)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -9,6 +9,8 @@ listener of every run (`nbflow.core.events.add_default_listener`), unless
 - `recorder`: the listener that writes runs in batches; `track_run` for notebook/job runs.
 - `records`: `RunRecord`, `TaskRecord`, `Attempt` — what readers get.
 - `logs`: captured task output under `<home>/logs`, capped.
+- `env`: the environment of a run (Python, platform, packages, source file, git commit).
+- `diff`: `diff_runs()`, what differs between two runs (`nf.diff_runs`).
 - `api`: `history()`, `last_run()`, `get_run()`.
 - `prune`: retention.
 - `cli`: the `nbflow history` and `nbflow logs` commands.

@@ -71,7 +71,8 @@ def history_group() -> None:
 
     \b
     nbflow history [NAME] [--kind K] [--state S] [--limit N] [--json]
-    nbflow history show RUN_ID [--json]
+    nbflow history show RUN_ID [--env] [--json]
+    nbflow history diff RUN_A RUN_B [--force] [--json]
     nbflow history prune [--older-than 30d] [--keep N] [--dry-run]
     """
 
@@ -116,10 +117,15 @@ def history_list(
 
 @history_group.command("show")
 @click.argument("run_id")
+@click.option("--env", "env", is_flag=True, help="Print the environment it ran in instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def history_show(run_id: str, as_json: bool) -> None:
-    """One run: its tasks with their state, attempts, reasons and output sizes."""
+def history_show(run_id: str, env: bool, as_json: bool) -> None:
+    """One run: its tasks with their state, attempts, reasons and output sizes
+    (with --env: the Python, platform, nbflow, source file, git commit and packages)."""
     run = get_run(run_id)
+    if env:
+        _show_env(run, as_json)
+        return
     inner = children(run.id)
     if as_json:
         data = run.to_dict()
@@ -131,6 +137,11 @@ def history_show(run_id: str, as_json: bool) -> None:
     click.echo(f"  host     {run.host} pid {run.pid}, nbflow {run.version}")
     if run.params:
         click.echo("  params   " + ", ".join(f"{k}={v!r}" for k, v in run.params.items()))
+    if run.env:
+        git = run.env.get("git") or {}
+        commit = git.get("commit")
+        where = f", git {commit[:10]}{' (dirty)' if git.get('dirty') else ''}" if commit else ""
+        click.echo(f"  env      Python {run.env.get('python')}{where}; `--env` shows all")
     if run.parent:
         click.echo(f"  parent   {run.parent}")
     for c in inner:
@@ -156,6 +167,104 @@ def history_show(run_id: str, as_json: bool) -> None:
         )
         rows.append([t.name, t.state, _took(t.duration), tries or "-", why, log])
     _table(["task", "state", "duration", "attempts", "why", "log"], rows)
+
+
+def _show_env(run: RunRecord, as_json: bool) -> None:
+    from nbflow.history.diff import packages_of
+
+    packages = packages_of(run)
+    if as_json:
+        data = {"id": run.id, "env": run.env, "packages_digest": run.packages}
+        data["packages"] = packages
+        click.echo(json.dumps(data, indent=2, default=repr))
+        return
+    click.echo(f"run {run.id}: {run.kind} `{run.name}` {run.state}")
+    env = run.env
+    if env is None:
+        click.echo(f"  no environment recorded (nbflow {run.version} recorded this run)")
+        return
+    click.echo(
+        f"  python   {env.get('python')} ({env.get('implementation')}) {env.get('executable')}"
+    )
+    click.echo(f"  platform {env.get('platform')}")
+    click.echo(f"  nbflow   {env.get('nbflow')}")
+    source = env.get("source")
+    if source:
+        click.echo(f"  source   {source.get('path')} (digest {source.get('digest')})")
+    else:
+        click.echo("  source   - (the code ran from no file: cells, or exec)")
+    git = env.get("git")
+    if git:
+        if git.get("error"):
+            click.echo(f"  git      {git.get('root')}: unknown ({git['error']})")
+        else:
+            state = "dirty" if git.get("dirty") else "clean"
+            if not git.get("tracked", True):
+                state += ", the source file is not tracked"
+            branch = f" on {git['branch']}" if git.get("branch") else ""
+            click.echo(
+                f"  git      {git.get('commit') or '(no commit yet)'}{branch} ({state}) in {git.get('root')}"
+            )
+    if packages is None:
+        click.echo("  packages not recorded")
+        return
+    click.echo(f"  packages {len(packages)} distributions (set {run.packages}):")
+    _table(["package", "version"], [[name, version] for name, version in packages.items()])
+
+
+@history_group.command("diff")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--force", is_flag=True, help="Compare runs of different pipelines or jobs too.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history_diff(run_a: str, run_b: str, force: bool, as_json: bool) -> None:
+    """What differs between two runs of the same pipeline, notebook or job: parameters,
+    tasks (code, parameters, upstream data), environment and packages."""
+    from nbflow.history.diff import diff_runs
+
+    d = diff_runs(run_a, run_b, force=force)
+    if as_json:
+        click.echo(json.dumps(d.to_dict(), indent=2, default=repr, ensure_ascii=False))
+        return
+    click.echo(
+        f"a  run {d.a.id} {d.a.kind} `{d.a.name}` {d.a.state}, started {_when(d.a.started)} UTC"
+    )
+    click.echo(
+        f"b  run {d.b.id} {d.b.kind} `{d.b.name}` {d.b.state}, started {_when(d.b.started)} UTC"
+    )
+    if d.same:
+        click.echo("no difference in parameters, tasks, environment or packages")
+    rows: list[list[str]] = []
+    for name, (va, vb) in d.params.items():
+        rows.append(["parameter", name, _shown(va), _shown(vb)])
+    for key, (va, vb) in d.env.items():
+        rows.append(["environment", key, str(va), str(vb)])
+    p = d.packages
+    for name, version in p.added.items():
+        rows.append(["package", name, "-", version])
+    for name, version in p.removed.items():
+        rows.append(["package", name, version, "-"])
+    for name, (va, vb) in p.changed.items():
+        rows.append(["package", name, va, vb])
+    if rows:
+        _table(["what", "name", "a", "b"], rows)
+    task_rows = []
+    for t in d.tasks:
+        name = t.task if t.pipeline in (d.a.name, d.b.name) else f"{t.pipeline}.{t.task}"
+        if t.change in ("only_a", "only_b"):
+            task_rows.append([name, f"only in run {t.change[-1]}"])
+        else:
+            task_rows.append([name, "\n".join(t.reasons)])
+    if task_rows:
+        _table(["task", "why it differs"], task_rows)
+    for note in d.notes:
+        click.echo(f"note: {note}")
+
+
+def _shown(value: object) -> str:
+    from nbflow.history.diff import ABSENT
+
+    return "-" if value == ABSENT else repr(value)
 
 
 @history_group.command("prune")

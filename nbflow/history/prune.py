@@ -20,7 +20,7 @@ from pathlib import Path
 from nbflow.core.errors import NbflowError
 from nbflow.core.home import home_dir
 from nbflow.history.logs import run_dir
-from nbflow.history.recorder import drain, open_store
+from nbflow.history.recorder import drain, forget_written_sets, open_store
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT = {"": 86400.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
@@ -82,6 +82,8 @@ def prune(
     # Rows first: a file left behind by a crash here is unreferenced garbage, never a record
     # that points to nothing.
     store.delete_runs(report.runs)
+    # The package sets of the runs removed may be gone with them: the next run writes its own.
+    forget_written_sets()
     for path in report.files:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

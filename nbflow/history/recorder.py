@@ -14,6 +14,11 @@ Responsibilities:
   written by a writer thread, so `run()` returns without waiting for it;
   readers in this process wait for it (`drain`), and so does the interpreter's
   exit. A process killed in that moment leaves its run `interrupted`.
+- **Environment.** The start row holds the run's environment (`env.py`: Python,
+  platform, nbflow, the source file's digest, git) and names its package set,
+  written once per set and process; the git answer, when it had to be asked,
+  comes with the end row. Each computed task's key parts (from `TaskFinished`)
+  are written once per key with its row, for `diff_runs`.
 - **Never in the way.** A write that fails (a locked or full disk, a home
   that cannot be used) is one `NbflowWarning` per run; the run goes on and its
   cache is untouched, the rest of that run is not recorded.
@@ -46,6 +51,7 @@ from nbflow.core import events as ev
 from nbflow.core.errors import NbflowWarning
 from nbflow.core.home import home_dir
 from nbflow.history import logs
+from nbflow.history.env import SOURCE_ENV, GitLook, environment
 from nbflow.history.store import FILENAME, HEARTBEAT, HistoryStore
 
 FLUSH_INTERVAL = 1.0
@@ -100,9 +106,11 @@ class _Run:
         "broken",
         "cached",
         "checks",
+        "git",
         "graph",
         "home",
         "id",
+        "key_parts",
         "last_flush",
         "last_flush_at",
         "name",
@@ -124,10 +132,14 @@ class _Run:
         self.pending: list[dict[str, Any]] = []
         """Finished task rows not yet written (with `output` to write as a log file)."""
         self.cached: list[tuple[str, str, str, int, Any, float]] = []
+        self.key_parts: list[tuple[str, Any, Any]] = []
+        """(key, parts, shorts) of the tasks computed, not yet written (see `store.key_parts`)."""
         self.last_flush = time.monotonic()
         self.last_flush_at = time.time()
         """Wall time of the last write, compared with event times (no clock read per event)."""
         self.broken = False
+        self.git: GitLook | None = None
+        """The look at the source's repository still under way when the run started."""
 
 
 class Recorder:
@@ -221,6 +233,8 @@ class Recorder:
         if attempts:  # retried: the earlier attempts came with TaskRetrying
             attempts[0]["start"] = start
             attempts.append({"number": event.attempts, "end": event.time})
+        if event.parts is not None and event.key:
+            run.key_parts.append((event.key, event.parts, event.shorts))
         run.pending.append(
             {
                 "run_id": run.id,
@@ -252,6 +266,8 @@ class Recorder:
             return
         run = _Run(event.run_id, event.pipeline, home, store)
         params = history_params(dict(event.params or {}))
+        version = _version()
+        env, package_sets, run.git = _environment(store, version, event.source)
         partition = params.get("partition")
         run.row = {
             "id": event.run_id,
@@ -263,9 +279,11 @@ class Recorder:
             "state": "running",
             "host": _HOST,
             "pid": os.getpid(),
-            "version": _version(),
+            "version": version,
             "parent": event.parent or os.environ.get(PARENT_ENV) or None,
             "heartbeat": event.time,
+            "env": env,
+            "packages": env.pop("packages_digest", None),
         }
         # Written with the run's end, encoded on the writer thread: the graph of a 1,000-task
         # pipeline is ~40 KB of JSON, too dear for the start of every (cached) rerun. A run
@@ -273,7 +291,8 @@ class Recorder:
         run.graph = {"tasks": event.tasks, "edges": event.edges}
         run.reasons = dict(event.stale)
         try:
-            store.write(runs=[run.row])
+            store.write(runs=[run.row], package_sets=package_sets)
+            _written_sets.update((store.path, d) for d in package_sets)
         except _WRITE_ERRORS as exc:
             _warn(event.run_id, event.pipeline, exc)
             return
@@ -420,7 +439,8 @@ class Recorder:
         if run.broken:
             return
         try:
-            run.store.write(tasks=self._rows(run, final=False), heartbeat=[run.id])
+            parts, run.key_parts = run.key_parts, []
+            run.store.write(tasks=self._rows(run, final=False), heartbeat=[run.id], key_parts=parts)
         except _WRITE_ERRORS as exc:
             run.broken = True
             _warn(run.id, run.name, exc)
@@ -447,6 +467,8 @@ class Recorder:
         self._submit(functools.partial(self._write_final, run, row, event))
 
     def _write_final(self, run: _Run, row: dict[str, Any], event: ev.RunFinished) -> None:
+        if run.git is not None and row.get("env") is not None:
+            row["env"] = {**row["env"], "git": run.git.result()}
         try:
             tasks = self._rows(run, final=True)
             if event.aborted:
@@ -463,7 +485,8 @@ class Recorder:
                                 "ended": event.time,
                             }
                         )
-            run.store.write(runs=[row], tasks=tasks)
+            parts, run.key_parts = run.key_parts, []
+            run.store.write(runs=[row], tasks=tasks, key_parts=parts)
         except _WRITE_ERRORS as exc:
             _warn(run.id, run.name, exc)
 
@@ -568,9 +591,39 @@ def set_recording(on: bool) -> None:
         ev.remove_default_listener(RECORDER)
 
 
-def parent_env(run_id: str) -> dict[str, str]:
-    """The environment a process started by run `run_id` needs so its runs link to it."""
-    return {PARENT_ENV: run_id}
+def parent_env(run_id: str, source: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The environment a process started by run `run_id` needs so its runs link to it (and,
+    given `source`, name that file as where the code of its pipeline runs comes from)."""
+    env = {PARENT_ENV: run_id}
+    if source is not None:
+        env[SOURCE_ENV] = str(Path(source).absolute())
+    return env
+
+
+_written_sets: set[tuple[Path, str]] = set()
+"""(history file, package set digest) written by this process: a rerun writes no set."""
+
+
+def forget_written_sets() -> None:
+    """After a prune (which removes the package sets no run names): write them again."""
+    _written_sets.clear()
+
+
+def _environment(
+    store: HistoryStore, version: str, source: str | os.PathLike[str] | None
+) -> tuple[dict[str, Any], dict[str, dict[str, str]], GitLook | None]:
+    """The `env` of a run starting now (its package set's digest under `packages_digest`,
+    for the `packages` column), the package set to write when this process has not
+    written it into `store` yet, and the git look to take the env's `git` from at the
+    run's end, if one is under way. Never raises: an environment that cannot be read is
+    recorded as such (`env_error`), and the run is recorded without it."""
+    try:
+        env, digest, found, git = environment(version, source)
+    except Exception as exc:
+        return {"nbflow": version, "env_error": f"{type(exc).__name__}: {exc}"}, {}, None
+    env["packages_digest"] = digest or None
+    new = {digest: found} if digest and (store.path, digest) not in _written_sets else {}
+    return env, new, git
 
 
 def new_run_id() -> str:
@@ -600,12 +653,15 @@ def track_run(
     partition: str | None = None,
     parent: str | None = None,
     run_id: str | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> Iterator[TrackedRun]:
     """Record a run of `kind` (`notebook`, `job`) around the block: `running` at once,
     `ok`/`failed`/`interrupted` at exit (or `tracked.state`). Runs started in this thread
-    meanwhile link to it as their parent; give a kernel `parent_env(tracked.id)`."""
+    meanwhile link to it as their parent; give a kernel `parent_env(tracked.id)`.
+    `source`: the notebook (or file) that runs, whose digest and git commit are recorded."""
     tracked = TrackedRun(run_id or new_run_id())
     store: HistoryStore | None = None
+    git: GitLook | None = None
     start = time.time()
     row: dict[str, Any] = {
         "id": tracked.id,
@@ -624,7 +680,11 @@ def track_run(
     if enabled():
         try:
             store = open_store()
-            store.write(runs=[row])
+            env, package_sets, git = _environment(store, row["version"], source)
+            row["env"] = env
+            row["packages"] = env.pop("packages_digest", None)
+            store.write(runs=[row], package_sets=package_sets)
+            _written_sets.update((store.path, d) for d in package_sets)
         except _WRITE_ERRORS as exc:
             store = None
             _warn(tracked.id, name, exc)
@@ -643,6 +703,8 @@ def track_run(
         ev.current_run.reset(token)
         if store is not None:
             end = time.time()
+            if git is not None and row.get("env") is not None:
+                row["env"] = {**row["env"], "git": git.result()}
             row.update(
                 state=tracked.state or state,
                 ended=end,

@@ -125,6 +125,13 @@ class RunRecord:
     outputs: dict[str, Any] | None = None
     """What a notebook run recorded with `nf.record` (short JSON values as they are, others
     as their cut repr)."""
+    env: dict[str, Any] | None = None
+    """What it ran on: `python`, `implementation`, `platform`, `executable`, `nbflow`,
+    `packages` (how many distributions), `source` (`path`, `digest`) and `git` (`root`,
+    `commit`, `branch`, `dirty`, `tracked`, or `error`) when known; None for runs recorded
+    before nbflow recorded environments. `nbflow.history.diff.packages_of` reads the set."""
+    packages: str | None = None
+    """The digest of its installed distribution set (a row of the history's `package_sets`)."""
     tasks: tuple[TaskRecord, ...] = field(default=())
     graph_tasks: tuple[str, ...] = ()
     """A pipeline run's tasks in topological order, as the run planned them (runs recorded
@@ -169,6 +176,8 @@ class RunRecord:
             error=row.get("error") or "",
             output=row.get("output"),
             outputs=row.get("outputs"),
+            env=row.get("env"),
+            packages=row.get("packages"),
             tasks=tuple(TaskRecord.from_row(t) for t in tasks),
             graph_tasks=tuple(graph.get("tasks") or ()),
             edges=tuple((str(u), str(d)) for u, d in graph.get("edges") or ()),

@@ -26,7 +26,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ RUN_COLUMNS = (
     "cached_tasks",
     "graph",
     "outputs",
+    "env",
+    "packages",
 )
 TASK_COLUMNS = (
     "run_id",
@@ -82,7 +84,7 @@ TASK_COLUMNS = (
     "log_limit",
 )
 _JSON_COLUMNS = frozenset(
-    {"params", "attempts", "metadata", "checks", "cached_tasks", "graph", "outputs"}
+    {"params", "attempts", "metadata", "checks", "cached_tasks", "graph", "outputs", "env"}
 )
 
 _TASK_JSON = tuple((c, c in _JSON_COLUMNS) for c in TASK_COLUMNS)
@@ -133,6 +135,16 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX runs_by_kind_name ON runs (kind, name, started);
     ALTER TABLE runs ADD COLUMN outputs TEXT;
+    """,
+    # 5 -> 6: the environment of a run (`env`: Python, platform, nbflow, the source file's
+    # digest, its git commit) and its installed distributions, stored once per distinct set
+    # (`packages` names a row of `package_sets` by digest); and each cache key's parts (code
+    # fingerprint parts, parameter and upstream digests), once per key, for run diffs.
+    """
+    ALTER TABLE runs ADD COLUMN env TEXT;
+    ALTER TABLE runs ADD COLUMN packages TEXT;
+    CREATE TABLE package_sets (digest TEXT PRIMARY KEY, packages TEXT NOT NULL);
+    CREATE TABLE key_parts (key TEXT PRIMARY KEY, parts TEXT NOT NULL, shorts TEXT);
     """,
 ]
 VERSION = len(MIGRATIONS)
@@ -221,9 +233,13 @@ class HistoryStore:
         runs: Iterable[dict[str, Any]] = (),
         tasks: Iterable[dict[str, Any]] = (),
         heartbeat: Sequence[str] = (),
+        package_sets: Mapping[str, Mapping[str, str]] | None = None,
+        key_parts: Iterable[tuple[str, Any, Any]] = (),
     ) -> None:
         """Insert or replace `runs` and `tasks` (dicts of columns) and beat for the runs named
-        in `heartbeat`, in one transaction."""
+        in `heartbeat`, in one transaction. `package_sets` (digest -> {name: version}) and
+        `key_parts` ((key, parts, shorts)) are kept once per digest / key: an existing row
+        is left as it is (the digest or key names its content)."""
         now = time.time()
         with self._lock:
             conn = self._conn
@@ -250,6 +266,20 @@ class HistoryStore:
                         f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})",
                         rows,
                     )
+                if package_sets:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO package_sets (digest, packages) VALUES (?, ?)",
+                        [(d, json.dumps(p, sort_keys=True)) for d, p in package_sets.items()],
+                    )
+                parts_rows = [
+                    (key, json.dumps(parts, default=repr), json.dumps(shorts, default=repr))
+                    for key, parts, shorts in key_parts
+                ]
+                if parts_rows:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO key_parts (key, parts, shorts) VALUES (?, ?, ?)",
+                        parts_rows,
+                    )
                 if heartbeat:
                     conn.executemany(
                         "UPDATE runs SET heartbeat=? WHERE id=? AND state='running'",
@@ -261,7 +291,8 @@ class HistoryStore:
                 raise
 
     def delete_runs(self, run_ids: Sequence[str]) -> None:
-        """Remove runs and their task rows (their files are the caller's)."""
+        """Remove runs and their task rows (their files are the caller's), and the package
+        sets no remaining run names. (A key's parts stay: a later run may have that key.)"""
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -271,6 +302,10 @@ class HistoryStore:
                     marks = ", ".join("?" * len(chunk))
                     conn.execute(f"DELETE FROM tasks WHERE run_id IN ({marks})", chunk)
                     conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", chunk)
+                conn.execute(
+                    "DELETE FROM package_sets WHERE digest NOT IN "
+                    "(SELECT packages FROM runs WHERE packages IS NOT NULL)"
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -431,3 +466,27 @@ class HistoryStore:
                 (pipeline, task, key),
             ).fetchone()
         return _decode(row) if row is not None else None
+
+    def package_set(self, digest: str) -> dict[str, str] | None:
+        """The distributions (name -> version) stored under `digest`, or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT packages FROM package_sets WHERE digest=?", (digest,)
+            ).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
+    def parts_of(self, keys: Iterable[str]) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
+        """key -> (parts, shorts) of the cache keys recorded in `key_parts` among `keys`."""
+        wanted = [k for k in dict.fromkeys(keys) if k]
+        out: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = self._conn.execute(
+                    "SELECT key, parts, shorts FROM key_parts "
+                    f"WHERE key IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                for key, parts, shorts in rows:
+                    out[key] = (json.loads(parts), json.loads(shorts) if shorts else {})
+        return out

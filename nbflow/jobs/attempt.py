@@ -521,6 +521,7 @@ def execute_run(
             params=history_params(values),
             partition=str(run.logical_date),
             run_id=f"job-{run_id}-{attempt}",
+            source=schedule.notebook,
         ) as tracked:
             address = dask_address(record)
             if address is None:

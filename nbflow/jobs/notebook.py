@@ -255,7 +255,9 @@ def run_notebook(
     # The output notebook holds what the run printed: 0600, and never written through a link.
     created = create_private_file(out)
 
-    with track_run("notebook", source.stem, params=history_params(params)) as tracked:
+    with track_run(
+        "notebook", source.stem, params=history_params(params), source=source
+    ) as tracked:
         result = _run_recorded(
             nb,
             source,
@@ -306,7 +308,8 @@ def _run_recorded(
             "NBFLOW_HOME": str(home),
             RECORD_DIR_ENV: str(records),
             "NBFLOW_HEADLESS": "1",
-            **parent_env(run_id),  # the pipeline runs in the kernel link to this run
+            # The pipeline runs in the kernel link to this run, and name its notebook.
+            **parent_env(run_id, source),
         },
         cwd=str(workdir),
         socket_prefix=str(sockets / "kernel"),

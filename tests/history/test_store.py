@@ -162,3 +162,42 @@ def test_upgrade_from_version_4_adds_the_outputs_column_and_the_names_index(
     assert any("runs_by_kind_name" in str(row) for row in plan)
     store.write(runs=[{**run, "outputs": {"rows": 3}}])
     assert store.runs()[0]["outputs"] == {"rows": 3}
+
+
+def test_upgrade_from_version_5_adds_environments_package_sets_and_key_parts(
+    tmp_path: Path, home: Path
+) -> None:
+    path = home / "history.sqlite"
+    home.mkdir(parents=True, exist_ok=True)
+    conn = _file_at(path, 5)
+    conn.execute(
+        "INSERT INTO runs (id, kind, name, started, state, version, cached_tasks) "
+        """VALUES ('r3', 'pipeline', 'etl', 1.0, 'ok', '0.0.9', '[["t", "k", "d", 3, null]]')"""
+    )
+    conn.close()
+    store = HistoryStore(path)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION == 6
+    [run] = store.runs()
+    assert (run["id"], run["env"], run["packages"], run["cached_tasks"][0][1]) == (
+        "r3",
+        None,
+        None,
+        "k",
+    )
+    store.write(
+        runs=[{**run, "id": "r4", "env": {"python": "3.11"}, "packages": "p1"}],
+        package_sets={"p1": {"numpy": "2.0"}},
+        key_parts=[("k", {"code": {"function `t`": "c1"}}, {})],
+    )
+    store.write(package_sets={"p1": {"numpy": "9.9"}})  # kept once: the digest names it
+    assert store.package_set("p1") == {"numpy": "2.0"}
+    assert store.parts_of(["k", "missing"]) == {"k": ({"code": {"function `t`": "c1"}}, {})}
+    # A run of the old file reads without an environment, and a diff says so.
+    from nbflow.history.diff import diff_runs
+
+    d = diff_runs("r3", "r4")
+    assert any("no environment recorded for run r3" in n for n in d.notes)
+    assert any("no package set recorded for run r3" in n for n in d.notes)
+    # Pruning the runs that named a package set removes the set.
+    store.delete_runs(["r4"])
+    assert store.package_set("p1") is None

@@ -35,7 +35,7 @@ from __future__ import annotations
 import glob
 import os
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -372,50 +372,70 @@ class Planner:
 
 
 def describe_difference(name: str, last: Record, now: Decision) -> str:
-    """Name what differs between a task's last record and its current parts."""
-    old, new = last.get("parts") or {}, now.parts
-    old_shorts = last.get("shorts") or {}
-    old_code, new_code = old.get("code", {}), new["code"]
+    """Name what differs between a task's last record and its current parts (the first
+    difference, in the order of `differences`)."""
+    found = differences(
+        name, last.get("parts") or {}, last.get("shorts") or {}, now.parts, now.shorts
+    )
+    return next(found, "")
+
+
+def differences(
+    name: str,
+    old: Mapping[str, Any],
+    old_shorts: Mapping[str, str],
+    new: Mapping[str, Any],
+    new_shorts: Mapping[str, str],
+) -> Iterator[str]:
+    """Every difference between two sets of key parts of task `name`, each said as a stale
+    reason: code (own, then helpers, globals, libraries), version, parameters, upstream
+    values, resources, watched files, identity. Also what `nbflow history diff` says."""
+    old_code, new_code = old.get("code", {}), new.get("code", {})
     own = f"function `{name}`"
-    if old_code.get(own) != new_code.get(own):
-        return f"code of `{name}` changed"
+    own_changed = old_code.get(own) != new_code.get(own)
+    if own_changed:
+        yield f"code of `{name}` changed"
     for label in sorted(set(old_code) | set(new_code)):
-        if old_code.get(label) == new_code.get(label):
+        if old_code.get(label) == new_code.get(label) or (own_changed and label == own):
             continue
         if label not in old_code:
-            return f"code of `{name}` now uses {label}"
-        if label not in new_code:
-            return f"code of `{name}` no longer uses {label}"
-        if label.startswith(("helper", "method", "class", "module")):
-            return f"code of {label} changed"
-        if label.startswith("library"):
-            return f"{label} changed version"
-        before, after = old_shorts.get(label), now.shorts.get(label)
-        change = f": {before} → {after}" if before is not None and after is not None else ""
-        return f"{label} changed{change}"
-    if old.get("version") != new["version"]:
-        return f"version changed: {old.get('version')} → {new['version']}"
-    for param in sorted(set(old.get("params", {})) | set(new["params"])):
-        if old.get("params", {}).get(param) != new["params"].get(param):
+            yield f"code of `{name}` now uses {label}"
+        elif label not in new_code:
+            yield f"code of `{name}` no longer uses {label}"
+        elif label.startswith(("helper", "method", "class", "module")):
+            yield f"code of {label} changed"
+        elif label.startswith("library"):
+            yield f"{label} changed version"
+        else:
+            before, after = old_shorts.get(label), new_shorts.get(label)
+            change = f": {before} → {after}" if before is not None and after is not None else ""
+            yield f"{label} changed{change}"
+    if old.get("version") != new.get("version"):
+        yield f"version changed: {old.get('version')} → {new.get('version')}"
+    old_params, new_params = old.get("params", {}), new.get("params", {})
+    for param in sorted(set(old_params) | set(new_params)):
+        if old_params.get(param) != new_params.get(param):
             label = f"parameter `{param}`"
-            before, after = old_shorts.get(label, "(none)"), now.shorts.get(label, "(none)")
-            return f"{label} changed: {before} → {after}"
-    for param in sorted(set(old.get("inputs", {})) | set(new["inputs"])):
-        o, n = old.get("inputs", {}).get(param), new["inputs"].get(param)
+            before, after = old_shorts.get(label, "(none)"), new_shorts.get(label, "(none)")
+            yield f"{label} changed: {before} → {after}"
+    old_inputs, new_inputs = old.get("inputs", {}), new.get("inputs", {})
+    for param in sorted(set(old_inputs) | set(new_inputs)):
+        o, n = old_inputs.get(param), new_inputs.get(param)
         if o != n:
             upstream = (n or o)[0]
-            return f"upstream `{upstream}` produced a new value"
+            yield f"upstream `{upstream}` produced a new value"
     old_res, new_res = old.get("resources", {}), new.get("resources", {})
     for res in sorted(set(old_res) | set(new_res)):
         if old_res.get(res) != new_res.get(res):
-            return f"resource `{res}` version changed: {old_res.get(res)} → {new_res.get(res)}"
-    for path in sorted(set(old.get("files", {})) | set(new["files"])):
-        if old.get("files", {}).get(path) != new["files"].get(path):
-            return f"watched file `{path}` changed"
-    for label in sorted(set(old.get("identity", {})) | set(new["identity"])):
-        if old.get("identity", {}).get(label) != new["identity"].get(label):
-            return f"{label} changed"
-    return ""
+            yield f"resource `{res}` version changed: {old_res.get(res)} → {new_res.get(res)}"
+    old_files, new_files = old.get("files", {}), new.get("files", {})
+    for path in sorted(set(old_files) | set(new_files)):
+        if old_files.get(path) != new_files.get(path):
+            yield f"watched file `{path}` changed"
+    old_id, new_id = old.get("identity", {}), new.get("identity", {})
+    for label in sorted(set(old_id) | set(new_id)):
+        if old_id.get(label) != new_id.get(label):
+            yield f"{label} changed"
 
 
 def _ago(ts: float) -> str:

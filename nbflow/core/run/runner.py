@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import functools
 import heapq
+import itertools
+import os
 import time
 import uuid
 import warnings
@@ -64,6 +66,7 @@ from nbflow.core.run.expansion import MapSteps
 from nbflow.core.types import Digest
 
 if TYPE_CHECKING:
+    from nbflow.core.dag.task import Task
     from nbflow.core.run.spec import RunSpec
 
 _FLUSH_INTERVAL = 0.25
@@ -181,6 +184,7 @@ class Runner(MapSteps):
                     edges=tuple((u, n) for n in order for u in graph.upstream[n]),
                     params=self.params,
                     parent=ev.current_run.get() or "",
+                    source=source_file(self.spec.tasks.values()),
                 )
             )
         index = {n: i for i, n in enumerate(order)}
@@ -499,6 +503,8 @@ class Runner(MapSteps):
                 key=self._decision_key(name) or "",
                 digest=(record.get("digest") or "") if stored and record else "",
                 size=(record.get("size") or 0) if stored and record else 0,
+                parts=record.get("parts") if stored and record else None,
+                shorts=record.get("shorts") if stored and record else None,
             )
         if name in self._checks:
             self._run_checks(name)
@@ -703,6 +709,28 @@ class Runner(MapSteps):
         self._store_result(name, outcome.value, outcome.duration)
         self.store.flush()
         return outcome.value
+
+
+_NBFLOW_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
+"""The nbflow package folder (this file is nbflow/core/run/runner.py)."""
+
+
+def source_file(tasks: Iterable[Task]) -> str:
+    """The file the first task whose code is on disk comes from ("" for cells and `exec`):
+    the module or notebook that defines the pipeline, for `RunStarted.source`. nbflow's own
+    task functions (a notebook task's) do not count. Only the first 16 tasks are looked at:
+    a 1,000-cell pipeline costs no more than a small one."""
+    for task in itertools.islice(tasks, 16):
+        fn = task.fn
+        while hasattr(fn, "__wrapped__"):
+            fn = fn.__wrapped__
+        code = getattr(fn, "__code__", None)
+        path = getattr(code, "co_filename", "") or ""
+        if not path or path.startswith("<") or path.startswith(_NBFLOW_DIR):
+            continue
+        if os.path.isfile(path):
+            return os.path.abspath(path)
+    return ""
 
 
 def _map_in_process(task: str, param: str, fn: Any, **kwargs: Any) -> Any:
