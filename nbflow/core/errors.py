@@ -33,7 +33,7 @@
         ├── NotebookReadError           the notebook is not a readable .ipynb (jobs.notebook_file)
         ├── KernelNotFound              the kernelspec it names is not installed (jobs.notebook)
         ├── KernelStartError            the kernel would not start (jobs.notebook)
-        ├── ScheduleError               a cron expression, time zone or job option is wrong (jobs.schedules)
+        ├── ScheduleError               a cron expression, time zone or job option is wrong (jobs.errors)
         ├── TemplateError               a parameter template does not render (jobs.templates)
         ├── UnknownJobError             no job of that name (jobs.runstore)
         ├── JobExistsError              a job of that name exists already (jobs.runstore)

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from nbflow.jobs.schedules import ScheduleError
+from nbflow.jobs.errors import ScheduleError
 
 __all__ = [
     "INSTALL_HINT",

@@ -62,9 +62,9 @@ from nbflow.jobs.alert_apprise import (
     mask_url,
     send_apprise,
 )
+from nbflow.jobs.errors import ScheduleError
 from nbflow.jobs.processes import kill_group
-from nbflow.jobs.runstore import logical_iso, utc_iso
-from nbflow.jobs.schedules import ScheduleError
+from nbflow.jobs.times import logical_iso, utc_iso
 
 if TYPE_CHECKING:
     from nbflow.jobs.runstore import RunRecord, RunStore
@@ -182,14 +182,14 @@ def notify(
     run: RunRecord,
     targets: Sequence[str],
     *,
-    store: RunStore | None = None,
+    store: RunStore,
     timeout: float = 10.0,
 ) -> list[AlertOutcome]:
     """Send `event` ("failure", "retry" or "success") about `run` to each of `targets`.
 
     Never raises: a target that fails is logged on `nbflow.alerts` and reported
     with `ok=False`; the others are still sent. E-mail settings come from
-    `store.get_setting("smtp")` (the default store when `store` is None).
+    `store.get_setting("smtp")` (the run store of the home the run belongs to).
     """
     outcomes: list[AlertOutcome] = []
     try:
@@ -224,7 +224,7 @@ def notify(
     return outcomes
 
 
-def _attach_report(data: dict[str, Any], run: RunRecord, store: RunStore | None) -> None:
+def _attach_report(data: dict[str, Any], run: RunRecord, store: RunStore) -> None:
     """With the home's `alerts.report` setting on, write the report of this attempt of the
     run (`<home>/reports/job-<run>-<attempt>.html`) and name it in the alert as `report`.
 
@@ -234,10 +234,6 @@ def _attach_report(data: dict[str, Any], run: RunRecord, store: RunStore | None)
     """
     history_id = f"job-{run.id}-{run.attempts}"  # the history's id of this attempt
     try:
-        if store is None:
-            from nbflow.jobs.runstore import RunStore
-
-            store = RunStore()
         if not (store.get_setting("alerts", {}) or {}).get("report"):
             return
         # The report belongs to the presentation layer, which gives its writer as a hook.
@@ -304,10 +300,6 @@ def _send_email(target: str, data: dict[str, Any], store: Any, timeout: float) -
     addresses = _mail_addresses(target)
     if not addresses:
         raise _AlertFailed("no e-mail address after mailto:")
-    if store is None:
-        from nbflow.jobs.runstore import RunStore
-
-        store = RunStore()
     settings = smtp_settings(store)
     host = str(settings.get("host") or "localhost")
     port = int(settings.get("port") or 25)

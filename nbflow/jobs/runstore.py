@@ -113,6 +113,7 @@ from typing import Any, Literal
 
 from nbflow.core.errors import JobsError, did_you_mean
 from nbflow.core.home import ensure_private_dir, home_dir
+from nbflow.jobs.times import logical_iso, parse_utc, utc_iso, utc_now
 
 __all__ = [
     "ACTIVE_STATES",
@@ -234,36 +235,6 @@ _MIGRATIONS = {
     # version-2 rebuild above makes the table as it was in version 3, without it.
     3: "ALTER TABLE runs ADD COLUMN worker TEXT;",
 }
-
-
-# --- time ---------------------------------------------------------------------------
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def utc_iso(moment: datetime, timespec: str = "microseconds") -> str:
-    """`moment` (aware) as UTC ISO text; naive datetimes are refused, never guessed."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise JobsError(
-            f"time {moment.isoformat()} has no time zone; nbflow stores UTC and needs an "
-            "aware datetime (e.g. datetime.now(UTC))"
-        )
-    return moment.astimezone(UTC).isoformat(timespec=timespec)
-
-
-def logical_iso(moment: datetime) -> str:
-    """The stored form of a logical date: seconds, or microseconds when it has them."""
-    return utc_iso(moment, "seconds" if moment.microsecond == 0 else "microseconds")
-
-
-def parse_utc(text: str) -> datetime:
-    """Inverse of `utc_iso`: an aware UTC datetime."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _opt_time(text: str | None) -> datetime | None:

@@ -45,6 +45,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from croniter import CroniterBadDateError, croniter
 
 from nbflow.core.errors import JobsError, did_you_mean
+from nbflow.jobs.errors import ScheduleError
 
 __all__ = [
     "CRON_ALIASES",
@@ -126,15 +127,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # How far we look for the next tick before giving up (a cron like "0 0 29 2 *"
 # ticks once in four years, "0 0 31 2 *" never).
 _LOOKAHEAD = timedelta(days=366 * 9)
-
-
-class ScheduleError(JobsError):
-    """A schedule definition is invalid (nothing was stored)."""
-
-    def __init__(self, message: str, *, job: str = "", field: str = "") -> None:
-        self.job = job
-        self.field = field
-        super().__init__(message)
 
 
 def parse_every(text: str) -> float:

@@ -220,7 +220,9 @@ def send_alerts(
         parameters={},
     )
     with _home(Path(home).expanduser().absolute()):  # e-mail settings are the home's
-        notify(event, run.job, run, targets)
+        from nbflow.jobs.runstore import RunStore
+
+        notify(event, run.job, run, targets, store=RunStore())
 
 
 def outside_window(spec: Mapping[str, Any], logical_date: datetime | str) -> str | None:
