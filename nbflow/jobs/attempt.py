@@ -457,15 +457,52 @@ def execute_run(
 ) -> AttemptOutcome:
     """Claim run `run_id` and execute it to its final state (see the module docstring).
 
+    Three steps: claim an attempt (`_claim`), run the notebook while a heartbeat keeps
+    the claim (`_run_attempt`), end the attempt with its retry, notebook and alerts
+    (`_finish`).
+
     `cancel` (the foreground's Ctrl-C): once it is set, an attempt that has not started
     its notebook does not start it, and one whose notebook ends (its kernel stopped by
     the canceller) ends `cancelled` — never retried, no alert."""
-    from nbflow.history.recorder import history_params, track_run
-    from nbflow.jobs.alerts import notify
-    from nbflow.jobs.notebook import run_notebook
-
     store = store or RunStore()
     pid = os.getpid() if pid is None else pid
+    claimed = _claim(store, run_id, pid, parent_pid)
+    if isinstance(claimed, AttemptOutcome):
+        return claimed
+    run, record, attempt, out = claimed
+    finishing = threading.Lock()
+    beat = _Heartbeat(
+        store,
+        run_id,
+        pid,
+        attempt,
+        heartbeat_interval() if interval is None else interval,
+        parent_pid,
+        finishing,
+    )
+    beat.start()
+    work = attempt_path_for(out, attempt)
+    store.set_output_path(run_id, work, pid=pid, attempt=attempt)
+    started = time.monotonic()
+    try:
+        state, error, reason = _run_attempt(store, run, record, pid, attempt, out, work, cancel)
+    finally:
+        beat.stop()
+    return _finish(
+        store,
+        run,
+        record.schedule,
+        _Ended(pid, attempt, out, work, state, error, reason, time.monotonic() - started),
+        finishing,
+        alerts,
+    )
+
+
+def _claim(
+    store: RunStore, run_id: int, pid: int, parent_pid: int | None
+) -> AttemptOutcome | tuple[RunRecord, JobRecord, int, Path]:
+    """Claim the next attempt of the run: (run, job, attempt, output path), or the outcome
+    when there is nothing for this process to run (job removed, claimed by another, ...)."""
     run = store.get_run(run_id)
     record = store.find_job(run.job)
     if record is None:
@@ -484,43 +521,47 @@ def execute_run(
     except HomeError as exc:  # e.g. a planted `runs/JOB` link: no notebook may be written
         store.finish_run(run_id, "failed", error=str(exc), pid=pid, attempt=attempt)
         return AttemptOutcome(store.get_run(run_id), "failed", attempt=attempt)
-    finishing = threading.Lock()
-    beat = _Heartbeat(
-        store,
-        run_id,
-        pid,
-        attempt,
-        heartbeat_interval() if interval is None else interval,
-        parent_pid,
-        finishing,
-    )
-    beat.start()
+    return run, record, attempt, out
+
+
+def _run_attempt(
+    store: RunStore,
+    run: RunRecord,
+    record: JobRecord,
+    pid: int,
+    attempt: int,
+    out: Path,
+    work: Path,
+    cancel: threading.Event | None,
+) -> tuple[str, str | None, str | None]:
+    """Run the notebook of this attempt (here, or on the job's Dask cluster), recorded in the
+    history as a job run: its (state, error, reason). Never raises."""
+    from nbflow.history.recorder import history_params, track_run
+    from nbflow.jobs.notebook import run_notebook
+
     schedule = record.schedule
-    work = attempt_path_for(out, attempt)
-    store.set_output_path(run_id, work, pid=pid, attempt=attempt)
-    started = time.monotonic()
     error: str | None = None
     state = "failed"
-    failure: Any = None
-    remote_state: str | None = None
-    """Set by an attempt on Dask that did not get to a notebook result (crashed, ...)."""
+    reason: str | None = None
 
     def progress(done: int, total: int, **cell: object) -> None:
         if done == 1:
             fault("runner:kernel-started")
 
-    reason: str | None = None
     try:
         if cancel is not None and cancel.is_set():
             raise _Cancelled
         values = parse_run_parameters(schedule.notebook, run.parameters)
+        failure: Any = None
+        remote_state: str | None = None
+        """Set by an attempt on Dask that did not get to a notebook result (crashed, ...)."""
         # The history records each attempt as a job run; its notebook run links to it.
         with track_run(
             "job",
             run.job,
             params=history_params(values),
             partition=str(run.logical_date),
-            run_id=f"job-{run_id}-{attempt}",
+            run_id=f"job-{run.id}-{attempt}",
             source=schedule.notebook,
         ) as tracked:
             address = dask_address(record)
@@ -532,7 +573,7 @@ def execute_run(
                     timeout=schedule.timeout,
                     progress=progress,
                 )
-                failure, remote_state = nr.error, None
+                failure = nr.error
             else:
                 failure, remote_state, error = _attempt_on_dask(
                     store, run, pid, attempt, address, schedule, work, cancel
@@ -553,43 +594,71 @@ def execute_run(
         error = str(exc)
     except Exception as exc:  # a bug or an environment problem: the run fails, we go on
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
-    finally:
-        beat.stop()
     if cancel is not None and cancel.is_set() and state != "success":
         # However the notebook ended (its kernel was killed: "kernel died", or a start-up
         # error), it ended because the user interrupted the command.
         state, error, reason = "cancelled", None, CANCELLED_REASON
-    duration = time.monotonic() - started
-    _name_output_path(work, out)
+    return state, error, reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """How this process's attempt ended, to be recorded."""
+
+    pid: int
+    attempt: int
+    out: Path
+    work: Path
+    state: str
+    error: str | None
+    reason: str | None
+    duration: float
+
+
+def _finish(
+    store: RunStore,
+    run: RunRecord,
+    schedule: Any,
+    end: _Ended,
+    finishing: threading.Lock,
+    alerts: bool,
+) -> AttemptOutcome:
+    """Record the attempt's end with its retry and publish its notebook (in one transaction,
+    if the run is still ours), then send its alerts."""
+    from nbflow.jobs.alerts import notify
+
+    _name_output_path(end.work, end.out)
     fault("runner:before-finish")
     with finishing:  # our attempt's end, its retry and its notebook, if it is still ours
         ended = store.end_attempt(
-            run_id,
-            state,
-            error=error,
-            reason=reason,
-            output_path=out,
+            run.id,
+            end.state,
+            error=end.error,
+            reason=end.reason,
+            output_path=end.out,
             retry=retry_policy(store),
-            pid=pid,
-            attempt=attempt,
-            before_commit=lambda: _publish(work, out),
+            pid=end.pid,
+            attempt=end.attempt,
+            before_commit=lambda: _publish(end.work, end.out),
         )
     fault("runner:after-finish")
     if ended is None:  # ended by another meanwhile (swept as crashed): its state stands
-        current = store.get_run(run_id)
-        if current.output_path != str(work):
-            work.unlink(missing_ok=True)
+        current = store.get_run(run.id)
+        if current.output_path != str(end.work):
+            end.work.unlink(missing_ok=True)
         return AttemptOutcome(
-            current, "taken over", duration=duration, attempt=attempt, discarded=state
+            current, "taken over", duration=end.duration, attempt=end.attempt, discarded=end.state
         )
-    done = store.get_run(run_id)
-    if state == "success":
+    done = store.get_run(run.id)
+    if end.state == "success":
         if alerts and schedule.on_success:
             notify("success", run.job, done, schedule.on_success, store=store)
-        return AttemptOutcome(done, state, duration=duration, attempt=attempt)
-    if alerts and state != "cancelled":  # the user stopped it: nothing to alert about
+        return AttemptOutcome(done, end.state, duration=end.duration, attempt=end.attempt)
+    if alerts and end.state != "cancelled":  # the user stopped it: nothing to alert about
         alert_attempt(store, ended)
-    return AttemptOutcome(done, state, retrying=ended.retrying, duration=duration, attempt=attempt)
+    return AttemptOutcome(
+        done, end.state, retrying=ended.retrying, duration=end.duration, attempt=end.attempt
+    )
 
 
 def describe_outcome(outcome: AttemptOutcome, tz: str = "UTC") -> str:
