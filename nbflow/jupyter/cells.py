@@ -92,13 +92,30 @@ def _targets(node: ast.AST, out: dict[str, None]) -> None:
 
 
 def _defined_by(stmt: ast.stmt, out: dict[str, None]) -> None:
+    """The names `stmt` binds at the cell's top level, in source order, into `out`: its own
+    bindings, then those of the blocks it contains (a loop's body, an `if`'s branches)."""
+    if isinstance(stmt, ast.Try):
+        _defined_by_try(stmt, out)
+    else:
+        _bound_by(stmt, out)
+        for s in _blocks(stmt):
+            _defined_by(s, out)
+    # Walrus targets in conditions and assignments also bind at top level.
+    if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Expr):
+        for node in ast.iter_child_nodes(stmt):
+            if isinstance(node, ast.expr):
+                _walrus(node, out)
+
+
+def _bound_by(stmt: ast.stmt, out: dict[str, None]) -> None:
+    """What the statement itself binds (not the blocks inside it); refuses what hides it."""
     match stmt:
         case ast.Assign(targets=targets):
             for t in targets:
                 _targets(t, out)
         case ast.AnnAssign(target=target, value=value) if value is not None:
             _targets(target, out)
-        case ast.AugAssign(target=target):
+        case ast.AugAssign(target=target) | ast.For(target=target) | ast.AsyncFor(target=target):
             _targets(target, out)
         case ast.Import(names=names) | ast.ImportFrom(names=names):
             for alias in names:
@@ -111,38 +128,35 @@ def _defined_by(stmt: ast.stmt, out: dict[str, None]) -> None:
             out[name] = None
         case ast.Global() | ast.Nonlocal():
             raise CellError("`global` statements are not allowed in a task cell: define the name")
-        case ast.For(target=target) | ast.AsyncFor(target=target):
-            _targets(target, out)
-            for s in [*stmt.body, *stmt.orelse]:
-                _defined_by(s, out)
         case ast.With(items=items) | ast.AsyncWith(items=items):
             for item in items:
                 if item.optional_vars is not None:
                     _targets(item.optional_vars, out)
-            for s in stmt.body:
-                _defined_by(s, out)
-        case ast.If() | ast.While():
-            for s in [*stmt.body, *stmt.orelse]:
-                _defined_by(s, out)
-        case ast.Try():
-            for s in stmt.body:
-                _defined_by(s, out)
-            for handler in stmt.handlers:
-                if handler.name:
-                    out[handler.name] = None
-                for s in handler.body:
-                    _defined_by(s, out)
-            for s in [*stmt.orelse, *stmt.finalbody]:
-                _defined_by(s, out)
         case ast.Expr(value=value):
             _walrus(value, out)
-        case _:
-            pass
-    # Walrus targets in conditions and assignments also bind at top level.
-    if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Expr):
-        for node in ast.iter_child_nodes(stmt):
-            if isinstance(node, ast.expr):
-                _walrus(node, out)
+
+
+def _blocks(stmt: ast.stmt) -> list[ast.stmt]:
+    """The statements of the blocks a compound statement runs at the same level."""
+    match stmt:
+        case ast.For() | ast.AsyncFor() | ast.If() | ast.While():
+            return [*stmt.body, *stmt.orelse]
+        case ast.With() | ast.AsyncWith():
+            return list(stmt.body)
+    return []
+
+
+def _defined_by_try(stmt: ast.Try, out: dict[str, None]) -> None:
+    """A `try`: its body, each handler's name then body, its `else` and `finally`."""
+    for s in stmt.body:
+        _defined_by(s, out)
+    for handler in stmt.handlers:
+        if handler.name:
+            out[handler.name] = None
+        for s in handler.body:
+            _defined_by(s, out)
+    for s in [*stmt.orelse, *stmt.finalbody]:
+        _defined_by(s, out)
 
 
 def _walrus(expr: ast.expr, out: dict[str, None]) -> None:
