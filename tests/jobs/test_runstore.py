@@ -534,7 +534,7 @@ def test_a_file_of_the_first_schema_is_upgraded_in_place(home: Path):
 def test_a_version_3_file_gets_the_worker_column_and_keeps_its_runs(home: Path):
     """Version 4 adds `runs.worker` (where an attempt on Dask runs); a version-3 file, made
     by the schema as it was then, is upgraded in place and its runs read back unchanged."""
-    from nbflow.jobs import runstore
+    from nbflow.jobs.runstore import schema as runstore
 
     path = home / "nbflow.db"
     home.mkdir(parents=True, exist_ok=True)
