@@ -100,7 +100,8 @@ def test_a_run_records_python_platform_nbflow_and_its_source_file(
         platform.python_version(),
         platform.python_implementation(),
     )
-    assert env["platform"] == platform.platform()
+    u = platform.uname()
+    assert env["platform"] == f"{u.system}-{u.release}-{u.machine}"
     assert env["nbflow"] == nf.__version__ == run.version
     assert env["source"] == {"path": str(script), "digest": file_digest(str(script))}
     assert "git" not in env  # tmp_path is in no repository
