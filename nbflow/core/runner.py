@@ -70,6 +70,8 @@ if TYPE_CHECKING:
 _FLUSH_INTERVAL = 0.25
 # Retrying cannot help these: the same value or job will not pickle next time either.
 _NOT_RETRIED = (UnpicklableResult, UnpicklableTask, BranchError, SensorTimeout)
+_NO_OUTPUT = ("", 0)
+"""What `_output` holds for a task that printed nothing (its text, characters dropped)."""
 
 
 class Runner(MapSteps):
@@ -485,21 +487,28 @@ class Runner(MapSteps):
         result.states[name] = "done"
         result.executed.append(name)
         if self.bus:
+            # Made here in one call, not through `_emit`: this is once per task of every cold
+            # run with a listener (the run history is one), and what recording costs is
+            # mostly what it costs to make this event (no `**fields` dict, one key look-up).
+            key = self._decision_key(name) or ""
             record = self._records.get(name)
-            stored = record is not None and record.get("key") == self._decision_key(name)
-            output, dropped = self._output.get(name, ("", 0))
-            self._emit(
-                ev.TaskFinished,
-                name,
-                duration=duration,
-                attempts=attempts,
-                metadata=result.metadata.get(name),
-                output=output,
-                output_dropped=dropped,
-                reason=result.reasons.get(name, ""),
-                key=self._decision_key(name) or "",
-                digest=(record.get("digest") or "") if stored and record else "",
-                size=(record.get("size") or 0) if stored and record else 0,
+            stored = record is not None and bool(key) and record.get("key") == key
+            output, dropped = self._output.get(name, _NO_OUTPUT)
+            self.bus.emit(
+                ev.TaskFinished(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    task=name,
+                    duration=duration,
+                    attempts=attempts,
+                    metadata=result.metadata.get(name),
+                    output=output,
+                    output_dropped=dropped,
+                    reason=result.reasons.get(name, ""),
+                    key=key,
+                    digest=(record.get("digest") or "") if stored and record else "",
+                    size=(record.get("size") or 0) if stored and record else 0,
+                )
             )
         if name in self._checks:
             self._run_checks(name)
@@ -579,7 +588,9 @@ class Runner(MapSteps):
 
     def _emit(self, kind: type[ev.TaskEvent], task: str, **fields: Any) -> None:
         """Tell the listeners, if there are any, that `kind` happened to `task`."""
-        if self.bus and kind not in self._unwanted:
+        # `_unwanted` first: a set look-up ends most calls (the TaskQueued and TaskStarted of
+        # each task, when only the history listens), and `bool(self.bus)` is a method call.
+        if kind not in self._unwanted and self.bus:
             self.bus.emit(kind(pipeline=self.name, run_id=self.run_id, task=task, **fields))
 
     def _forward_inner(self, task: str, event: ev.Event) -> None:

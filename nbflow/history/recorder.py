@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,6 @@ class _Run:
         "home",
         "id",
         "last_flush",
-        "last_flush_at",
         "name",
         "pending",
         "reasons",
@@ -119,12 +118,13 @@ class _Run:
         self.started: dict[str, float] = {}
         self.attempts: dict[str, list[dict[str, Any]]] = {}
         self.checks: dict[str, dict[str, Any]] = {}
-        self.pending: list[dict[str, Any]] = []
-        """Finished task rows not yet written (with `output` to write as a log file)."""
-        self.cached: list[tuple[str, str, str, int, Any, float]] = []
+        self.pending: deque[dict[str, Any] | ev.TaskFinished] = deque()
+        """Finished tasks not yet written: rows (with `output` to write as a log file), or the
+        `TaskFinished` event itself, made into a row by the thread that writes it. A deque:
+        the run's thread appends while a writing thread pops from the left, both atomic, so
+        neither needs the lock and no item falls between them."""
+        self.cached: deque[tuple[str, str, str, int, Any, float]] = deque()
         self.last_flush = time.monotonic()
-        self.last_flush_at = time.time()
-        """Wall time of the last write, compared with event times (no clock read per event)."""
         self.broken = False
 
 
@@ -183,13 +183,15 @@ class Recorder:
 
     def __call__(self, event: ev.Event) -> None:
         kind = type(event)
-        if kind is ev.TaskFinished:  # the hot path of a cold run: one dict, no lock, no I/O
+        if kind is ev.TaskFinished:
+            # The hot path of a cold run, in the run's own thread: keep the event, nothing more
+            # (no row, no lock, no clock, no I/O). The heartbeat thread writes it within a
+            # `FLUSH_INTERVAL` (so a killed run still shows it), else the end of the run does,
+            # on the writer thread; either makes its row (`_finished_row`). Events are frozen:
+            # holding one is as safe as holding a row built from it.
             run = self._runs.get(event.run_id)
             if run is not None:
-                self._finished(run, event)  # type: ignore[arg-type]
-                if event.time - run.last_flush_at > FLUSH_INTERVAL:
-                    with self._lock:
-                        self._flush(run)
+                run.pending.append(event)  # type: ignore[arg-type]
             return
         if kind is ev.TaskCached:  # not sent by the runner (`ignores`); a listener may
             run = self._runs.get(event.run_id)
@@ -207,37 +209,35 @@ class Recorder:
             self._handle(run, event)
             if kind is ev.RunFinished:
                 self._finish(run, event)  # type: ignore[arg-type]
-            elif event.time - run.last_flush_at > FLUSH_INTERVAL:
-                self._flush(run)
 
     @staticmethod
-    def _finished(run: _Run, event: ev.TaskFinished) -> None:
-        # Appending needs no lock: the writer swaps `run.pending` for a new list and
-        # takes the old one whole (see `_rows`).
+    def _finished_row(run: _Run, event: ev.TaskFinished) -> dict[str, Any]:
+        """The row of a task that finished, made by the thread that writes it.
+
+        `run.attempts[task]` is complete by then: a task's `TaskRetrying` events come before
+        its `TaskFinished`, and no event of the task follows it."""
         attempts = run.attempts.get(event.task)
         start = event.time - event.duration
         if attempts:  # retried: the earlier attempts came with TaskRetrying
             attempts[0]["start"] = start
             attempts.append({"number": event.attempts, "end": event.time})
-        run.pending.append(
-            {
-                "run_id": run.id,
-                "task": event.task,
-                "state": "done",
-                "cached": 0,
-                "reason": event.reason or run.reasons.get(event.task, ""),
-                "attempts": attempts,
-                "started": start,
-                "ended": event.time,
-                "duration": event.duration,
-                "key": event.key or None,
-                "digest": event.digest or None,
-                "size": event.size or None,
-                "metadata": event.metadata,
-                "output": event.output,
-                "output_dropped": event.output_dropped,
-            }
-        )
+        return {
+            "run_id": run.id,
+            "task": event.task,
+            "state": "done",
+            "cached": 0,
+            "reason": event.reason or run.reasons.get(event.task, ""),
+            "attempts": attempts,
+            "started": start,
+            "ended": event.time,
+            "duration": event.duration,
+            "key": event.key or None,
+            "digest": event.digest or None,
+            "size": event.size or None,
+            "metadata": event.metadata,
+            "output": event.output,
+            "output_dropped": event.output_dropped,
+        }
 
     def _start(self, event: ev.RunStarted) -> None:
         if not enabled():
@@ -346,12 +346,16 @@ class Recorder:
     # --- writing ---------------------------------------------------------------
 
     def _rows(self, run: _Run, *, final: bool) -> list[dict[str, Any]]:
-        rows = run.pending
-        run.pending = []
-        # Swapped first: the run's thread appends cached tasks without the lock.
-        cached, run.cached = run.cached, []
+        # Popped one by one from the left: the run's thread may append meanwhile (no lock);
+        # what it appends after the count was taken is left for the next write.
+        pending, rows = run.pending, []
+        for _ in range(len(pending)):
+            item = pending.popleft()
+            rows.append(item if isinstance(item, dict) else self._finished_row(run, item))
+        cached = run.cached
         if cached:
-            for task, key, digest, size, metadata, when in cached:
+            for _ in range(len(cached)):
+                task, key, digest, size, metadata, when = cached.popleft()
                 rows.append(
                     {
                         "run_id": run.id,
@@ -410,7 +414,6 @@ class Recorder:
 
     def _flush(self, run: _Run) -> None:
         run.last_flush = time.monotonic()
-        run.last_flush_at = time.time()
         if run.broken:
             return
         try:
