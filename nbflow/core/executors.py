@@ -40,6 +40,11 @@ class Job:
     timeout: float | None = None
     pool: str | None = None
     priority: int = 0
+    started: float = 0.0
+    """When the runner handed it to an executor (epoch seconds)."""
+    output: capture.Captured | None = None
+    """What it printed so far, while it runs in the driver's process (set by `execute_job`;
+    a job run in another process shows its output when it ends)."""
 
     def next_attempt(self, job_id: int) -> Job:
         """The same job, to be run again as the next attempt (a retry)."""
@@ -146,6 +151,7 @@ def execute_job(job: Job) -> Outcome:
     """
     start = time.perf_counter()
     with capture.capture_output() as captured:
+        job.output = captured  # readable while it runs: the history shows it live
         try:
             value = call_with_timeout(job)
         except Exception as exc:

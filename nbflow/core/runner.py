@@ -142,6 +142,8 @@ class Runner(MapSteps):
         self._blocked: dict[str, str] = {}
         """task -> why its downstream must not run (a failed blocking check)."""
         self._backlog: deque[Job] = deque()
+        self._running: dict[str, Job] = {}
+        """Job task name -> the job in flight (`running_now`)."""
         self._instances: dict[str, tuple[MapRun, int]] = {}
         """Job task name (`process[3]`) -> its mapped task's expansion and index."""
 
@@ -184,6 +186,7 @@ class Runner(MapSteps):
                     edges=tuple((u, n) for n in order for u in graph.upstream[n]),
                     params=self.params,
                     parent=ev.current_run.get() or "",
+                    running=self.running_now,
                 )
             )
         index = {n: i for i, n in enumerate(order)}
@@ -259,6 +262,7 @@ class Runner(MapSteps):
                 for outcome in executor.poll(wait):
                     in_flight -= 1
                     job = outcome.job
+                    self._running.pop(job.task, None)
                     if job.pool:
                         self._pool_use[job.pool] -= 1
                     instance = self._instances.get(job.task)
@@ -434,7 +438,33 @@ class Runner(MapSteps):
             self._pool_use[job.pool] += 1
         if job.task not in self._instances:
             self._emit(ev.TaskStarted, job.task, attempt=job.attempt)
+        job.started, job.output = time.time(), None  # a retry's copy holds the last attempt's
+        self._running[job.task] = job
         executor.submit(job)
+
+    def running_now(self) -> dict[str, ev.RunningTask]:
+        """The tasks in flight now (`RunStarted.running`), read from any thread.
+
+        The instances of a mapped task show as the mapped task: since its first instance
+        started, with what its running instances printed so far, one section each.
+        """
+        # A copy first, in one step under the GIL: the run's thread changes the dict meanwhile.
+        jobs = list(self._running.values())
+        shown: dict[str, tuple[float, list[str], int]] = {}
+        for job in jobs:
+            text, dropped = job.output.snapshot() if job.output is not None else ("", 0)
+            instance = self._instances.get(job.task)
+            name = instance[0].task if instance is not None else job.task
+            if instance is not None and text:
+                text = f"--- {job.task}\n{text}"
+            started, parts, cut = shown.get(name, (job.started, [], 0))
+            if text:
+                parts.append(text)
+            shown[name] = (min(started, job.started), parts, cut + dropped)
+        return {
+            name: ev.RunningTask(started=started, output="".join(parts), dropped=cut)
+            for name, (started, parts, cut) in shown.items()
+        }
 
     def _complete(self, outcome: Outcome) -> tuple[float, int, Job] | None:
         job, name, result = outcome.job, outcome.job.task, self.result

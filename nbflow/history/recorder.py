@@ -4,9 +4,10 @@ Responsibilities:
 
 - **Batches.** A run costs one transaction when it starts (so a run that is
   killed is still found) and one when it ends; between them the task rows
-  that finished are written at most once a `FLUSH_INTERVAL` (with a heartbeat),
-  never one transaction per task. A cached task costs a tuple in memory until
-  the end of the run.
+  that finished, and the tasks in flight with what they printed so far, are
+  written at most once a `FLUSH_INTERVAL` by the heartbeat thread (and a
+  heartbeat), never one transaction per task. In the run's thread a finished
+  task costs appending its event, a cached task a tuple.
 - **Links.** A run's parent is the run whose task started it in this thread
   (`RunStarted.parent`, a sub-pipeline), else `$NBFLOW_PARENT_RUN` (set by a
   notebook run for its kernel, and by a job run for its notebook run).
@@ -48,8 +49,9 @@ from nbflow.core.home import home_dir
 from nbflow.history import logs
 from nbflow.history.store import FILENAME, HEARTBEAT, HistoryStore
 
-FLUSH_INTERVAL = 1.0
-"""Seconds between the batched writes of a run's finished tasks."""
+FLUSH_INTERVAL = 0.5
+"""Seconds between the batched writes of a run's finished tasks and of what its running
+tasks printed so far (`nbflow logs --follow` shows a line within about this)."""
 PARENT_ENV = "NBFLOW_PARENT_RUN"
 SWITCH_ENV = "NBFLOW_HISTORY"
 
@@ -103,10 +105,12 @@ class _Run:
         "home",
         "id",
         "last_flush",
+        "live",
         "name",
         "pending",
         "reasons",
         "row",
+        "running",
         "started",
         "store",
     )
@@ -125,6 +129,10 @@ class _Run:
         neither needs the lock and no item falls between them."""
         self.cached: deque[tuple[str, str, str, int, Any, float]] = deque()
         self.last_flush = time.monotonic()
+        self.running: Callable[[], dict[str, ev.RunningTask]] | None = None
+        """The run's live view of its tasks in flight (`RunStarted.running`)."""
+        self.live: dict[str, tuple[tuple[float, int, int], dict[str, Any]]] = {}
+        """task -> (what was last written of it while it ran, the log columns written)."""
         self.broken = False
 
 
@@ -134,8 +142,10 @@ class Recorder:
     It ignores `TaskCached`, `TaskQueued` and `TaskStarted` events (the runner then makes
     none for it, which keeps recording cheap): the tasks loaded from the cache come with
     `RunFinished.cached` (written as one column of the run), a task's reason and duration
-    with its `TaskFinished`/`TaskFailed`, each failed attempt with its `TaskRetrying`.
-    So a run killed mid-task shows the tasks it finished, not the one it was running.
+    with its `TaskFinished`/`TaskFailed`, each failed attempt with its `TaskRetrying`. The
+    tasks in flight, and what they printed so far, are read from the run's live view
+    (`RunStarted.running`) by each batched write: a run killed mid-task shows the tasks it
+    finished and the one it was running (`interrupted`), at no cost per task.
     """
 
     ignores = frozenset({ev.TaskCached, ev.TaskQueued, ev.TaskStarted})
@@ -266,6 +276,7 @@ class Recorder:
             "heartbeat": event.time,
         }
         run.reasons = dict(event.stale)
+        run.running = event.running
         try:
             store.write(runs=[run.row])
         except _WRITE_ERRORS as exc:
@@ -395,29 +406,65 @@ class Recorder:
                 row.update(
                     log_path=str(path), log_size=size, log_dropped=cut + dropped, log_limit=limit
                 )
-        if not final:
-            # Tasks still running are written as such: a run killed now shows them `interrupted`.
-            for task, start in run.started.items():
-                if task not in ended and run.attempts.get(task, [{}])[-1].get("end") is None:
-                    rows.append(
-                        {
-                            "run_id": run.id,
-                            "task": task,
-                            "state": "running",
-                            "cached": 0,
-                            "reason": run.reasons.get(task, ""),
-                            "attempts": run.attempts.get(task),
-                            "started": start,
-                        }
-                    )
+        if not final and run.running is not None:
+            # Tasks in flight are written as `running`, with what they printed so far (`nbflow
+            # logs --follow` reads it), again only when that changed: a run killed now shows
+            # them `interrupted`. Read after the finished rows were taken: a task leaves the
+            # view before its TaskFinished exists, so it is never written running after done.
+            rows += self._running_rows(run, run.running(), ended, "running")
         return rows
 
-    def _flush(self, run: _Run) -> None:
-        run.last_flush = time.monotonic()
+    @staticmethod
+    def _running_rows(
+        run: _Run, running: dict[str, ev.RunningTask], ended: set[str], state: str
+    ) -> list[dict[str, Any]]:
+        """Rows of the tasks in `running` (not in `ended`) as `state`; with `running` state
+        only those new or whose output grew since the last write."""
+        rows = []
+        for task, now in running.items():
+            if task in ended:
+                continue
+            seen = (now.started, len(now.output), now.dropped)
+            last = run.live.get(task)
+            changed = last is None or last[0] != seen
+            if state == "running" and not changed:
+                continue
+            columns = last[1] if last is not None else {}
+            if now.output and changed:
+                limit = logs.log_limit()
+                path, size, cut = logs.write_log(run.home, run.id, task, now.output, limit)
+                columns = dict(
+                    log_path=str(path),
+                    log_size=size,
+                    log_dropped=cut + now.dropped,
+                    log_limit=limit,
+                )
+            run.live[task] = (seen, columns)
+            row = {
+                "run_id": run.id,
+                "task": task,
+                "state": state,
+                "cached": 0,
+                "reason": run.reasons.get(task, ""),
+                "attempts": run.attempts.get(task),
+                "started": now.started,
+                **columns,
+            }
+            if state != "running":
+                row["ended"] = time.time()
+            rows.append(row)
+        return rows
+
+    def _flush(self, run: _Run, *, beat: bool = False) -> None:
+        """Write what changed of `run` since the last write; with `beat`, a heartbeat too
+        (and the transaction even when nothing changed)."""
         if run.broken:
             return
         try:
-            run.store.write(tasks=self._rows(run, final=False), heartbeat=[run.id])
+            rows = self._rows(run, final=False)
+            if rows or beat:
+                run.store.write(tasks=rows, heartbeat=[run.id])
+                run.last_flush = time.monotonic()
         except _WRITE_ERRORS as exc:
             run.broken = True
             _warn(run.id, run.name, exc)
@@ -440,25 +487,23 @@ class Recorder:
                 [t, r.get("key"), r.get("digest"), r.get("size"), r.get("metadata")]
                 for t, r in event.cached.items()
             ]
-        self._submit(functools.partial(self._write_final, run, row, event))
+        # The tasks in flight when a run was stopped (read now, in the run's thread: the view
+        # is the runner's, gone once it returns).
+        stopped = run.running() if event.aborted and run.running is not None else {}
+        self._submit(functools.partial(self._write_final, run, row, event, stopped))
 
-    def _write_final(self, run: _Run, row: dict[str, Any], event: ev.RunFinished) -> None:
+    def _write_final(
+        self,
+        run: _Run,
+        row: dict[str, Any],
+        event: ev.RunFinished,
+        stopped: dict[str, ev.RunningTask],
+    ) -> None:
         try:
             tasks = self._rows(run, final=True)
-            if event.aborted:
-                for task, start in run.started.items():
-                    if event.states.get(task) is None:
-                        tasks.append(
-                            {
-                                "run_id": run.id,
-                                "task": task,
-                                "state": "interrupted",
-                                "attempts": run.attempts.get(task),
-                                "reason": run.reasons.get(task, ""),
-                                "started": start,
-                                "ended": event.time,
-                            }
-                        )
+            if stopped:
+                ended = {t["task"] for t in tasks} | set(event.states)
+                tasks += self._running_rows(run, stopped, ended, "interrupted")
             run.store.write(runs=[row], tasks=tasks)
         except _WRITE_ERRORS as exc:
             _warn(run.id, run.name, exc)
@@ -490,9 +535,10 @@ class Recorder:
                 idle = 0.0
                 now = time.monotonic()
                 for run in runs:
-                    if run.pending or run.cached or now - run.last_flush >= HEARTBEAT:
+                    beat = now - run.last_flush >= HEARTBEAT
+                    if run.pending or run.cached or run.running is not None or beat:
                         try:
-                            self._flush(run)
+                            self._flush(run, beat=beat)
                         except Exception:
                             # `_warn` raised (warnings as errors): the run is marked broken;
                             # this thread goes on for the others.
