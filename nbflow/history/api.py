@@ -4,6 +4,7 @@ replay source of cached tasks' output (`computed_output`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from nbflow.core.capture import Replayed
 from nbflow.core.errors import NbflowError
@@ -73,6 +74,38 @@ def children(run_id: str) -> list[RunRecord]:
     rows = store.runs(parent=run_id, limit=None)
     tasks = store.tasks([r["id"] for r in rows], rows)
     return [RunRecord.from_row(r, tasks[r["id"]]) for r in reversed(rows)]
+
+
+def job_run_links(job: str, run_id: int) -> list[dict[str, Any]]:
+    """The history's records of job run `run_id` of `job` (one per attempt, `job-<run>-<n>`),
+    each with its inner runs: the notebook run it started and the pipeline runs inside that
+    (`{"id", "kind", "name", "state", "inner": [...]}`, oldest first). Empty when the history
+    holds none (recording off, pruned, or a home that never recorded)."""
+    if not (home_dir() / FILENAME).exists():
+        return []  # not created for a read
+    drain()
+    store = open_store()
+    store.settle_interrupted()
+    prefix = f"job-{run_id}-"
+    attempts = [
+        r
+        for r in store.runs(name=job, kind="job", limit=None)
+        if r["id"].startswith(prefix) and r["id"][len(prefix) :].isdigit()
+    ]
+    attempts.sort(key=lambda r: int(r["id"][len(prefix) :]))
+
+    def tree(row: dict[str, Any], depth: int) -> dict[str, Any]:
+        inner = store.runs(parent=row["id"], limit=None) if depth else []
+        return {
+            "id": row["id"],
+            "kind": row["kind"],
+            "name": row["name"],
+            "state": row["state"],
+            "inner": [tree(r, depth - 1) for r in reversed(inner)],
+        }
+
+    # Three levels: job run -> notebook run -> pipeline runs (-> their sub-pipelines).
+    return [tree(r, 3) for r in attempts]
 
 
 def computed_output(pipeline: str, task: str, key: str) -> Replayed | None:
