@@ -439,6 +439,7 @@ class Runner(MapSteps):
         if job.task not in self._instances:
             self._emit(ev.TaskStarted, job.task, attempt=job.attempt)
         job.started, job.output = time.time(), None  # a retry's copy holds the last attempt's
+        job.run_id = self.run_id
         self._running[job.task] = job
         executor.submit(job)
 
