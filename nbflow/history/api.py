@@ -76,6 +76,61 @@ def children(run_id: str) -> list[RunRecord]:
     return [RunRecord.from_row(r, tasks[r["id"]]) for r in reversed(rows)]
 
 
+PANEL_RUNS = 5
+PANEL_LINES = 12
+_PANEL_SCAN = 50
+"""Runs of the pipeline looked through for the task (a run may not have included it)."""
+
+
+def task_panel(
+    pipeline: str, task: str, *, runs: int = PANEL_RUNS, lines: int = PANEL_LINES
+) -> dict[str, Any]:
+    """What the DAG widget's selection panel shows of `task` of `pipeline` from the history:
+    its last `runs` runs (newest first: run id, start, state, duration) and the last `lines`
+    lines of its newest captured output, with the run that printed them.
+
+    `{"task", "runs": [{"run", "started", "state", "duration"}], "output": {"run", "lines",
+    "more"} | None}`; a home that never recorded a run gives no runs and no output (the file
+    is not created for a read).
+    """
+    panel: dict[str, Any] = {"task": task, "runs": [], "output": None}
+    if not (home_dir() / FILENAME).exists():
+        return panel
+    drain()
+    store = open_store()
+    store.settle_interrupted()
+    rows = store.runs(name=pipeline, kind="pipeline", limit=_PANEL_SCAN)
+    tasks = store.tasks([r["id"] for r in rows], rows)
+    for row in rows:
+        found = next((t for t in tasks[row["id"]] if t["task"] == task), None)
+        if found is None:
+            continue
+        panel["runs"].append(
+            {
+                "run": row["id"],
+                "started": row["started"],
+                "state": found["state"],
+                "duration": found.get("duration"),
+            }
+        )
+        if len(panel["runs"]) >= runs:
+            break
+    logged = store.last_log(pipeline, task)
+    if logged is not None:
+        try:
+            text = Path(logged["log_path"]).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:  # pruned
+            text = ""
+        if text:
+            all_lines = text.splitlines()
+            panel["output"] = {
+                "run": logged["run_id"],
+                "lines": all_lines[-lines:],
+                "more": len(all_lines) > lines or bool(logged.get("log_dropped")),
+            }
+    return panel
+
+
 def job_run_links(job: str, run_id: int) -> list[dict[str, Any]]:
     """The history's records of job run `run_id` of `job` (one per attempt, `job-<run>-<n>`),
     each with its inner runs: the notebook run it started and the pipeline runs inside that
