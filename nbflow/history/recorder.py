@@ -384,15 +384,21 @@ class Recorder:
                     }
                 )
         ended = {r["task"] for r in rows}
+        checks = run.checks
         for row in rows:
-            if row["task"] in run.checks:
-                row["checks"] = run.checks[row["task"]]
+            if checks and row["task"] in checks:
+                row["checks"] = checks[row["task"]]
             output = row.pop("output", "")
             dropped = row.pop("output_dropped", 0)
-            attempt_output = "".join(
-                f"--- attempt {a['number']} failed: {a.get('error', '')}\n{a['output']}"
-                for a in (row.get("attempts") or ())
-                if a.get("output")
+            retried = row.get("attempts")  # None for nearly every task: nothing to join
+            attempt_output = (
+                "".join(
+                    f"--- attempt {a['number']} failed: {a.get('error', '')}\n{a['output']}"
+                    for a in retried
+                    if a.get("output")
+                )
+                if retried
+                else ""
             )
             if attempt_output:
                 output = attempt_output + (
