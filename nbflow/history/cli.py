@@ -186,7 +186,7 @@ def logs_command(run_id: str, task: str | None, follow: bool) -> None:
     """What the tasks of run RUN_ID printed and logged (or only TASK's).
 
     With --follow, a running task's output is printed as the run's process writes it into
-    the history (about twice a second; a task run in another process, by the processes or
+    the history (once a second; a task run in another process, by the processes or
     Dask executor, shows its output when it ends), and the command ends with the run.
     """
     # task -> (bytes cut from the log's front, characters of the log shown): a log keeps its

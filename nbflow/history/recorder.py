@@ -49,7 +49,7 @@ from nbflow.core.home import home_dir
 from nbflow.history import logs
 from nbflow.history.store import FILENAME, HEARTBEAT, HistoryStore
 
-FLUSH_INTERVAL = 0.5
+FLUSH_INTERVAL = 1.0
 """Seconds between the batched writes of a run's finished tasks and of what its running
 tasks printed so far (`nbflow logs --follow` shows a line within about this)."""
 PARENT_ENV = "NBFLOW_PARENT_RUN"
@@ -179,6 +179,8 @@ class Recorder:
                 # `_warn` raised (warnings as errors): the writer must go on for other runs.
                 pass
             finally:
+                # Not held while waiting for the next: it holds a run's rows until then.
+                del write
                 self._writes.task_done()
 
     def drain(self) -> None:
@@ -496,6 +498,7 @@ class Recorder:
         # The tasks in flight when a run was stopped (read now, in the run's thread: the view
         # is the runner's, gone once it returns).
         stopped = run.running() if event.aborted and run.running is not None else {}
+        run.running = None  # the view holds the runner (its pipeline, its values): let it go
         self._submit(functools.partial(self._write_final, run, row, event, stopped))
 
     def _write_final(
@@ -531,24 +534,30 @@ class Recorder:
         while True:
             time.sleep(FLUSH_INTERVAL)
             with self._lock:
-                runs = list(self._runs.values())
-                if not runs:
-                    idle += FLUSH_INTERVAL
-                    if idle >= _IDLE:
-                        self._beat = None
-                        return
+                if self._flush_running():
+                    idle = 0.0
                     continue
-                idle = 0.0
-                now = time.monotonic()
-                for run in runs:
-                    beat = now - run.last_flush >= HEARTBEAT
-                    if run.pending or run.cached or run.running is not None or beat:
-                        try:
-                            self._flush(run, beat=beat)
-                        except Exception:
-                            # `_warn` raised (warnings as errors): the run is marked broken;
-                            # this thread goes on for the others.
-                            pass
+                idle += FLUSH_INTERVAL
+                if idle >= _IDLE:
+                    self._beat = None
+                    return
+
+    def _flush_running(self) -> bool:
+        """One round of the heartbeat thread (the lock held): write what changed of each
+        running run; False when none runs. A method of its own so that the thread, asleep,
+        holds no run (nor what it references) in a local variable."""
+        runs = list(self._runs.values())
+        now = time.monotonic()
+        for run in runs:
+            beat = now - run.last_flush >= HEARTBEAT
+            if run.pending or run.cached or run.running is not None or beat:
+                try:
+                    self._flush(run, beat=beat)
+                except Exception:
+                    # `_warn` raised (warnings as errors): the run is marked broken; this
+                    # thread goes on for the others.
+                    pass
+        return bool(runs)
 
 
 _IDLE = 30.0
