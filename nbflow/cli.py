@@ -894,14 +894,18 @@ def runs_command(
     name: str | None, status: str | None, limit: int, wide: bool, as_json: bool
 ) -> None:
     """Run history, newest logical date first (all jobs, or job NAME)."""
+    from nbflow.history.api import job_run_links
     from nbflow.jobs.runstore import UnknownJobError
 
     store = _runstore()
     runs = store.list_runs(name, states=status, limit=limit)
     if name is not None and not runs and store.find_job(name) is None:
         raise UnknownJobError(name, store.job_names())
+    # Each job run's records in the run history: an attempt each, with the notebook run it
+    # started and the pipeline runs inside that.
+    links = {run.id: job_run_links(run.job, run.id) for run in runs}
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in runs], indent=2))
+        click.echo(json.dumps([{**r.to_dict(), "history": links[r.id]} for r in runs], indent=2))
         return
     if not runs:
         click.echo("no runs" + (f" of `{name}`" if name else "") + (f" {status}" if status else ""))
@@ -925,6 +929,7 @@ def runs_command(
                 f"{run.started_at:%m-%d %H:%M:%S}" if run.started_at else "-",
                 f"{run.duration:.1f} s" if run.duration is not None else "-",
                 output,
+                _inner_runs(links[run.id]),
                 _one_line(run.error or run.reason or ""),
             )
         )
@@ -934,6 +939,27 @@ def runs_command(
         rows = [row[:1] + row[2:] for row in rows]
     caption = (f"runs of `{name}`; " if name else "") + "times in UTC; output paths in the home"
     _print_table(columns, rows, wide=wide, caption=caption)
+    if any(links.values()):
+        click.echo(
+            "`nbflow history show ID` shows a run of the `history` column with its tasks "
+            "and inner runs; `nbflow logs ID` what they printed"
+        )
+
+
+def _inner_runs(attempts: list[dict[str, Any]]) -> str:
+    """The `history` cell of a job run: its last attempt's history id, the notebook run it
+    started and how many pipeline runs that held."""
+    if not attempts:
+        return "-"
+    last = attempts[-1]
+    parts = [last["id"]]
+    for notebook in last["inner"]:
+        pipelines = sum(1 for r in notebook["inner"] if r["kind"] == "pipeline")
+        parts.append(
+            f"{notebook['kind']} {notebook['id']}"
+            + (f" ({pipelines} pipeline run{'s' if pipelines != 1 else ''})" if pipelines else "")
+        )
+    return " > ".join(parts)
 
 
 # The runs table's columns: (header, fits the terminal by). Identifiers and the logical date
@@ -949,6 +975,7 @@ _RUN_COLUMNS = (
     ("started", "wrap"),
     ("duration", "keep"),
     ("output", "fold"),
+    ("history", "fold"),
     ("error", "fold"),
 )
 

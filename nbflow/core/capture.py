@@ -64,6 +64,11 @@ class Captured:
         self.parts = [joined[cut:]]
         self.size = len(self.parts[0])
 
+    def snapshot(self) -> tuple[str, int]:
+        """The text so far and the characters dropped, read from any thread while another
+        writes (it trims nothing: joining the list is one step under the GIL)."""
+        return "".join(self.parts), self.dropped
+
     @property
     def text(self) -> str:
         if self.size > self.limit:

@@ -46,6 +46,23 @@ class RunStarted(Event):
     """The run id of the run whose task started this one (a sub-pipeline), if known."""
     source: str = ""
     """The file the pipeline's task code comes from ("" when none is on disk: a cell)."""
+    running: Callable[[], dict[str, RunningTask]] | None = None
+    """A live view of the run, callable from any thread while it goes: the tasks in flight
+    now. A listener that ignores `TaskStarted` (the run history) reads it now and then
+    instead of paying for an event per task."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunningTask:
+    """A task in flight, as `RunStarted.running` shows it."""
+
+    started: float
+    """When it was handed to an executor (epoch seconds)."""
+    output: str = ""
+    """What it printed so far (only for tasks run in the driver's process; a task run in
+    another process shows its output when it ends)."""
+    dropped: int = 0
+    """Characters cut from the front of `output` (it keeps the tail)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -4,6 +4,7 @@ replay source of cached tasks' output (`computed_output`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from nbflow.core.capture import Replayed
 from nbflow.core.errors import NbflowError
@@ -73,6 +74,93 @@ def children(run_id: str) -> list[RunRecord]:
     rows = store.runs(parent=run_id, limit=None)
     tasks = store.tasks([r["id"] for r in rows], rows)
     return [RunRecord.from_row(r, tasks[r["id"]]) for r in reversed(rows)]
+
+
+PANEL_RUNS = 5
+PANEL_LINES = 12
+_PANEL_SCAN = 50
+"""Runs of the pipeline looked through for the task (a run may not have included it)."""
+
+
+def task_panel(
+    pipeline: str, task: str, *, runs: int = PANEL_RUNS, lines: int = PANEL_LINES
+) -> dict[str, Any]:
+    """What the DAG widget's selection panel shows of `task` of `pipeline` from the history:
+    its last `runs` runs (newest first: run id, start, state, duration) and the last `lines`
+    lines of its newest captured output, with the run that printed them.
+
+    `{"task", "runs": [{"run", "started", "state", "duration"}], "output": {"run", "lines",
+    "more"} | None}`; a home that never recorded a run gives no runs and no output (the file
+    is not created for a read).
+    """
+    panel: dict[str, Any] = {"task": task, "runs": [], "output": None}
+    if not (home_dir() / FILENAME).exists():
+        return panel
+    drain()
+    store = open_store()
+    store.settle_interrupted()
+    rows = store.runs(name=pipeline, kind="pipeline", limit=_PANEL_SCAN)
+    tasks = store.tasks([r["id"] for r in rows], rows)
+    for row in rows:
+        found = next((t for t in tasks[row["id"]] if t["task"] == task), None)
+        if found is None:
+            continue
+        panel["runs"].append(
+            {
+                "run": row["id"],
+                "started": row["started"],
+                "state": found["state"],
+                "duration": found.get("duration"),
+            }
+        )
+        if len(panel["runs"]) >= runs:
+            break
+    logged = store.last_log(pipeline, task)
+    if logged is not None:
+        try:
+            text = Path(logged["log_path"]).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:  # pruned
+            text = ""
+        if text:
+            all_lines = text.splitlines()
+            panel["output"] = {
+                "run": logged["run_id"],
+                "lines": all_lines[-lines:],
+                "more": len(all_lines) > lines or bool(logged.get("log_dropped")),
+            }
+    return panel
+
+
+def job_run_links(job: str, run_id: int) -> list[dict[str, Any]]:
+    """The history's records of job run `run_id` of `job` (one per attempt, `job-<run>-<n>`),
+    each with its inner runs: the notebook run it started and the pipeline runs inside that
+    (`{"id", "kind", "name", "state", "inner": [...]}`, oldest first). Empty when the history
+    holds none (recording off, pruned, or a home that never recorded)."""
+    if not (home_dir() / FILENAME).exists():
+        return []  # not created for a read
+    drain()
+    store = open_store()
+    store.settle_interrupted()
+    prefix = f"job-{run_id}-"
+    attempts = [
+        r
+        for r in store.runs(name=job, kind="job", limit=None)
+        if r["id"].startswith(prefix) and r["id"][len(prefix) :].isdigit()
+    ]
+    attempts.sort(key=lambda r: int(r["id"][len(prefix) :]))
+
+    def tree(row: dict[str, Any], depth: int) -> dict[str, Any]:
+        inner = store.runs(parent=row["id"], limit=None) if depth else []
+        return {
+            "id": row["id"],
+            "kind": row["kind"],
+            "name": row["name"],
+            "state": row["state"],
+            "inner": [tree(r, depth - 1) for r in reversed(inner)],
+        }
+
+    # Three levels: job run -> notebook run -> pipeline runs (-> their sub-pipelines).
+    return [tree(r, 3) for r in attempts]
 
 
 def computed_output(pipeline: str, task: str, key: str) -> Replayed | None:

@@ -13,10 +13,11 @@ import time
 
 import click
 
+from nbflow.core.errors import NbflowError
 from nbflow.history.api import KINDS, STATES, children, get_run, history
 from nbflow.history.records import RunRecord
 
-FOLLOW_INTERVAL = 0.5
+FOLLOW_INTERVAL = 0.25
 
 
 def _when(ts: float | None) -> str:
@@ -287,30 +288,50 @@ def history_prune(older_than: str | None, keep: int | None, dry_run: bool) -> No
 @click.command("logs")
 @click.argument("run_id")
 @click.argument("task", required=False)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the run ends.")
+@click.option(
+    "--follow", "-f", is_flag=True, help="Print new output as it comes until the run ends."
+)
 def logs_command(run_id: str, task: str | None, follow: bool) -> None:
-    """What the tasks of run RUN_ID printed and logged (or only TASK's)."""
-    shown: dict[str, int] = {}
+    """What the tasks of run RUN_ID printed and logged (or only TASK's).
+
+    With --follow, a running task's output is printed as the run's process writes it into
+    the history (once a second; a task run in another process, by the processes or
+    Dask executor, shows its output when it ends), and the command ends with the run.
+    """
+    # task -> (bytes cut from the log's front, characters of the log shown): a log keeps its
+    # tail, so when the cap cuts more from the front, what was shown moved left by that much
+    # (counted in bytes: exact for ASCII output, close enough for a follower otherwise).
+    shown: dict[str, tuple[int, int]] = {}
     while True:
         run = get_run(run_id)
-        tasks = [run.task(task)] if task else list(run.tasks)
+        running = run.state == "running"
+        if task is None:
+            tasks = list(run.tasks)
+        elif any(t.name == task for t in run.tasks):
+            tasks = [run.task(task)]
+        elif follow and running:
+            tasks = []  # not started yet: wait for it
+        else:
+            known = ", ".join(t.name for t in run.tasks) or "none"
+            raise NbflowError(f"run {run.id} has no task `{task}`; its tasks: {known}")
         if task is None and not follow and not any(t.log_path for t in tasks) and not run.output:
             click.echo(f"run {run.id} has no captured output", err=True)
         for t in tasks:
             text = t.log
-            start = shown.get(t.name, 0)
+            cut, length = shown.get(t.name, (0, 0))
+            start = max(0, length - max(0, t.log_dropped - cut))
             if len(text) <= start:
                 continue
-            if task is None and start == 0:
+            if task is None and t.name not in shown:
                 click.echo(
                     f"--- {t.name}"
                     + (f" ({t.log_dropped} bytes cut, the tail kept)" if t.log_dropped else "")
                 )
-            click.echo(text[start:], nl=False)
-            shown[t.name] = len(text)
+            click.echo(text[start:], nl=False)  # click.echo flushes: a pipe sees it now
+            shown[t.name] = (t.log_dropped, len(text))
         if run.output and not follow and task is None:
             click.echo(f"--- the executed notebook is {run.output}")
-        if not follow or run.state != "running":
+        if not follow or not running:
             return
         time.sleep(FOLLOW_INTERVAL)
 

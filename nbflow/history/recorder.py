@@ -4,9 +4,10 @@ Responsibilities:
 
 - **Batches.** A run costs one transaction when it starts (so a run that is
   killed is still found) and one when it ends; between them the task rows
-  that finished are written at most once a `FLUSH_INTERVAL` (with a heartbeat),
-  never one transaction per task. A cached task costs a tuple in memory until
-  the end of the run.
+  that finished, and the tasks in flight with what they printed so far, are
+  written at most once a `FLUSH_INTERVAL` by the heartbeat thread (and a
+  heartbeat), never one transaction per task. In the run's thread a finished
+  task costs appending its event, a cached task a tuple.
 - **Links.** A run's parent is the run whose task started it in this thread
   (`RunStarted.parent`, a sub-pipeline), else `$NBFLOW_PARENT_RUN` (set by a
   notebook run for its kernel, and by a job run for its notebook run).
@@ -42,7 +43,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ from nbflow.history.env import SOURCE_ENV, GitLook, environment
 from nbflow.history.store import FILENAME, HEARTBEAT, HistoryStore
 
 FLUSH_INTERVAL = 1.0
-"""Seconds between the batched writes of a run's finished tasks."""
+"""Seconds between the batched writes of a run's finished tasks and of what its running
+tasks printed so far (`nbflow logs --follow` shows a line within about this)."""
 PARENT_ENV = "NBFLOW_PARENT_RUN"
 SWITCH_ENV = "NBFLOW_HISTORY"
 
@@ -112,11 +114,12 @@ class _Run:
         "id",
         "key_parts",
         "last_flush",
-        "last_flush_at",
+        "live",
         "name",
         "pending",
         "reasons",
         "row",
+        "running",
         "started",
         "store",
     )
@@ -129,14 +132,20 @@ class _Run:
         self.started: dict[str, float] = {}
         self.attempts: dict[str, list[dict[str, Any]]] = {}
         self.checks: dict[str, dict[str, Any]] = {}
-        self.pending: list[dict[str, Any]] = []
-        """Finished task rows not yet written (with `output` to write as a log file)."""
-        self.cached: list[tuple[str, str, str, int, Any, float]] = []
+        self.pending: deque[dict[str, Any] | ev.TaskFinished] = deque()
+        """Finished tasks not yet written: rows (with `output` to write as a log file), or the
+        `TaskFinished` event itself, made into a row by the thread that writes it. A deque:
+        the run's thread appends while a writing thread pops from the left, both atomic, so
+        neither needs the lock and no item falls between them."""
+        self.cached: deque[tuple[str, str, str, int, Any, float]] = deque()
         self.key_parts: list[tuple[str, Any, Any]] = []
-        """(key, parts, shorts) of the tasks computed, not yet written (see `store.key_parts`)."""
+        """(key, parts, shorts) of the tasks computed, not yet written (see `store.key_parts`);
+        filled by the writing thread as it makes rows of `TaskFinished` events."""
         self.last_flush = time.monotonic()
-        self.last_flush_at = time.time()
-        """Wall time of the last write, compared with event times (no clock read per event)."""
+        self.running: Callable[[], dict[str, ev.RunningTask]] | None = None
+        """The run's live view of its tasks in flight (`RunStarted.running`)."""
+        self.live: dict[str, tuple[tuple[float, int, int], dict[str, Any]]] = {}
+        """task -> (what was last written of it while it ran, the log columns written)."""
         self.broken = False
         self.git: GitLook | None = None
         """The look at the source's repository still under way when the run started."""
@@ -148,8 +157,10 @@ class Recorder:
     It ignores `TaskCached`, `TaskQueued` and `TaskStarted` events (the runner then makes
     none for it, which keeps recording cheap): the tasks loaded from the cache come with
     `RunFinished.cached` (written as one column of the run), a task's reason and duration
-    with its `TaskFinished`/`TaskFailed`, each failed attempt with its `TaskRetrying`.
-    So a run killed mid-task shows the tasks it finished, not the one it was running.
+    with its `TaskFinished`/`TaskFailed`, each failed attempt with its `TaskRetrying`. The
+    tasks in flight, and what they printed so far, are read from the run's live view
+    (`RunStarted.running`) by each batched write: a run killed mid-task shows the tasks it
+    finished and the one it was running (`interrupted`), at no cost per task.
     """
 
     ignores = frozenset({ev.TaskCached, ev.TaskQueued, ev.TaskStarted})
@@ -183,6 +194,8 @@ class Recorder:
                 # `_warn` raised (warnings as errors): the writer must go on for other runs.
                 pass
             finally:
+                # Not held while waiting for the next: it holds a run's rows until then.
+                del write
                 self._writes.task_done()
 
     def drain(self) -> None:
@@ -197,13 +210,15 @@ class Recorder:
 
     def __call__(self, event: ev.Event) -> None:
         kind = type(event)
-        if kind is ev.TaskFinished:  # the hot path of a cold run: one dict, no lock, no I/O
+        if kind is ev.TaskFinished:
+            # The hot path of a cold run, in the run's own thread: keep the event, nothing more
+            # (no row, no lock, no clock, no I/O). The heartbeat thread writes it within a
+            # `FLUSH_INTERVAL` (so a killed run still shows it), else the end of the run does,
+            # on the writer thread; either makes its row (`_finished_row`). Events are frozen:
+            # holding one is as safe as holding a row built from it.
             run = self._runs.get(event.run_id)
             if run is not None:
-                self._finished(run, event)  # type: ignore[arg-type]
-                if event.time - run.last_flush_at > FLUSH_INTERVAL:
-                    with self._lock:
-                        self._flush(run)
+                run.pending.append(event)  # type: ignore[arg-type]
             return
         if kind is ev.TaskCached:  # not sent by the runner (`ignores`); a listener may
             run = self._runs.get(event.run_id)
@@ -221,13 +236,13 @@ class Recorder:
             self._handle(run, event)
             if kind is ev.RunFinished:
                 self._finish(run, event)  # type: ignore[arg-type]
-            elif event.time - run.last_flush_at > FLUSH_INTERVAL:
-                self._flush(run)
 
     @staticmethod
-    def _finished(run: _Run, event: ev.TaskFinished) -> None:
-        # Appending needs no lock: the writer swaps `run.pending` for a new list and
-        # takes the old one whole (see `_rows`).
+    def _finished_row(run: _Run, event: ev.TaskFinished) -> dict[str, Any]:
+        """The row of a task that finished, made by the thread that writes it.
+
+        `run.attempts[task]` is complete by then: a task's `TaskRetrying` events come before
+        its `TaskFinished`, and no event of the task follows it."""
         attempts = run.attempts.get(event.task)
         start = event.time - event.duration
         if attempts:  # retried: the earlier attempts came with TaskRetrying
@@ -235,25 +250,23 @@ class Recorder:
             attempts.append({"number": event.attempts, "end": event.time})
         if event.parts is not None and event.key:
             run.key_parts.append((event.key, event.parts, event.shorts))
-        run.pending.append(
-            {
-                "run_id": run.id,
-                "task": event.task,
-                "state": "done",
-                "cached": 0,
-                "reason": event.reason or run.reasons.get(event.task, ""),
-                "attempts": attempts,
-                "started": start,
-                "ended": event.time,
-                "duration": event.duration,
-                "key": event.key or None,
-                "digest": event.digest or None,
-                "size": event.size or None,
-                "metadata": event.metadata,
-                "output": event.output,
-                "output_dropped": event.output_dropped,
-            }
-        )
+        return {
+            "run_id": run.id,
+            "task": event.task,
+            "state": "done",
+            "cached": 0,
+            "reason": event.reason or run.reasons.get(event.task, ""),
+            "attempts": attempts,
+            "started": start,
+            "ended": event.time,
+            "duration": event.duration,
+            "key": event.key or None,
+            "digest": event.digest or None,
+            "size": event.size or None,
+            "metadata": event.metadata,
+            "output": event.output,
+            "output_dropped": event.output_dropped,
+        }
 
     def _start(self, event: ev.RunStarted) -> None:
         if not enabled():
@@ -290,6 +303,7 @@ class Recorder:
         # killed mid-way is reported without its edges.
         run.graph = {"tasks": event.tasks, "edges": event.edges}
         run.reasons = dict(event.stale)
+        run.running = event.running
         try:
             store.write(runs=[run.row], package_sets=package_sets)
             _written_sets.update((store.path, d) for d in package_sets)
@@ -371,12 +385,16 @@ class Recorder:
     # --- writing ---------------------------------------------------------------
 
     def _rows(self, run: _Run, *, final: bool) -> list[dict[str, Any]]:
-        rows = run.pending
-        run.pending = []
-        # Swapped first: the run's thread appends cached tasks without the lock.
-        cached, run.cached = run.cached, []
+        # Popped one by one from the left: the run's thread may append meanwhile (no lock);
+        # what it appends after the count was taken is left for the next write.
+        pending, rows = run.pending, []
+        for _ in range(len(pending)):
+            item = pending.popleft()
+            rows.append(item if isinstance(item, dict) else self._finished_row(run, item))
+        cached = run.cached
         if cached:
-            for task, key, digest, size, metadata, when in cached:
+            for _ in range(len(cached)):
+                task, key, digest, size, metadata, when = cached.popleft()
                 rows.append(
                     {
                         "run_id": run.id,
@@ -394,15 +412,21 @@ class Recorder:
                     }
                 )
         ended = {r["task"] for r in rows}
+        checks = run.checks
         for row in rows:
-            if row["task"] in run.checks:
-                row["checks"] = run.checks[row["task"]]
+            if checks and row["task"] in checks:
+                row["checks"] = checks[row["task"]]
             output = row.pop("output", "")
             dropped = row.pop("output_dropped", 0)
-            attempt_output = "".join(
-                f"--- attempt {a['number']} failed: {a.get('error', '')}\n{a['output']}"
-                for a in (row.get("attempts") or ())
-                if a.get("output")
+            retried = row.get("attempts")  # None for nearly every task: nothing to join
+            attempt_output = (
+                "".join(
+                    f"--- attempt {a['number']} failed: {a.get('error', '')}\n{a['output']}"
+                    for a in retried
+                    if a.get("output")
+                )
+                if retried
+                else ""
             )
             if attempt_output:
                 output = attempt_output + (
@@ -416,31 +440,66 @@ class Recorder:
                 row.update(
                     log_path=str(path), log_size=size, log_dropped=cut + dropped, log_limit=limit
                 )
-        if not final:
-            # Tasks still running are written as such: a run killed now shows them `interrupted`.
-            for task, start in run.started.items():
-                if task not in ended and run.attempts.get(task, [{}])[-1].get("end") is None:
-                    rows.append(
-                        {
-                            "run_id": run.id,
-                            "task": task,
-                            "state": "running",
-                            "cached": 0,
-                            "reason": run.reasons.get(task, ""),
-                            "attempts": run.attempts.get(task),
-                            "started": start,
-                        }
-                    )
+        if not final and run.running is not None:
+            # Tasks in flight are written as `running`, with what they printed so far (`nbflow
+            # logs --follow` reads it), again only when that changed: a run killed now shows
+            # them `interrupted`. Read after the finished rows were taken: a task leaves the
+            # view before its TaskFinished exists, so it is never written running after done.
+            rows += self._running_rows(run, run.running(), ended, "running")
         return rows
 
-    def _flush(self, run: _Run) -> None:
-        run.last_flush = time.monotonic()
-        run.last_flush_at = time.time()
+    @staticmethod
+    def _running_rows(
+        run: _Run, running: dict[str, ev.RunningTask], ended: set[str], state: str
+    ) -> list[dict[str, Any]]:
+        """Rows of the tasks in `running` (not in `ended`) as `state`; with `running` state
+        only those new or whose output grew since the last write."""
+        rows = []
+        for task, now in running.items():
+            if task in ended:
+                continue
+            seen = (now.started, len(now.output), now.dropped)
+            last = run.live.get(task)
+            changed = last is None or last[0] != seen
+            if state == "running" and not changed:
+                continue
+            columns = last[1] if last is not None else {}
+            if now.output and changed:
+                limit = logs.log_limit()
+                path, size, cut = logs.write_log(run.home, run.id, task, now.output, limit)
+                columns = dict(
+                    log_path=str(path),
+                    log_size=size,
+                    log_dropped=cut + now.dropped,
+                    log_limit=limit,
+                )
+            run.live[task] = (seen, columns)
+            row = {
+                "run_id": run.id,
+                "task": task,
+                "state": state,
+                "cached": 0,
+                "reason": run.reasons.get(task, ""),
+                "attempts": run.attempts.get(task),
+                "started": now.started,
+                **columns,
+            }
+            if state != "running":
+                row["ended"] = time.time()
+            rows.append(row)
+        return rows
+
+    def _flush(self, run: _Run, *, beat: bool = False) -> None:
+        """Write what changed of `run` since the last write; with `beat`, a heartbeat too
+        (and the transaction even when nothing changed)."""
         if run.broken:
             return
         try:
+            rows = self._rows(run, final=False)
             parts, run.key_parts = run.key_parts, []
-            run.store.write(tasks=self._rows(run, final=False), heartbeat=[run.id], key_parts=parts)
+            if rows or beat or parts:
+                run.store.write(tasks=rows, heartbeat=[run.id], key_parts=parts)
+                run.last_flush = time.monotonic()
         except _WRITE_ERRORS as exc:
             run.broken = True
             _warn(run.id, run.name, exc)
@@ -464,27 +523,26 @@ class Recorder:
                 [t, r.get("key"), r.get("digest"), r.get("size"), r.get("metadata")]
                 for t, r in event.cached.items()
             ]
-        self._submit(functools.partial(self._write_final, run, row, event))
+        # The tasks in flight when a run was stopped (read now, in the run's thread: the view
+        # is the runner's, gone once it returns).
+        stopped = run.running() if event.aborted and run.running is not None else {}
+        run.running = None  # the view holds the runner (its pipeline, its values): let it go
+        self._submit(functools.partial(self._write_final, run, row, event, stopped))
 
-    def _write_final(self, run: _Run, row: dict[str, Any], event: ev.RunFinished) -> None:
+    def _write_final(
+        self,
+        run: _Run,
+        row: dict[str, Any],
+        event: ev.RunFinished,
+        stopped: dict[str, ev.RunningTask],
+    ) -> None:
         if run.git is not None and row.get("env") is not None:
             row["env"] = {**row["env"], "git": run.git.result()}
         try:
             tasks = self._rows(run, final=True)
-            if event.aborted:
-                for task, start in run.started.items():
-                    if event.states.get(task) is None:
-                        tasks.append(
-                            {
-                                "run_id": run.id,
-                                "task": task,
-                                "state": "interrupted",
-                                "attempts": run.attempts.get(task),
-                                "reason": run.reasons.get(task, ""),
-                                "started": start,
-                                "ended": event.time,
-                            }
-                        )
+            if stopped:
+                ended = {t["task"] for t in tasks} | set(event.states)
+                tasks += self._running_rows(run, stopped, ended, "interrupted")
             parts, run.key_parts = run.key_parts, []
             run.store.write(runs=[row], tasks=tasks, key_parts=parts)
         except _WRITE_ERRORS as exc:
@@ -507,23 +565,30 @@ class Recorder:
         while True:
             time.sleep(FLUSH_INTERVAL)
             with self._lock:
-                runs = list(self._runs.values())
-                if not runs:
-                    idle += FLUSH_INTERVAL
-                    if idle >= _IDLE:
-                        self._beat = None
-                        return
+                if self._flush_running():
+                    idle = 0.0
                     continue
-                idle = 0.0
-                now = time.monotonic()
-                for run in runs:
-                    if run.pending or run.cached or now - run.last_flush >= HEARTBEAT:
-                        try:
-                            self._flush(run)
-                        except Exception:
-                            # `_warn` raised (warnings as errors): the run is marked broken;
-                            # this thread goes on for the others.
-                            pass
+                idle += FLUSH_INTERVAL
+                if idle >= _IDLE:
+                    self._beat = None
+                    return
+
+    def _flush_running(self) -> bool:
+        """One round of the heartbeat thread (the lock held): write what changed of each
+        running run; False when none runs. A method of its own so that the thread, asleep,
+        holds no run (nor what it references) in a local variable."""
+        runs = list(self._runs.values())
+        now = time.monotonic()
+        for run in runs:
+            beat = now - run.last_flush >= HEARTBEAT
+            if run.pending or run.cached or run.running is not None or beat:
+                try:
+                    self._flush(run, beat=beat)
+                except Exception:
+                    # `_warn` raised (warnings as errors): the run is marked broken; this
+                    # thread goes on for the others.
+                    pass
+        return bool(runs)
 
 
 _IDLE = 30.0

@@ -456,6 +456,18 @@ class HistoryStore:
             ).fetchall()
         return [_decode(r) for r in rows]
 
+    def last_log(self, pipeline: str, task: str) -> dict[str, Any] | None:
+        """The newest task row of `pipeline`/`task` with captured output (a running task's
+        included: its output so far), with the run's `started` as `run_started`."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT tasks.*, runs.started AS run_started FROM tasks JOIN runs "
+                "ON runs.id = tasks.run_id WHERE runs.name=? AND tasks.task=? "
+                "AND tasks.log_path IS NOT NULL ORDER BY runs.started DESC LIMIT 1",
+                (pipeline, task),
+            ).fetchone()
+        return _decode(row) if row is not None else None
+
     def computed_by(self, pipeline: str, task: str, key: str) -> dict[str, Any] | None:
         """The newest task row of `pipeline`/`task` that computed the value of `key`."""
         with self._lock:

@@ -18,7 +18,9 @@ Without Graphviz's `dot`, the widget shows how to install it and a table of
 tasks and states.
 
 Clicking a node selects it; the panel offers run, run with downstream,
-invalidate and explain.
+invalidate and explain, and shows the task's last runs (state, duration) and
+the last lines it printed, read from the run history (`history_panel`) when
+the node is selected and again after each run.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class DagWidget(anywidget.AnyWidget):
     legend: traitlets.List[Any] = traitlets.List().tag(sync=True)
     fallback = traitlets.Unicode("").tag(sync=True)
     message = traitlets.Unicode("").tag(sync=True)
+    task_history = traitlets.Dict().tag(sync=True)
+    """The selected task's last runs and output lines (`nbflow.history.api.task_panel`)."""
 
     def __init__(self, pipe: Pipeline, *, interval: float = 0.1, live: bool | None = None) -> None:
         if live is None:
@@ -326,7 +330,25 @@ class DagWidget(anywidget.AnyWidget):
     def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if not isinstance(content, dict):
             return
-        self.act(str(content.get("action", "")), str(content.get("task", "")))
+        action, task = str(content.get("action", "")), str(content.get("task", ""))
+        if action == "history":  # a node was selected, or a run ended with one selected
+            self.history_panel(task)
+            return
+        self.act(action, task)
+        if action in ("run", "run_downstream"):
+            self.history_panel(task)
+
+    def history_panel(self, task: str) -> dict[str, Any]:
+        """Read `task`'s last runs and output lines from the history into `task_history`
+        (what the selection panel shows); a history that cannot be read is said there."""
+        from nbflow.history.api import task_panel
+
+        try:
+            panel = task_panel(self.pipe.name, task)
+        except Exception as exc:  # the panel says so; a display never raises into the comm
+            panel = {"task": task, "runs": [], "output": None, "error": f"{exc}"}
+        self.task_history = _jsonable(panel)
+        return panel
 
     def act(self, action: str, task: str) -> str:
         """Run, run with downstream, invalidate or explain `task`; returns the message shown."""

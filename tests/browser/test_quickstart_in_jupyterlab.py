@@ -1,7 +1,8 @@
 """End to end in a real browser: JupyterLab on 127.0.0.1 with a token, headless Chromium
 (Debian's `chromium`, driven by Playwright), the quickstart notebook run from the
 Run menu, and the live DAG widget checked in the page: every task node done; and the
-widget inside an `ipywidgets.VBox`, live while a run goes on, shown once per cell.
+widget inside an `ipywidgets.VBox`, live while a run goes on, shown once per cell, its
+selection panel showing a task's last runs and output lines from the run history.
 
 A screenshot of the page is saved in `test-artifacts/` for a person to look at.
 """
@@ -179,6 +180,17 @@ def test_the_widget_inside_a_vbox_is_live_and_shown_once(dashboard_lab):
             result = task_out.locator(".jp-OutputArea-executeResult")
             assert result.locator(".jp-OutputArea-output").inner_text().strip() == "42"
             assert result.locator(".jp-OutputPrompt").inner_text().strip() == "[7]:"
+            # Selecting a node shows its last runs and what it printed, from the run history.
+            widget.locator("svg g.node[data-task='clean']").click()
+            history = widget.locator(".nbflow-history")
+            page.wait_for_function(
+                "el => el.querySelectorAll('.nbflow-runs li').length === 2",
+                arg=history.element_handle(),
+                timeout=30_000,
+            )
+            runs = history.locator(".nbflow-runs li").all_inner_texts()
+            assert "loaded from cache" in runs[0] and "ran" in runs[1], runs  # newest first
+            assert history.locator(".nbflow-output").inner_text() == "cleaning 5 rows"
             box_cell.scroll_into_view_if_needed()
             box_cell.screenshot(path=str(ARTIFACTS / "dag-widget-in-vbox.png"))
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -59,6 +60,17 @@ def test_a_triggered_job_run_links_its_notebook_run(tmp_path: Path) -> None:
     assert pipeline.name == "in_kernel"
     shown = runner.invoke(cli, ["history", "show", job.id])
     assert f"child    {notebook.id} notebook" in shown.output
+    # `nbflow runs` links the job run to its history records and the runs inside it.
+    listed = runner.invoke(cli, ["runs", "nightly", "--wide"])
+    assert listed.exit_code == 0, listed.output
+    assert f"{job.id} > notebook {notebook.id} (1 pipeline run)" in listed.output
+    assert "`nbflow history show ID`" in listed.output
+    data = json.loads(runner.invoke(cli, ["runs", "--json"]).output)
+    [linked] = data[0]["history"]
+    assert (linked["id"], linked["kind"], linked["state"]) == (job.id, "job", "ok")
+    [nb_link] = linked["inner"]
+    assert (nb_link["id"], nb_link["kind"]) == (notebook.id, "notebook")
+    assert [(p["id"], p["name"]) for p in nb_link["inner"]] == [(pipeline.id, "in_kernel")]
 
 
 def test_a_notebook_run_keeps_what_it_recorded(tmp_path: Path) -> None:

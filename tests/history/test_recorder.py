@@ -152,3 +152,37 @@ def test_bad_filters_name_the_choices() -> None:
         nf.history(state="done")
     with pytest.raises(NbflowError, match="no run `nope`"):
         get_run("nope")
+
+
+class _Big:
+    """A value a test can watch being freed."""
+
+
+def test_recording_keeps_no_run_alive_after_it_is_written(home: Path) -> None:
+    import gc
+    import time
+    import weakref
+
+    from nbflow.history.recorder import FLUSH_INTERVAL, drain
+
+    seen: list[weakref.ref[_Big]] = []
+    pipe = Pipeline("held")
+
+    @pipe.task
+    def big() -> _Big:
+        value = _Big()
+        seen.append(weakref.ref(value))
+        return value
+
+    @pipe.task
+    def slow(big: _Big) -> int:
+        time.sleep(FLUSH_INTERVAL * 1.5)  # the heartbeat thread writes this run meanwhile
+        return 1
+
+    r = pipe.run(force=True)
+    drain()
+    time.sleep(FLUSH_INTERVAL * 1.5)  # the heartbeat thread is asleep again
+    del r, pipe, big, slow
+    gc.collect()
+    # Neither the writer nor the heartbeat thread holds the run's runner and its values.
+    assert seen and seen[0]() is None

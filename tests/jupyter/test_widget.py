@@ -386,3 +386,39 @@ def test_a_task_that_starts_right_after_another_is_shown_running_while_it_runs(p
     pipe.run()
     assert seen["slow"] == "running"
     assert w.states["slow"] == "done"
+
+
+def test_the_selection_panel_gets_the_tasks_last_runs_and_output_lines_from_the_history(pipe):
+    @pipe.task
+    def extract(n: int = 3):
+        for i in range(15):
+            print(f"row {i}")
+        return list(range(n))
+
+    @pipe.task
+    def clean(extract):
+        return extract
+
+    view = DagWidget(pipe, interval=0)
+    view._on_message(view, {"action": "history", "task": "extract"}, [])
+    assert view.task_history == {"task": "extract", "runs": [], "output": None}  # nothing ran
+    first = pipe.run()
+    second = pipe.run()
+    third = pipe.run(force=True)
+    # What the browser asks when a node is selected (and after each run).
+    view._on_message(view, {"action": "history", "task": "extract"}, [])
+    panel = view.task_history
+    assert panel["task"] == "extract"
+    assert [(r["run"], r["state"]) for r in panel["runs"]] == [
+        (third.run_id, "done"),
+        (second.run_id, "cached"),
+        (first.run_id, "done"),
+    ]
+    assert all(isinstance(r["duration"], float) for r in panel["runs"])
+    assert panel["output"]["run"] == third.run_id
+    assert panel["output"]["lines"] == [f"row {i}" for i in range(3, 15)]  # the last 12
+    assert panel["output"]["more"] is True
+    # A run from the widget's own button refreshes the panel of the task it ran.
+    view._on_message(view, {"action": "run", "task": "clean"}, [])
+    assert [r["state"] for r in view.task_history["runs"]][:1] == ["cached"]
+    assert view.task_history["task"] == "clean"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from nbflow.core import capture
+from nbflow.core import events as ev
 from nbflow.core.errors import NbflowError, TaskTimeout
 
 
@@ -40,6 +41,14 @@ class TaskAttempt:
     timeout: float | None = None
     pool: str | None = None
     priority: int = 0
+    started: float = 0.0
+    """When the runner handed it to an executor (epoch seconds)."""
+    run_id: str = ""
+    """The run it belongs to: a run started by the task (a sub-pipeline) names it as its
+    parent, in whichever thread of this process the task runs (`execute_job`)."""
+    output: capture.Captured | None = None
+    """What it printed so far, while it runs in the driver's process (set by `execute_job`;
+    a job run in another process shows its output when it ends)."""
 
     def next_attempt(self, job_id: int) -> TaskAttempt:
         """The same job, to be run again as the next attempt (a retry)."""
@@ -120,13 +129,17 @@ def call_with_timeout(job: TaskAttempt) -> Any:
             signal.signal(signal.SIGALRM, previous)
     box: dict[str, Any] = {}
     captured = capture.current()
+    run = ev.current_run.get()
 
     def target() -> None:
+        token = ev.current_run.set(run)  # a new thread starts with no context of its own
         try:
             with capture.adopt(captured):  # what the task prints belongs to its capture
                 box["value"] = job.fn(**job.kwargs)
         except BaseException as exc:
             box["error"] = exc
+        finally:
+            ev.current_run.reset(token)
 
     thread = threading.Thread(target=target, name=f"nbflow-task-{job.task}", daemon=True)
     thread.start()
@@ -145,18 +158,26 @@ def execute_job(job: TaskAttempt) -> TaskOutcome:
     `outcome.extra["output"]` (with `"dropped"`, the characters cut from its front).
     """
     start = time.perf_counter()
-    with capture.capture_output() as captured:
-        try:
-            value = call_with_timeout(job)
-        except Exception as exc:
-            outcome = TaskOutcome(
-                job=job,
-                error=exc,
-                traceback=format_user_traceback(exc),
-                duration=time.perf_counter() - start,
-            )
-        else:
-            outcome = TaskOutcome(job=job, value=value, duration=time.perf_counter() - start)
+    # A worker thread of the thread executor has no run of its own in its context: the job
+    # says which run it belongs to (the run's own thread already has it: no change there).
+    token = ev.current_run.set(job.run_id) if job.run_id else None
+    try:
+        with capture.capture_output() as captured:
+            job.output = captured  # readable while it runs: the history shows it live
+            try:
+                value = call_with_timeout(job)
+            except Exception as exc:
+                outcome = TaskOutcome(
+                    job=job,
+                    error=exc,
+                    traceback=format_user_traceback(exc),
+                    duration=time.perf_counter() - start,
+                )
+            else:
+                outcome = TaskOutcome(job=job, value=value, duration=time.perf_counter() - start)
+    finally:
+        if token is not None:
+            ev.current_run.reset(token)
     output_into(outcome, captured)
     return outcome
 

@@ -109,6 +109,8 @@ class MapRun:
     attempts: int = 1
     executed: list[Any] = field(default_factory=list)
     errors: dict[int, tuple[BaseException, str]] = field(default_factory=dict)
+    outputs: dict[int, tuple[str, int]] = field(default_factory=dict)
+    """Element index -> what its instance printed (its last attempt), characters dropped."""
 
     def instance_name(self, index: int) -> str:
         return f"{self.task}[{index}]"

@@ -50,6 +50,7 @@ class MapSteps:
         _ready: list[tuple[int, int, str]]
         _index: dict[str, int]
         _decisions: dict[str, Decision]
+        _output: dict[str, tuple[str, int]]
         planner: Planner
 
         def _fail(self, name: str, error: BaseException, trace: str, attempts: int) -> None: ...
@@ -167,6 +168,10 @@ class MapSteps:
         job = outcome.job
         mrun.duration += outcome.duration
         mrun.attempts = max(mrun.attempts, job.attempt)
+        if "output" in outcome.extra:  # the last attempt's, as for a task
+            mrun.outputs[i] = (outcome.extra["output"], outcome.extra.get("dropped", 0))
+        else:
+            mrun.outputs.pop(i, None)
         error, trace = outcome.error, outcome.traceback
         value = outcome.value
         unwrap = getattr(value, "__nbflow_output__", None)
@@ -234,6 +239,18 @@ class MapSteps:
     def _finish_map(self, mrun: MapRun) -> None:
         """Every instance settled: fail the task, or assemble and store its value."""
         name, result = mrun.task, self.result
+        if mrun.outputs:
+            # The mapped task's output: what each instance printed, one section each, in the
+            # order of the elements (the history keeps it as the task's log); a dict's key named.
+            text = "".join(
+                f"--- {mrun.instance_name(i)}"
+                + (f" (key {mrun.labels[i]!r})" if mrun.is_dict else "")
+                + f"\n{out}"
+                + ("" if out.endswith("\n") else "\n")
+                for i, (out, _) in sorted(mrun.outputs.items())
+            )
+            self._output[name] = (text, sum(cut for _, cut in mrun.outputs.values()))
+            result.logs[name] = text
         result.map_states[name] = mrun.label_states()
         result.map_executed[name] = mrun.executed
         result.durations[name] = mrun.duration

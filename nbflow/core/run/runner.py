@@ -72,6 +72,8 @@ if TYPE_CHECKING:
 _FLUSH_INTERVAL = 0.25
 # Retrying cannot help these: the same value or job will not pickle next time either.
 _NOT_RETRIED = (UnpicklableResult, UnpicklableTask, BranchError, SensorTimeout)
+_NO_OUTPUT = ("", 0)
+"""What `_output` holds for a task that printed nothing (its text, characters dropped)."""
 
 
 class Runner(MapSteps):
@@ -142,6 +144,8 @@ class Runner(MapSteps):
         self._blocked: dict[str, str] = {}
         """task -> why its downstream must not run (a failed blocking check)."""
         self._backlog: deque[TaskAttempt] = deque()
+        self._running: dict[str, TaskAttempt] = {}
+        """TaskAttempt task name -> the job in flight (`running_now`)."""
         self._instances: dict[str, tuple[MapRun, int]] = {}
         """TaskAttempt task name (`process[3]`) -> its mapped task's expansion and index."""
 
@@ -185,6 +189,7 @@ class Runner(MapSteps):
                     params=self.params,
                     parent=ev.current_run.get() or "",
                     source=source_file(self.spec.tasks.values()),
+                    running=self.running_now,
                 )
             )
         index = {n: i for i, n in enumerate(order)}
@@ -260,6 +265,7 @@ class Runner(MapSteps):
                 for outcome in executor.poll(wait):
                     in_flight -= 1
                     job = outcome.job
+                    self._running.pop(job.task, None)
                     if job.pool:
                         self._pool_use[job.pool] -= 1
                     instance = self._instances.get(job.task)
@@ -435,7 +441,34 @@ class Runner(MapSteps):
             self._pool_use[job.pool] += 1
         if job.task not in self._instances:
             self._emit(ev.TaskStarted, job.task, attempt=job.attempt)
+        job.started, job.output = time.time(), None  # a retry's copy holds the last attempt's
+        job.run_id = self.run_id
+        self._running[job.task] = job
         executor.submit(job)
+
+    def running_now(self) -> dict[str, ev.RunningTask]:
+        """The tasks in flight now (`RunStarted.running`), read from any thread.
+
+        The instances of a mapped task show as the mapped task: since its first instance
+        started, with what its running instances printed so far, one section each.
+        """
+        # A copy first, in one step under the GIL: the run's thread changes the dict meanwhile.
+        jobs = list(self._running.values())
+        shown: dict[str, tuple[float, list[str], int]] = {}
+        for job in jobs:
+            text, dropped = job.output.snapshot() if job.output is not None else ("", 0)
+            instance = self._instances.get(job.task)
+            name = instance[0].task if instance is not None else job.task
+            if instance is not None and text:
+                text = f"--- {job.task}\n{text}"
+            started, parts, cut = shown.get(name, (job.started, [], 0))
+            if text:
+                parts.append(text)
+            shown[name] = (min(started, job.started), parts, cut + dropped)
+        return {
+            name: ev.RunningTask(started=started, output="".join(parts), dropped=cut)
+            for name, (started, parts, cut) in shown.items()
+        }
 
     def _complete(self, outcome: TaskOutcome) -> tuple[float, int, TaskAttempt] | None:
         job, name, result = outcome.job, outcome.job.task, self.result
@@ -488,23 +521,30 @@ class Runner(MapSteps):
         result.states[name] = "done"
         result.executed.append(name)
         if self.bus:
+            # Made here in one call, not through `_emit`: this is once per task of every cold
+            # run with a listener (the run history is one), and what recording costs is
+            # mostly what it costs to make this event (no `**fields` dict, one key look-up).
+            key = self._decision_key(name) or ""
             record = self._records.get(name)
-            stored = record is not None and record.get("key") == self._decision_key(name)
-            output, dropped = self._output.get(name, ("", 0))
-            self._emit(
-                ev.TaskFinished,
-                name,
-                duration=duration,
-                attempts=attempts,
-                metadata=result.metadata.get(name),
-                output=output,
-                output_dropped=dropped,
-                reason=result.reasons.get(name, ""),
-                key=self._decision_key(name) or "",
-                digest=(record.get("digest") or "") if stored and record else "",
-                size=(record.get("size") or 0) if stored and record else 0,
-                parts=record.get("parts") if stored and record else None,
-                shorts=record.get("shorts") if stored and record else None,
+            stored = record is not None and bool(key) and record.get("key") == key
+            output, dropped = self._output.get(name, _NO_OUTPUT)
+            self.bus.emit(
+                ev.TaskFinished(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    task=name,
+                    duration=duration,
+                    attempts=attempts,
+                    metadata=result.metadata.get(name),
+                    output=output,
+                    output_dropped=dropped,
+                    reason=result.reasons.get(name, ""),
+                    key=key,
+                    digest=(record.get("digest") or "") if stored and record else "",
+                    size=(record.get("size") or 0) if stored and record else 0,
+                    parts=record.get("parts") if stored and record else None,
+                    shorts=record.get("shorts") if stored and record else None,
+                )
             )
         if name in self._checks:
             self._run_checks(name)
@@ -584,7 +624,9 @@ class Runner(MapSteps):
 
     def _emit(self, kind: type[ev.TaskEvent], task: str, **fields: Any) -> None:
         """Tell the listeners, if there are any, that `kind` happened to `task`."""
-        if self.bus and kind not in self._unwanted:
+        # `_unwanted` first: a set look-up ends most calls (the TaskQueued and TaskStarted of
+        # each task, when only the history listens), and `bool(self.bus)` is a method call.
+        if kind not in self._unwanted and self.bus:
             self.bus.emit(kind(pipeline=self.name, run_id=self.run_id, task=task, **fields))
 
     def _forward_inner(self, task: str, event: ev.Event) -> None:

@@ -36,6 +36,7 @@ function render({ model, el }) {
       <button data-action="run_downstream">Run with downstream</button>
       <button data-action="invalidate">Invalidate</button>
       <button data-action="explain">Explain</button>
+      <div class="nbflow-history"></div>
     </div>
     <div class="nbflow-message"></div>`;
   const $ = (sel) => el.querySelector(sel);
@@ -109,8 +110,47 @@ function render({ model, el }) {
     if (selected) showDetail();
   }
 
+  // The selected task's last runs and output, from the run history (asked of the kernel).
+  function showHistory() {
+    const h = model.get("task_history") || {};
+    const box = $(".nbflow-history");
+    box.innerHTML = "";
+    if (!selected || h.task !== selected) return;
+    const head = document.createElement("div");
+    head.className = "nbflow-history-head";
+    head.textContent = "last runs";
+    box.appendChild(head);
+    const list = document.createElement("ul");
+    list.className = "nbflow-runs";
+    for (const r of h.runs || []) {
+      const item = document.createElement("li");
+      item.dataset.state = r.state;
+      const when = new Date(r.started * 1000).toISOString().slice(0, 19).replace("T", " ");
+      item.textContent = `${when} UTC  ${labels[r.state] || r.state}  ${fmtSeconds(r.duration)}  run ${r.run}`;
+      list.appendChild(item);
+    }
+    if (!(h.runs || []).length) list.textContent = h.error ? `history: ${h.error}` : "no runs recorded";
+    box.appendChild(list);
+    const out = document.createElement("pre");
+    out.className = "nbflow-output";
+    if (h.output) {
+      out.textContent = (h.output.more ? "…\n" : "") + h.output.lines.join("\n");
+      out.title = `output of run ${h.output.run}`;
+    } else {
+      out.textContent = "printed nothing";
+    }
+    box.appendChild(out);
+  }
+
+  function askHistory() {
+    if (selected) model.send({ action: "history", task: selected });
+  }
+
+  let wasActive = false;
   function progress() {
     const p = model.get("progress") || {};
+    if (wasActive && !p.active) askHistory();  // a run ended: the selected task's runs changed
+    wasActive = !!p.active;
     $(".nbflow-title").textContent = `pipeline ${model.get("pipeline")}`;
     let text;
     // p.text is worded in Python (widget.progress_text): "4/4 done (2 cached)", "4 cached".
@@ -139,6 +179,8 @@ function render({ model, el }) {
     selected = name;
     if (nodes[name]) nodes[name].classList.add("nbflow-selected");
     showDetail();
+    showHistory();
+    askHistory();
   }
 
   for (const button of el.querySelectorAll(".nbflow-panel button")) {
@@ -160,6 +202,7 @@ function render({ model, el }) {
   model.on("change:fallback", recolour);
   model.on("change:progress", progress);
   model.on("change:legend", drawLegend);
+  model.on("change:task_history", showHistory);
   model.on("change:message", () => { $(".nbflow-message").textContent = model.get("message"); });
   return () => { if (timer) clearInterval(timer); };
 }
