@@ -29,7 +29,7 @@ import time
 import uuid
 import warnings
 from collections import Counter, deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from nbflow.core import events as ev
@@ -47,6 +47,7 @@ from nbflow.core.errors import (
     short_trace,
 )
 from nbflow.core.executors.base import (
+    Executor,
     TaskAttempt,
     TaskOutcome,
     check_executor,
@@ -144,6 +145,11 @@ class Runner(MapSteps):
         self._blocked: dict[str, str] = {}
         """task -> why its downstream must not run (a failed blocking check)."""
         self._backlog: deque[TaskAttempt] = deque()
+        self._delayed: list[tuple[float, int, TaskAttempt]] = []
+        """Retries waiting for their delay: (due, id, attempt), a heap."""
+        self._executor: Executor | None = None
+        """Started on the first submit: a fully cached run starts none."""
+        self._in_flight = 0
         self._running: dict[str, TaskAttempt] = {}
         """TaskAttempt task name -> the job in flight (`running_now`)."""
         self._instances: dict[str, tuple[MapRun, int]] = {}
@@ -166,7 +172,51 @@ class Runner(MapSteps):
     # --- the run -------------------------------------------------------------
 
     def run(self) -> RunResult:
+        """Run the plan: decide every needed task (`_begin`), start stale ones and collect
+        what finishes until every task is final (`_dispatch`), then report the run."""
         start = time.perf_counter()
+        emit = self._begin()
+        forwarding = ev.forward_inner.set(self._forward_inner if emit else None)
+        running = ev.current_run.set(self.run_id)
+        try:
+            self._dispatch()
+        except BaseException as exc:
+            if emit:  # listeners (the history) learn that this run will not finish
+                emit(
+                    ev.RunFinished(
+                        pipeline=self.name,
+                        run_id=self.run_id,
+                        states=dict(self.result.states),
+                        duration=time.perf_counter() - start,
+                        ok=False,
+                        aborted=f"{type(exc).__name__}: {exc}",
+                    )
+                )
+            raise
+        finally:
+            ev.current_run.reset(running)
+            ev.forward_inner.reset(forwarding)
+            if self._executor is not None:
+                self._executor.shutdown()
+            self.resources.close()
+            self.store.flush()
+        self.result.duration = time.perf_counter() - start
+        if emit:
+            emit(
+                ev.RunFinished(
+                    pipeline=self.name,
+                    run_id=self.run_id,
+                    states=dict(self.result.states),
+                    duration=self.result.duration,
+                    ok=self.result.ok,
+                    cached={n: self._records[n] for n in self.result.cached},
+                )
+            )
+        return self.result
+
+    def _begin(self) -> Callable[[ev.Event], None] | None:
+        """Plan the needed tasks, tell the listeners the run started, and queue the tasks
+        that wait for nothing. Returns the bus's `emit` (None: no listener)."""
         graph = self.graph
         needed = set(self.targets) | graph.ancestors(self.targets)
         order = [n for n in graph.order if n in needed]
@@ -192,124 +242,99 @@ class Runner(MapSteps):
                     running=self.running_now,
                 )
             )
-        index = {n: i for i, n in enumerate(order)}
-        waiting = {n: len(graph.upstream[n]) for n in order}
-        ready: list[tuple[int, int, str]] = []
-        self._index, self._waiting, self._ready = index, waiting, ready
+        self._index = {n: i for i, n in enumerate(order)}
+        self._waiting = {n: len(graph.upstream[n]) for n in order}
+        self._ready = []
         for n in order:
-            if not waiting[n]:
-                heapq.heappush(ready, (-self.spec.tasks[n].options.priority, index[n], n))
-        delayed: list[tuple[float, int, TaskAttempt]] = []
-        backlog = self._backlog
-        executor = None
-        in_flight = 0
-        forwarding = ev.forward_inner.set(self._forward_inner if emit else None)
-        running = ev.current_run.set(self.run_id)
-        try:
-            while True:
-                blocked: list[tuple[int, int, str]] = []
-                capacity = executor.max_workers if executor else (self.max_workers or 1)
-                # Instances of a mapped task wait here for a free worker.
-                while backlog and (executor is None or in_flight < capacity):
-                    job = backlog[0]
-                    if job.pool and self._pool_use[job.pool] >= pool_slots(job.pool):
-                        break
-                    backlog.popleft()
-                    if executor is None:
-                        executor = resolve_executor(self.executor_spec, self.max_workers)
-                        capacity = executor.max_workers
-                    self._submit(executor, job)
-                    in_flight += 1
-                while ready and not backlog and (in_flight < capacity or executor is None):
-                    item = heapq.heappop(ready)
-                    name = item[2]
-                    pool = self.spec.tasks[name].options.pool
-                    if pool and self._pool_use[pool] >= pool_slots(pool):
-                        blocked.append(item)  # waits for a slot of its pool
-                        continue
-                    started = self._start(name)
-                    if started is None:
-                        self._release(name, waiting, ready, index)
-                        continue
-                    if isinstance(started, list):  # a mapped task's instances
-                        backlog.extend(started)
-                        continue
-                    job = started
-                    if executor is None:
-                        executor = resolve_executor(self.executor_spec, self.max_workers)
-                        capacity = executor.max_workers
-                    self._submit(executor, job)
-                    in_flight += 1
-                for item in blocked:
-                    heapq.heappush(ready, item)
-                now = time.monotonic()
-                while (
-                    delayed
-                    and delayed[0][0] <= now
-                    and (executor is None or in_flight < executor.max_workers)
-                ):
-                    _, _, job = heapq.heappop(delayed)
-                    if executor is None:
-                        executor = resolve_executor(self.executor_spec, self.max_workers)
-                    self._submit(executor, job)
-                    in_flight += 1
-                if in_flight == 0:
-                    if delayed:
-                        time.sleep(max(0.0, delayed[0][0] - time.monotonic()))
-                        continue
-                    if ready or backlog:
-                        continue
-                    break
-                assert executor is not None
-                wait = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
-                for outcome in executor.poll(wait):
-                    in_flight -= 1
-                    job = outcome.job
-                    self._running.pop(job.task, None)
-                    if job.pool:
-                        self._pool_use[job.pool] -= 1
-                    instance = self._instances.get(job.task)
-                    if instance is not None:
-                        retry = self._complete_instance(outcome, *instance)
-                    else:
-                        retry = self._complete(outcome)
-                    if retry is not None:
-                        heapq.heappush(delayed, retry)
-                    elif instance is None:
-                        self._release(job.task, waiting, ready, index)
-        except BaseException as exc:
-            if emit:  # listeners (the history) learn that this run will not finish
-                emit(
-                    ev.RunFinished(
-                        pipeline=self.name,
-                        run_id=self.run_id,
-                        states=dict(self.result.states),
-                        duration=time.perf_counter() - start,
-                        ok=False,
-                        aborted=f"{type(exc).__name__}: {exc}",
-                    )
+            if not self._waiting[n]:
+                heapq.heappush(
+                    self._ready, (-self.spec.tasks[n].options.priority, self._index[n], n)
                 )
-            raise
-        finally:
-            ev.current_run.reset(running)
-            ev.forward_inner.reset(forwarding)
-            if executor is not None:
-                executor.shutdown()
-            self.resources.close()
-            self.store.flush()
-        self.result.duration = time.perf_counter() - start
-        if emit:
-            emit(
-                ev.RunFinished(
-                    pipeline=self.name,
-                    run_id=self.run_id,
-                    states=dict(self.result.states),
-                    duration=self.result.duration,
-                    ok=self.result.ok,
-                    cached={n: self._records[n] for n in self.result.cached},
-                )
-            )
-        return self.result
+        return emit
+
+    def _dispatch(self) -> None:
+        """Until every needed task is final: start what may start, then collect outcomes."""
+        while True:
+            self._start_what_may()
+            if self._in_flight == 0:
+                if self._delayed:  # only retries wait: sleep until the first is due
+                    time.sleep(max(0.0, self._delayed[0][0] - time.monotonic()))
+                    continue
+                if self._ready or self._backlog:
+                    continue
+                return
+            self._collect()
+
+    def _capacity(self) -> int:
+        return self._executor.max_workers if self._executor else (self.max_workers or 1)
+
+    def _send(self, job: TaskAttempt) -> None:
+        """Submit `job`, starting the executor on the first one (a cached run starts none)."""
+        if self._executor is None:
+            self._executor = resolve_executor(self.executor_spec, self.max_workers)
+        self._submit(self._executor, job)
+        self._in_flight += 1
+
+    def _start_what_may(self) -> None:
+        """Submit, while workers are free and pools have slots: mapped instances waiting for
+        a worker, then ready tasks by priority, then retries whose delay has passed."""
+        backlog, ready = self._backlog, self._ready
+        while backlog and (self._executor is None or self._in_flight < self._capacity()):
+            job = backlog[0]
+            if job.pool and self._pool_use[job.pool] >= pool_slots(job.pool):
+                break
+            backlog.popleft()
+            self._send(job)
+        blocked: list[tuple[int, int, str]] = []
+        while (
+            ready and not backlog and (self._executor is None or self._in_flight < self._capacity())
+        ):
+            item = heapq.heappop(ready)
+            name = item[2]
+            pool = self.spec.tasks[name].options.pool
+            if pool and self._pool_use[pool] >= pool_slots(pool):
+                blocked.append(item)  # waits for a slot of its pool
+                continue
+            started = self._start(name)
+            if started is None:
+                self._release(name, self._waiting, ready, self._index)
+            elif isinstance(started, list):  # a mapped task's instances
+                backlog.extend(started)
+            else:
+                self._send(started)
+        for item in blocked:
+            heapq.heappush(ready, item)
+        now = time.monotonic()
+        delayed = self._delayed
+        while (
+            delayed
+            and delayed[0][0] <= now
+            and (self._executor is None or self._in_flight < self._executor.max_workers)
+        ):
+            _, _, job = heapq.heappop(delayed)
+            self._send(job)
+
+    def _collect(self) -> None:
+        """Wait for outcomes (at most until the next retry is due) and take each one in."""
+        executor = self._executor
+        assert executor is not None
+        delayed = self._delayed
+        wait = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
+        for outcome in executor.poll(wait):
+            self._in_flight -= 1
+            job = outcome.job
+            self._running.pop(job.task, None)
+            if job.pool:
+                self._pool_use[job.pool] -= 1
+            instance = self._instances.get(job.task)
+            if instance is not None:
+                retry = self._complete_instance(outcome, *instance)
+            else:
+                retry = self._complete(outcome)
+            if retry is not None:
+                heapq.heappush(delayed, retry)
+            elif instance is None:
+                self._release(job.task, self._waiting, self._ready, self._index)
 
     def _release(
         self,
