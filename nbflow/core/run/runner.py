@@ -354,59 +354,79 @@ class Runner(MapSteps):
     # --- one task ------------------------------------------------------------
 
     def _start(self, name: str) -> TaskAttempt | list[TaskAttempt] | None:
-        """Settle `name` now (cached, skipped, upstream_failed) or return its first job."""
-        graph, result = self.graph, self.result
+        """Settle `name` now (skipped or upstream_failed by its trigger rule, cached) or
+        return its first attempt (a mapped task: its instances' attempts)."""
         task = self.spec.tasks[name]
-        ups = graph.upstream[name]
-        if self._gates or self._blocked:
-            verdict, reason = self._gated(name, ups)
-        else:
-            verdict = evaluate(task.options.trigger_rule, (result.states[u] for u in ups))
-            reason = ""
+        verdict, reason = self._trigger_verdict(name)
         if verdict != RUN:
-            if not reason:
-                failed_up = [
-                    u for u in ups if result.states[u] != "done" and result.states[u] != "cached"
-                ]
-                if failed_up:
-                    reason = f"upstream {', '.join(f'`{u}`' for u in failed_up)} {result.states[failed_up[0]]}"
             self._skip(name, verdict, reason)
             return None
         decision = self._decision(name)
         self._decisions[name] = decision
         if decision.fresh:
-            record = decision.record
-            assert record is not None
-            self._records[name] = record
-            if task.options.branch:
-                try:
-                    self._choose(name, self._value(name))
-                except BranchError as exc:  # the graph changed since the choice was cached
-                    self._fail(name, exc, short_trace(exc), 1)
-                    return None
-            result.states[name] = "cached"
-            result.cached.append(name)
-            self._outputs[name] = record["digest"]
-            result._loaders[name] = functools.partial(self._load, name, record)
-            if name in self._checks:
-                self._run_checks(name, cached=True)
-            if record.get("metadata"):
-                result.metadata[name] = record["metadata"]
-            if task.options.map is not None:
-                labels = record.get("map_labels") or range(record.get("map_size", 0))
-                result.map_states[name] = dict.fromkeys(labels, "cached")
-                result.map_executed[name] = []
-            if self._cached_events:
-                self._emit(
-                    ev.TaskCached,
-                    name,
-                    metadata=record.get("metadata"),
-                    key=record.get("key") or "",
-                    digest=record.get("digest") or "",
-                    size=record.get("size") or 0,
-                )
+            assert decision.record is not None
+            self._take_cached(name, decision.record)
             return None
-        result.reasons[name] = decision.reason
+        self.result.reasons[name] = decision.reason
+        kwargs = self._arguments(name)
+        if kwargs is None:
+            return None
+        self._emit(ev.TaskQueued, name, reason=decision.reason)
+        if task.options.map is not None:
+            return self._expand(name, decision, kwargs)
+        return self._first_attempt(name, kwargs)
+
+    def _trigger_verdict(self, name: str) -> tuple[str, str]:
+        """RUN, or the state its trigger rule (or a branch upstream) gives `name`, and why."""
+        result = self.result
+        ups = self.graph.upstream[name]
+        if self._gates or self._blocked:
+            verdict, reason = self._gated(name, ups)
+        else:
+            rule = self.spec.tasks[name].options.trigger_rule
+            verdict, reason = evaluate(rule, (result.states[u] for u in ups)), ""
+        if verdict != RUN and not reason:
+            failed_up = [u for u in ups if result.states[u] not in ("done", "cached")]
+            if failed_up:
+                reason = f"upstream {', '.join(f'`{u}`' for u in failed_up)} {result.states[failed_up[0]]}"
+        return verdict, reason
+
+    def _take_cached(self, name: str, record: Record) -> None:
+        """`name` is fresh: its stored value stands for this run (loaded only when asked)."""
+        task, result = self.spec.tasks[name], self.result
+        self._records[name] = record
+        if task.options.branch:
+            try:
+                self._choose(name, self._value(name))
+            except BranchError as exc:  # the graph changed since the choice was cached
+                self._fail(name, exc, short_trace(exc), 1)
+                return
+        result.states[name] = "cached"
+        result.cached.append(name)
+        self._outputs[name] = record["digest"]
+        result._loaders[name] = functools.partial(self._load, name, record)
+        if name in self._checks:
+            self._run_checks(name, cached=True)
+        if record.get("metadata"):
+            result.metadata[name] = record["metadata"]
+        if task.options.map is not None:
+            labels = record.get("map_labels") or range(record.get("map_size", 0))
+            result.map_states[name] = dict.fromkeys(labels, "cached")
+            result.map_executed[name] = []
+        if self._cached_events:
+            self._emit(
+                ev.TaskCached,
+                name,
+                metadata=record.get("metadata"),
+                key=record.get("key") or "",
+                digest=record.get("digest") or "",
+                size=record.get("size") or 0,
+            )
+
+    def _arguments(self, name: str) -> dict[str, Any] | None:
+        """The task's arguments: upstream values, run parameters, resources (None: a
+        resource failed, and so did the task)."""
+        graph, result, task = self.graph, self.result, self.spec.tasks[name]
         kwargs: dict[str, Any] = {}
         for param, upstream in graph.deps[name].items():
             kwargs[param] = (
@@ -420,14 +440,16 @@ class Runner(MapSteps):
             except ResourceError as exc:
                 self._fail(name, exc, format_user_traceback(exc.__cause__ or exc), 1)
                 return None
-        self._emit(ev.TaskQueued, name, reason=decision.reason)
-        if task.options.map is not None:
-            return self._expand(name, decision, kwargs)
+        return kwargs
+
+    def _first_attempt(self, name: str, kwargs: dict[str, Any]) -> TaskAttempt:
+        """Attempt 1 of `name` (a sensor pokes; an assumed sensor returns its assumed value)."""
+        task = self.spec.tasks[name]
         fn = task.fn
         if task.options.sensor is not None:
             if name in self.assume:
                 fn, kwargs = functools.partial(assumed, self.assume[name]), {}
-                result.reasons[name] = ASSUMED_REASON
+                self.result.reasons[name] = ASSUMED_REASON
             else:
                 fn = functools.partial(poke, task.options.sensor, name, fn)
         self._job_ids += 1
