@@ -100,7 +100,7 @@ from blake3 import blake3
 from nbflow.core.cache import valuefile
 from nbflow.core.cache.fsobjects import Objects, escape, mtime, stamp
 from nbflow.core.cache.serialize import Payload, deserialize, digest_payload
-from nbflow.core.cache.store import INLINE_LIMIT, Record, summary
+from nbflow.core.cache.store import Record, fill_record, summary
 from nbflow.core.errors import CacheError, HomeError, IntegrityError, NbflowWarning
 from nbflow.core.home import ensure_private_dir, home_dir
 from nbflow.core.types import CacheKey
@@ -391,15 +391,7 @@ class FsStore:
 
     def put(self, record: Record, payload: Payload) -> None:
         """Store a value (uploaded first when large) and queue its record for `flush()`."""
-        record["digest"], record["fmt"], record["size"] = payload.digest, payload.fmt, payload.size
-        if payload.size > INLINE_LIMIT:
-            record["file"] = self._write_value(
-                payload, f"task `{record['task']}` of pipeline `{record['pipeline']}`"
-            )
-            record["inline"] = None
-        else:
-            record["file"] = None
-            record["inline"] = (payload.stream, [bytes(b) for b in payload.buffers])
+        fill_record(record, payload, self._write_value)
         with self._lock:
             self._pending.append(record)
 

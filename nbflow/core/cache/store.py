@@ -162,6 +162,23 @@ def _room(folder: Path, needed: int, what: str) -> Iterator[None]:
         raise
 
 
+def fill_record(
+    record: Record, payload: Payload, write_value: Callable[[Payload, str], str]
+) -> None:
+    """Put `payload` into `record`, the one way every store does: its digest, format and
+    size, and the value either inline (small) or as the value file `write_value` wrote first
+    (large: the file exists before any record names it)."""
+    record["digest"], record["fmt"], record["size"] = payload.digest, payload.fmt, payload.size
+    if payload.size > INLINE_LIMIT:
+        record["file"] = write_value(
+            payload, f"task `{record['task']}` of pipeline `{record['pipeline']}`"
+        )
+        record["inline"] = None
+    else:
+        record["file"] = None
+        record["inline"] = (payload.stream, [bytes(b) for b in payload.buffers])
+
+
 class Store(Protocol):
     """What the planner and runner need from a cache."""
 
@@ -364,15 +381,7 @@ class DiskStore:
 
     def put(self, record: Record, payload: Payload) -> None:
         """Store a value (file first when large) and queue its record for `flush()`."""
-        record["digest"], record["fmt"], record["size"] = payload.digest, payload.fmt, payload.size
-        if payload.size > INLINE_LIMIT:
-            record["file"] = self._write_value(
-                payload, f"task `{record['task']}` of pipeline `{record['pipeline']}`"
-            )
-            record["inline"] = None
-        else:
-            record["file"] = None
-            record["inline"] = (payload.stream, [bytes(b) for b in payload.buffers])
+        fill_record(record, payload, self._write_value)
         with self._lock:
             self._pending.append(record)
 
