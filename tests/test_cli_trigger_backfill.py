@@ -162,7 +162,10 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(),
+    reason="Linux only: the test checks the stopped kernel is gone through /proc, which this OS lacks",
+)
 @pytest.mark.parametrize("command", ["backfill", "trigger"])
 def test_ctrl_c_stops_the_running_notebook_cancels_the_rest_and_exits_130(notebook, home, command):
     """Issue 17 item 3: a real SIGINT to a real foreground `nbflow backfill`/`trigger`."""
@@ -241,7 +244,10 @@ def test_a_huge_backfill_range_is_refused_before_its_ticks_are_listed(notebook):
     assert "covers more than 100,000 ticks, the limit" in result.stderr
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+@pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="Windows has no pseudo-terminal (pty) for the test to type the confirmation into",
+)
 @pytest.mark.parametrize(("answer", "code", "runs"), [("n", 1, 0), ("y", 0, 96)])
 def test_a_large_backfill_on_a_terminal_asks_first(notebook, home, answer, code, runs):
     import pty
@@ -306,7 +312,10 @@ def test_a_scheduled_runs_error_ends_with_how_to_rerun_it(home):
     )
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(),
+    reason="Linux only: the test checks the stopped kernel is gone through /proc, which this OS lacks",
+)
 def test_ctrl_c_while_a_long_backfill_is_being_planned_cancels_what_it_created(notebook, home):
     """Issue 17 item 3: Ctrl-C before any notebook started leaves no queued run behind."""
     nbflow("schedule", "add", "s", "job.ipynb", "--every", "1s")

@@ -31,7 +31,10 @@ from tests.jobs.notebooks import write_notebook
 ROOT = Path(__file__).resolve().parents[2]
 DASK = str(Path(sys.executable).with_name("dask"))
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(),
+    reason="Linux only: these tests find a notebook's kernel and worker processes in /proc, which this OS lacks",
+)
 
 # The notebook's process ancestry, from /proc: the kernel, the notebook process, the worker...
 ANCESTRY = """

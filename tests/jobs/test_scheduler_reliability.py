@@ -30,7 +30,10 @@ from nbflow.jobs.schedules import Schedule
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "notebooks"
 HEARTBEAT = {"NBFLOW_HEARTBEAT_INTERVAL": "0.3", "NBFLOW_HEARTBEAT_TIMEOUT": "2"}
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/environ").exists(),
+    reason="Linux only: these tests find runner and kernel processes by their environment in /proc, which this OS lacks",
+)
 
 
 @pytest.fixture
