@@ -265,8 +265,10 @@ class Runner(MapSteps):
                 return
             self._collect()
 
-    def _capacity(self) -> int:
-        return self._executor.max_workers if self._executor else (self.max_workers or 1)
+    def _free(self) -> bool:
+        """A worker is free (before the first submit, the executor is not started: yes)."""
+        executor = self._executor
+        return executor is None or self._in_flight < executor.max_workers
 
     def _send(self, job: TaskAttempt) -> None:
         """Submit `job`, starting the executor on the first one (a cached run starts none)."""
@@ -279,16 +281,14 @@ class Runner(MapSteps):
         """Submit, while workers are free and pools have slots: mapped instances waiting for
         a worker, then ready tasks by priority, then retries whose delay has passed."""
         backlog, ready = self._backlog, self._ready
-        while backlog and (self._executor is None or self._in_flight < self._capacity()):
+        while backlog and self._free():
             job = backlog[0]
             if job.pool and self._pool_use[job.pool] >= pool_slots(job.pool):
                 break
             backlog.popleft()
             self._send(job)
         blocked: list[tuple[int, int, str]] = []
-        while (
-            ready and not backlog and (self._executor is None or self._in_flight < self._capacity())
-        ):
+        while ready and not backlog and self._free():
             item = heapq.heappop(ready)
             name = item[2]
             pool = self.spec.tasks[name].options.pool
@@ -306,11 +306,7 @@ class Runner(MapSteps):
             heapq.heappush(ready, item)
         now = time.monotonic()
         delayed = self._delayed
-        while (
-            delayed
-            and delayed[0][0] <= now
-            and (self._executor is None or self._in_flight < self._executor.max_workers)
-        ):
+        while delayed and delayed[0][0] <= now and self._free():
             _, _, job = heapq.heappop(delayed)
             self._send(job)
 
