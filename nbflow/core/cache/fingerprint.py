@@ -43,6 +43,7 @@ import functools
 import importlib.metadata
 import inspect
 import linecache
+import marshal
 import os
 import sys
 import sysconfig
@@ -317,30 +318,65 @@ def _bytecode_digest(code: types.CodeType) -> list[str]:
     return out
 
 
-_IDENTITY_VERSION = b"nbflow-code-identity-1"
+_IDENTITY_VERSION = b"nbflow-code-identity-2"
 
 
 def code_identity(fn: types.FunctionType) -> str:
     """A cheap identity of what `fn`'s own code runs, hashed in one pass.
 
-    Bytecode, constants (type-tagged; the docstring left out), names,
-    variables, flags, the exception table and nested code objects (with their
-    names), plus the annotations — but not line numbers, the function's own
-    name, or anything a comment or reformatting changes. Two functions with
-    the same identity run the same operations on the same names, so they may
-    share one parsed fingerprint (`CodeInfo`); an edit that changes what runs
-    changes the identity. Defaults, closure cells and globals are digested by
-    value on every plan, apart from this.
+    Bytecode, constants (the docstring left out), names, variables, flags,
+    the exception table and nested code objects (with their names), plus the
+    annotations — but not line numbers, the file, the function's own name, or
+    anything a comment or reformatting changes. Two functions with the same
+    identity run the same operations on the same names, so they may share one
+    parsed fingerprint (`CodeInfo`); an edit that changes what runs changes the
+    identity. Defaults, closure cells and globals are digested by value on every
+    plan, apart from this.
+
+    How: the code object with its positions stripped is serialized by `marshal`
+    (C speed, one buffer) and hashed once. `marshal` format 2 writes no
+    back-references, so equal code gives equal bytes whatever else holds its
+    objects, and since Python 3.11 it writes a set constant (`x in {"a", "b"}`)
+    in sorted order, not in the process's hash order. A constant marshal cannot
+    write is hashed part by part instead (`_feed_code`).
     """
     return _identity(fn.__code__, fn.__doc__, getattr(fn, "__annotations__", None))
 
 
 def _identity(code: types.CodeType, doc: str | None, annotations: dict[str, Any] | None) -> str:
     h = blake3(_IDENTITY_VERSION)
-    _feed_code(code, h, doc, top=True)
+    try:
+        h.update(marshal.dumps(_stripped(code, doc, top=True), 2))
+    except ValueError:  # a constant marshal cannot write: hash it part by part
+        h = blake3(_IDENTITY_VERSION + b"-parts")
+        _feed_code(code, h, doc, top=True)
     if annotations:
         h.update(repr([(k, repr(v)) for k, v in annotations.items()]).encode())
     return h.hexdigest(length=20)
+
+
+def _stripped(code: types.CodeType, doc: str | None, top: bool) -> types.CodeType:
+    """`code` without what a comment or reformatting changes: positions, file, names."""
+    consts = code.co_consts
+    new: list[Any] | None = None
+    for i, const in enumerate(consts):
+        if isinstance(const, types.CodeType):
+            const = _stripped(const, None, top=False)
+        elif i == 0 and top and doc is not None and const == doc:
+            const = None  # the docstring does not count
+        else:
+            continue
+        if new is None:
+            new = list(consts)
+        new[i] = const
+    return code.replace(
+        co_filename="",
+        co_name="" if top else code.co_name,
+        co_qualname="",
+        co_firstlineno=1,
+        co_linetable=b"",
+        co_consts=tuple(new) if new is not None else consts,
+    )
 
 
 def _feed_code(code: types.CodeType, h: Any, doc: str | None, top: bool) -> None:

@@ -92,9 +92,10 @@ EDITS = [
 ]
 
 
-def _run(tmp: Path) -> dict[str, object]:
+def _run(tmp: Path, **extra: str) -> dict[str, object]:
     env = {
         **os.environ,
+        **extra,
         "NBFLOW_HOME": str(tmp / "home"),
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
@@ -131,6 +132,38 @@ def test_the_memo_never_serves_a_stale_fingerprint(
     assert edited["executed"] == [task]
     assert edited["reasons"][task] == reason
     assert _run(tmp_path)["executed"] == []
+
+
+SETS = MODULE.replace(
+    "def top(x):",
+    """def member(x):
+    return [c in {"a", "b", "c"} for c in str(x)]
+
+
+def top(x):""",
+)
+
+
+def test_code_with_a_set_constant_is_found_in_the_memo_whatever_the_hash_seed(
+    tmp_path: Path,
+) -> None:
+    """A set's order follows the process's string-hash seed; the code identity must not,
+    or every new kernel would parse it again."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "pipeline_module.py").write_text(SETS)
+    driver_names = ("f", "g", "h", "top", "member")
+    global DRIVER
+    saved = DRIVER
+    DRIVER = DRIVER.replace('("f", "g", "h", "top")', repr(driver_names))
+    try:
+        first = _run(tmp_path, PYTHONHASHSEED="1")
+        assert "member" in first["executed"]
+        for seed in ("2", "3", "4"):
+            again = _run(tmp_path, PYTHONHASHSEED=seed)
+            assert again == {"executed": [], "reasons": {}, "parsed": []}, seed
+    finally:
+        DRIVER = saved
 
 
 def test_comment_docstring_and_formatting_edits_keep_the_fingerprint(tmp_path: Path) -> None:
