@@ -276,3 +276,23 @@ def test_named_bytes_are_signed_with_their_name(tmp_path: Path) -> None:
     store._meta.set("b:memo:f%3A2", raw)
     with pytest.warns(nf.NbflowWarning, match="bad signature"):
         assert store.get_bytes("memo", "f:2") is None
+
+
+def test_a_store_that_reads_its_index_again_sees_what_another_process_wrote(
+    tmp_path: Path,
+) -> None:
+    """The parsed index is reused only while its stored bytes are the same: a run made by
+    another process (another store object on the folder) is seen at the next plan, and what
+    a caller does to the returned index does not reach the next reader."""
+    here, there = Pipeline("p", cache_dir=tmp_path / "c"), Pipeline("p", cache_dir=tmp_path / "c")
+    here.task(lambda: 1, name="a")
+    there.task(lambda: 1, name="a")
+    there.task(lambda a: a + 1, name="b", inputs={"a": "a"})
+    here.run()
+    first = here.store.index("p")
+    assert set(first) == {"a"}
+    first.clear()
+    assert set(here.store.index("p")) == {"a"}
+    assert there.run().executed == ["b"]
+    assert set(here.store.index("p")) == {"a", "b"}
+    assert here.status()["a"].state == "fresh"
