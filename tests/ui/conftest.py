@@ -1,5 +1,6 @@
 """Real dashboard servers on 127.0.0.1 for the tests: `nbflow ui` (standalone) and a
-Jupyter server with the extension enabled by the data file nbflow installs."""
+Jupyter server with the extension enabled by the data file nbflow installs, and the
+JupyterLab extension (the launcher card) where a wheel install puts it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import pytest
 from tests.conftest import FIXTURES, ROOT
 
 JOB = "greet"
+LABEXTENSION = ROOT / "nbflow" / "ui" / "labextensions" / "nbflow-dashboard"
+"""The committed build of `labextension/` (labextension/build.sh writes it)."""
 PIPELINE_SCRIPT = """
 import nbflow as nf
 import pandas as pd
@@ -72,6 +75,14 @@ def env_for(home: Path, tmp: Path) -> dict[str, str]:
         "JUPYTER_RUNTIME_DIR": str(tmp / "jupyter-runtime"),
         "JUPYTER_DATA_DIR": str(tmp / "jupyter-data"),
     }
+
+
+def install_labextension(data_dir: Path) -> Path:
+    """The launcher card's extension in `data_dir/labextensions/`, as a wheel install puts
+    it in `share/jupyter/labextensions/` (an editable install places no data files)."""
+    target = data_dir / "labextensions" / LABEXTENSION.name
+    shutil.copytree(LABEXTENSION, target)
+    return target
 
 
 def populate(home: Path, work: Path) -> None:
@@ -148,7 +159,8 @@ def standalone(tmp: Path) -> Iterator[Dashboard]:
 
 
 def jupyter(tmp: Path) -> Iterator[Dashboard]:
-    """JupyterLab with the extension enabled by nbflow's own config file (as installed)."""
+    """JupyterLab with the server extension enabled by nbflow's own config file and the
+    launcher card's extension in the data dir (both as a wheel installs them)."""
     import secrets
 
     home, work = tmp / "home", tmp / "work"
@@ -156,6 +168,7 @@ def jupyter(tmp: Path) -> Iterator[Dashboard]:
     config = tmp / "jupyter-config" / "jupyter_server_config.d"
     config.mkdir(parents=True)
     shutil.copy(ROOT / "jupyter-config" / "jupyter_server_config.d" / "nbflow.json", config)
+    install_labextension(tmp / "jupyter-data")  # $JUPYTER_DATA_DIR of env_for
     port, token = free_port(), secrets.token_hex(16)
     log = tmp / "jupyterlab.log"
     cmd = [
