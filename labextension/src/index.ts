@@ -49,7 +49,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
     if (launcher) {
-      launcher.add({ command: COMMAND, category: 'Other', rank: 0 });
+      // No rank: the card goes after JupyterLab's own, so the section keeps the icon of
+      // its first card (Terminal) as its heading.
+      launcher.add({ command: COMMAND, category: 'Other' });
     }
     if (palette) {
       palette.addItem({ command: COMMAND, category: 'nbflow' });
