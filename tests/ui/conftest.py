@@ -169,6 +169,12 @@ def jupyter(tmp: Path) -> Iterator[Dashboard]:
     config.mkdir(parents=True)
     shutil.copy(ROOT / "jupyter-config" / "jupyter_server_config.d" / "nbflow.json", config)
     install_labextension(tmp / "jupyter-data")  # $JUPYTER_DATA_DIR of env_for
+    # No "get notified about Jupyter news?" toast over the page (and its screenshots).
+    settings = tmp / "jupyter-config" / "lab" / "user-settings" / "@jupyterlab"
+    (settings / "apputils-extension").mkdir(parents=True)
+    (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     port, token = free_port(), secrets.token_hex(16)
     log = tmp / "jupyterlab.log"
     cmd = [

@@ -5,7 +5,9 @@ Per server: trigger the job from its form with a parameter and watch the run tur
 green without a reload; open its output notebook and a task's log; check from the
 browser that the notebook's hostile script could not read the page around it; see the
 job's grid on the overview; a page without the token goes to the login page.
-Screenshots go to the test's tmp dir, `test-artifacts/`, and (standalone) `docs/img/`.
+In JupyterLab, the launcher card and the palette entry open the dashboard in a new tab.
+Screenshots go to the test's tmp dir, `test-artifacts/`, and (standalone, and the
+launcher) `docs/img/`.
 """
 
 from __future__ import annotations
@@ -148,3 +150,43 @@ def test_trigger_watch_it_turn_green_read_its_notebook_and_log(served, browser_p
         page.goto(d.url("pipelines/sales/cache?preview=raw"))
         assert page.locator("#preview").inner_text().startswith("raw: 5 x 2")
         shoot(page, "cache", kind, tmp_path, docs=docs)
+
+
+def test_the_launcher_card_and_the_palette_open_the_dashboard_in_a_new_tab(
+    lab_dashboard: Dashboard, browser_page, tmp_path
+):
+    d, page = lab_dashboard, browser_page
+    page.goto(f"{d.base}/lab?token={d.token}")  # logs the browser in (Jupyter's cookie)
+    card = page.locator('.jp-Launcher .jp-LauncherCard[data-category="Other"]').filter(
+        has_text="nbflow dashboard"
+    )
+    card.wait_for(timeout=60_000)
+    assert card.count() == 1
+    assert "new browser tab" in (card.get_attribute("title") or "")
+    assert card.locator("svg").count() == 1  # its icon: the overview's grid of run cells
+    card.scroll_into_view_if_needed()
+    shoot(page, "launcher", "jupyter", tmp_path, docs=True)
+
+    def opens_the_overview(click: Any) -> None:
+        with page.context.expect_page() as opened:
+            click()
+        tab = opened.value
+        tab.wait_for_load_state()
+        assert tab.url == f"{d.base}/nbflow/"  # no token: the session's cookie logs it in
+        tab.locator(f'tr[data-job="{JOB}"]').wait_for(timeout=30_000)
+        assert tab.locator('tr[data-pipeline="sales"]').count() == 1
+        tab.close()
+
+    opens_the_overview(card.click)
+
+    # The command palette: the same command, under "nbflow".
+    page.keyboard.press("Control+Shift+C")
+    search = page.locator(".lm-CommandPalette-input")
+    search.wait_for()
+    search.fill("nbflow dashboard")
+    item = page.locator(".lm-CommandPalette-item").filter(has_text="nbflow dashboard")
+    item.first.wait_for()
+    assert item.count() == 1
+    header = page.locator(".lm-CommandPalette-header").filter(has_text="nbflow")
+    assert header.count() == 1
+    opens_the_overview(item.click)
