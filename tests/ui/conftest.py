@@ -158,9 +158,10 @@ def standalone(tmp: Path) -> Iterator[Dashboard]:
         out.close()
 
 
-def jupyter(tmp: Path) -> Iterator[Dashboard]:
+def jupyter(tmp: Path, base_url: str = "/") -> Iterator[Dashboard]:
     """JupyterLab with the server extension enabled by nbflow's own config file and the
-    launcher card's extension in the data dir (both as a wheel installs them)."""
+    launcher card's extension in the data dir (both as a wheel installs them). `base_url`
+    as under JupyterHub (`/user/NAME/`) puts everything below it."""
     import secrets
 
     home, work = tmp / "home", tmp / "work"
@@ -180,6 +181,7 @@ def jupyter(tmp: Path) -> Iterator[Dashboard]:
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+        f"--ServerApp.base_url={base_url}",
         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]  # fmt: skip
     if os.geteuid() == 0:
@@ -188,7 +190,7 @@ def jupyter(tmp: Path) -> Iterator[Dashboard]:
     server = subprocess.Popen(
         cmd, cwd=work, env=env_for(home, tmp), stdout=out, stderr=subprocess.STDOUT
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}{base_url.rstrip('/')}"
     try:
         _wait_up(server, f"{base}/api?token={token}", log)
         yield Dashboard(base, token, home, work, log)

@@ -152,10 +152,19 @@ def test_trigger_watch_it_turn_green_read_its_notebook_and_log(served, browser_p
         shoot(page, "cache", kind, tmp_path, docs=docs)
 
 
+@pytest.mark.parametrize("base_url", ["/", "/user/ada/"])  # the second as under JupyterHub
 def test_the_launcher_card_and_the_palette_open_the_dashboard_in_a_new_tab(
-    lab_dashboard: Dashboard, browser_page, tmp_path
+    base_url: str, browser_page, tmp_path
 ):
-    d, page = lab_dashboard, browser_page
+    lab = jupyter(tmp_path, base_url)
+    d = next(lab)
+    try:
+        launcher_opens_the_dashboard(d, browser_page, tmp_path, docs=base_url == "/")
+    finally:
+        lab.close()  # stops the server (the generator's finally)
+
+
+def launcher_opens_the_dashboard(d: Dashboard, page: Any, tmp_path: Path, *, docs: bool) -> None:
     page.goto(f"{d.base}/lab?token={d.token}")  # logs the browser in (Jupyter's cookie)
     card = page.locator('.jp-Launcher .jp-LauncherCard[data-category="Other"]').filter(
         has_text="nbflow dashboard"
@@ -165,7 +174,7 @@ def test_the_launcher_card_and_the_palette_open_the_dashboard_in_a_new_tab(
     assert "new browser tab" in (card.get_attribute("title") or "")
     assert card.locator("svg").count() == 1  # its icon: the overview's grid of run cells
     card.scroll_into_view_if_needed()
-    shoot(page, "launcher", "jupyter", tmp_path, docs=True)
+    shoot(page, "launcher", "jupyter", tmp_path, docs=docs)
 
     def opens_the_overview(click: Any) -> None:
         with page.context.expect_page() as opened:
