@@ -4,7 +4,10 @@ One web app (`nbflow.ui.app.DashboardApp`, a `jupyter_server` extension applicat
 reached two ways:
 
 - inside Jupyter, at `/nbflow/` behind Jupyter's own login (the extension is enabled
-  when nbflow is installed: `jupyter-config/jupyter_server_config.d/nbflow.json`);
+  when nbflow is installed: `jupyter-config/jupyter_server_config.d/nbflow.json`), and
+  from JupyterLab's launcher and command palette: the prebuilt front-end extension in
+  `labextensions/nbflow-dashboard/` (sources and build script in `labextension/`),
+  which a wheel installs in `share/jupyter/labextensions/`;
 - standalone, `nbflow ui [--port P] [--home H] [--ip IP]`: the same app on 127.0.0.1
   with a fresh random token in the printed URL.
 
