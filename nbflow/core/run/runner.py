@@ -255,12 +255,13 @@ class Runner(MapSteps):
         return emit
 
     def _settle_cached(self, order: list[str]) -> set[str]:
-        """Take from the cache, in one pass before dispatching, each task that is fresh and
-        whose upstream are all so: what dispatching would do to it, without a queue.
+        """Settle, in one pass before dispatching, each task that is fresh and whose upstream
+        are all cached: `_start` takes it from the cache (or skips it by its trigger rule),
+        as dispatching would, without a queue.
 
-        A fully cached run of 1,000 tasks then costs its plan plus a loop; the tasks
-        with a branch, a check or a mapped expansion, and those downstream of one, are
-        left to the dispatcher, which settles them as before.
+        A fully cached run of 1,000 tasks then costs its plan plus a loop. Tasks with a
+        branch, a check or a mapped expansion (their outcome gates what follows), and
+        those downstream of one, are left to the dispatcher.
         """
         settled: set[str] = set()
         upstream, tasks, static, states = (
@@ -270,21 +271,17 @@ class Runner(MapSteps):
             self.result.states,
         )
         for name in order:
-            decision = static[name]
             options = tasks[name].options
             if (
-                not decision.fresh
+                not static[name].fresh
                 or options.branch
                 or options.map is not None
                 or name in self._checks
-                or not all(u in settled for u in upstream[name])
+                or not all(states.get(u) == "cached" for u in upstream[name])
             ):
                 continue
-            if evaluate(options.trigger_rule, (states[u] for u in upstream[name])) != RUN:
-                continue
-            assert decision.record is not None
-            self._decisions[name] = decision
-            self._take_cached(name, decision.record)
+            attempt = self._start(name)
+            assert attempt is None  # fresh, upstream cached: the static decision stands
             settled.add(name)
         return settled
 
