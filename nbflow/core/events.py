@@ -80,6 +80,29 @@ class RunFinished(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class StatusComputed(Event):
+    """A pipeline's status was computed outside a run (`pipe.status()`, `pipe.explain()`,
+    the live widget's refresh): the planner's verdict on every task now. Sent to the
+    default listeners only (the run history keeps the newest as the pipeline's snapshot);
+    `run_id` is empty."""
+
+    tasks: tuple[str, ...]
+    """Every task of the pipeline, in topological order."""
+    edges: tuple[tuple[str, str], ...]
+    verdicts: dict[str, tuple[str, str, str]]
+    """task -> (state, reason, note) as `pipe.status()` gives them (`TaskStatus`)."""
+    source: str = ""
+    """The file the pipeline's task code comes from ("" when none is on disk: a cell)."""
+
+
+def emit_status(event: StatusComputed) -> None:
+    """Give `event` to the default listeners (a listener that raises is warned about)."""
+    listeners = default_listeners()
+    if listeners:
+        EventBus(listeners).emit(event)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TaskEvent(Event):
     task: str
 

@@ -43,6 +43,15 @@ class TaskStatus:
         text = self.state if self.state == "fresh" else f"{self.state}: {self.reason}"
         return f"{text} ({self.note})" if self.note else text
 
+    def explained(self) -> str:
+        """One line, as `pipe.explain()` says it: "fresh: ..." or "stale: <root cause>"."""
+        note = f" ({self.note})" if self.note else ""
+        if self.state == "fresh":
+            return f"fresh: unchanged since it last ran; its result is cached{note}"
+        if self.state == "never-run":
+            return f"stale: never run{note}"
+        return f"stale: {self.reason}{note}"
+
 
 class StatusReport(Mapping[str, TaskStatus]):
     """`pipe.status()`: a read-only mapping task -> TaskStatus that prints as a table."""

@@ -4,7 +4,8 @@ Policy: a run goes when it is older than `older_than` seconds, or when it is not
 among the `keep` newest runs of its name; a run still `running` never goes.
 With a run go its task rows, its log folder, the report an alert wrote of it
 (`<home>/reports/`) and, for a notebook run, the executed notebook it wrote
-inside the home (a file elsewhere is the user's).
+inside the home (a file elsewhere is the user's). Of the status snapshots, the newest of
+each pipeline stays, the others go.
 The cache is never touched: a cached value stays for the runs that need it,
 and `nbflow cache gc` decides about values.
 """
@@ -81,7 +82,11 @@ def prune(
         return report
     # Rows first: a file left behind by a crash here is unreferenced garbage, never a record
     # that points to nothing.
+    # Status snapshots: the newest of each pipeline stays (the dashboard reads it), with the
+    # graph of its run copied in when that run goes.
+    store.keep_graph_of(report.runs)
     store.delete_runs(report.runs)
+    store.prune_snapshots()
     # The package sets of the runs removed may be gone with them: the next run writes its own.
     forget_written_sets()
     for path in report.files:

@@ -44,7 +44,7 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from nbflow.core.errors import NbflowWarning
 from nbflow.core.home import home_dir
 from nbflow.history import logs
 from nbflow.history.env import SOURCE_ENV, GitLook, environment
+from nbflow.history.env import source_file as env_source_file
 from nbflow.history.store import FILENAME, HEARTBEAT, HistoryStore
 
 FLUSH_INTERVAL = 1.0
@@ -108,6 +109,7 @@ class _Run:
         "broken",
         "cached",
         "checks",
+        "errors",
         "git",
         "graph",
         "home",
@@ -132,6 +134,8 @@ class _Run:
         self.started: dict[str, float] = {}
         self.attempts: dict[str, list[dict[str, Any]]] = {}
         self.checks: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, str] = {}
+        """task -> the error of its last attempt, for the tasks that failed (the snapshot)."""
         self.pending: deque[dict[str, Any] | ev.TaskFinished] = deque()
         """Finished tasks not yet written: rows (with `output` to write as a log file), or the
         `TaskFinished` event itself, made into a row by the thread that writes it. A deque:
@@ -172,6 +176,13 @@ class Recorder:
         self._writes: queue.Queue[Callable[[], None]] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
+        self._snapshots: dict[tuple[Path, str], tuple[ev.StatusComputed, Path]] = {}
+        """(history file, pipeline) -> the newest status not yet written, and its home."""
+        self._snapshot_due: dict[tuple[Path, str], threading.Timer | None] = {}
+        """The snapshots whose write is planned: by a timer (None: already submitted)."""
+        self._snapshot_written: dict[tuple[Path, str], float] = {}
+        """When (monotonic) each pipeline's last snapshot was written."""
+        self._snapshot_lock = threading.Lock()
 
     # --- the writer thread -------------------------------------------------------
 
@@ -199,9 +210,90 @@ class Recorder:
                 self._writes.task_done()
 
     def drain(self) -> None:
-        """Wait until every run that ended in this process is written (readers call this)."""
+        """Wait until every run that ended in this process is written (readers call this),
+        and every status snapshot still waiting for its second."""
+        with self._snapshot_lock:
+            waiting = [k for k, timer in self._snapshot_due.items() if timer is not None]
+            for key in waiting:
+                timer = self._snapshot_due[key]
+                if timer is not None:
+                    timer.cancel()
+                self._snapshot_due[key] = None
+        for key in waiting:
+            self._submit(functools.partial(self._write_snapshot, key))
         if self._writer is not None and threading.current_thread() is not self._writer:
             self._writes.join()
+
+    # --- status snapshots --------------------------------------------------------
+
+    def _status(self, event: ev.StatusComputed) -> None:
+        """Keep the newest status of a pipeline and have it written: at once when its last
+        snapshot was written over `SNAPSHOT_INTERVAL` ago, else when that has passed (the
+        statuses computed meanwhile are coalesced into the newest). Costs the caller a dict
+        update; the write is the writer thread's."""
+        if not enabled():
+            return
+        try:
+            home = home_dir()
+        except _WRITE_ERRORS:
+            return
+        key = (home / FILENAME, event.pipeline)
+        with self._snapshot_lock:
+            self._snapshots[key] = (event, home)
+            if key in self._snapshot_due:
+                return  # a write is planned: it takes this one
+            wait = self._snapshot_written.get(key, -1e9) + SNAPSHOT_INTERVAL - time.monotonic()
+            if wait > 0:
+                timer = threading.Timer(wait, self._snapshot_timer, (key,))
+                timer.daemon = True
+                self._snapshot_due[key] = timer
+                timer.start()
+                return
+            self._snapshot_due[key] = None
+        self._submit(functools.partial(self._write_snapshot, key))
+
+    def _snapshot_timer(self, key: tuple[Path, str]) -> None:
+        with self._snapshot_lock:
+            if self._snapshot_due.get(key) is None:
+                return  # drained meanwhile
+            self._snapshot_due[key] = None
+        self._submit(functools.partial(self._write_snapshot, key))
+
+    def _write_snapshot(self, key: tuple[Path, str]) -> None:
+        """On the writer thread: write the newest status of `key` as a snapshot."""
+        with self._snapshot_lock:
+            self._snapshot_due.pop(key, None)
+            found = self._snapshots.pop(key, None)
+            self._snapshot_written[key] = time.monotonic()
+        if found is None:
+            return
+        event, home = found
+        source = env_source_file(event.source)
+        verdicts = {
+            task: list(verdict)
+            for task, verdict in event.verdicts.items()
+            if verdict[0] != "fresh" or verdict[2]
+        }
+        row = {
+            "pipeline": event.pipeline,
+            "taken": event.time,
+            "origin": "status",
+            "host": _HOST,
+            "pid": os.getpid(),
+            "source": str(source) if source is not None else None,
+            "tasks": list(event.tasks),
+            "edges": [list(e) for e in event.edges],
+            "verdicts": verdicts,
+        }
+        try:
+            open_store(home).write(snapshots=[row])
+        except _WRITE_ERRORS as exc:
+            warnings.warn(
+                f"the run history could not record the status of `{event.pipeline}` "
+                f"({type(exc).__name__}: {exc})",
+                NbflowWarning,
+                stacklevel=2,
+            )
 
     def __repr__(self) -> str:
         return "<nbflow history recorder>"
@@ -228,6 +320,9 @@ class Recorder:
             return
         if kind is ev.RunStarted:
             self._start(event)  # type: ignore[arg-type]
+            return
+        if kind is ev.StatusComputed:
+            self._status(event)  # type: ignore[arg-type]
             return
         run = self._runs.get(event.run_id)
         if run is None:
@@ -323,6 +418,7 @@ class Recorder:
                     # Each attempt's output is kept: the log shows why the retry happened.
                     run.attempts[event.task][-1]["output"] = event.output
             case ev.TaskFailed():
+                run.errors[event.task] = event.error
                 self._end_attempt(run, event, event.error)
                 run.pending.append(
                     self._task_row(
@@ -544,9 +640,34 @@ class Recorder:
                 ended = {t["task"] for t in tasks} | set(event.states)
                 tasks += self._running_rows(run, stopped, ended, "interrupted")
             parts, run.key_parts = run.key_parts, []
-            run.store.write(runs=[row], tasks=tasks, key_parts=parts)
+            snapshots = [] if event.aborted else [self._run_snapshot(run, row, event)]
+            run.store.write(runs=[row], tasks=tasks, key_parts=parts, snapshots=snapshots)
         except _WRITE_ERRORS as exc:
             _warn(run.id, run.name, exc)
+
+    @staticmethod
+    def _run_snapshot(run: _Run, row: dict[str, Any], event: ev.RunFinished) -> dict[str, Any]:
+        """The snapshot a run leaves: its tasks' verdicts after it, from what the run knew
+        (no second plan); its tasks and edges are its graph's (`run_id`)."""
+        graph = run.graph or {}
+        return {
+            "pipeline": run.name,
+            "taken": event.time,
+            "origin": "run",
+            "run_id": run.id,
+            "host": row.get("host"),
+            "pid": row.get("pid"),
+            "source": ((row.get("env") or {}).get("source") or {}).get("path"),
+            "tasks": None,
+            "edges": None,
+            "verdicts": after_run(
+                graph.get("tasks") or (),
+                graph.get("edges") or (),
+                run.reasons,
+                event.states,
+                run.errors,
+            ),
+        }
 
     # --- heartbeat -------------------------------------------------------------
 
@@ -592,6 +713,51 @@ class Recorder:
 
 
 _IDLE = 30.0
+SNAPSHOT_INTERVAL = 1.0
+"""Seconds between two status snapshots of one pipeline written by this process."""
+
+_ALWAYS_STALE = ("always reruns: ", "caching is off for this task")
+
+
+def after_run(
+    tasks: Iterable[str],
+    edges: Iterable[tuple[str, str] | list[str]],
+    reasons: dict[str, str],
+    states: dict[str, str],
+    errors: dict[str, str],
+) -> dict[str, list[str]]:
+    """What the planner would say of each task of a run once it ended, from the run alone:
+    {task: [state, reason, ""]} for each task not fresh (the others are). A task that ran
+    or was loaded from the cache is fresh, one that always reruns stays stale with its
+    reason, a failed one is stale because its last attempt failed, and a stale upstream
+    makes its downstream stale, worded as the planner words it. A task the run skipped is
+    `unknown` (the planner would look at the cache for it)."""
+    ups: dict[str, list[str]] = {}
+    for up, down in edges:
+        ups.setdefault(down, []).append(up)
+    roots: dict[str, tuple[str, str]] = {}
+    """stale task -> (root task, root cause)"""
+    out: dict[str, list[str]] = {}
+    for task in tasks:
+        stale_up = next((u for u in ups.get(task, ()) if u in roots), None)
+        if stale_up is not None:
+            root_task, root = roots[stale_up]
+            via = f" (via `{stale_up}`)" if root_task != stale_up else ""
+            out[task] = ["stale", f"upstream `{root_task}` is stale{via}: {root}", ""]
+            roots[task] = (root_task, root)
+            continue
+        reason = reasons.get(task, "")
+        state = states.get(task)
+        if reason.startswith(_ALWAYS_STALE):
+            out[task] = ["stale", reason, ""]
+            roots[task] = (task, reason)
+        elif state == "failed":
+            cause = f"last attempt failed: {errors.get(task, 'error')[:300]}"
+            out[task] = ["stale", cause, ""]
+            roots[task] = (task, cause)
+        elif state not in ("done", "cached"):
+            out[task] = ["unknown", "", ""]
+    return out
 
 
 PARAM_LIMIT = 500

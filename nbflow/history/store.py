@@ -86,6 +86,19 @@ TASK_COLUMNS = (
 _JSON_COLUMNS = frozenset(
     {"params", "attempts", "metadata", "checks", "cached_tasks", "graph", "outputs", "env"}
 )
+SNAPSHOT_COLUMNS = (
+    "pipeline",
+    "taken",
+    "origin",
+    "run_id",
+    "host",
+    "pid",
+    "source",
+    "tasks",
+    "edges",
+    "verdicts",
+)
+_SNAPSHOT_JSON = frozenset({"tasks", "edges", "verdicts"})
 
 _TASK_JSON = tuple((c, c in _JSON_COLUMNS) for c in TASK_COLUMNS)
 
@@ -145,6 +158,21 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN packages TEXT;
     CREATE TABLE package_sets (digest TEXT PRIMARY KEY, packages TEXT NOT NULL);
     CREATE TABLE key_parts (key TEXT PRIMARY KEY, parts TEXT NOT NULL, shorts TEXT);
+    """,
+    # 6 -> 7: status snapshots: the planner's verdict on each task of a pipeline, taken when
+    # a run ends (`origin` "run": its tasks and edges are those of run `run_id`'s graph, so
+    # `tasks` and `edges` are NULL) or when a kernel computes the status (`origin` "status":
+    # `pipe.status()`, `pipe.explain()`, the widget); where from (host, pid, source file).
+    # `verdicts` is {task: [state, reason, note]} for each task not plainly fresh (a task of
+    # `tasks` it leaves out is fresh, without a note). The dashboard's Pipeline page reads the
+    # newest (`snapshot`); a prune keeps only that one per pipeline.
+    """
+    CREATE TABLE snapshots (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, pipeline TEXT NOT NULL, taken REAL NOT NULL,
+        origin TEXT NOT NULL, run_id TEXT, host TEXT, pid INTEGER, source TEXT,
+        tasks TEXT, edges TEXT, verdicts TEXT NOT NULL
+    );
+    CREATE INDEX snapshots_by_pipeline ON snapshots (pipeline, taken);
     """,
 ]
 VERSION = len(MIGRATIONS)
@@ -235,11 +263,13 @@ class HistoryStore:
         heartbeat: Sequence[str] = (),
         package_sets: Mapping[str, Mapping[str, str]] | None = None,
         key_parts: Iterable[tuple[str, Any, Any]] = (),
+        snapshots: Iterable[dict[str, Any]] = (),
     ) -> None:
         """Insert or replace `runs` and `tasks` (dicts of columns) and beat for the runs named
         in `heartbeat`, in one transaction. `package_sets` (digest -> {name: version}) and
         `key_parts` ((key, parts, shorts)) are kept once per digest / key: an existing row
-        is left as it is (the digest or key names its content)."""
+        is left as it is (the digest or key names its content). `snapshots`: status snapshot
+        rows to add (dicts of `SNAPSHOT_COLUMNS`)."""
         now = time.time()
         with self._lock:
             conn = self._conn
@@ -280,6 +310,21 @@ class HistoryStore:
                         "INSERT OR IGNORE INTO key_parts (key, parts, shorts) VALUES (?, ?, ?)",
                         parts_rows,
                     )
+                snapshot_rows = [
+                    [
+                        json.dumps(row.get(c), default=repr)
+                        if c in _SNAPSHOT_JSON and row.get(c) is not None
+                        else row.get(c)
+                        for c in SNAPSHOT_COLUMNS
+                    ]
+                    for row in snapshots
+                ]
+                if snapshot_rows:
+                    conn.executemany(
+                        f"INSERT INTO snapshots ({', '.join(SNAPSHOT_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(SNAPSHOT_COLUMNS))})",
+                        snapshot_rows,
+                    )
                 if heartbeat:
                     conn.executemany(
                         "UPDATE runs SET heartbeat=? WHERE id=? AND state='running'",
@@ -311,7 +356,91 @@ class HistoryStore:
                 conn.execute("ROLLBACK")
                 raise
 
+    def prune_snapshots(self) -> int:
+        """Keep the newest snapshot of each pipeline only; returns how many were removed.
+        (A run snapshot whose run goes takes its graph first: `keep_graph_of`.)"""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                removed = conn.execute(
+                    "DELETE FROM snapshots WHERE id NOT IN (SELECT (SELECT n.id FROM snapshots "
+                    "AS n WHERE n.pipeline = p.pipeline ORDER BY n.taken DESC, n.id DESC LIMIT 1) "
+                    "FROM (SELECT DISTINCT pipeline FROM snapshots) AS p)"
+                ).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return int(removed)
+
+    def keep_graph_of(self, run_ids: Sequence[str]) -> None:
+        """Before runs go: the snapshots that name one of `run_ids` for their tasks and edges
+        take a copy of that run's graph."""
+        if not run_ids:
+            return
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(run_ids), 500):
+                    chunk = list(run_ids[start : start + 500])
+                    marks = ", ".join("?" * len(chunk))
+                    rows = conn.execute(
+                        "SELECT snapshots.id, runs.graph FROM snapshots JOIN runs "
+                        "ON runs.id = snapshots.run_id WHERE snapshots.tasks IS NULL "
+                        f"AND runs.graph IS NOT NULL AND runs.id IN ({marks})",
+                        chunk,
+                    ).fetchall()
+                    for snapshot_id, graph in rows:
+                        decoded = json.loads(graph)
+                        conn.execute(
+                            "UPDATE snapshots SET tasks=?, edges=? WHERE id=?",
+                            (
+                                json.dumps(decoded.get("tasks") or []),
+                                json.dumps(decoded.get("edges") or []),
+                                snapshot_id,
+                            ),
+                        )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
     # --- reading -------------------------------------------------------------
+
+    def snapshot(self, pipeline: str) -> dict[str, Any] | None:
+        """The newest status snapshot of `pipeline` (tasks and edges filled in from its run's
+        graph for a run snapshot; None when they are not known), or None."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT snapshots.*, runs.graph AS run_graph FROM snapshots "
+                "LEFT JOIN runs ON runs.id = snapshots.run_id WHERE pipeline=? "
+                "ORDER BY taken DESC, snapshots.id DESC LIMIT 1",
+                (pipeline,),
+            ).fetchone()
+        if row is None:
+            return None
+        out = dict(row)
+        for column in (*_SNAPSHOT_JSON, "run_graph"):
+            if out[column] is not None:
+                out[column] = json.loads(out[column])
+        graph = out.pop("run_graph") or {}
+        if out["tasks"] is None and graph:
+            out["tasks"] = list(graph.get("tasks") or [])
+            out["edges"] = [list(e) for e in graph.get("edges") or []]
+        return out
+
+    def snapshot_count(self, pipeline: str | None = None) -> int:
+        """How many snapshots are kept (of `pipeline`, or of every pipeline)."""
+        with self._lock:
+            if pipeline is None:
+                return int(self._conn.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0])
+            return int(
+                self._conn.execute(
+                    "SELECT COUNT(*) FROM snapshots WHERE pipeline=?", (pipeline,)
+                ).fetchone()[0]
+            )
 
     def settle_interrupted(self) -> None:
         """Write as `interrupted` every `running` run whose process is gone (this host) or

@@ -164,6 +164,71 @@ def test_upgrade_from_version_4_adds_the_outputs_column_and_the_names_index(
     assert store.runs()[0]["outputs"] == {"rows": 3}
 
 
+def test_upgrade_from_version_6_adds_status_snapshots_and_keeps_the_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.sqlite"
+    conn = _file_at(path, 6)
+    conn.execute(
+        "INSERT INTO runs (id, kind, name, started, ended, state, graph) VALUES ('r6', "
+        """'pipeline', 'etl', 1.0, 2.0, 'ok', '{"tasks": ["a", "b"], "edges": [["a", "b"]]}')"""
+    )
+    conn.execute("INSERT INTO tasks (run_id, task, state) VALUES ('r6', 'a', 'done')")
+    conn.execute("INSERT INTO key_parts (key, parts) VALUES ('k', '{}')")
+    conn.close()
+    store = HistoryStore(path)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION == 7
+    [run] = store.runs()
+    assert (run["id"], run["graph"]["edges"]) == ("r6", [["a", "b"]])
+    assert [t["task"] for t in store.tasks(["r6"])["r6"]] == ["a"]
+    assert store.parts_of(["k"]) == {"k": ({}, {})}
+    assert store.snapshot("etl") is None
+    # A run snapshot takes its tasks and edges from its run's graph; a status one has its own.
+    store.write(
+        snapshots=[
+            {"pipeline": "etl", "taken": 2.0, "origin": "run", "run_id": "r6", "host": "h",
+             "pid": 1, "verdicts": {"b": ["stale", "always reruns: x", ""]}},
+        ]
+    )  # fmt: skip
+    snap = store.snapshot("etl")
+    assert snap is not None
+    assert (snap["tasks"], snap["edges"], snap["verdicts"]) == (
+        ["a", "b"],
+        [["a", "b"]],
+        {"b": ["stale", "always reruns: x", ""]},
+    )
+    store.write(
+        snapshots=[
+            {"pipeline": "etl", "taken": 3.0, "origin": "status", "host": "h", "pid": 2,
+             "source": "/x.py", "tasks": ["a"], "edges": [], "verdicts": {}},
+            {"pipeline": "other", "taken": 1.0, "origin": "status", "tasks": [], "edges": [],
+             "verdicts": {}},
+        ]
+    )  # fmt: skip
+    assert store.snapshot("etl")["pid"] == 2  # type: ignore[index]
+    # A prune keeps the newest snapshot of each pipeline; a run snapshot whose run goes keeps
+    # that run's graph.
+    store.keep_graph_of(["r6"])
+    store.delete_runs(["r6"])
+    assert store.prune_snapshots() == 1
+    assert store.snapshot_count() == 2 and store.snapshot_count("etl") == 1
+
+
+def test_a_run_snapshot_keeps_its_graph_when_its_run_is_pruned(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "history.sqlite")
+    graph = {"tasks": ["a", "b"], "edges": [["a", "b"]]}
+    store.write(
+        runs=[{"id": "r1", "kind": "pipeline", "name": "p", "started": 1.0, "ended": 2.0,
+               "state": "ok", "graph": graph}],
+        snapshots=[{"pipeline": "p", "taken": 2.0, "origin": "run", "run_id": "r1",
+                    "verdicts": {}}],
+    )  # fmt: skip
+    store.keep_graph_of(["r1"])
+    store.delete_runs(["r1"])
+    snap = store.snapshot("p")
+    assert snap is not None and (snap["tasks"], snap["edges"]) == (["a", "b"], [["a", "b"]])
+
+
 def test_upgrade_from_version_5_adds_environments_package_sets_and_key_parts(
     tmp_path: Path, home: Path
 ) -> None:
@@ -176,7 +241,7 @@ def test_upgrade_from_version_5_adds_environments_package_sets_and_key_parts(
     )
     conn.close()
     store = HistoryStore(path)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION == 6
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == VERSION
     [run] = store.runs()
     assert (run["id"], run["env"], run["packages"], run["cached_tasks"][0][1]) == (
         "r3",

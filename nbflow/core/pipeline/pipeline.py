@@ -41,7 +41,7 @@ from nbflow.core.patterns.partitions import (
 )
 from nbflow.core.patterns.resources import Resource, make_resource
 from nbflow.core.result import RunResult, StatusReport, TaskStatus
-from nbflow.core.run.runner import Runner, raise_for_failures
+from nbflow.core.run.runner import Runner, raise_for_failures, source_file
 from nbflow.core.run.spec import RunSpec
 
 
@@ -532,18 +532,23 @@ class Pipeline:
             statuses[name] = TaskStatus(
                 name, state, d.reason, d.note or planner.key_note(self.tasks[name])
             )
+        if statuses and ev.default_listeners():  # the run history keeps it as a snapshot
+            ev.emit_status(
+                ev.StatusComputed(
+                    pipeline=self.name,
+                    run_id="",
+                    tasks=tuple(g.order),
+                    edges=tuple(g.edges()),
+                    verdicts={n: (s.state, s.reason, s.note) for n, s in statuses.items()},
+                    source=source_file(self.tasks.values()),
+                )
+            )
         return StatusReport(self.name, statuses)
 
     def explain(self, name: str, params: Mapping[str, Any] | None = None) -> str:
         """One line: "fresh: ..." or "stale: <root cause>"."""
         self.graph().check_known([name], self.name)
-        s = self.status(params)[name]
-        note = f" ({s.note})" if s.note else ""
-        if s.state == "fresh":
-            return f"fresh: unchanged since it last ran; its result is cached{note}"
-        if s.state == "never-run":
-            return f"stale: never run{note}"
-        return f"stale: {s.reason}{note}"
+        return self.status(params)[name].explained()
 
     # --- listeners and display ---------------------------------------------------
 
