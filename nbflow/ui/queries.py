@@ -523,9 +523,15 @@ def dag_svg(src: Sources, pipeline: str, nodes: list[str], states: dict[str, str
 
 
 def pipeline_page(src: Sources, name: str) -> dict[str, Any]:
-    """A pipeline: its DAG with the latest states, why each task would rerun now (as far as
-    the cache can tell without the code), and per task its duration over its last runs,
-    its last outputs and its last log."""
+    """A pipeline: its DAG with the latest states, why each task would rerun now, and per
+    task its duration over its last runs, its last outputs and its last log.
+
+    "Why now" is the planner's own verdict when the history holds a status snapshot that
+    still holds (`current_snapshot`: taken by a kernel's `pipe.status()`, `pipe.explain()`
+    or widget, or at a run's end, and no run ended after it): a code edit shows there. Else
+    it is what the cache can tell without the code (`stale_reasons`). The edges are the
+    snapshot's graph when there is one, else those the cache records name."""
+    drain()  # this process's own runs and statuses, written before they are read
     store = src.history
     runs = store.runs(name=name, kind="pipeline", limit=CHART_RUNS)
     if not runs:
@@ -535,13 +541,19 @@ def pipeline_page(src: Sources, name: str) -> dict[str, Any]:
         state = src.cache.pipeline_state(name)
     except Exception:  # an unreadable cache: nothing known against any task
         state = {"invalidated": {}, "failed": {}}
+    snapshot = store.snapshot(name)
+    if snapshot is not None and snapshot.get("tasks") is not None:
+        edges = sorted({(u, d) for u, d in snapshot.get("edges") or ()})
+    current = current_snapshot(snapshot, runs, state)
     latest_tasks = store.tasks([runs[0]["id"]], runs[:1])[runs[0]["id"]]
-    order = [t["task"] for t in latest_tasks]
-    for task in index:
+    order = list((snapshot or {}).get("tasks") or ())
+    for task in [t["task"] for t in latest_tasks] + list(index):
         if task not in order:
             order.append(task)
     latest_states = {t["task"]: t["state"] for t in latest_tasks}
     stale = stale_reasons(order, edges, index, state)
+    planned = snapshot_reasons(current) if current is not None else {}
+    origin = snapshot_origin(current) if current is not None else ""
     tasks = []
     for task in order:
         history = [TaskRecord.from_row(r) for r in store.task_runs(name, task, CHART_RUNS)]
@@ -551,7 +563,8 @@ def pipeline_page(src: Sources, name: str) -> dict[str, Any]:
                 "name": task,
                 "state": latest_states.get(task, "never-run"),
                 "css": TASK_STATE_CLASS.get(latest_states.get(task, ""), "muted"),
-                "stale": stale[task],
+                "stale": planned.get(task, stale[task]),
+                "stale_from": origin if task in planned else "",
                 "chart": duration_chart(list(reversed(history))),
                 "last_run": last.run_id if last else None,
                 "last_metadata": (last.metadata if last else None) or {},
@@ -571,8 +584,59 @@ def pipeline_page(src: Sources, name: str) -> dict[str, Any]:
         "name": name,
         "dag": svg,
         "tasks": tasks,
+        "status_from": origin,
+        "status_note": ""
+        if current is not None
+        else (
+            "Why each task would rerun now is what the cache can tell: a code edit, a "
+            "changed parameter or global is not seen here (no `pipe.status()` of this "
+            "pipeline since its last run)."
+        ),
         "runs": [_history_cell(r) | {"started": when(r["started"])} for r in runs],
     }
+
+
+def current_snapshot(
+    snapshot: dict[str, Any] | None, runs: list[dict[str, Any]], state: dict[str, Any]
+) -> dict[str, Any] | None:
+    """`snapshot` if the cache state it describes still holds: no run of the pipeline (among
+    `runs`, its latest) ended after it was taken, nor was a task invalidated since."""
+    if snapshot is None:
+        return None
+    taken = snapshot["taken"]
+    ended = max((r["ended"] for r in runs if r.get("ended") is not None), default=None)
+    if ended is not None and ended > taken:
+        return None
+    invalidated = (state.get("invalidated") or {}).values()
+    if any(when_ > taken for when_ in invalidated):
+        return None
+    return snapshot
+
+
+def snapshot_reasons(snapshot: dict[str, Any]) -> dict[str, str]:
+    """task -> the line `pipe.explain()` says of it, from a status snapshot (the tasks it
+    calls `unknown` are left out)."""
+    from nbflow.core.result import TaskStatus
+
+    verdicts = snapshot.get("verdicts") or {}
+    out: dict[str, str] = {}
+    for task in snapshot.get("tasks") or verdicts:
+        verdict = verdicts.get(task, ["fresh", "", ""])
+        if verdict[0] == "unknown":
+            continue
+        out[task] = TaskStatus(task, verdict[0], verdict[1], verdict[2]).explained()
+    return out
+
+
+def snapshot_origin(snapshot: dict[str, Any]) -> str:
+    """ "as of TIME, from HOST pid N (FILE)"; a run's snapshot names the run too."""
+    text = f"as of {when(snapshot['taken'])}"
+    if snapshot.get("origin") == "run" and snapshot.get("run_id"):
+        text += f" (the end of run {snapshot['run_id']})"
+    text += f", from {snapshot.get('host') or 'an unknown host'} pid {snapshot.get('pid')}"
+    if snapshot.get("source"):
+        text += f" ({snapshot['source']})"
+    return text
 
 
 def stale_reasons(
@@ -582,9 +646,9 @@ def stale_reasons(
     state: dict[str, Any],
 ) -> dict[str, str]:
     """Why each task would rerun now, from what the cache knows (invalidations, failures,
-    missing values), propagated downstream. A code edit is seen only where the pipeline
-    is defined (`pipe.status()`), so a task the cache knows nothing against reads
-    "fresh in the cache"."""
+    missing values), propagated downstream: the Pipeline page's fallback when no status
+    snapshot holds. A code edit is not seen here, so a task the cache knows nothing against
+    reads "fresh in the cache"."""
     invalidated = state.get("invalidated") or {}
     failed = state.get("failed") or {}
     own: dict[str, str] = {}
@@ -608,9 +672,7 @@ def stale_reasons(
         elif task in own:
             out[task] = own[task]
         else:
-            out[task] = (
-                "fresh in the cache (code edits show in `pipe.status()` where it is defined)"
-            )
+            out[task] = "fresh in the cache (a code edit is not seen here)"
     return out
 
 
