@@ -20,6 +20,10 @@ Responsibilities:
   written once per set and process; the git answer, when it had to be asked,
   comes with the end row. Each computed task's key parts (from `TaskFinished`)
   are written once per key with its row, for `diff_runs`.
+- **Status snapshots.** At a run's end, the verdict on its tasks after it (`after_run`:
+  from its plan and its states, no second plan), in the end's transaction. And each
+  `StatusComputed` (`pipe.status()`, `pipe.explain()`, the widget), coalesced: at most
+  one write per pipeline per `SNAPSHOT_INTERVAL`, the newest, by the writer thread.
 - **Never in the way.** A write that fails (a locked or full disk, a home
   that cannot be used) is one `NbflowWarning` per run; the run goes on and its
   cache is untouched, the rest of that run is not recorded.

@@ -4,7 +4,8 @@ Sources (`Sources`, one per server, shared by its handlers):
 
 - the job store (`<home>/nbflow.db`, `nbflow.jobs.runstore.RunStore`): jobs and their runs;
 - the run history (`<home>/history.sqlite`, `nbflow.history.store.HistoryStore`): every
-  run of every kind, its tasks, attempts, reasons and log files;
+  run of every kind, its tasks, attempts, reasons and log files, and per pipeline its
+  newest status snapshot (the planner's verdict per task, and the graph);
 - the cache (`<home>/cache`, `nbflow.core.cache.store.DiskStore`): per pipeline, the index of
   each task's latest record (key, digest, size, when, its inputs) — read without
   loading values, except a DataFrame's preview (`nbflow.ui.cached`).

@@ -78,8 +78,14 @@ def test_prune_removes_old_runs_and_their_logs_never_the_cache(pipe: Pipeline, h
     assert [r.id for r in nf.history()] == [second]
     assert not (home / "logs" / first).exists()
     assert pipe.run().cached == ["raw", "clean"]  # the values the kept run needs are there
+    drain()
+    assert store.snapshot_count("test") == 2  # the one the last prune kept, and the run's
     _invoke("history", "prune", "--keep", "1")
     assert len(nf.history()) == 1
+    # The newest status snapshot stays, the older go.
+    assert store.snapshot_count("test") == 1
+    snap = store.snapshot("test")
+    assert snap is not None and snap["tasks"] == ["raw", "clean"]
 
 
 def test_the_scheduler_applies_history_keep_days_at_start(pipe: Pipeline, home: Path) -> None:

@@ -65,6 +65,24 @@ def test_before_a_run_the_graph_shows_what_would_rerun(etl):
     assert fresh.progress["stale"] == 2
 
 
+def test_a_widget_redrawn_on_every_redefined_cell_writes_few_status_snapshots(etl, home):
+    from nbflow.history.recorder import drain, open_store
+
+    view = DagWidget(etl)
+    start = time.monotonic()
+    for i in range(100):  # a cell redefining `report`, run again and again
+        etl.task(lambda clean, i=i: (clean, i), name="report")
+        view.refresh()
+    elapsed = time.monotonic() - start
+    drain()
+    store = open_store(home)
+    assert 1 <= store.snapshot_count(etl.name) <= 2 + int(elapsed)
+    snap = store.snapshot(etl.name)
+    assert snap is not None and snap["origin"] == "status"
+    assert snap["tasks"] == ["extract", "clean", "report", "archive"]
+    assert snap["verdicts"]["report"][0] == "never-run"
+
+
 def test_node_states_follow_runs_done_cached_failed_upstream_failed(etl):
     view = DagWidget(etl, interval=0)
     etl.run()
