@@ -382,6 +382,9 @@ def pipeline_run_view(src: Sources, row: dict[str, Any]) -> dict[str, Any]:
     """A pipeline run: its tasks (state, duration, reason, attempts, log) and its DAG."""
     tasks = [TaskRecord.from_row(t) for t in src.history.tasks([row["id"]], [row])[row["id"]]]
     states = {t.name: t.state for t in tasks}
+    graph = row.get("graph") or {}
+    if graph.get("tasks"):  # the run's own graph: its tasks that did not run are drawn too
+        states = {name: "never-run" for name in graph["tasks"]} | states
     return {
         "id": row["id"],
         "name": row["name"],
@@ -392,7 +395,7 @@ def pipeline_run_view(src: Sources, row: dict[str, Any]) -> dict[str, Any]:
         "params": row.get("params") or {},
         "error": row.get("error") or "",
         "tasks": [_task_view(t) for t in tasks],
-        "dag": dag_svg(src, row["name"], [t.name for t in tasks], states),
+        "dag": dag_svg(src, row["name"], list(states), states, graph.get("edges")),
     }
 
 
@@ -507,14 +510,22 @@ def edges_from_cache(
     return index, sorted(set(edges))
 
 
-def dag_svg(src: Sources, pipeline: str, nodes: list[str], states: dict[str, str]) -> str | None:
+def dag_svg(
+    src: Sources,
+    pipeline: str,
+    nodes: list[str],
+    states: dict[str, str],
+    edges: list[list[str]] | list[tuple[str, str]] | None = None,
+) -> str | None:
     """The DAG as SVG with nodes coloured by state (the widget's renderer), or None when
-    Graphviz is missing or there is nothing to draw."""
+    Graphviz is missing or there is nothing to draw. The edges are the run's own graph
+    when it recorded one, else what the pipeline's cache records name as inputs."""
     from nbflow.viz.render import GraphvizMissing, layout
 
     if not nodes:
         return None
-    _index, edges = edges_from_cache(src, pipeline)
+    if edges is None:
+        _index, edges = edges_from_cache(src, pipeline)
     known = set(nodes)
     kept = tuple((u, d) for u, d in edges if u in known and d in known)
     try:

@@ -161,3 +161,27 @@ def test_the_next_run_is_remembered_until_the_job_changes(home: Path):
     store.resume_job("daily")
     assert src.next_run(store.get_job("daily"), now) == first
     assert queries.overview(src)["jobs"][0]["next_run"] != "-"
+
+
+def test_a_run_page_draws_the_runs_own_graph_with_the_tasks_that_never_ran(home: Path):
+    """A failed task has no cache record, so only the run's recorded graph knows its edge to
+    the downstream task that never ran; the run page draws both and the edge."""
+    pipe = nf.Pipeline("broken")
+
+    @pipe.task
+    def load() -> int:
+        raise ValueError("no input")
+
+    @pipe.task(inputs={"x": "load"})
+    def report(x: int) -> int:
+        return x
+
+    with pytest.raises(nf.RunFailed):
+        pipe.run()
+    drain()
+    src = queries.Sources(home)
+    row = src.history.runs(name="broken")[0]
+    view = queries.pipeline_run_view(src, src.history.run(row["id"]))
+    assert view["dag"] is not None
+    assert ">report<" in view["dag"] and ">load<" in view["dag"]
+    assert "load&#45;&gt;report" in view["dag"]  # Graphviz's title of the edge
