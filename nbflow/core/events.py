@@ -40,6 +40,9 @@ class RunStarted(Event):
     stale: dict[str, str]
     """Tasks planned to execute, with the reason each is stale."""
     edges: tuple[tuple[str, str], ...] = ()
+    quiet: tuple[tuple[str, str], ...] = ()
+    """The edges along which a stale upstream does not make its task stale (`after=`
+    edges, inputs named in `ignore=`)."""
     params: dict[str, Any] | None = None
     """The run parameters given to the run (a partition key as `partition`)."""
     parent: str = ""

@@ -123,6 +123,7 @@ class _Run:
         "live",
         "name",
         "pending",
+        "quiet",
         "reasons",
         "row",
         "running",
@@ -138,6 +139,8 @@ class _Run:
         self.started: dict[str, float] = {}
         self.attempts: dict[str, list[dict[str, Any]]] = {}
         self.checks: dict[str, dict[str, Any]] = {}
+        self.quiet: frozenset[tuple[str, str]] = frozenset()
+        """The run's edges that carry no staleness (`RunStarted.quiet`)."""
         self.errors: dict[str, str] = {}
         """task -> the error of its last attempt, for the tasks that failed (the snapshot)."""
         self.pending: deque[dict[str, Any] | ev.TaskFinished] = deque()
@@ -401,6 +404,7 @@ class Recorder:
         # pipeline is ~40 KB of JSON, too dear for the start of every (cached) rerun. A run
         # killed mid-way is reported without its edges.
         run.graph = {"tasks": event.tasks, "edges": event.edges}
+        run.quiet = frozenset(event.quiet)
         run.reasons = dict(event.stale)
         run.running = event.running
         try:
@@ -666,7 +670,7 @@ class Recorder:
             "edges": None,
             "verdicts": after_run(
                 graph.get("tasks") or (),
-                graph.get("edges") or (),
+                [e for e in graph.get("edges") or () if tuple(e) not in run.quiet],
                 run.reasons,
                 event.states,
                 run.errors,

@@ -142,3 +142,33 @@ def test_many_statuses_in_a_second_are_written_as_few_snapshots(home: Path):
     snap = store.snapshot("busy")
     assert snap is not None and snap["verdicts"]["b"][0] == "never-run"
     assert RECORDER._snapshot_due == {}
+
+
+def test_a_runs_snapshot_does_not_carry_staleness_over_after_or_ignored_edges(home: Path):
+    """`after=` orders, an input in `ignore=` is left out of the key: a failed upstream
+    along either does not make the task stale, in the run's snapshot as in the planner."""
+    pipe = nf.Pipeline("snap")
+
+    @pipe.task
+    def load() -> int:
+        raise ValueError("no data")
+
+    @pipe.task(after=["load"], trigger_rule="all_done")
+    def tidy() -> int:
+        return 1
+
+    @pipe.task(inputs={"x": "load"}, ignore=["x"], trigger_rule="all_done")
+    def note(x: int | None = None) -> int:
+        return 2
+
+    @pipe.task(inputs={"x": "load"}, trigger_rule="all_done")
+    def use(x: int | None = None) -> int:
+        return 3
+
+    pipe.run(raise_on_failure=False)
+    found = _reasons(queries.Sources(home))
+    planner = pipe.status()
+    for task in ("tidy", "note"):
+        assert planner[task].state == "fresh"
+        assert found[task][0] == FRESH, task
+    assert found["use"][0] == f"stale: {planner['use'].reason}"

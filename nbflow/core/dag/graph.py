@@ -32,6 +32,9 @@ class Graph:
     """task -> direct downstream tasks."""
     resources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """task -> parameters that receive a resource of the same name."""
+    quiet: tuple[tuple[str, str], ...] = ()
+    """The edges (upstream, task) along which a stale upstream does not make the task
+    stale: `after=` edges, and inputs the task names only in `ignore=`."""
 
     def ancestors(self, names: Iterable[str]) -> set[str]:
         seen: set[str] = set()
@@ -102,6 +105,12 @@ def resolve_graph(tasks: Mapping[str, Task], resources: Collection[str] = ()) ->
         for up in ups:
             downstream[up].append(n)
     order = _toposort(list(tasks), ups_of)
+    quiet = []
+    for n, ups in ups_of.items():
+        ignored = tasks[n].options.ignore
+        if tasks[n].options.after or ignored:
+            carrying = {up for p, up in deps[n].items() if p not in ignored}
+            quiet += [(up, n) for up in ups if up not in carrying]
     return Graph(
         tuple(order),
         deps,
@@ -109,6 +118,7 @@ def resolve_graph(tasks: Mapping[str, Task], resources: Collection[str] = ()) ->
         ups_of,
         {n: tuple(v) for n, v in downstream.items()},
         injected,
+        tuple(quiet),
     )
 
 

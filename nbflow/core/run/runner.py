@@ -236,6 +236,7 @@ class Runner(MapSteps):
                     tasks=tuple(order),
                     stale={n: d.reason for n, d in self.static.items() if not d.fresh},
                     edges=tuple((u, n) for n in order for u in graph.upstream[n]),
+                    quiet=graph.quiet,
                     params=self.params,
                     parent=ev.current_run.get() or "",
                     source=source_file(self.spec.tasks.values()),
