@@ -28,9 +28,13 @@ What is memoized, and why it cannot go stale: a parse (`CodeInfo`) is kept
 per code object in the process and, through `CodeMemo` (the store's, see
 codememo.py), across processes under the code's `code_identity`; it is
 shared only when the source it came from compiles to that very code.
-Defaults, closure cells, globals and helpers are never memoized across
-runs: each global value is digested once per run (the planner's `values`
-table), as it was when the run began.
+Defaults, closure cells, globals and helpers are looked at on every run:
+each global value is digested once per run (the planner's `values` table), as
+it was when the run began. A whole `FunctionPrint` is reused from an earlier
+run in this process (`PrintMemo`) only after its witness holds: every
+function it visited still has the same code, defaults and closure cells, and
+every name it resolved still resolves to the same function, module or class,
+or to a value with the same digest.
 """
 
 from __future__ import annotations
@@ -763,6 +767,9 @@ class _Walker:
         self._pending: list[tuple[types.FunctionType, str]] = []
         self._memo = memo
         self._values: ValueDigests = values if values is not None else {}
+        self.witness: list[tuple[Any, ...]] | None = []
+        """What must still hold for this fingerprint to be reused (see `PrintMemo`);
+        None once the walk met something it cannot check cheaply (a class)."""
 
     def drain(self) -> None:
         """Visit the helpers found so far, and theirs, until none is left."""
@@ -776,41 +783,55 @@ class _Walker:
         self._seen.add(id(fn))
         info = _code_info(fn, self._memo, wrapped)
         self.parts[label] = info.digest
+        witness = self.witness
+        if witness is not None:
+            witness.append(("f", fn, fn.__code__, fn.__defaults__, fn.__kwdefaults__))
         if fn.__defaults__ or fn.__kwdefaults__:
             self.value(f"defaults of {label}", (fn.__defaults__, fn.__kwdefaults__), short=False)
+            if witness is not None:
+                witness.append(("d", fn, self.parts.get(f"defaults of {label}")))
         if fn.__closure__:
             for var, cell in zip(fn.__code__.co_freevars, fn.__closure__, strict=False):
                 try:
                     contents = cell.cell_contents
                 except ValueError:  # an empty cell: the variable is not bound yet
+                    if witness is not None:
+                        witness.append(("c", cell, _EMPTY))
                     continue
-                self.reference(var, contents, closure=True)
+                expect = self.reference(var, contents, closure=True)
+                if self.witness is not None:
+                    self.witness.append(("c", cell, expect))
         g = fn.__globals__
         builtins = g.get("__builtins__")
         updates = info.updates
         for name in info.globals_read:
             if name in g:
-                self.reference(name, g[name], updated=name in updates)
+                expect = self.reference(name, g[name], updated=name in updates)
+                if self.witness is not None:
+                    self.witness.append(("g", g, name, expect))
             elif builtins is not None and not (
                 name in builtins if isinstance(builtins, dict) else hasattr(builtins, name)
             ):
                 # Not defined yet: calling the task would raise NameError; the
                 # planner cannot know its value, so say so rather than guess.
                 self.volatile.append(f"global `{name}` is not defined")
+            elif self.witness is not None:  # a builtin, until a global of that name is made
+                self.witness.append(("g", g, name, _EMPTY))
 
-    def reference(self, name: str, obj: Any, closure: bool = False, updated: bool = False) -> None:
+    def reference(
+        self, name: str, obj: Any, closure: bool = False, updated: bool = False
+    ) -> tuple[Any, ...]:
+        """Add what `obj`, reached by `name`, contributes; return what a reuse must check
+        of whatever that name holds then (see `_holds`)."""
         kind = "closure variable" if closure else "global"
-        target = (
-            getattr(obj, "fn", None) if type(obj).__module__ == "nbflow.core.dag.task" else None
-        )
-        if target is not None:
-            obj = target
+        obj = _resolved(obj)
         if isinstance(obj, types.ModuleType):
             if _is_library_module(obj.__name__):
                 self.parts[f"library `{obj.__name__}`"] = hash_bytes(_package_version(obj.__name__))
-            else:
-                self.parts[f"module `{obj.__name__}`"] = _user_module_digest(obj)
-            return
+                return ("is", obj)
+            digest = _user_module_digest(obj)
+            self.parts[f"module `{obj.__name__}`"] = digest
+            return ("module", obj, digest)
         if isinstance(obj, types.FunctionType):
             if _is_library_module(obj.__module__ or ""):
                 self.parts[f"library `{obj.__module__}.{obj.__qualname__}`"] = hash_bytes(
@@ -818,7 +839,7 @@ class _Walker:
                 )
             elif id(obj) not in self._seen:
                 self._pending.append((obj, f"helper `{name}`"))
-            return
+            return ("is", obj)
         if isinstance(obj, types.BuiltinFunctionType | types.MethodType) or (
             callable(obj) and isinstance(obj, type) and _is_library_module(obj.__module__)
         ):
@@ -827,22 +848,24 @@ class _Walker:
                 getattr(obj.__func__, "__module__", "") or ""
             ):
                 self._pending.append((obj.__func__, f"helper `{name}`"))  # type: ignore[arg-type]
-                return
+                return ("is", obj)
             self.parts[f"library `{module}.{getattr(obj, '__qualname__', name)}`"] = hash_bytes(
                 _package_version(module)
             )
-            return
+            return ("is", obj)
         if isinstance(obj, type):
             self.klass(obj, name)
-            return
+            self.witness = None  # a class's members can change in place: walked every run
+            return ("is", obj)
         label = f"{kind} `{name}`"
         if updated:
             # The code's own state (a log it appends to, a memo it fills): what its
             # runs do to it must not make it stale, so it is not part of the key.
             if label not in self.state:
                 self.state.append(label)
-            return
+            return ("state",)
         self.value(label, obj)
+        return ("value", self.parts.get(label))
 
     def klass(self, cls: type, name: str) -> None:
         if id(cls) in self._seen:
@@ -939,9 +962,148 @@ def fingerprint_function(
     else:
         walker.reference(label, fn)
     walker.drain()
+    return _combine(walker)
+
+
+def _combine(walker: _Walker) -> FunctionPrint:
     material = "\x00".join(f"{k}={v}" for k, v in sorted(walker.parts.items()))
     combined = Digest(blake3(b"nbflow-print-1\x00" + material.encode()).hexdigest(length=20))
     return FunctionPrint(combined, walker.parts, walker.shorts, walker.volatile, walker.state)
+
+
+_EMPTY = ("empty",)
+"""The witness of a name that holds nothing: an empty closure cell, a global left to builtins."""
+
+
+_WALKED = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
+"""What a walk treats as code, not as a value."""
+
+
+def _resolved(obj: Any) -> Any:
+    """A task object stands for its function."""
+    if type(obj).__module__ == "nbflow.core.dag.task":
+        target = getattr(obj, "fn", None)
+        if target is not None:
+            return target
+    return obj
+
+
+def _holds(obj: Any, expect: tuple[Any, ...], values: ValueDigests) -> bool:
+    """Whether `obj`, what a name holds now, is still what `expect` recorded of it."""
+    kind = expect[0]
+    obj = _resolved(obj)
+    if kind == "is":
+        return obj is expect[1]
+    if kind == "module":
+        return obj is expect[1] and _user_module_digest(obj) == expect[2]
+    if isinstance(obj, _WALKED):
+        return False  # a value then, something to walk now
+    if kind == "state":
+        return True
+    if expect[1] is None:
+        return False
+    memo = values.get(id(obj))
+    if memo is None or memo[0] is not obj:
+        try:
+            digest: Digest | Unfingerprintable = digest_value(obj)
+        except Unfingerprintable as exc:
+            digest = exc
+        memo = (obj, digest, format_value_short(obj, 30))
+        values[id(obj)] = memo
+    return memo[1] == expect[1]
+
+
+def _witness_holds(witness: tuple[tuple[Any, ...], ...], values: ValueDigests) -> bool:
+    for entry in witness:
+        tag = entry[0]
+        if tag == "g":
+            g, name, expect = entry[1], entry[2], entry[3]
+            if name in g:
+                if expect is _EMPTY or not _holds(g[name], expect, values):
+                    return False
+            elif expect is not _EMPTY:
+                return False
+        elif tag == "f":
+            fn = entry[1]
+            if (
+                fn.__code__ is not entry[2]
+                or fn.__defaults__ is not entry[3]
+                or fn.__kwdefaults__ is not entry[4]
+            ):
+                return False
+        elif tag == "c":
+            try:
+                contents = entry[1].cell_contents
+            except ValueError:
+                if entry[2] is not _EMPTY:
+                    return False
+                continue
+            if entry[2] is _EMPTY or not _holds(contents, entry[2], values):
+                return False
+        else:  # "d": defaults, which may hold mutable values
+            fn = entry[1]
+            try:
+                if digest_value((fn.__defaults__, fn.__kwdefaults__)) != entry[2]:
+                    return False
+            except Unfingerprintable:
+                return False
+    return True
+
+
+class PrintMemo:
+    """Fingerprints of earlier runs in this process, each reused only while its witness holds.
+
+    The witness is what the walk looked at: the code, defaults and closure cells
+    of every function it visited, and what each name it resolved held (the same
+    function, module or class, or a value with the same digest). Checking it
+    costs a few attribute and dictionary reads per function, where a walk costs
+    a code-memo look-up, the parts and a hash. A fingerprint with a volatile
+    part, or one that met a class, is never kept.
+    """
+
+    LIMIT = 20_000
+    """Entries kept at most (then the memo starts afresh). An entry is keyed by the label and
+    the function's module and qualified name, not by the object: a function redefined in a
+    kernel replaces its entry instead of adding one, so a long session does not grow it."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str, str], tuple[Any, FunctionPrint, tuple[Any, ...]]]
+        self._entries = {}
+
+    def fingerprint(
+        self,
+        fn: Any,
+        label: str,
+        *,
+        memo: CodeMemo | None = None,
+        values: ValueDigests | None = None,
+    ) -> FunctionPrint:
+        """`fingerprint_function(fn, label, ...)`, from this memo when its witness holds."""
+        values = values if values is not None else {}
+        key = (label, getattr(fn, "__module__", None) or "", getattr(fn, "__qualname__", ""))
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is fn and _witness_holds(entry[2], values):
+            return entry[1]
+        if not isinstance(fn, types.FunctionType) or hasattr(fn, "__wrapped__"):
+            return fingerprint_function(fn, label, memo=memo, values=values)
+        walker = _Walker(memo, values)
+        walker.function(fn, label)
+        walker.drain()
+        fp = _combine(walker)
+        if walker.witness is not None and not walker.volatile:
+            if len(self._entries) >= self.LIMIT:
+                self._entries.clear()
+            self._entries[key] = (fn, fp, tuple(walker.witness))
+        else:
+            self._entries.pop(key, None)
+        return fp
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+PRINTS = PrintMemo()
+"""The process's memo of whole fingerprints (the planner's)."""
 
 
 def fingerprint_callable(fn: Any) -> Digest:

@@ -42,7 +42,7 @@ from typing import Any
 from blake3 import blake3
 
 from nbflow.core.cache.codememo import memo_for
-from nbflow.core.cache.fingerprint import FunctionPrint, ValueDigests, fingerprint_function
+from nbflow.core.cache.fingerprint import PRINTS, FunctionPrint, ValueDigests
 from nbflow.core.cache.hashing import Unfingerprintable, digest_value
 from nbflow.core.cache.store import Record, Store
 from nbflow.core.dag.graph import Graph
@@ -70,6 +70,14 @@ class Decision:
 
 
 _FILE_MEMO: dict[tuple[str, int, int, int, int, int], Digest] = {}
+
+_KEYS: dict[tuple[str, str], tuple[Any, ...]] = {}
+"""(pipeline, task) -> (signature, key, parts, shorts, note, reason) of its last plan in this
+process. The signature holds every input of `Planner.key_for` (the code's `FunctionPrint`
+object, which `PRINTS` reuses only while it holds, the options, the parameters' and
+upstream outputs' digests, resource versions), so an equal signature means an equal key.
+Tasks that watch files or have an identity function are keyed afresh every plan."""
+_KEYS_LIMIT = 100_000
 
 
 def file_digest(path: str) -> Digest:
@@ -144,7 +152,7 @@ class Planner:
             fp = (
                 own()
                 if own is not None
-                else fingerprint_function(fn, label, memo=self._code_memo, values=self._values)
+                else PRINTS.fingerprint(fn, label, memo=self._code_memo, values=self._values)
             )
             self._prints[id(fn)] = fp
         return fp
@@ -231,6 +239,26 @@ class Planner:
         task = self.tasks[name]
         opts = task.options
         fp = self.code_print(task)
+        signature = None
+        if not opts.watch and not opts.identity:
+            # Everything else the key is made of, cheap to compare: the same as the last
+            # plan of this task in this process gives the same key, parts and reasons.
+            deps = self.graph.deps[name]
+            signature = (
+                fp,
+                opts.version,
+                opts.ignore,
+                opts.always_run,
+                opts.cache,
+                tuple(self._param_digest(task, p)[0] for p in self.graph.run_params[name]),
+                tuple(upstream_digests.get(p) for p in deps),
+                tuple(deps.items()),
+                tuple(self.resources[p].version for p in self.graph.resources.get(name, ())),
+            )
+            known = _KEYS.get((self.pipeline, name))
+            if known is not None and known[0] == signature:
+                _, key, parts, shorts, note, reason = known
+                return Decision(name, False, reason, key, None, parts, shorts, note=note)
         volatile = fp.volatile
         shorts = fp.shorts
         material = [
@@ -295,6 +323,17 @@ class Planner:
             decision.reason = f"always reruns: {opts.always_run}"
         elif not opts.cache:
             decision.reason = "caching is off for this task (cache=False)"
+        if signature is not None:
+            if len(_KEYS) >= _KEYS_LIMIT:
+                _KEYS.clear()
+            _KEYS[(self.pipeline, name)] = (
+                signature,
+                key,
+                parts,
+                shorts,
+                decision.note,
+                decision.reason,
+            )
         return decision
 
     # --- decisions -----------------------------------------------------------
