@@ -316,7 +316,7 @@ class Planner:
         if versions:
             parts["resources"] = versions
         decision = Decision(name, False, "", key, None, parts, shorts)
-        decision.note = self.key_note(task)
+        decision.note = self.key_note(task) if fp.state or opts.ignore else ""
         if volatile:
             decision.reason = f"always reruns: {volatile[0]}"
         elif opts.always_run:
