@@ -243,17 +243,23 @@ class Planner:
         if not opts.watch and not opts.identity:
             # Everything else the key is made of, cheap to compare: the same as the last
             # plan of this task in this process gives the same key, parts and reasons.
-            deps = self.graph.deps[name]
+            # Built for every task of every plan, so the common case (no run parameters, no
+            # resources) makes no generator; `deps` is the graph's read-only mapping (equal
+            # to itself at once; a regraphed pipeline's is compared by value).
+            graph = self.graph
+            deps = graph.deps[name]
+            run_params = graph.run_params[name]
+            uses = graph.resources.get(name)
             signature = (
                 fp,
                 opts.version,
                 opts.ignore,
                 opts.always_run,
                 opts.cache,
-                tuple(self._param_digest(task, p)[0] for p in self.graph.run_params[name]),
-                tuple(upstream_digests.get(p) for p in deps),
-                tuple(deps.items()),
-                tuple(self.resources[p].version for p in self.graph.resources.get(name, ())),
+                tuple([self._param_digest(task, p)[0] for p in run_params]) if run_params else (),
+                tuple(map(upstream_digests.get, deps)),
+                deps,
+                tuple([self.resources[p].version for p in uses]) if uses else (),
             )
             known = _KEYS.get((self.pipeline, name))
             if known is not None and known[0] == signature:
