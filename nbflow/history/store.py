@@ -20,13 +20,14 @@ Policy:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +230,13 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
     return out
 
 
+def _chunks(ids: Sequence[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
+    """`ids` in chunks small enough for one statement, each with its "?, ?, ..." marks."""
+    for start in range(0, len(ids), size):
+        chunk = list(ids[start : start + size])
+        yield chunk, ", ".join("?" * len(chunk))
+
+
 class HistoryStore:
     """One process's connection to the history file of a home; safe to share between threads."""
 
@@ -254,6 +262,20 @@ class HistoryStore:
         with self._lock:
             self._conn.close()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one write transaction (BEGIN IMMEDIATE), under the lock:
+        committed when the block ends, rolled back if it raises."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
     # --- writing -------------------------------------------------------------
 
     def write(
@@ -271,107 +293,84 @@ class HistoryStore:
         is left as it is (the digest or key names its content). `snapshots`: status snapshot
         rows to add (dicts of `SNAPSHOT_COLUMNS`)."""
         now = time.time()
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for run in runs:
-                    cols = [c for c in RUN_COLUMNS if c in run]
-                    conn.execute(
-                        f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-                        f"ON CONFLICT(id) DO UPDATE SET "
-                        + ", ".join(f"{c}=excluded.{c}" for c in cols if c != "id"),
-                        [_encode(c, run[c]) for c in cols],
-                    )
-                rows = [
-                    [
-                        json.dumps(t[c], default=repr) if j and t.get(c) is not None else t.get(c)
-                        for c, j in _TASK_JSON
-                    ]
-                    for t in tasks
+        with self._transaction() as conn:
+            for run in runs:
+                cols = [c for c in RUN_COLUMNS if c in run]
+                conn.execute(
+                    f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                    f"ON CONFLICT(id) DO UPDATE SET "
+                    + ", ".join(f"{c}=excluded.{c}" for c in cols if c != "id"),
+                    [_encode(c, run[c]) for c in cols],
+                )
+            rows = [
+                [
+                    json.dumps(t[c], default=repr) if j and t.get(c) is not None else t.get(c)
+                    for c, j in _TASK_JSON
                 ]
-                if rows:
-                    conn.executemany(
-                        f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})",
-                        rows,
-                    )
-                if package_sets:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO package_sets (digest, packages) VALUES (?, ?)",
-                        [(d, json.dumps(p, sort_keys=True)) for d, p in package_sets.items()],
-                    )
-                parts_rows = [
-                    (key, json.dumps(parts, default=repr), json.dumps(shorts, default=repr))
-                    for key, parts, shorts in key_parts
+                for t in tasks
+            ]
+            if rows:
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO tasks ({', '.join(TASK_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(TASK_COLUMNS))})",
+                    rows,
+                )
+            if package_sets:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO package_sets (digest, packages) VALUES (?, ?)",
+                    [(d, json.dumps(p, sort_keys=True)) for d, p in package_sets.items()],
+                )
+            parts_rows = [
+                (key, json.dumps(parts, default=repr), json.dumps(shorts, default=repr))
+                for key, parts, shorts in key_parts
+            ]
+            if parts_rows:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO key_parts (key, parts, shorts) VALUES (?, ?, ?)",
+                    parts_rows,
+                )
+            snapshot_rows = [
+                [
+                    json.dumps(row.get(c), default=repr)
+                    if c in _SNAPSHOT_JSON and row.get(c) is not None
+                    else row.get(c)
+                    for c in SNAPSHOT_COLUMNS
                 ]
-                if parts_rows:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO key_parts (key, parts, shorts) VALUES (?, ?, ?)",
-                        parts_rows,
-                    )
-                snapshot_rows = [
-                    [
-                        json.dumps(row.get(c), default=repr)
-                        if c in _SNAPSHOT_JSON and row.get(c) is not None
-                        else row.get(c)
-                        for c in SNAPSHOT_COLUMNS
-                    ]
-                    for row in snapshots
-                ]
-                if snapshot_rows:
-                    conn.executemany(
-                        f"INSERT INTO snapshots ({', '.join(SNAPSHOT_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(SNAPSHOT_COLUMNS))})",
-                        snapshot_rows,
-                    )
-                if heartbeat:
-                    conn.executemany(
-                        "UPDATE runs SET heartbeat=? WHERE id=? AND state='running'",
-                        [(now, run_id) for run_id in heartbeat],
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                for row in snapshots
+            ]
+            if snapshot_rows:
+                conn.executemany(
+                    f"INSERT INTO snapshots ({', '.join(SNAPSHOT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(SNAPSHOT_COLUMNS))})",
+                    snapshot_rows,
+                )
+            if heartbeat:
+                conn.executemany(
+                    "UPDATE runs SET heartbeat=? WHERE id=? AND state='running'",
+                    [(now, run_id) for run_id in heartbeat],
+                )
 
     def delete_runs(self, run_ids: Sequence[str]) -> None:
         """Remove runs and their task rows (their files are the caller's), and the package
         sets no remaining run names. (A key's parts stay: a later run may have that key.)"""
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for start in range(0, len(run_ids), 500):
-                    chunk = list(run_ids[start : start + 500])
-                    marks = ", ".join("?" * len(chunk))
-                    conn.execute(f"DELETE FROM tasks WHERE run_id IN ({marks})", chunk)
-                    conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", chunk)
-                conn.execute(
-                    "DELETE FROM package_sets WHERE digest NOT IN "
-                    "(SELECT packages FROM runs WHERE packages IS NOT NULL)"
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._transaction() as conn:
+            for chunk, marks in _chunks(run_ids):
+                conn.execute(f"DELETE FROM tasks WHERE run_id IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", chunk)
+            conn.execute(
+                "DELETE FROM package_sets WHERE digest NOT IN "
+                "(SELECT packages FROM runs WHERE packages IS NOT NULL)"
+            )
 
     def prune_snapshots(self) -> int:
         """Keep the newest snapshot of each pipeline only; returns how many were removed.
         (A run snapshot whose run goes takes its graph first: `keep_graph_of`.)"""
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                removed = conn.execute(
-                    "DELETE FROM snapshots WHERE id NOT IN (SELECT (SELECT n.id FROM snapshots "
-                    "AS n WHERE n.pipeline = p.pipeline ORDER BY n.taken DESC, n.id DESC LIMIT 1) "
-                    "FROM (SELECT DISTINCT pipeline FROM snapshots) AS p)"
-                ).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._transaction() as conn:
+            removed = conn.execute(
+                "DELETE FROM snapshots WHERE id NOT IN (SELECT (SELECT n.id FROM snapshots "
+                "AS n WHERE n.pipeline = p.pipeline ORDER BY n.taken DESC, n.id DESC LIMIT 1) "
+                "FROM (SELECT DISTINCT pipeline FROM snapshots) AS p)"
+            ).rowcount
         return int(removed)
 
     def keep_graph_of(self, run_ids: Sequence[str]) -> None:
@@ -379,33 +378,24 @@ class HistoryStore:
         take a copy of that run's graph."""
         if not run_ids:
             return
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for start in range(0, len(run_ids), 500):
-                    chunk = list(run_ids[start : start + 500])
-                    marks = ", ".join("?" * len(chunk))
-                    rows = conn.execute(
-                        "SELECT snapshots.id, runs.graph FROM snapshots JOIN runs "
-                        "ON runs.id = snapshots.run_id WHERE snapshots.tasks IS NULL "
-                        f"AND runs.graph IS NOT NULL AND runs.id IN ({marks})",
-                        chunk,
-                    ).fetchall()
-                    for snapshot_id, graph in rows:
-                        decoded = json.loads(graph)
-                        conn.execute(
-                            "UPDATE snapshots SET tasks=?, edges=? WHERE id=?",
-                            (
-                                json.dumps(decoded.get("tasks") or []),
-                                json.dumps(decoded.get("edges") or []),
-                                snapshot_id,
-                            ),
-                        )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._transaction() as conn:
+            for chunk, marks in _chunks(run_ids):
+                rows = conn.execute(
+                    "SELECT snapshots.id, runs.graph FROM snapshots JOIN runs "
+                    "ON runs.id = snapshots.run_id WHERE snapshots.tasks IS NULL "
+                    f"AND runs.graph IS NOT NULL AND runs.id IN ({marks})",
+                    chunk,
+                ).fetchall()
+                for snapshot_id, graph in rows:
+                    decoded = json.loads(graph)
+                    conn.execute(
+                        "UPDATE snapshots SET tasks=?, edges=? WHERE id=?",
+                        (
+                            json.dumps(decoded.get("tasks") or []),
+                            json.dumps(decoded.get("edges") or []),
+                            snapshot_id,
+                        ),
+                    )
 
     # --- reading -------------------------------------------------------------
 
@@ -460,26 +450,19 @@ class HistoryStore:
                 dead.append(row["id"])
         if not dead:
             return
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for run_id in dead:
-                    conn.execute(
-                        "UPDATE runs SET state='interrupted', ended=COALESCE(heartbeat, started), "
-                        "duration=COALESCE(heartbeat, started) - started, "
-                        "error=COALESCE(error, 'the process running it ended without finishing it') "
-                        "WHERE id=? AND state='running'",
-                        (run_id,),
-                    )
-                    conn.execute(
-                        "UPDATE tasks SET state='interrupted' WHERE run_id=? AND state='running'",
-                        (run_id,),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._transaction() as conn:
+            for run_id in dead:
+                conn.execute(
+                    "UPDATE runs SET state='interrupted', ended=COALESCE(heartbeat, started), "
+                    "duration=COALESCE(heartbeat, started) - started, "
+                    "error=COALESCE(error, 'the process running it ended without finishing it') "
+                    "WHERE id=? AND state='running'",
+                    (run_id,),
+                )
+                conn.execute(
+                    "UPDATE tasks SET state='interrupted' WHERE run_id=? AND state='running'",
+                    (run_id,),
+                )
 
     def runs(
         self,
@@ -563,10 +546,9 @@ class HistoryStore:
                     }
                 )
         with self._lock:
-            for start in range(0, len(run_ids), 500):
-                chunk = list(run_ids[start : start + 500])
+            for chunk, marks in _chunks(run_ids):
                 rows = self._conn.execute(
-                    f"SELECT * FROM tasks WHERE run_id IN ({', '.join('?' * len(chunk))}) "
+                    f"SELECT * FROM tasks WHERE run_id IN ({marks}) "
                     "ORDER BY COALESCE(ended, started), rowid",
                     chunk,
                 ).fetchall()

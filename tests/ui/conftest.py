@@ -229,3 +229,22 @@ def wait_for_run(d: Dashboard, run_path: str, timeout: float = 120) -> dict[str,
 
 def read_json(path: Path) -> object:
     return json.loads(path.read_text())
+
+
+TWO_TASKS = """
+import nbflow as nf
+
+pipe = nf.Pipeline("{name}")
+
+
+@pipe.task
+def load():
+    return {value}
+
+
+@pipe.task
+def double(load):
+    return load * 2
+"""
+"""A script of a pipeline `{name}` whose `load` returns `{value}`, and `double` of it (for
+`str.format`, or `.replace("{name}", ...)` first): what a user edits between two runs."""

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from nbflow.jobs.runstore import RunStore
-from tests.ui.conftest import JOB, Dashboard, env_for, wait_for_run
+from tests.ui.conftest import JOB, TWO_TASKS, Dashboard, env_for, wait_for_run
 
 
 def session(d: Dashboard, page: str = f"jobs/{JOB}") -> tuple[requests.Session, str]:
@@ -214,26 +214,6 @@ def test_the_pipeline_and_cache_pages_read_the_history_and_the_cache(dashboard: 
     assert "&lt;b&gt;north&lt;/b&gt;" in cache and "<b>north</b>" not in cache
 
 
-SNAP = """
-import nbflow as nf
-
-pipe = nf.Pipeline("snapweb")
-
-
-@pipe.task
-def load():
-    return {value}
-
-
-@pipe.task
-def double(load):
-    return load * 2
-
-
-{then}
-"""
-
-
 def test_the_pipeline_page_shows_a_code_edit_a_status_elsewhere_saw(dashboard: Dashboard):
     """A script runs `snapweb`; another process edits `load` and calls `pipe.status()`; the
     server (a third process) shows the planner's reason, and fresh again after a run."""
@@ -243,14 +223,16 @@ def test_the_pipeline_page_shows_a_code_edit_a_status_elsewhere_saw(dashboard: D
         ("snap_run.py", 1, "pipe.run()"),
         ("snap_edit.py", 2, "pipe.status()"),
     ):
-        (work / name).write_text(SNAP.format(value=value, then=then))
+        (work / name).write_text(TWO_TASKS.format(name="snapweb", value=value) + f"\n{then}\n")
         subprocess.run([sys.executable, name], cwd=work, env=env, check=True)
     page = html.unescape(requests.get(dashboard.url("pipelines/snapweb"), timeout=10).text)
     assert "stale: code of `load` changed" in page
     assert "stale: upstream `load` is stale: code of `load` changed" in page
     assert re.search(r"as of [^<]+, from \S+ pid \d+ \(" + re.escape(str(work)), page)
     assert "snap_edit.py)" in page
-    (work / "snap_rerun.py").write_text(SNAP.format(value=2, then="pipe.run()"))
+    (work / "snap_rerun.py").write_text(
+        TWO_TASKS.format(name="snapweb", value=2) + "\npipe.run()\n"
+    )
     subprocess.run([sys.executable, "snap_rerun.py"], cwd=work, env=env, check=True)
     page = html.unescape(requests.get(dashboard.url("pipelines/snapweb"), timeout=10).text)
     assert "code of `load` changed</td>" not in page

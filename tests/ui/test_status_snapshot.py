@@ -15,24 +15,10 @@ import nbflow as nf
 from nbflow.history.recorder import RECORDER, drain, open_store
 from nbflow.ui import queries
 from tests.conftest import ROOT
+from tests.ui.conftest import TWO_TASKS
 
-DEFINE = """
-import nbflow as nf
-
-pipe = nf.Pipeline("snap")
-
-
-@pipe.task
-def load():
-    return {value}
-
-
-@pipe.task
-def double(load):
-    return load * 2
-"""
-RUN = DEFINE + "\npipe.run()\n"
-STATUS = DEFINE + "\nprint(pipe.explain('load'))\n"
+RUN = TWO_TASKS.replace("{name}", "snap") + "\npipe.run()\n"
+STATUS = TWO_TASKS.replace("{name}", "snap") + "\nprint(pipe.explain('load'))\n"
 FRESH = "fresh: unchanged since it last ran; its result is cached"
 CODE = "stale: code of `load` changed"
 DOWN = "stale: upstream `load` is stale: code of `load` changed"

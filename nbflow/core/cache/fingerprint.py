@@ -944,6 +944,13 @@ def fingerprint_function(
     planner passes the store's); `values` shares global-value digests between
     the fingerprints of one run.
     """
+    return _combine(_walk(fn, label, memo, values))
+
+
+def _walk(
+    fn: Any, label: str | None, memo: CodeMemo | None, values: ValueDigests | None
+) -> _Walker:
+    """Walk `fn` and everything it references; the walker holds the parts and the witness."""
     walker = _Walker(memo, values)
     unwrapped = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
     wrapped, fn = unwrapped is not fn, unwrapped
@@ -962,7 +969,7 @@ def fingerprint_function(
     else:
         walker.reference(label, fn)
     walker.drain()
-    return _combine(walker)
+    return walker
 
 
 def _combine(walker: _Walker) -> FunctionPrint:
@@ -1084,13 +1091,12 @@ class PrintMemo:
         entry = self._entries.get(key)
         if entry is not None and entry[0] is fn and _witness_holds(entry[2], values):
             return entry[1]
-        if not isinstance(fn, types.FunctionType) or hasattr(fn, "__wrapped__"):
-            return fingerprint_function(fn, label, memo=memo, values=values)
-        walker = _Walker(memo, values)
-        walker.function(fn, label)
-        walker.drain()
+        walker = _walk(fn, label, memo, values)
         fp = _combine(walker)
-        if walker.witness is not None and not walker.volatile:
+        # Only a plain function is kept: the witness does not cover a bound object, a
+        # partial's arguments or a wrapper.
+        plain = isinstance(fn, types.FunctionType) and not hasattr(fn, "__wrapped__")
+        if plain and walker.witness is not None and not walker.volatile:
             if len(self._entries) >= self.LIMIT:
                 self._entries.clear()
             self._entries[key] = (fn, fp, tuple(walker.witness))
